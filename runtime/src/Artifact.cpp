@@ -1,0 +1,401 @@
+//===- Artifact.cpp - Loading and validating a .colossus artifact ---------===//
+
+#include "colossus/runtime/Artifact.h"
+#include "colossus/runtime/ArtifactChecksum.h"
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace colossus {
+
+const char *deviceKindName(DeviceKind kind) {
+  return kind == DeviceKind::Cpu ? "cpu" : "cuda";
+}
+
+std::optional<DeviceKind> parseDeviceKind(std::string_view name) {
+  if (name == "cpu")
+    return DeviceKind::Cpu;
+  if (name == "cuda")
+    return DeviceKind::Cuda;
+  return std::nullopt;
+}
+
+DeviceKind deviceForTarget(schema::Target target) {
+  return target == schema::Target::sm_90a ? DeviceKind::Cuda : DeviceKind::Cpu;
+}
+
+std::string targetName(schema::Target target) {
+  switch (target) {
+  case schema::Target::cpu:
+    return "cpu";
+  case schema::Target::sm_90a:
+    return "sm_90a";
+  }
+  return strCat("unknown(", static_cast<int>(target), ")");
+}
+
+namespace {
+
+Expected<std::vector<uint8_t>> readWholeFile(const std::string &path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return makeError(path, ": cannot open: ", std::strerror(errno));
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    int err = errno;
+    ::close(fd);
+    return makeError(path, ": cannot stat: ", std::strerror(err));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return makeError(path, ": not a regular file");
+  }
+  std::vector<uint8_t> bytes;
+  try {
+    bytes.resize(static_cast<size_t>(st.st_size));
+  } catch (const std::exception &) {
+    ::close(fd);
+    return makeError(path, ": cannot allocate ", st.st_size,
+                     " bytes to read the file");
+  }
+  size_t done = 0;
+  while (done < bytes.size()) {
+    ssize_t n = ::read(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0) {
+      int err = n < 0 ? errno : EIO;
+      ::close(fd);
+      return makeError(path, ": read error: ", std::strerror(err));
+    }
+    done += static_cast<size_t>(n);
+  }
+  ::close(fd);
+  return bytes;
+}
+
+/// a * b, or nullopt on overflow.
+std::optional<uint64_t> mulU64(uint64_t a, uint64_t b) {
+  uint64_t r;
+  if (__builtin_mul_overflow(a, b, &r))
+    return std::nullopt;
+  return r;
+}
+
+const char *kindName(schema::BufferKind kind) {
+  const char *name = schema::EnumNameBufferKind(kind);
+  return name && *name ? name : "unknown";
+}
+
+std::string bufferLabel(const schema::Artifact &a, uint32_t index) {
+  const auto *buffer = a.buffers()->Get(index);
+  std::string label = strCat("buffers[", index, "]");
+  if (buffer->name())
+    label += strCat(" '", buffer->name()->str(), "'");
+  return label;
+}
+
+/// Element count of a shape; nullopt for a negative dim or on overflow.
+std::optional<uint64_t>
+elementCount(const flatbuffers::Vector<int64_t> *shape) {
+  uint64_t n = 1;
+  if (!shape)
+    return n;
+  for (int64_t d : *shape) {
+    if (d < 0)
+      return std::nullopt;
+    auto m = mulU64(n, static_cast<uint64_t>(d));
+    if (!m)
+      return std::nullopt;
+    n = *m;
+  }
+  return n;
+}
+
+} // namespace
+
+uint64_t Artifact::numElements(const flatbuffers::Vector<int64_t> *shape) {
+  return elementCount(shape).value_or(0);
+}
+
+std::string Artifact::shapeString(const flatbuffers::Vector<int64_t> *shape) {
+  std::string s = "[";
+  if (shape)
+    for (flatbuffers::uoffset_t i = 0; i < shape->size(); ++i)
+      s += strCat(i ? ", " : "", shape->Get(i));
+  return s + "]";
+}
+
+Expected<std::unique_ptr<Artifact>>
+Artifact::loadFile(const std::string &path, std::optional<DeviceKind> device) {
+  auto bytes = readWholeFile(path);
+  if (!bytes)
+    return bytes.error();
+  return loadBuffer(std::move(bytes).value(), path, device);
+}
+
+Expected<std::unique_ptr<Artifact>>
+Artifact::loadBuffer(std::vector<uint8_t> bytes, const std::string &name,
+                     std::optional<DeviceKind> device) {
+  std::unique_ptr<Artifact> artifact(new Artifact(std::move(bytes), name));
+  COLOSSUS_RETURN_IF_ERROR(artifact->verify(device));
+  return artifact;
+}
+
+Status Artifact::verify(std::optional<DeviceKind> device) {
+  const uint8_t *data = bytes_.data();
+  const size_t size = bytes_.size();
+
+  // 1. Identifier.
+  if (size < 8 ||
+      !flatbuffers::BufferHasIdentifier(data, schema::ArtifactIdentifier()))
+    return makeError(name_, ": not a Colossus artifact (",
+                     size < 8 ? strCat("only ", size, " bytes")
+                              : std::string("no 'CLSS' identifier at offset 4"),
+                     ")");
+
+  // 2. FlatBuffers verifier.
+  if (size >= FLATBUFFERS_MAX_BUFFER_SIZE)
+    return makeError(name_, ": corrupt or truncated (", size,
+                     " bytes is over the FlatBuffers size limit)");
+  flatbuffers::Verifier verifier(data, size, /*max_depth=*/64,
+                                 /*max_tables=*/1u << 24);
+  if (!schema::VerifyArtifactBuffer(verifier))
+    return makeError(name_,
+                     ": corrupt or truncated (FlatBuffers verification "
+                     "failed; ",
+                     size, " bytes)");
+  root_ = schema::GetArtifact(data);
+
+  // 3. Schema version.
+  if (root_->schema_version() != kSchemaVersion)
+    return makeError(name_, ": artifact schema version ",
+                     root_->schema_version(), ", this runtime reads ",
+                     kSchemaVersion);
+
+  // 4. Checksum.
+  uint64_t stored = 0;
+  if (!readArtifactChecksum(data, size, stored))
+    return makeError(name_, ": checksum mismatch (the checksum field is "
+                            "absent)");
+  uint64_t computed = artifactChecksum(data, size);
+  if (stored != computed) {
+    char buf[96];
+    std::snprintf(buf, sizeof(buf), "stored 0x%016llx, computed 0x%016llx",
+                  static_cast<unsigned long long>(stored),
+                  static_cast<unsigned long long>(computed));
+    return makeError(name_, ": checksum mismatch (", buf, ")");
+  }
+
+  // 5. Target vs device.
+  if (device)
+    COLOSSUS_RETURN_IF_ERROR(checkDevice(*device));
+
+  // 6. Internal consistency.
+  return checkConsistency();
+}
+
+Status Artifact::checkDevice(DeviceKind device) const {
+  schema::Target t = root_->target();
+  if (t != schema::Target::cpu && t != schema::Target::sm_90a)
+    return makeError(name_, ": unknown target ", targetName(t));
+  if (deviceForTarget(t) != device)
+    return makeError(name_, ": artifact compiled for target ", targetName(t),
+                     " runs on the ", deviceKindName(deviceForTarget(t)),
+                     " device, not on the ", deviceKindName(device),
+                     " device (recompile with --target=",
+                     device == DeviceKind::Cpu ? "cpu" : "sm_90a", ")");
+  return Status::success();
+}
+
+uint32_t Artifact::numBuffers() const {
+  return root_->buffers() ? root_->buffers()->size() : 0;
+}
+uint32_t Artifact::numKernels() const {
+  return root_->kernels() ? root_->kernels()->size() : 0;
+}
+uint32_t Artifact::numParams() const {
+  return root_->params() ? root_->params()->size() : 0;
+}
+
+const schema::Step *Artifact::findStep(std::string_view stepName) const {
+  if (!root_->steps())
+    return nullptr;
+  for (const schema::Step *step : *root_->steps())
+    if (step->name() && step->name()->string_view() == stepName)
+      return step;
+  return nullptr;
+}
+
+Status Artifact::checkConsistency() const {
+  const schema::Artifact &a = *root_;
+  const std::string &n = name_;
+  const uint32_t numBuf = numBuffers();
+  const uint32_t numKer = numKernels();
+  const bool gpu = a.target() == schema::Target::sm_90a;
+
+  if (a.batch() < 1 || a.batch() > (int64_t(1) << 20))
+    return makeError(n, ": batch = ", a.batch(), " is out of range");
+  if (a.seq() < 1 || a.seq() > (int64_t(1) << 30))
+    return makeError(n, ": seq = ", a.seq(), " is out of range");
+  if (!a.model())
+    return makeError(n, ": model info is missing");
+  if (a.model()->vocab_size() < 1 || a.model()->vocab_size() > (1 << 30))
+    return makeError(n, ": model.vocab_size = ", a.model()->vocab_size(),
+                     " is out of range");
+
+  // Buffers.
+  for (uint32_t i = 0; i < numBuf; ++i) {
+    const schema::Buffer *b = a.buffers()->Get(i);
+    uint32_t kind = static_cast<uint32_t>(b->kind());
+    if (kind > static_cast<uint32_t>(schema::BufferKind::MAX))
+      return makeError(n, ": ", bufferLabel(a, i), ": unknown kind ",
+                       static_cast<int>(b->kind()));
+    if (b->kind() == schema::BufferKind::arena &&
+        (b->offset() > a.arena_bytes() ||
+         b->size() > a.arena_bytes() - b->offset()))
+      return makeError(n, ": ", bufferLabel(a, i), ": arena range [",
+                       b->offset(), ", ", b->offset(), " + ", b->size(),
+                       ") does not fit in arena_bytes = ", a.arena_bytes());
+  }
+
+  // Kernels.
+  for (uint32_t k = 0; k < numKer; ++k) {
+    const schema::Kernel *kernel = a.kernels()->Get(k);
+    if (!kernel->name() || kernel->name()->size() == 0)
+      return makeError(n, ": kernels[", k, "] has no name");
+    std::string label =
+        strCat("kernels[", k, "] '", kernel->name()->str(), "'");
+    if (kernel->rows() != schema::RowExtent::tokens &&
+        kernel->rows() != schema::RowExtent::fixed)
+      return makeError(n, ": ", label, ": unknown row extent ",
+                       static_cast<int>(kernel->rows()));
+    if (kernel->rows() == schema::RowExtent::fixed && kernel->fixed_rows() < 0)
+      return makeError(n, ": ", label, ": fixed_rows = ", kernel->fixed_rows(),
+                       " is negative");
+    if (kernel->cols() < 0)
+      return makeError(n, ": ", label, ": cols = ", kernel->cols(),
+                       " is negative");
+    if (gpu) {
+      if (kernel->block_dim() < 1 || kernel->block_dim() > 1024)
+        return makeError(n, ": ", label, ": block_dim = ", kernel->block_dim(),
+                         " is not in [1, 1024]");
+      if ((!kernel->cubin() || kernel->cubin()->size() == 0) &&
+          (!kernel->ptx() || kernel->ptx()->size() == 0))
+        return makeError(n, ": ", label, ": has neither cubin nor ptx");
+    }
+  }
+
+  // Steps and launches.
+  if (a.steps()) {
+    for (uint32_t s = 0; s < a.steps()->size(); ++s) {
+      const schema::Step *step = a.steps()->Get(s);
+      std::string label = strCat("steps[", s, "]");
+      if (step->tokens() >= numBuf)
+        return makeError(n, ": ", label, ".tokens = ", step->tokens(),
+                         " is out of range (", numBuf, " buffers)");
+      if (step->logits() >= numBuf)
+        return makeError(n, ": ", label, ".logits = ", step->logits(),
+                         " is out of range (", numBuf, " buffers)");
+      const schema::Buffer *tok = a.buffers()->Get(step->tokens());
+      if (tok->kind() != schema::BufferKind::input ||
+          tok->dtype() != schema::DType::i32)
+        return makeError(
+            n, ": ", label, ".tokens: ", bufferLabel(a, step->tokens()),
+            " must be an i32 input buffer (it is ", kindName(tok->kind()), ", ",
+            schema::EnumNameDType(tok->dtype()), ")");
+      auto tokBytes = mulU64(
+          static_cast<uint64_t>(a.batch()) * static_cast<uint64_t>(a.seq()), 4);
+      if (!tokBytes || tok->size() < *tokBytes)
+        return makeError(
+            n, ": ", label, ".tokens: ", bufferLabel(a, step->tokens()),
+            " has ", tok->size(), " bytes, batch * seq i32 needs ", *tokBytes);
+      const schema::Buffer *lg = a.buffers()->Get(step->logits());
+      if (lg->kind() != schema::BufferKind::output ||
+          lg->dtype() != schema::DType::f32)
+        return makeError(
+            n, ": ", label, ".logits: ", bufferLabel(a, step->logits()),
+            " must be an f32 output buffer (it is ", kindName(lg->kind()), ", ",
+            schema::EnumNameDType(lg->dtype()), ")");
+      auto lgBytes = mulU64(static_cast<uint64_t>(a.batch()) *
+                                static_cast<uint64_t>(a.seq()),
+                            static_cast<uint64_t>(a.model()->vocab_size()) * 4);
+      if (!lgBytes || lg->size() < *lgBytes)
+        return makeError(
+            n, ": ", label, ".logits: ", bufferLabel(a, step->logits()),
+            " has ", lg->size(), " bytes, batch * seq * vocab_size f32 needs ",
+            lgBytes ? strCat(*lgBytes) : std::string("more"));
+      if (lg->shape() && lg->shape()->size() > 0 &&
+          lg->shape()->Get(lg->shape()->size() - 1) != a.model()->vocab_size())
+        return makeError(n, ": ", label,
+                         ".logits: ", bufferLabel(a, step->logits()),
+                         " has shape ", shapeString(lg->shape()),
+                         ", its last dimension must be model.vocab_size = ",
+                         a.model()->vocab_size());
+      if (!step->launches())
+        continue;
+      for (uint32_t l = 0; l < step->launches()->size(); ++l) {
+        const schema::Launch *launch = step->launches()->Get(l);
+        std::string ll = strCat(label, ".launches[", l, "]");
+        if (launch->kernel() >= numKer)
+          return makeError(n, ": ", ll, ".kernel = ", launch->kernel(),
+                           " is out of range (", numKer, " kernels)");
+        const schema::Kernel *kernel = a.kernels()->Get(launch->kernel());
+        uint32_t nargs = launch->args() ? launch->args()->size() : 0;
+        if (nargs != kernel->num_args())
+          return makeError(n, ": ", ll, " has ", nargs, " args, kernels[",
+                           launch->kernel(), "] '", kernel->name()->str(),
+                           "' takes num_args = ", kernel->num_args());
+        for (uint32_t i = 0; i < nargs; ++i)
+          if (launch->args()->Get(i) >= numBuf)
+            return makeError(n, ": ", ll, ".args[", i,
+                             "] = ", launch->args()->Get(i),
+                             " is out of range (", numBuf, " buffers)");
+      }
+    }
+  }
+
+  // Params.
+  for (uint32_t p = 0; p < numParams(); ++p) {
+    const schema::Param *param = a.params()->Get(p);
+    std::string label = strCat("params[", p, "]");
+    if (!param->hf_name() || param->hf_name()->size() == 0)
+      return makeError(n, ": ", label, " has no hf_name");
+    label += strCat(" '", param->hf_name()->str(), "'");
+    if (param->buffer() >= numBuf)
+      return makeError(n, ": ", label, ".buffer = ", param->buffer(),
+                       " is out of range (", numBuf, " buffers)");
+    const schema::Buffer *b = a.buffers()->Get(param->buffer());
+    if (b->kind() != schema::BufferKind::param ||
+        b->dtype() != schema::DType::f32)
+      return makeError(n, ": ", label, ": ", bufferLabel(a, param->buffer()),
+                       " must be an f32 param buffer (it is ",
+                       kindName(b->kind()), ", ",
+                       schema::EnumNameDType(b->dtype()), ")");
+    if (param->shape())
+      for (int64_t d : *param->shape())
+        if (d < 0)
+          return makeError(n, ": ", label, ": shape ",
+                           shapeString(param->shape()),
+                           " has a negative dimension");
+    auto elems = elementCount(param->shape());
+    auto bytes = elems ? mulU64(*elems, 4) : std::nullopt;
+    if (!bytes)
+      return makeError(n, ": ", label, ": shape ", shapeString(param->shape()),
+                       " is too large");
+    if (b->size() != *bytes)
+      return makeError(n, ": ", label, ": shape ", shapeString(param->shape()),
+                       " needs ", *bytes, " bytes of f32 but ",
+                       bufferLabel(a, param->buffer()), ".size = ", b->size());
+    uint32_t init = static_cast<uint32_t>(param->init());
+    if (init > static_cast<uint32_t>(schema::ParamInit::MAX))
+      return makeError(n, ": ", label, ": unknown init ", init);
+  }
+  return Status::success();
+}
+
+} // namespace colossus

@@ -1,0 +1,430 @@
+//===- CudaDevice.cpp - The cuda device: CUDA driver API via dlopen -------===//
+//
+// libcuda is opened at run time (dlopen "libcuda.so.1", then "libcuda.so"),
+// so the runtime builds and runs its CPU paths on machines without a GPU.
+// No CUDA header is used: the handful of types, constants and entry points
+// the runtime needs are declared below with the driver API's ABI, and the
+// entry points are resolved with dlsym, using the `_v2` names where the
+// driver has them.
+//
+// At load: cuInit, device 0, compute capability check (sm_90a needs 9.0),
+// primary context (cuDevicePrimaryCtxRetain + cuCtxSetCurrent), one stream,
+// one module per kernel (cuModuleLoadData of the cubin, the PTX only if the
+// cubin does not load), cuModuleGetFunction, and cuFuncSetAttribute for
+// dynamic shared memory above 48 KiB. Buffers are cuMemAlloc'ed once by the
+// executor. A launch is one cuLaunchKernel on the stream with a 1-D grid of
+// ceil(R * cols / block_dim) blocks (docs/artifact-format.md).
+//
+// The device is used from one thread at a time (the one that created it).
+//
+//===----------------------------------------------------------------------===//
+
+#include "colossus/runtime/Device.h"
+
+#include <cstring>
+#include <dlfcn.h>
+#include <vector>
+
+namespace colossus {
+namespace {
+
+// ---- The subset of the CUDA driver API used here (cuda.h ABI) ----
+using CUresult = int;
+using CUdevice = int;
+using CUdeviceptr = unsigned long long;
+struct CUctx_st;
+struct CUmod_st;
+struct CUfunc_st;
+struct CUstream_st;
+using CUcontext = CUctx_st *;
+using CUmodule = CUmod_st *;
+using CUfunction = CUfunc_st *;
+using CUstream = CUstream_st *;
+using CUjit_option = int;
+
+constexpr CUresult CUDA_SUCCESS = 0;
+constexpr int CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75;
+constexpr int CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76;
+constexpr int CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN = 97;
+constexpr int CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8;
+constexpr CUjit_option CU_JIT_ERROR_LOG_BUFFER = 5;
+constexpr CUjit_option CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES = 6;
+constexpr unsigned CU_STREAM_DEFAULT = 0;
+
+struct DriverApi {
+  CUresult (*cuInit)(unsigned);
+  CUresult (*cuDriverGetVersion)(int *);
+  CUresult (*cuDeviceGetCount)(int *);
+  CUresult (*cuDeviceGet)(CUdevice *, int);
+  CUresult (*cuDeviceGetAttribute)(int *, int, CUdevice);
+  CUresult (*cuDeviceGetName)(char *, int, CUdevice);
+  CUresult (*cuDevicePrimaryCtxRetain)(CUcontext *, CUdevice);
+  CUresult (*cuDevicePrimaryCtxRelease)(CUdevice);
+  CUresult (*cuCtxSetCurrent)(CUcontext);
+  CUresult (*cuModuleLoadData)(CUmodule *, const void *);
+  CUresult (*cuModuleLoadDataEx)(CUmodule *, const void *, unsigned,
+                                 CUjit_option *, void **);
+  CUresult (*cuModuleUnload)(CUmodule);
+  CUresult (*cuModuleGetFunction)(CUfunction *, CUmodule, const char *);
+  CUresult (*cuFuncSetAttribute)(CUfunction, int, int);
+  CUresult (*cuMemAlloc)(CUdeviceptr *, size_t);
+  CUresult (*cuMemFree)(CUdeviceptr);
+  CUresult (*cuMemcpyHtoDAsync)(CUdeviceptr, const void *, size_t, CUstream);
+  CUresult (*cuMemcpyDtoHAsync)(void *, CUdeviceptr, size_t, CUstream);
+  CUresult (*cuMemsetD8Async)(CUdeviceptr, unsigned char, size_t, CUstream);
+  CUresult (*cuStreamCreate)(CUstream *, unsigned);
+  CUresult (*cuStreamDestroy)(CUstream);
+  CUresult (*cuStreamSynchronize)(CUstream);
+  CUresult (*cuLaunchKernel)(CUfunction, unsigned, unsigned, unsigned, unsigned,
+                             unsigned, unsigned, unsigned, CUstream, void **,
+                             void **);
+  CUresult (*cuGetErrorString)(CUresult, const char **);
+  CUresult (*cuGetErrorName)(CUresult, const char **);
+};
+
+class CudaDevice final : public Device {
+public:
+  ~CudaDevice() override {
+    if (api_.cuCtxSetCurrent && ctx_)
+      api_.cuCtxSetCurrent(ctx_);
+    if (stream_) {
+      api_.cuStreamSynchronize(stream_);
+      api_.cuStreamDestroy(stream_);
+    }
+    for (CUmodule m : modules_)
+      if (m)
+        api_.cuModuleUnload(m);
+    if (ctx_)
+      api_.cuDevicePrimaryCtxRelease(device_);
+    if (lib_)
+      ::dlclose(lib_);
+  }
+
+  /// dlopen + cuInit + device 0 + primary context + stream.
+  Status init() {
+    std::string errors;
+    for (const char *name : {"libcuda.so.1", "libcuda.so"}) {
+      lib_ = ::dlopen(name, RTLD_NOW | RTLD_LOCAL);
+      if (lib_)
+        break;
+      const char *e = ::dlerror();
+      errors += strCat(errors.empty() ? "" : "; ", e ? e : name);
+    }
+    if (!lib_)
+      return makeError("no CUDA driver: libcuda.so.1 could not be loaded (",
+                       errors,
+                       "); run on a machine with an NVIDIA driver or use an "
+                       "artifact compiled for --target=cpu");
+    COLOSSUS_RETURN_IF_ERROR(resolveSymbols());
+
+    COLOSSUS_RETURN_IF_ERROR(check(api_.cuInit(0), "cuInit"));
+    int count = 0;
+    COLOSSUS_RETURN_IF_ERROR(
+        check(api_.cuDeviceGetCount(&count), "cuDeviceGetCount"));
+    if (count < 1)
+      return makeError("cuda: no CUDA device is visible (cuDeviceGetCount "
+                       "returned 0; check CUDA_VISIBLE_DEVICES)");
+    COLOSSUS_RETURN_IF_ERROR(
+        check(api_.cuDeviceGet(&device_, 0), "cuDeviceGet"));
+    char name[256] = {0};
+    COLOSSUS_RETURN_IF_ERROR(
+        check(api_.cuDeviceGetName(name, sizeof(name) - 1, device_),
+              "cuDeviceGetName"));
+    name_ = name;
+    COLOSSUS_RETURN_IF_ERROR(check(
+        api_.cuDeviceGetAttribute(
+            &ccMajor_, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, device_),
+        "cuDeviceGetAttribute(COMPUTE_CAPABILITY_MAJOR)"));
+    COLOSSUS_RETURN_IF_ERROR(check(
+        api_.cuDeviceGetAttribute(
+            &ccMinor_, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, device_),
+        "cuDeviceGetAttribute(COMPUTE_CAPABILITY_MINOR)"));
+    COLOSSUS_RETURN_IF_ERROR(check(
+        api_.cuDeviceGetAttribute(
+            &maxSharedOptin_,
+            CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, device_),
+        "cuDeviceGetAttribute(MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)"));
+    COLOSSUS_RETURN_IF_ERROR(
+        check(api_.cuDevicePrimaryCtxRetain(&ctx_, device_),
+              "cuDevicePrimaryCtxRetain"));
+    COLOSSUS_RETURN_IF_ERROR(
+        check(api_.cuCtxSetCurrent(ctx_), "cuCtxSetCurrent"));
+    COLOSSUS_RETURN_IF_ERROR(check(
+        api_.cuStreamCreate(&stream_, CU_STREAM_DEFAULT), "cuStreamCreate"));
+    return Status::success();
+  }
+
+  DeviceKind kind() const override { return DeviceKind::Cuda; }
+  std::string description() const override {
+    return strCat("cuda:0 ", name_, " (sm_", ccMajor_, ccMinor_, ")");
+  }
+
+  Status loadKernels(const Artifact &artifact) override {
+    const schema::Artifact &a = artifact.root();
+    const std::string &n = artifact.name();
+    if (a.target() == schema::Target::sm_90a &&
+        !(ccMajor_ == 9 && ccMinor_ == 0))
+      return makeError(n,
+                       ": artifact target sm_90a needs a GPU of compute "
+                       "capability 9.0 (H100/H200); cuda device 0 '",
+                       name_, "' has compute capability ", ccMajor_, ".",
+                       ccMinor_);
+    uint32_t numKernels = artifact.numKernels();
+    modules_.assign(numKernels, nullptr);
+    kernels_.assign(numKernels, KernelInfo{});
+    size_t maxArgs = 0;
+    for (uint32_t k = 0; k < numKernels; ++k) {
+      const schema::Kernel *kernel = a.kernels()->Get(k);
+      const std::string kname = kernel->name()->str();
+      const std::string label = strCat(n, ": kernels[", k, "] '", kname, "'");
+      std::string cubinError;
+      CUmodule module = nullptr;
+      if (kernel->cubin() && kernel->cubin()->size() > 0) {
+        // Copy into 8-byte aligned storage: the ELF image is read in place.
+        std::vector<uint64_t> image((kernel->cubin()->size() + 7) / 8 + 1, 0);
+        std::memcpy(image.data(), kernel->cubin()->data(),
+                    kernel->cubin()->size());
+        CUresult r = api_.cuModuleLoadData(&module, image.data());
+        if (r != CUDA_SUCCESS) {
+          cubinError = strCat("cuModuleLoadData(cubin) failed: ", errorText(r));
+          module = nullptr;
+        }
+      }
+      if (!module && kernel->ptx() && kernel->ptx()->size() > 0) {
+        char log[8192] = {0};
+        CUjit_option opts[] = {CU_JIT_ERROR_LOG_BUFFER,
+                               CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES};
+        void *vals[] = {log, reinterpret_cast<void *>(
+                                 static_cast<uintptr_t>(sizeof(log) - 1))};
+        CUresult r = api_.cuModuleLoadDataEx(&module, kernel->ptx()->c_str(), 2,
+                                             opts, vals);
+        if (r != CUDA_SUCCESS)
+          return makeError(label, ": ",
+                           cubinError.empty() ? "" : cubinError + "; ",
+                           "cuModuleLoadDataEx(ptx) failed: ", errorText(r),
+                           log[0] ? strCat(": ", log) : std::string());
+      }
+      if (!module)
+        return makeError(label, ": ",
+                         cubinError.empty() ? "no cubin or ptx" : cubinError);
+      modules_[k] = module;
+      CUfunction fn = nullptr;
+      CUresult r = api_.cuModuleGetFunction(&fn, module, kname.c_str());
+      if (r != CUDA_SUCCESS)
+        return makeError(label, ": cuModuleGetFunction failed: ", errorText(r));
+      uint32_t shared = kernel->shared_mem_bytes();
+      if (shared > 48u * 1024u) {
+        if (static_cast<int64_t>(shared) > maxSharedOptin_)
+          return makeError(label, ": shared_mem_bytes = ", shared,
+                           " exceeds the device limit of ", maxSharedOptin_);
+        r = api_.cuFuncSetAttribute(
+            fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            static_cast<int>(shared));
+        if (r != CUDA_SUCCESS)
+          return makeError(label,
+                           ": cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES"
+                           ", ",
+                           shared, ") failed: ", errorText(r));
+      }
+      KernelInfo &info = kernels_[k];
+      info.fn = fn;
+      info.name = kname;
+      info.fixedRows = kernel->rows() == schema::RowExtent::fixed;
+      info.rows = kernel->fixed_rows();
+      info.cols = kernel->cols();
+      info.blockDim = kernel->block_dim();
+      info.sharedBytes = shared;
+      maxArgs = std::max<size_t>(maxArgs, kernel->num_args());
+    }
+    argValues_.assign(maxArgs, 0);
+    paramPtrs_.assign(maxArgs + 3, nullptr);
+    return Status::success();
+  }
+
+  Expected<void *> alloc(size_t bytes, const std::string &what) override {
+    if (bytes == 0)
+      return static_cast<void *>(nullptr);
+    CUdeviceptr p = 0;
+    CUresult r = api_.cuMemAlloc(&p, bytes);
+    if (r != CUDA_SUCCESS)
+      return makeError("cuMemAlloc(", bytes, " bytes for ", what,
+                       ") failed: ", errorText(r));
+    return reinterpret_cast<void *>(static_cast<uintptr_t>(p));
+  }
+  void free(void *ptr) override {
+    if (ptr)
+      api_.cuMemFree(toDev(ptr));
+  }
+
+  Status copyToDevice(void *dst, const void *src, size_t bytes) override {
+    if (!bytes)
+      return Status::success();
+    return check(api_.cuMemcpyHtoDAsync(toDev(dst), src, bytes, stream_),
+                 "cuMemcpyHtoDAsync");
+  }
+  Status copyToHost(void *dst, const void *src, size_t bytes) override {
+    if (!bytes)
+      return Status::success();
+    COLOSSUS_RETURN_IF_ERROR(
+        check(api_.cuMemcpyDtoHAsync(dst, toDev(src), bytes, stream_),
+              "cuMemcpyDtoHAsync"));
+    return synchronize();
+  }
+  Status fillZero(void *dst, size_t bytes) override {
+    if (!bytes)
+      return Status::success();
+    return check(api_.cuMemsetD8Async(toDev(dst), 0, bytes, stream_),
+                 "cuMemsetD8Async");
+  }
+
+  Status launch(uint32_t kernel, void *const *args, size_t numArgs, int64_t nb,
+                int64_t nt, int64_t pos0) override {
+    if (kernel >= kernels_.size())
+      return makeError("cuda: kernel index ", kernel, " out of range");
+    const KernelInfo &k = kernels_[kernel];
+    int64_t rows = k.fixedRows ? k.rows : nb * nt;
+    int64_t total = 0;
+    if (__builtin_mul_overflow(rows, k.cols, &total) || total < 0)
+      return makeError("cuda: kernel '", k.name, "': rows * cols overflows");
+    if (total == 0)
+      return Status::success(); // nothing to do; a 0-block grid is invalid
+    int64_t grid = (total + k.blockDim - 1) / k.blockDim;
+    if (grid > 0x7fffffff)
+      return makeError("cuda: kernel '", k.name, "': grid of ", grid,
+                       " blocks exceeds the 2^31-1 limit");
+    if (numArgs > argValues_.size())
+      return makeError("cuda: kernel '", k.name, "': ", numArgs,
+                       " arguments, more than loaded");
+    for (size_t i = 0; i < numArgs; ++i) {
+      argValues_[i] = toDev(args[i]);
+      paramPtrs_[i] = &argValues_[i];
+    }
+    region_[0] = nb;
+    region_[1] = nt;
+    region_[2] = pos0;
+    for (size_t i = 0; i < 3; ++i)
+      paramPtrs_[numArgs + i] = &region_[i];
+    CUresult r = api_.cuLaunchKernel(k.fn, static_cast<unsigned>(grid), 1, 1,
+                                     k.blockDim, 1, 1, k.sharedBytes, stream_,
+                                     paramPtrs_.data(), nullptr);
+    if (r != CUDA_SUCCESS)
+      return makeError("cuLaunchKernel('", k.name, "', grid ", grid, ", block ",
+                       k.blockDim, ", shared ", k.sharedBytes,
+                       ") failed: ", errorText(r));
+    return Status::success();
+  }
+
+  Status synchronize() override {
+    return check(api_.cuStreamSynchronize(stream_), "cuStreamSynchronize");
+  }
+
+private:
+  struct KernelInfo {
+    CUfunction fn = nullptr;
+    std::string name;
+    bool fixedRows = false;
+    int64_t rows = 0;
+    int64_t cols = 0;
+    unsigned blockDim = 1;
+    unsigned sharedBytes = 0;
+  };
+
+  static CUdeviceptr toDev(const void *p) {
+    return static_cast<CUdeviceptr>(reinterpret_cast<uintptr_t>(p));
+  }
+
+  template <typename Fn>
+  Status sym(Fn &fn, std::initializer_list<const char *> names) {
+    for (const char *name : names) {
+      if (void *p = ::dlsym(lib_, name)) {
+        fn = reinterpret_cast<Fn>(p);
+        return Status::success();
+      }
+    }
+    return makeError("cuda: the CUDA driver does not export ", *names.begin(),
+                     " (driver too old?)");
+  }
+
+  Status resolveSymbols() {
+    COLOSSUS_RETURN_IF_ERROR(sym(api_.cuInit, {"cuInit"}));
+    COLOSSUS_RETURN_IF_ERROR(
+        sym(api_.cuDriverGetVersion, {"cuDriverGetVersion"}));
+    COLOSSUS_RETURN_IF_ERROR(sym(api_.cuDeviceGetCount, {"cuDeviceGetCount"}));
+    COLOSSUS_RETURN_IF_ERROR(sym(api_.cuDeviceGet, {"cuDeviceGet"}));
+    COLOSSUS_RETURN_IF_ERROR(
+        sym(api_.cuDeviceGetAttribute, {"cuDeviceGetAttribute"}));
+    COLOSSUS_RETURN_IF_ERROR(sym(api_.cuDeviceGetName, {"cuDeviceGetName"}));
+    COLOSSUS_RETURN_IF_ERROR(
+        sym(api_.cuDevicePrimaryCtxRetain, {"cuDevicePrimaryCtxRetain"}));
+    COLOSSUS_RETURN_IF_ERROR(
+        sym(api_.cuDevicePrimaryCtxRelease,
+            {"cuDevicePrimaryCtxRelease_v2", "cuDevicePrimaryCtxRelease"}));
+    COLOSSUS_RETURN_IF_ERROR(sym(api_.cuCtxSetCurrent, {"cuCtxSetCurrent"}));
+    COLOSSUS_RETURN_IF_ERROR(sym(api_.cuModuleLoadData, {"cuModuleLoadData"}));
+    COLOSSUS_RETURN_IF_ERROR(
+        sym(api_.cuModuleLoadDataEx, {"cuModuleLoadDataEx"}));
+    COLOSSUS_RETURN_IF_ERROR(sym(api_.cuModuleUnload, {"cuModuleUnload"}));
+    COLOSSUS_RETURN_IF_ERROR(
+        sym(api_.cuModuleGetFunction, {"cuModuleGetFunction"}));
+    COLOSSUS_RETURN_IF_ERROR(
+        sym(api_.cuFuncSetAttribute, {"cuFuncSetAttribute"}));
+    COLOSSUS_RETURN_IF_ERROR(sym(api_.cuMemAlloc, {"cuMemAlloc_v2"}));
+    COLOSSUS_RETURN_IF_ERROR(sym(api_.cuMemFree, {"cuMemFree_v2"}));
+    COLOSSUS_RETURN_IF_ERROR(
+        sym(api_.cuMemcpyHtoDAsync, {"cuMemcpyHtoDAsync_v2"}));
+    COLOSSUS_RETURN_IF_ERROR(
+        sym(api_.cuMemcpyDtoHAsync, {"cuMemcpyDtoHAsync_v2"}));
+    COLOSSUS_RETURN_IF_ERROR(sym(api_.cuMemsetD8Async, {"cuMemsetD8Async"}));
+    COLOSSUS_RETURN_IF_ERROR(sym(api_.cuStreamCreate, {"cuStreamCreate"}));
+    COLOSSUS_RETURN_IF_ERROR(
+        sym(api_.cuStreamDestroy, {"cuStreamDestroy_v2", "cuStreamDestroy"}));
+    COLOSSUS_RETURN_IF_ERROR(
+        sym(api_.cuStreamSynchronize, {"cuStreamSynchronize"}));
+    COLOSSUS_RETURN_IF_ERROR(sym(api_.cuLaunchKernel, {"cuLaunchKernel"}));
+    COLOSSUS_RETURN_IF_ERROR(sym(api_.cuGetErrorString, {"cuGetErrorString"}));
+    COLOSSUS_RETURN_IF_ERROR(sym(api_.cuGetErrorName, {"cuGetErrorName"}));
+    return Status::success();
+  }
+
+  std::string errorText(CUresult r) const {
+    const char *name = nullptr;
+    const char *text = nullptr;
+    if (api_.cuGetErrorName)
+      api_.cuGetErrorName(r, &name);
+    if (api_.cuGetErrorString)
+      api_.cuGetErrorString(r, &text);
+    return strCat(name ? name : "CUDA error", " (", r, ")",
+                  text ? strCat(": ", text) : std::string());
+  }
+
+  Status check(CUresult r, const char *call) const {
+    if (r == CUDA_SUCCESS)
+      return Status::success();
+    return makeError("cuda: ", call, " failed: ", errorText(r));
+  }
+
+  void *lib_ = nullptr;
+  DriverApi api_{};
+  CUdevice device_ = 0;
+  CUcontext ctx_ = nullptr;
+  CUstream stream_ = nullptr;
+  std::string name_;
+  int ccMajor_ = 0;
+  int ccMinor_ = 0;
+  int maxSharedOptin_ = 48 * 1024;
+  std::vector<CUmodule> modules_;
+  std::vector<KernelInfo> kernels_;
+  std::vector<CUdeviceptr> argValues_;
+  std::vector<void *> paramPtrs_;
+  int64_t region_[3] = {0, 0, 0};
+};
+
+} // namespace
+
+Expected<std::unique_ptr<Device>> createCudaDevice() {
+  auto device = std::make_unique<CudaDevice>();
+  COLOSSUS_RETURN_IF_ERROR(device->init());
+  return std::unique_ptr<Device>(std::move(device));
+}
+
+} // namespace colossus

@@ -1,0 +1,490 @@
+//===- colossus-run - Run a compiled Colossus artifact --------------------===//
+//
+// A thin command-line driver over the runtime library (Session.h). See
+// docs/runtime.md for the full reference, and `colossus-run --help`.
+//
+// Exit codes: 0 success, 1 error (files, artifact, weights, device,
+// execution), 2 usage error (command line).
+//
+//===----------------------------------------------------------------------===//
+
+#include "colossus/runtime/Artifact.h"
+#include "colossus/runtime/Npy.h"
+#include "colossus/runtime/Session.h"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+using namespace colossus;
+using ojson = nlohmann::ordered_json;
+
+namespace {
+
+constexpr int kExitError = 1;
+constexpr int kExitUsage = 2;
+
+const char *kHelp =
+    R"(colossus-run: run a compiled Colossus artifact (.colossus)
+
+usage:
+  colossus-run ARTIFACT info
+  colossus-run ARTIFACT forward  (--weights W | --init=random) --prompt-ids IDS
+                                 --logits-out FILE.npy [options]
+  colossus-run ARTIFACT generate (--weights W | --init=random) --prompt-ids IDS
+                                 [--max-new-tokens N] [sampling options] [--json]
+  colossus-run --help
+
+commands:
+  info       print a JSON summary of the artifact (target, batch, seq, model,
+             kernels, arena bytes, params count); needs no weights or device
+  forward    one step over the prompt (nb=1, nt=L, pos0=0); writes the logits
+             [L, vocab] as float32 .npy
+  generate   prefill the prompt, then decode N new tokens one at a time; prints
+             the new token ids (space-separated, or one JSON object with --json)
+
+options (a value may be given as --flag VALUE or --flag=VALUE):
+  --weights PATH         parameters from a .safetensors file, a sharded
+                         model.safetensors.index.json, or a directory holding
+                         model.safetensors or model.safetensors.index.json
+  --init=random          parameters from a deterministic generator instead of
+                         a checkpoint (per Param.init: normal(0, init_std),
+                         ones, zeros), seeded by --seed
+  --seed N               seed of --init=random and of sampling (default 0)
+  --device cpu|cuda      device to run on (default: from the artifact target,
+                         cpu -> cpu, sm_90a -> cuda)
+  --prompt-ids IDS       comma-separated token ids, e.g. 1,2,3 (forward,
+                         generate); each in [0, vocab)
+  --logits-out FILE      forward: output .npy file (float32, shape (L, vocab))
+  --max-new-tokens N     generate: number of new tokens (default 16);
+                         prompt length + N must be <= the artifact's seq
+  --temperature T        generate: 0 = greedy argmax (default 0)
+  --top-k K              generate: keep the K most likely tokens (0 = off)
+  --top-p P              generate: nucleus sampling mass in (0, 1] (1 = off)
+  --json                 generate, forward: print one JSON object on stdout
+  -h, --help             print this help and exit
+
+exit codes: 0 success; 1 error (missing or corrupt file, weights mismatch,
+device mismatch or failure, bad token id); 2 usage error (unknown flag,
+missing value, malformed number).
+)";
+
+struct UsageError {
+  std::string message;
+};
+
+[[noreturn]] void usageError(const std::string &msg) { throw UsageError{msg}; }
+
+int error(const std::string &msg) {
+  std::fprintf(stderr, "colossus-run: error: %s\n", msg.c_str());
+  return kExitError;
+}
+
+std::optional<int64_t> parseInt(const std::string &s) {
+  if (s.empty())
+    return std::nullopt;
+  size_t b = 0, e = s.size();
+  while (b < e && std::isspace(static_cast<unsigned char>(s[b])))
+    ++b;
+  while (e > b && std::isspace(static_cast<unsigned char>(s[e - 1])))
+    --e;
+  std::string t = s.substr(b, e - b);
+  if (t.empty())
+    return std::nullopt;
+  for (size_t i = 0; i < t.size(); ++i)
+    if (!std::isdigit(static_cast<unsigned char>(t[i])) &&
+        !(i == 0 && (t[i] == '-' || t[i] == '+')))
+      return std::nullopt;
+  errno = 0;
+  char *end = nullptr;
+  long long v = std::strtoll(t.c_str(), &end, 10);
+  if (errno != 0 || end != t.c_str() + t.size())
+    return std::nullopt;
+  return static_cast<int64_t>(v);
+}
+
+std::optional<uint64_t> parseUInt(const std::string &s) {
+  if (s.empty() || !std::all_of(s.begin(), s.end(), [](char c) {
+        return std::isdigit(static_cast<unsigned char>(c));
+      }))
+    return std::nullopt;
+  errno = 0;
+  char *end = nullptr;
+  unsigned long long v = std::strtoull(s.c_str(), &end, 10);
+  if (errno != 0 || end != s.c_str() + s.size())
+    return std::nullopt;
+  return static_cast<uint64_t>(v);
+}
+
+std::optional<double> parseDouble(const std::string &s) {
+  if (s.empty() || std::isspace(static_cast<unsigned char>(s[0])))
+    return std::nullopt;
+  errno = 0;
+  char *end = nullptr;
+  double v = std::strtod(s.c_str(), &end);
+  if (errno != 0 || end != s.c_str() + s.size() || !std::isfinite(v))
+    return std::nullopt;
+  return v;
+}
+
+std::vector<int32_t> parsePromptIds(const std::string &s) {
+  std::vector<int32_t> ids;
+  size_t start = 0;
+  while (true) {
+    size_t comma = s.find(',', start);
+    std::string item = s.substr(
+        start, comma == std::string::npos ? std::string::npos : comma - start);
+    auto v = parseInt(item);
+    if (!v)
+      usageError("--prompt-ids: '" + item +
+                 "' is not an integer (expected "
+                 "comma-separated token ids, e.g. 1,2,3)");
+    if (*v < INT32_MIN || *v > INT32_MAX)
+      usageError("--prompt-ids: " + item + " is out of the int32 range");
+    ids.push_back(static_cast<int32_t>(*v));
+    if (comma == std::string::npos)
+      break;
+    start = comma + 1;
+  }
+  return ids;
+}
+
+struct Options {
+  std::vector<std::string> positional;
+  std::map<std::string, std::string> values; // flag -> value
+  std::set<std::string> flags;               // boolean flags given
+  bool help = false;
+};
+
+// Flags taking a value, and the commands that accept them.
+const std::map<std::string, std::set<std::string>> kValueFlags = {
+    {"--weights", {"forward", "generate"}},
+    {"--init", {"forward", "generate"}},
+    {"--seed", {"forward", "generate"}},
+    {"--device", {"forward", "generate"}},
+    {"--prompt-ids", {"forward", "generate"}},
+    {"--logits-out", {"forward"}},
+    {"--max-new-tokens", {"generate"}},
+    {"--temperature", {"generate"}},
+    {"--top-k", {"generate"}},
+    {"--top-p", {"generate"}},
+};
+const std::map<std::string, std::set<std::string>> kBoolFlags = {
+    {"--json", {"forward", "generate"}},
+};
+
+Options parseArgs(int argc, char **argv) {
+  Options o;
+  bool onlyPositional = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (onlyPositional || arg.size() < 2 || arg[0] != '-') {
+      o.positional.push_back(arg);
+      continue;
+    }
+    if (arg == "--") {
+      onlyPositional = true;
+      continue;
+    }
+    if (arg == "-h" || arg == "--help") {
+      o.help = true;
+      continue;
+    }
+    std::string name = arg, value;
+    bool hasValue = false;
+    size_t eq = arg.find('=');
+    if (eq != std::string::npos) {
+      name = arg.substr(0, eq);
+      value = arg.substr(eq + 1);
+      hasValue = true;
+    }
+    if (kBoolFlags.count(name)) {
+      if (hasValue)
+        usageError(name + " takes no value");
+      o.flags.insert(name);
+      continue;
+    }
+    if (!kValueFlags.count(name))
+      usageError("unknown option '" + name + "' (see --help)");
+    if (!hasValue) {
+      if (i + 1 >= argc)
+        usageError("missing value for " + name);
+      value = argv[++i];
+    }
+    if (o.values.count(name))
+      usageError(name + " given more than once");
+    o.values[name] = value;
+  }
+  return o;
+}
+
+ojson artifactInfo(const Artifact &art) {
+  const schema::Artifact &a = art.root();
+  ojson j;
+  j["artifact"] = art.name();
+  j["schema_version"] = a.schema_version();
+  j["producer"] = a.producer() ? a.producer()->str() : "";
+  j["target"] = targetName(a.target());
+  j["device"] = deviceKindName(deviceForTarget(a.target()));
+  j["batch"] = a.batch();
+  j["seq"] = a.seq();
+  ojson m;
+  const schema::ModelInfo *mi = a.model();
+  m["family"] = mi->family() ? mi->family()->str() : "";
+  m["name"] = mi->name() ? mi->name()->str() : "";
+  m["vocab_size"] = mi->vocab_size();
+  m["hidden_size"] = mi->hidden_size();
+  m["num_layers"] = mi->num_layers();
+  m["num_heads"] = mi->num_heads();
+  m["num_kv_heads"] = mi->num_kv_heads();
+  m["head_dim"] = mi->head_dim();
+  m["max_position_embeddings"] = mi->max_position_embeddings();
+  m["bos_token_id"] = mi->bos_token_id();
+  m["eos_token_id"] = mi->eos_token_id();
+  j["model"] = m;
+  ojson kernels = ojson::array();
+  for (uint32_t k = 0; k < art.numKernels(); ++k) {
+    const schema::Kernel *kr = a.kernels()->Get(k);
+    ojson kj;
+    kj["name"] = kr->name()->str();
+    kj["kind"] = kr->kind() ? kr->kind()->str() : "";
+    ojson ops = ojson::array();
+    if (kr->fused_ops())
+      for (const auto *op : *kr->fused_ops())
+        ops.push_back(op ? op->str() : "");
+    kj["fused_ops"] = ops;
+    kj["rows"] = kr->rows() == schema::RowExtent::fixed
+                     ? ojson(kr->fixed_rows())
+                     : ojson("tokens");
+    kj["cols"] = kr->cols();
+    kj["num_args"] = kr->num_args();
+    if (a.target() == schema::Target::sm_90a) {
+      kj["block_dim"] = kr->block_dim();
+      kj["shared_mem_bytes"] = kr->shared_mem_bytes();
+      kj["registers"] = kr->registers();
+      kj["spill_bytes"] = kr->spill_bytes();
+      kj["cubin_bytes"] = kr->cubin() ? kr->cubin()->size() : 0;
+      kj["ptx_bytes"] = kr->ptx() ? kr->ptx()->size() : 0;
+    }
+    kj["flops_per_token"] = kr->flops_per_token();
+    kj["bytes_per_token"] = kr->bytes_per_token();
+    kernels.push_back(kj);
+  }
+  j["num_kernels"] = art.numKernels();
+  j["kernels"] = kernels;
+  ojson steps = ojson::array();
+  if (a.steps())
+    for (const schema::Step *s : *a.steps())
+      steps.push_back(
+          {{"name", s->name() ? s->name()->str() : ""},
+           {"launches", s->launches() ? s->launches()->size() : 0}});
+  j["steps"] = steps;
+  uint64_t paramBytes = 0, stateBytes = 0;
+  for (uint32_t b = 0; b < art.numBuffers(); ++b) {
+    const schema::Buffer *buf = a.buffers()->Get(b);
+    if (buf->kind() == schema::BufferKind::param)
+      paramBytes += buf->size();
+    if (buf->kind() == schema::BufferKind::state)
+      stateBytes += buf->size();
+  }
+  j["arena_bytes"] = a.arena_bytes();
+  j["num_buffers"] = art.numBuffers();
+  j["params"] = art.numParams();
+  uint64_t paramElems = 0;
+  for (uint32_t p = 0; p < art.numParams(); ++p)
+    paramElems += Artifact::numElements(a.params()->Get(p)->shape());
+  j["param_elements"] = paramElems;
+  j["param_bytes"] = paramBytes;
+  j["state_bytes"] = stateBytes;
+  j["cpu_object_bytes"] = a.cpu_object() ? a.cpu_object()->size() : 0;
+  j["file_bytes"] = art.bytes().size();
+  return j;
+}
+
+int run(int argc, char **argv) {
+  Options o = parseArgs(argc, argv);
+  if (o.help) {
+    std::fputs(kHelp, stdout);
+    return 0;
+  }
+  if (o.positional.empty())
+    usageError("missing ARTIFACT and command (see --help)");
+  if (o.positional.size() < 2)
+    usageError("missing command after the artifact: info, forward or "
+               "generate (see --help)");
+  if (o.positional.size() > 2)
+    usageError("unexpected argument '" + o.positional[2] + "'");
+  const std::string &artPath = o.positional[0];
+  const std::string &command = o.positional[1];
+  if (command != "info" && command != "forward" && command != "generate")
+    usageError("unknown command '" + command +
+               "' (expected info, forward or generate)");
+  for (const auto &[flag, value] : o.values)
+    if (!kValueFlags.at(flag).count(command))
+      usageError(flag + " is not an option of the '" + command + "' command");
+  for (const std::string &flag : o.flags)
+    if (!kBoolFlags.at(flag).count(command))
+      usageError(flag + " is not an option of the '" + command + "' command");
+
+  auto get = [&](const std::string &flag) -> std::optional<std::string> {
+    auto it = o.values.find(flag);
+    if (it == o.values.end())
+      return std::nullopt;
+    return it->second;
+  };
+
+  if (command == "info") {
+    auto art = Artifact::loadFile(artPath);
+    if (!art)
+      return error(art.message());
+    std::cout << artifactInfo(**art).dump(2) << "\n";
+    return 0;
+  }
+
+  // forward / generate: parse everything before loading anything.
+  SessionOptions sopts;
+  uint64_t seed = 0;
+  if (auto s = get("--seed")) {
+    auto v = parseUInt(*s);
+    if (!v)
+      usageError("--seed: '" + *s + "' is not a non-negative integer");
+    seed = *v;
+  }
+  auto weights = get("--weights");
+  auto init = get("--init");
+  if (init && *init != "random")
+    usageError("--init: unknown value '" + *init + "' (expected random)");
+  if (weights && init)
+    usageError("--weights and --init=random are mutually exclusive");
+  if (!weights && !init)
+    usageError("the '" + command +
+               "' command needs --weights PATH or --init=random");
+  sopts.weights =
+      weights ? WeightsSpec::file(*weights) : WeightsSpec::random(seed);
+  if (auto d = get("--device")) {
+    auto kind = parseDeviceKind(*d);
+    if (!kind)
+      usageError("--device: unknown device '" + *d +
+                 "' (expected cpu or cuda)");
+    sopts.device = kind;
+  }
+  auto idsText = get("--prompt-ids");
+  if (!idsText)
+    usageError("the '" + command + "' command needs --prompt-ids");
+  std::vector<int32_t> ids = parsePromptIds(*idsText);
+  const bool json = o.flags.count("--json") > 0;
+
+  std::optional<std::string> logitsOut;
+  SamplingParams sampling;
+  int64_t maxNew = 16;
+  if (command == "forward") {
+    logitsOut = get("--logits-out");
+    if (!logitsOut)
+      usageError("the 'forward' command needs --logits-out FILE.npy");
+  } else {
+    if (auto s = get("--max-new-tokens")) {
+      auto v = parseInt(*s);
+      if (!v || *v < 0)
+        usageError("--max-new-tokens: '" + *s +
+                   "' is not a non-negative integer");
+      maxNew = *v;
+    }
+    if (auto s = get("--temperature")) {
+      auto v = parseDouble(*s);
+      if (!v || *v < 0)
+        usageError("--temperature: '" + *s + "' is not a number >= 0");
+      sampling.temperature = *v;
+    }
+    if (auto s = get("--top-k")) {
+      auto v = parseInt(*s);
+      if (!v || *v < 0)
+        usageError("--top-k: '" + *s + "' is not a non-negative integer");
+      sampling.topK = *v;
+    }
+    if (auto s = get("--top-p")) {
+      auto v = parseDouble(*s);
+      if (!v || !(*v > 0 && *v <= 1))
+        usageError("--top-p: '" + *s + "' is not a number in (0, 1]");
+      sampling.topP = *v;
+    }
+    sampling.seed = seed;
+  }
+
+  auto session = Session::create(artPath, sopts);
+  if (!session)
+    return error(session.message());
+  Session &s = **session;
+
+  if (command == "forward") {
+    auto start = std::chrono::steady_clock::now();
+    auto logits = s.forward(ids);
+    if (!logits)
+      return error(logits.message());
+    double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+            .count();
+    std::vector<int64_t> shape = {static_cast<int64_t>(ids.size()),
+                                  s.vocabSize()};
+    Status w = writeNpyF32(*logitsOut, logits->data(), shape);
+    if (!w)
+      return error(w.message());
+    if (json) {
+      ojson j;
+      j["logits_out"] = *logitsOut;
+      j["shape"] = shape;
+      j["prompt_tokens"] = ids.size();
+      j["device"] = deviceKindName(s.deviceKind());
+      j["time_s"] = seconds;
+      std::cout << j.dump() << "\n";
+    }
+    return 0;
+  }
+
+  auto result = s.generate(ids, maxNew, sampling);
+  if (!result)
+    return error(result.message());
+  if (json) {
+    ojson j;
+    j["tokens"] = result->tokens;
+    j["prompt_tokens"] = result->promptTokens;
+    j["new_tokens"] = result->tokens.size();
+    j["device"] = deviceKindName(s.deviceKind());
+    j["time_s"] = result->seconds;
+    std::cout << j.dump() << "\n";
+  } else {
+    for (size_t i = 0; i < result->tokens.size(); ++i)
+      std::cout << (i ? " " : "") << result->tokens[i];
+    std::cout << "\n";
+  }
+  std::cout.flush();
+  if (!std::cout)
+    return error("cannot write to stdout");
+  return 0;
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  try {
+    return run(argc, argv);
+  } catch (const UsageError &e) {
+    std::fprintf(stderr, "colossus-run: error: %s\n", e.message.c_str());
+    return kExitUsage;
+  } catch (const std::exception &e) {
+    std::fprintf(stderr, "colossus-run: error: %s\n", e.what());
+    return kExitError;
+  }
+}
