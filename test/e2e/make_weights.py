@@ -10,9 +10,9 @@ names the index file (a path ending in .json) or a folder that receives it.
 
 The init (see docs/testing.md) is chosen so that logits are well separated:
 greedy generation must never hinge on a near-tie between the two best tokens.
-  - embeddings (embed_tokens, wte):        N(0, 1)
-  - position embeddings (wpe):             N(0, 0.5)
-  - every other matrix:                    N(0, 0.2)   (hidden 48..64: fan-in gain ~1.4-1.6)
+  - token embeddings (embed_tokens, wte):  N(0, 0.5)
+  - position embeddings (wpe):             N(0, 0.3)
+  - every other matrix:                    N(0, 0.3)   (hidden 48..64: fan-in gain 2.1-2.4)
   - norm weights:                          1 + N(0, 0.1)
   - biases (norm and linear):              N(0, 0.1)
 Values are drawn in float32 from numpy's PCG64 with the given seed, then
