@@ -1,0 +1,207 @@
+//===- MemoryPlan.cpp - Step program and static memory plan ---------------===//
+#include "colossus/Compiler/MemoryPlan.h"
+#include "colossus/Compiler/ImportModel.h"
+#include "colossus/Dialect/Colossus/IR/ColossusOps.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "llvm/ADT/DenseMap.h"
+
+using namespace mlir;
+using namespace colossus;
+using llvm::Error;
+using llvm::Expected;
+
+namespace {
+
+Error err(const llvm::Twine &msg) {
+  return llvm::createStringError(llvm::inconvertibleErrorCode(), msg);
+}
+
+class Planner {
+public:
+  explicit Planner(ModuleOp m) : module(m) {}
+  Expected<StepPlan> run();
+
+private:
+  unsigned addBuffer(PlannedBuffer b) {
+    plan.buffers.push_back(std::move(b));
+    return plan.buffers.size() - 1;
+  }
+  static PlannedBuffer bufferFor(Type t, std::string name, BufferKind kind) {
+    auto rt = cast<RankedTensorType>(t);
+    PlannedBuffer b;
+    b.name = std::move(name);
+    b.kind = kind;
+    b.isInt32 = rt.getElementType().isInteger(32);
+    b.shape.assign(rt.getShape().begin(), rt.getShape().end());
+    uint64_t n = 4;
+    for (int64_t d : rt.getShape())
+      n *= static_cast<uint64_t>(d);
+    b.size = n;
+    return b;
+  }
+  Error walkBody(Block &body, llvm::DenseMap<Value, unsigned> &env,
+                 const std::string &scope, bool isStep);
+
+  ModuleOp module;
+  StepPlan plan;
+  unsigned callCount = 0;
+};
+
+Error Planner::walkBody(Block &body, llvm::DenseMap<Value, unsigned> &env,
+                        const std::string &scope, bool isStep) {
+  for (Operation &op : body) {
+    if (auto fusion = dyn_cast<FusionOp>(op)) {
+      auto kernel = fusion.getKernelAttr();
+      if (!kernel)
+        return err("internal error: a colossus.fusion has no kernel");
+      PlannedLaunch launch;
+      launch.kernel = kernel.getValue().str();
+      int index = plan.launches.size();
+      for (Value in : fusion.getInputs()) {
+        auto it = env.find(in);
+        if (it == env.end())
+          return err("internal error: an input of " + launch.kernel +
+                     " has no buffer");
+        launch.args.push_back(it->second);
+        plan.buffers[it->second].lastUse = index;
+      }
+      auto yield = cast<YieldOp>(fusion.getBody().front().getTerminator());
+      for (auto [i, res] : llvm::enumerate(fusion.getResults())) {
+        unsigned buf;
+        if (auto cw = yield.getValues()[i].getDefiningOp<CacheWriteOp>()) {
+          // In place: the updated cache is the cache buffer.
+          auto arg = dyn_cast<BlockArgument>(cw.getCache());
+          if (!arg)
+            return err("internal error: cache_write on a computed cache");
+          buf = launch.args[arg.getArgNumber()];
+        } else if (isStep && llvm::any_of(res.getUses(), [](OpOperand &u) {
+                     return isa<func::ReturnOp>(u.getOwner()) &&
+                            u.getOperandNumber() == 0;
+                   })) {
+          buf = addBuffer(bufferFor(res.getType(), "logits", BufferKind::Output));
+          plan.logits = buf;
+        } else {
+          buf = addBuffer(bufferFor(res.getType(),
+                                    scope + launch.kernel + ".out" +
+                                        std::to_string(i),
+                                    BufferKind::Arena));
+          plan.buffers[buf].defLaunch = index;
+          plan.buffers[buf].lastUse = index;
+        }
+        launch.args.push_back(buf);
+        env[res] = buf;
+      }
+      plan.launches.push_back(std::move(launch));
+      continue;
+    }
+    if (auto call = dyn_cast<func::CallOp>(op)) {
+      auto callee = module.lookupSymbol<func::FuncOp>(call.getCallee());
+      if (!callee || callee.isExternal())
+        return err("call to unknown function " + call.getCallee());
+      llvm::DenseMap<Value, unsigned> inner;
+      for (auto [arg, operand] :
+           llvm::zip(callee.getArguments(), call.getOperands())) {
+        auto it = env.find(operand);
+        if (it == env.end())
+          return err("internal error: an operand of the call to " +
+                     call.getCallee() + " has no buffer");
+        inner[arg] = it->second;
+      }
+      std::string innerScope = "call" + std::to_string(callCount++) + "/";
+      if (Error e = walkBody(callee.getBody().front(), inner, innerScope,
+                             /*isStep=*/false))
+        return e;
+      auto ret = cast<func::ReturnOp>(callee.getBody().front().getTerminator());
+      for (auto [res, operand] : llvm::zip(call.getResults(), ret.getOperands())) {
+        auto it = inner.find(operand);
+        if (it == inner.end())
+          return err("internal error: a result of " + call.getCallee() +
+                     " has no buffer");
+        env[res] = it->second;
+      }
+      continue;
+    }
+    if (isa<func::ReturnOp>(op)) {
+      // Values returned by a layer stay alive until their users in the
+      // caller; liveness is extended there.
+      continue;
+    }
+    return err("cannot plan op '" + op.getName().getStringRef() +
+               "' outside a fusion (run colossus-fuse first)");
+  }
+  return Error::success();
+}
+
+Expected<StepPlan> Planner::run() {
+  auto step = module.lookupSymbol<func::FuncOp>("forward");
+  if (!step)
+    return err("the module has no @forward step function");
+  llvm::DenseMap<Value, unsigned> env;
+  for (BlockArgument arg : step.getArguments()) {
+    DictionaryAttr attrs = step.getArgAttrDict(arg.getArgNumber());
+    auto str = [&](const char *name) -> std::string {
+      if (!attrs)
+        return "";
+      if (auto s = attrs.getAs<StringAttr>(name))
+        return s.str();
+      return "";
+    };
+    PlannedBuffer b;
+    if (std::string p = str(attrs::kParam); !p.empty()) {
+      b = bufferFor(arg.getType(), p, BufferKind::Param);
+      b.init = str(attrs::kInit);
+    } else if (std::string s = str(attrs::kState); !s.empty()) {
+      b = bufferFor(arg.getType(), s, BufferKind::State);
+    } else if (std::string in = str(attrs::kInput); !in.empty()) {
+      b = bufferFor(arg.getType(), in, BufferKind::Input);
+    } else {
+      return err("argument " + llvm::Twine(arg.getArgNumber()) +
+                 " of @forward is neither a parameter, a state nor an input");
+    }
+    unsigned id = addBuffer(std::move(b));
+    env[arg] = id;
+    if (plan.buffers[id].kind == BufferKind::Input)
+      plan.tokens = id;
+  }
+  if (Error e = walkBody(step.getBody().front(), env, "", /*isStep=*/true))
+    return std::move(e);
+  if (plan.buffers[plan.logits].kind != BufferKind::Output)
+    return err("@forward does not return logits computed by a kernel");
+
+  // First-fit packing of arena buffers by live interval.
+  const uint64_t align = 256;
+  struct Placed {
+    uint64_t offset, end;
+    int first, last;
+  };
+  std::vector<Placed> placed;
+  for (PlannedBuffer &b : plan.buffers) {
+    if (b.kind != BufferKind::Arena)
+      continue;
+    uint64_t size = (b.size + align - 1) / align * align;
+    plan.arenaBytesWithoutReuse += size;
+    std::vector<std::pair<uint64_t, uint64_t>> busy;
+    for (const Placed &p : placed)
+      if (!(p.last < b.defLaunch || b.lastUse < p.first))
+        busy.push_back({p.offset, p.end});
+    llvm::sort(busy);
+    uint64_t offset = 0;
+    for (auto [s, e] : busy) {
+      if (offset + size <= s)
+        break;
+      offset = std::max(offset, e);
+    }
+    b.offset = offset;
+    placed.push_back({offset, offset + size, b.defLaunch, b.lastUse});
+    plan.arenaBytes = std::max(plan.arenaBytes, offset + size);
+  }
+  return std::move(plan);
+}
+
+} // namespace
+
+Expected<StepPlan> colossus::planStep(ModuleOp module) {
+  Planner p(module);
+  return p.run();
+}

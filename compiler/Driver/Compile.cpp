@@ -1,0 +1,329 @@
+//===- Compile.cpp - colossus-compile driver ------------------------------===//
+//
+// model file -> colossus graph -> fusion -> kernels -> cpu shared object or
+// sm_90a PTX/cubin -> memory plan -> FlatBuffers artifact (+ JSON report).
+//
+//===----------------------------------------------------------------------===//
+#include "colossus/Compiler/Compile.h"
+#include "colossus/Compiler/ArtifactWriter.h"
+#include "colossus/Compiler/Backends.h"
+#include "colossus/Compiler/ImportModel.h"
+#include "colossus/Compiler/KernelEmitter.h"
+#include "colossus/Compiler/MemoryPlan.h"
+#include "colossus/Compiler/ModelConfig.h"
+#include "colossus/Compiler/Passes.h"
+
+#include "mlir/IR/AsmState.h"
+#include "mlir/IR/MLIRContext.h"
+#include "mlir/IR/Verifier.h"
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Support/FileUtilities.h"
+
+#include "llvm/Support/CommandLine.h"
+#include "llvm/Support/JSON.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/ToolOutputFile.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <map>
+
+using namespace mlir;
+using namespace colossus;
+namespace cl = llvm::cl;
+
+namespace {
+
+cl::OptionCategory cat("colossus-compile options");
+
+cl::opt<std::string> modelPath(cl::Positional, cl::desc("<model.json>"),
+                               cl::Required, cl::cat(cat));
+cl::opt<std::string>
+    targetOpt("target",
+              cl::desc("Code generation target: cpu (x86-64 shared object) or "
+                       "sm_90a (NVIDIA Hopper PTX + cubin)"),
+              cl::init("cpu"), cl::cat(cat));
+cl::opt<std::string> stepOpt("step",
+                             cl::desc("Step to compile: forward (train: not "
+                                      "supported yet)"),
+                             cl::init("forward"), cl::cat(cat));
+cl::opt<int64_t> batchOpt("batch", cl::desc("Batch capacity (sequences)"),
+                          cl::init(1), cl::cat(cat));
+cl::opt<int64_t> seqOpt("seq",
+                        cl::desc("Sequence capacity: the longest context the "
+                                 "artifact serves (default: min(model max "
+                                 "positions, 2048))"),
+                        cl::init(0), cl::cat(cat));
+cl::opt<std::string> outputOpt("o",
+                               cl::desc("Output file ('-' for stdout; default "
+                                        "<model name>.colossus, or stdout for "
+                                        "--emit other than artifact)"),
+                               cl::value_desc("file"), cl::init(""),
+                               cl::cat(cat));
+cl::opt<std::string>
+    emitOpt("emit",
+            cl::desc("What to produce: graph (imported colossus IR), fused "
+                     "(after colossus-fuse), kernels (loop-level kernels), "
+                     "ptx (sm_90a PTX of every kernel), artifact (default)"),
+            cl::init("artifact"), cl::cat(cat));
+cl::opt<std::string> reportOpt("report",
+                               cl::desc("Write a JSON report of the kernels "
+                                        "and the memory plan to this file"),
+                               cl::value_desc("file.json"), cl::init(""),
+                               cl::cat(cat));
+cl::opt<std::string> ptxasOpt("ptxas",
+                              cl::desc("ptxas to assemble sm_90a kernels with "
+                                       "(default: PATH, /usr/local/cuda/bin)"),
+                              cl::init(""), cl::cat(cat));
+cl::opt<unsigned> blockDimOpt("block-dim",
+                              cl::desc("Threads per block of sm_90a kernels"),
+                              cl::init(128), cl::cat(cat));
+
+int fail(const llvm::Twine &msg) {
+  llvm::errs() << "colossus-compile: error: " << msg << "\n";
+  return 1;
+}
+
+int writeText(llvm::function_ref<void(llvm::raw_ostream &)> fn) {
+  std::string path = outputOpt.empty() ? "-" : outputOpt.getValue();
+  std::string errMsg;
+  auto out = openOutputFile(path, &errMsg);
+  if (!out)
+    return fail(errMsg);
+  fn(out->os());
+  out->keep();
+  return 0;
+}
+
+llvm::json::Value reportJson(const ModelConfig &c, bool gpu,
+                             const std::vector<KernelRecord> &kernels,
+                             const StepPlan &plan) {
+  std::map<std::string, int> launchCount;
+  for (const PlannedLaunch &l : plan.launches)
+    launchCount[l.kernel]++;
+  llvm::json::Array ks;
+  double totalFlops = 0, totalBytes = 0;
+  for (const KernelRecord &k : kernels) {
+    llvm::json::Object o;
+    o["name"] = k.name;
+    o["kind"] = k.kind;
+    llvm::json::Array ops;
+    for (const std::string &op : k.fusedOps)
+      ops.push_back(op);
+    o["fused_ops"] = std::move(ops);
+    o["launches_per_step"] = launchCount[k.name];
+    o["flops"] = k.flops;
+    o["bytes"] = k.bytes;
+    totalFlops += k.flops * launchCount[k.name];
+    totalBytes += k.bytes * launchCount[k.name];
+    if (gpu) {
+      o["registers"] = k.gpu.registers;
+      o["shared_mem_bytes"] = k.gpu.sharedMemBytes;
+      o["spill_bytes"] = k.gpu.spillBytes;
+      o["stack_bytes"] = k.gpu.stackBytes;
+      o["block_dim"] = k.blockDim;
+      o["ptx_bytes"] = static_cast<int64_t>(k.gpu.ptx.size());
+      o["cubin_bytes"] = static_cast<int64_t>(k.gpu.cubin.size());
+    }
+    ks.push_back(std::move(o));
+  }
+  uint64_t paramBytes = 0, stateBytes = 0;
+  for (const PlannedBuffer &b : plan.buffers) {
+    if (b.kind == BufferKind::Param)
+      paramBytes += b.size;
+    if (b.kind == BufferKind::State)
+      stateBytes += b.size;
+  }
+  llvm::json::Object mem;
+  mem["peak_bytes"] = static_cast<int64_t>(plan.arenaBytes);
+  mem["arena_bytes"] = static_cast<int64_t>(plan.arenaBytes);
+  mem["arena_bytes_without_reuse"] =
+      static_cast<int64_t>(plan.arenaBytesWithoutReuse);
+  mem["param_bytes"] = static_cast<int64_t>(paramBytes);
+  mem["state_bytes"] = static_cast<int64_t>(stateBytes);
+  mem["buffers"] = static_cast<int64_t>(plan.buffers.size());
+  llvm::json::Object r;
+  r["model"] = c.name;
+  r["family"] = c.family == ModelFamily::Llama ? "llama" : "gpt2";
+  r["target"] = gpu ? "sm_90a" : "cpu";
+  r["step"] = "forward";
+  r["batch"] = batchOpt.getValue();
+  r["seq"] = seqOpt.getValue();
+  r["parameters"] = c.numParameters();
+  r["launches_per_step"] = static_cast<int64_t>(plan.launches.size());
+  r["flops_per_step"] = totalFlops;
+  r["bytes_per_step"] = totalBytes;
+  r["kernels"] = std::move(ks);
+  r["memory_plan"] = std::move(mem);
+  return llvm::json::Value(std::move(r));
+}
+
+} // namespace
+
+int colossus::compileMain(int argc, char **argv) {
+  registerAsmPrinterCLOptions();
+  registerMLIRContextCLOptions();
+  registerPassManagerCLOptions();
+  cl::HideUnrelatedOptions(cat);
+  cl::ParseCommandLineOptions(
+      argc, argv,
+      "colossus-compile: compile a transformer model description into a "
+      "Colossus artifact\n\n"
+      "  colossus-compile MODEL.json --target=cpu|sm_90a --step=forward "
+      "--batch B --seq S -o OUT.colossus\n\n"
+      "Exit codes: 0 success, 1 compile error, 2 usage error.\n");
+
+  bool gpu;
+  if (targetOpt == "cpu")
+    gpu = false;
+  else if (targetOpt == "sm_90a")
+    gpu = true;
+  else {
+    llvm::errs() << "colossus-compile: error: --target=" << targetOpt
+                 << ": unknown target (expected cpu or sm_90a)\n";
+    return 2;
+  }
+  if (stepOpt == "train")
+    return fail("--step=train is not supported yet (only --step=forward)");
+  if (stepOpt != "forward") {
+    llvm::errs() << "colossus-compile: error: --step=" << stepOpt
+                 << ": unknown step (expected forward)\n";
+    return 2;
+  }
+  static const char *emits[] = {"graph", "fused", "kernels", "ptx", "artifact"};
+  if (!llvm::is_contained(emits, emitOpt.getValue())) {
+    llvm::errs() << "colossus-compile: error: --emit=" << emitOpt
+                 << ": expected graph, fused, kernels, ptx or artifact\n";
+    return 2;
+  }
+  if (emitOpt == "ptx" && !gpu)
+    return fail("--emit=ptx needs --target=sm_90a");
+  if (batchOpt < 1) {
+    llvm::errs() << "colossus-compile: error: --batch must be >= 1\n";
+    return 2;
+  }
+
+  llvm::Expected<ModelConfig> config = readModelConfig(modelPath);
+  if (!config)
+    return fail(llvm::toString(config.takeError()));
+  if (seqOpt == 0)
+    seqOpt = std::min<int64_t>(config->maxPositions, 2048);
+  if (seqOpt < 1) {
+    llvm::errs() << "colossus-compile: error: --seq must be >= 1\n";
+    return 2;
+  }
+  if (seqOpt > config->maxPositions)
+    return fail("--seq " + llvm::Twine(seqOpt.getValue()) +
+                " exceeds max_position_embeddings " +
+                llvm::Twine(config->maxPositions) + " of " + modelPath);
+
+  DialectRegistry registry;
+  registerCompilerDialects(registry);
+  MLIRContext ctx(registry);
+  ctx.loadAllAvailableDialects();
+
+  OwningOpRef<ModuleOp> module =
+      importModel(&ctx, *config, modelPath, batchOpt, seqOpt);
+  if (failed(verify(*module)))
+    return fail("internal error: the imported graph does not verify");
+  if (emitOpt == "graph")
+    return writeText([&](llvm::raw_ostream &os) { module->print(os); });
+
+  PassManager pm(&ctx);
+  if (failed(applyPassManagerCLOptions(pm)))
+    return fail("bad pass manager options");
+  pm.addNestedPass<func::FuncOp>(createColossusFuse());
+  if (emitOpt != "fused") {
+    ColossusKernelizeOptions kopts;
+    kopts.target = targetOpt;
+    kopts.blockDim = blockDimOpt;
+    pm.addPass(createColossusKernelize(kopts));
+  }
+  if (failed(pm.run(*module)))
+    return fail("compilation of " + modelPath + " failed");
+  if (emitOpt == "fused")
+    return writeText([&](llvm::raw_ostream &os) { module->print(os); });
+
+  ModuleOp kernels;
+  for (auto m : module->getOps<ModuleOp>())
+    if (m.getSymName() == "kernels")
+      kernels = m;
+  if (!kernels)
+    return fail("internal error: no kernels were generated");
+  if (emitOpt == "kernels")
+    return writeText([&](llvm::raw_ostream &os) { kernels.print(os); });
+
+  std::vector<KernelRecord> records;
+  kernels.walk([&](Operation *op) {
+    auto kind = op->getAttrOfType<StringAttr>(kattrs::kKind);
+    if (!kind)
+      return;
+    KernelRecord k;
+    k.name = cast<SymbolOpInterface>(op).getName().str();
+    k.kind = kind.str();
+    for (Attribute a : op->getAttrOfType<ArrayAttr>(kattrs::kFusedOps))
+      k.fusedOps.push_back(cast<StringAttr>(a).str());
+    k.cols = op->getAttrOfType<IntegerAttr>(kattrs::kCols).getInt();
+    k.numArgs = op->getAttrOfType<IntegerAttr>(kattrs::kNumArgs).getInt();
+    k.flops = op->getAttrOfType<FloatAttr>(kattrs::kFlops).getValueAsDouble();
+    k.bytes = op->getAttrOfType<FloatAttr>(kattrs::kBytes).getValueAsDouble();
+    if (auto bd = op->getAttrOfType<IntegerAttr>(kattrs::kBlockDim))
+      k.blockDim = bd.getInt();
+    records.push_back(std::move(k));
+  });
+
+  llvm::Expected<StepPlan> plan = planStep(*module);
+  if (!plan)
+    return fail(llvm::toString(plan.takeError()));
+
+  ArtifactInputs in;
+  in.gpu = gpu;
+  in.config = &*config;
+  in.batch = batchOpt;
+  in.seq = seqOpt;
+  in.plan = &*plan;
+  if (gpu) {
+    auto bins = buildGpuKernels(kernels, ptxasOpt);
+    if (!bins)
+      return fail(llvm::toString(bins.takeError()));
+    for (KernelRecord &k : records) {
+      auto it = bins->find(k.name);
+      if (it == bins->end())
+        return fail("internal error: no PTX for kernel " + k.name);
+      k.gpu = std::move(it->second);
+    }
+    if (emitOpt == "ptx")
+      return writeText([&](llvm::raw_ostream &os) {
+        for (const KernelRecord &k : records)
+          os << "// ----- kernel " << k.name << " -----\n" << k.gpu.ptx << "\n";
+      });
+  } else {
+    auto so = buildCpuSharedObject(kernels);
+    if (!so)
+      return fail(llvm::toString(so.takeError()));
+    in.cpuObject = std::move(*so);
+  }
+  in.kernels = records;
+  std::vector<uint8_t> bytes = writeArtifact(in);
+
+  if (!reportOpt.empty()) {
+    std::string errMsg;
+    auto out = openOutputFile(reportOpt, &errMsg);
+    if (!out)
+      return fail(errMsg);
+    out->os() << llvm::formatv("{0:2}",
+                               reportJson(*config, gpu, records, *plan))
+              << "\n";
+    out->keep();
+  }
+
+  std::string path = outputOpt;
+  if (path.empty())
+    path = config->name + ".colossus";
+  std::string errMsg;
+  auto out = openOutputFile(path, &errMsg);
+  if (!out)
+    return fail(errMsg);
+  out->os().write(reinterpret_cast<const char *>(bytes.data()), bytes.size());
+  out->keep();
+  return 0;
+}

@@ -1,0 +1,349 @@
+//===- Fuse.cpp - Form colossus.fusion kernels ----------------------------===//
+//
+// Greedy producer-to-consumer fusion in program order. A group starts at the
+// first op not yet grouped (its *root*, which names the kernel kind) and
+// grows by:
+//   - absorbing a consumer that reads a group value at the same (row, column)
+//     index (elementwise ops, the `x` of cache_write), when the consumer's
+//     iteration space equals the group's;
+//   - pulling in a not-yet-grouped producer of such a consumer when that
+//     producer is computable per element (linear, embedding, rope,
+//     elementwise) and its own operands are already available: this is how
+//     gate and up projections meet in one dual-GEMM kernel, and how GPT-2's
+//     token and position embeddings meet;
+//   - absorbing sibling cache writes, so that a layer's keys and values are
+//     stored by one kernel.
+// Norms, softmax and attention need whole rows (or the whole context) and
+// form groups of their own. Views (positions, slice) are cloned into every
+// group that reads them. A group is emitted at the position of its last op;
+// an absorption is refused when a value of the group has a user outside it
+// that would then come before the group.
+//
+//===----------------------------------------------------------------------===//
+#include "colossus/Compiler/Passes.h"
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/IRMapping.h"
+#include "llvm/ADT/SetVector.h"
+#include "llvm/ADT/TypeSwitch.h"
+
+namespace colossus {
+#define GEN_PASS_DEF_COLOSSUSFUSE
+#include "colossus/Compiler/Passes.h.inc"
+} // namespace colossus
+
+using namespace mlir;
+using namespace colossus;
+
+namespace {
+
+bool isView(Operation *op) { return isa<PositionsOp, SliceOp>(op); }
+
+bool isElementwise(Operation *op) {
+  return isa<AddOp, MulOp, SiluOp, GeluOp, SwigluOp>(op);
+}
+
+/// Ops whose value at one (row, column) is computable from their operands'
+/// values without row-wide state.
+bool isPointwiseComputable(Operation *op) {
+  return isElementwise(op) || isa<LinearOp, EmbeddingOp, RopeOp>(op);
+}
+
+bool isRowOp(Operation *op) {
+  return isa<RmsNormOp, LayerNormOp, SoftmaxOp, AttentionOp>(op);
+}
+
+/// The (rows, columns) a kernel computing `op` iterates over.
+std::pair<int64_t, int64_t> iterationSpace(Operation *op) {
+  if (auto cw = dyn_cast<CacheWriteOp>(op)) {
+    auto t = cast<RankedTensorType>(cw.getX().getType());
+    return {t.getDimSize(0), t.getDimSize(1)};
+  }
+  auto t = cast<RankedTensorType>(op->getResult(0).getType());
+  if (t.getRank() == 2)
+    return {t.getDimSize(0), t.getDimSize(1)};
+  return {t.getDimSize(0), 1};
+}
+
+StringRef kindOf(Operation *root) {
+  return llvm::TypeSwitch<Operation *, StringRef>(root)
+      .Case<LinearOp>([](auto) { return "gemm"; })
+      .Case<RmsNormOp, LayerNormOp>([](auto) { return "norm"; })
+      .Case<AttentionOp>([](auto) { return "attention"; })
+      .Case<RopeOp>([](auto) { return "rope"; })
+      .Case<EmbeddingOp>([](auto) { return "embedding"; })
+      .Case<SoftmaxOp>([](auto) { return "softmax"; })
+      .Case<CacheWriteOp>([](auto) { return "cache_write"; })
+      .Default([](auto) { return "elementwise"; });
+}
+
+struct Group {
+  Operation *root;
+  llvm::SetVector<Operation *> ops;
+  Operation *last;
+};
+
+class Fuser {
+public:
+  explicit Fuser(Block &block) : block(block) {}
+  void run();
+
+private:
+  /// A value is available to a group whose kernel runs after everything
+  /// grouped so far when it is a block argument, the result of a grouped op,
+  /// or a view over available values.
+  bool available(Value v) {
+    Operation *def = v.getDefiningOp();
+    if (!def)
+      return true;
+    if (isView(def))
+      return llvm::all_of(def->getOperands(),
+                          [&](Value o) { return available(o); });
+    return groupOf.count(def);
+  }
+
+  /// Users outside `g` (plus `extra`) of values defined in `g` (plus
+  /// `extra`) must all come after `lastOp`.
+  bool externalUsersAfter(const Group &g, ArrayRef<Operation *> extra,
+                          Operation *lastOp) {
+    auto inGroup = [&](Operation *op) {
+      return g.ops.contains(op) || llvm::is_contained(extra, op);
+    };
+    auto check = [&](Operation *op) {
+      for (Value r : op->getResults())
+        for (Operation *user : r.getUsers()) {
+          Operation *u = block.findAncestorOpInBlock(*user);
+          if (!u || inGroup(u))
+            continue;
+          if (isView(u)) {
+            // A view is cloned into its consumers: check them instead.
+            for (Operation *vu : u->getUsers()) {
+              Operation *a = block.findAncestorOpInBlock(*vu);
+              if (a && !inGroup(a) && !lastOp->isBeforeInBlock(a) &&
+                  a != lastOp)
+                return false;
+            }
+            continue;
+          }
+          if (!lastOp->isBeforeInBlock(u))
+            return false;
+        }
+      return true;
+    };
+    for (Operation *op : g.ops)
+      if (!check(op))
+        return false;
+    for (Operation *op : extra)
+      if (!check(op))
+        return false;
+    return true;
+  }
+
+  Operation *later(Operation *a, Operation *b) {
+    return a->isBeforeInBlock(b) ? b : a;
+  }
+
+  /// Tries to absorb consumer `u` (and pull its missing producers).
+  bool tryAbsorb(Group &g, Operation *u);
+  bool tryAbsorbSiblingCacheWrite(Group &g, CacheWriteOp cw);
+  void grow(Group &g);
+  void materialize(Group &g);
+
+  Block &block;
+  llvm::DenseMap<Operation *, Group *> groupOf;
+  std::vector<std::unique_ptr<Group>> groups;
+};
+
+bool Fuser::tryAbsorb(Group &g, Operation *u) {
+  if (groupOf.count(u) || isView(u))
+    return false;
+  if (!isElementwise(u) && !isa<CacheWriteOp>(u))
+    return false;
+  if (iterationSpace(u) != iterationSpace(g.root))
+    return false;
+  // Operands: in the group, available, or a pullable producer.
+  SmallVector<Operation *> pulled;
+  for (OpOperand &operand : u->getOpOperands()) {
+    Value v = operand.get();
+    Operation *def = v.getDefiningOp();
+    if (def && g.ops.contains(def))
+      continue;
+    // cache_write's x must be aligned; its cache and positions are inputs.
+    if (available(v))
+      continue;
+    if (!def || groupOf.count(def) || !isPointwiseComputable(def) ||
+        iterationSpace(def) != iterationSpace(g.root))
+      return false;
+    if (!llvm::all_of(def->getOperands(),
+                      [&](Value o) { return available(o); }))
+      return false;
+    pulled.push_back(def);
+  }
+  SmallVector<Operation *> extra(pulled);
+  extra.push_back(u);
+  Operation *newLast = g.last;
+  for (Operation *op : extra)
+    newLast = later(newLast, op);
+  if (!externalUsersAfter(g, extra, newLast))
+    return false;
+  for (Operation *op : extra) {
+    g.ops.insert(op);
+    groupOf[op] = &g;
+  }
+  g.last = newLast;
+  return true;
+}
+
+bool Fuser::tryAbsorbSiblingCacheWrite(Group &g, CacheWriteOp cw) {
+  if (groupOf.count(cw))
+    return false;
+  if (iterationSpace(cw) != iterationSpace(g.root))
+    return false;
+  if (!llvm::all_of(cw->getOperands(), [&](Value o) {
+        Operation *def = o.getDefiningOp();
+        return (def && g.ops.contains(def)) || available(o);
+      }))
+    return false;
+  Operation *newLast = later(g.last, cw);
+  SmallVector<Operation *> extra = {cw};
+  if (!externalUsersAfter(g, extra, newLast))
+    return false;
+  g.ops.insert(cw);
+  groupOf[cw] = &g;
+  g.last = newLast;
+  return true;
+}
+
+void Fuser::grow(Group &g) {
+  if (isRowOp(g.root))
+    return;
+  bool changed = true;
+  while (changed) {
+    changed = false;
+    for (size_t i = 0; i < g.ops.size() && !changed; ++i) {
+      Operation *op = g.ops[i];
+      for (Value r : op->getResults())
+        for (Operation *user : r.getUsers()) {
+          Operation *u = block.findAncestorOpInBlock(*user);
+          if (u && tryAbsorb(g, u)) {
+            changed = true;
+            break;
+          }
+        }
+    }
+    if (changed)
+      continue;
+    // Sibling cache writes.
+    if (llvm::any_of(g.ops, [](Operation *op) { return isa<CacheWriteOp>(op); }))
+      for (Operation &op : block)
+        if (auto cw = dyn_cast<CacheWriteOp>(op))
+          if (tryAbsorbSiblingCacheWrite(g, cw)) {
+            changed = true;
+            break;
+          }
+  }
+}
+
+void Fuser::materialize(Group &g) {
+  // Ops in program order.
+  SmallVector<Operation *> ops(g.ops.begin(), g.ops.end());
+  llvm::sort(ops, [](Operation *a, Operation *b) { return a->isBeforeInBlock(b); });
+
+  // Inputs: operands defined outside the group, seen through views.
+  llvm::SetVector<Value> inputs;
+  llvm::SetVector<Operation *> views;
+  std::function<void(Value)> collect = [&](Value v) {
+    Operation *def = v.getDefiningOp();
+    if (def && g.ops.contains(def))
+      return;
+    if (def && isView(def)) {
+      for (Value o : def->getOperands())
+        collect(o);
+      views.insert(def);
+      return;
+    }
+    inputs.insert(v);
+  };
+  for (Operation *op : ops)
+    for (Value v : op->getOperands())
+      collect(v);
+  // Results: values used outside the group.
+  SmallVector<Value> results;
+  for (Operation *op : ops)
+    for (Value r : op->getResults())
+      if (llvm::any_of(r.getUsers(), [&](Operation *user) {
+            Operation *u = block.findAncestorOpInBlock(*user);
+            return !u || !g.ops.contains(u);
+          }))
+        results.push_back(r);
+
+  OpBuilder b(g.last);
+  b.setInsertionPointAfter(g.last);
+  SmallVector<Type> resultTypes;
+  for (Value r : results)
+    resultTypes.push_back(r.getType());
+  auto fusion = b.create<FusionOp>(g.root->getLoc(), resultTypes,
+                                   b.getStringAttr(kindOf(g.root)),
+                                   inputs.getArrayRef(), FlatSymbolRefAttr());
+  Block *body = new Block();
+  fusion.getBody().push_back(body);
+  IRMapping map;
+  for (Value in : inputs)
+    map.map(in, body->addArgument(in.getType(), in.getLoc()));
+  OpBuilder inner = OpBuilder::atBlockEnd(body);
+  // Views in program order first (they only depend on inputs/other views).
+  SmallVector<Operation *> viewOps(views.begin(), views.end());
+  llvm::sort(viewOps,
+             [](Operation *a, Operation *b) { return a->isBeforeInBlock(b); });
+  for (Operation *v : viewOps)
+    inner.clone(*v, map);
+  for (Operation *op : ops)
+    inner.clone(*op, map);
+  SmallVector<Value> yielded;
+  for (Value r : results)
+    yielded.push_back(map.lookup(r));
+  inner.create<YieldOp>(g.root->getLoc(), yielded);
+  for (auto [orig, repl] : llvm::zip(results, fusion.getResults()))
+    orig.replaceAllUsesWith(repl);
+  for (Operation *op : llvm::reverse(ops))
+    op->erase();
+}
+
+void Fuser::run() {
+  SmallVector<Operation *> order;
+  for (Operation &op : block)
+    if (op.getDialect() && isa<ColossusDialect>(op.getDialect()) &&
+        !isView(&op) && !isa<FusionOp>(op))
+      order.push_back(&op);
+  for (Operation *op : order) {
+    if (groupOf.count(op))
+      continue;
+    auto g = std::make_unique<Group>();
+    g->root = op;
+    g->ops.insert(op);
+    g->last = op;
+    groupOf[op] = g.get();
+    grow(*g);
+    groups.push_back(std::move(g));
+  }
+  for (auto &g : groups)
+    materialize(*g);
+  // Views left without users.
+  SmallVector<Operation *> dead;
+  for (Operation &op : llvm::reverse(block))
+    if (isView(&op) && op.use_empty())
+      dead.push_back(&op);
+  for (Operation *op : dead)
+    op->erase();
+}
+
+struct ColossusFusePass final
+    : public colossus::impl::ColossusFuseBase<ColossusFusePass> {
+  void runOnOperation() override {
+    func::FuncOp fn = getOperation();
+    for (Block &block : fn.getBody())
+      Fuser(block).run();
+  }
+};
+
+} // namespace

@@ -1,0 +1,748 @@
+//===- KernelEmitter.cpp - Loop-nest kernels from fusion groups -----------===//
+//
+// A fusion group becomes one kernel over memrefs. Every value of the group
+// is computed *at an index* by a scalar emitter: an elementwise op at (r, c)
+// from its operands at (r, c); a linear at (r, c) by a reduction over k; a
+// rope at (r, c) from x at (r, c) and at the paired column; a norm at (r, c)
+// from row statistics computed once per row before the column loop; inputs
+// by memref loads. Three kernel shapes cover the groups the fusion pass
+// forms:
+//   pointwise: parallel over (row, column) of the group's iteration space;
+//   row:       parallel over rows, row statistics then a column loop (norms,
+//              softmax);
+//   attention: parallel over (row, head), two passes over the keys (running
+//              max and sum, then the normalized weighted sum of values).
+// On the cpu target the kernel loops over the whole parallel space itself; on
+// sm_90a each thread takes one parallel index (1-D grid, bounds-checked).
+//
+//===----------------------------------------------------------------------===//
+#include "colossus/Compiler/KernelEmitter.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+
+#include <cmath>
+
+using namespace mlir;
+using namespace colossus;
+
+namespace {
+
+enum class Shape { Pointwise, Row, Attention };
+
+class Emitter {
+public:
+  Emitter(OpBuilder &b, Location loc, FusionOp fusion, ValueRange memrefs,
+          Value nb, Value nt, Value pos0)
+      : b(b), loc(loc), fusion(fusion), nb(nb), nt(nt), pos0(pos0) {
+    Block &body = fusion.getBody().front();
+    for (auto [arg, mem] : llvm::zip(body.getArguments(),
+                                     memrefs.take_front(body.getNumArguments())))
+      inputMem[arg] = mem;
+    outputMem.assign(memrefs.begin() + body.getNumArguments(), memrefs.end());
+  }
+
+  Value cIdx(int64_t v) { return b.create<arith::ConstantIndexOp>(loc, v); }
+  Value cF32(double v) {
+    return b.create<arith::ConstantOp>(loc, b.getF32FloatAttr(v));
+  }
+
+  /// Starts a new (row, column) point: forgets values memoized at the last.
+  void beginPoint(Value r, Value c) {
+    pointR = r;
+    pointC = c;
+    memo.clear();
+  }
+
+  FailureOr<Value> emit(Value v, ArrayRef<Value> idx);
+  LogicalResult emitRowStats(Value r);
+  LogicalResult emitStores(Value r, Value c);
+  LogicalResult emitAttention(AttentionOp op, Value r, Value h);
+
+private:
+  bool atPoint(ArrayRef<Value> idx) const {
+    return idx.size() == 2 && idx[0] == pointR && idx[1] == pointC;
+  }
+  Value load(Value mem, ArrayRef<Value> idx) {
+    return b.create<memref::LoadOp>(loc, mem, idx);
+  }
+  FailureOr<Value> emitOp(Operation *op, ArrayRef<Value> idx);
+  FailureOr<Value> emitLinear(LinearOp op, ArrayRef<Value> idx);
+  FailureOr<Value> emitRope(RopeOp op, ArrayRef<Value> idx);
+  Value positionOfRow(Value r) {
+    // Rows are compacted: row r is token (r mod nt) of sequence (r / nt).
+    Value t = b.create<arith::RemUIOp>(loc, r, nt);
+    return b.create<arith::AddIOp>(loc, pos0, t);
+  }
+  FailureOr<Value> emitIndex(Value v, Value r) {
+    FailureOr<Value> x = emit(v, {r});
+    if (failed(x))
+      return failure();
+    return b.create<arith::IndexCastOp>(loc, b.getIndexType(), *x).getResult();
+  }
+
+  OpBuilder &b;
+  Location loc;
+  FusionOp fusion;
+  Value nb, nt, pos0;
+  llvm::DenseMap<Value, Value> inputMem;
+  SmallVector<Value> outputMem;
+  Value pointR, pointC;
+  llvm::DenseMap<Value, Value> memo;
+  // Per-row statistics of norm/softmax ops, valid inside one row.
+  llvm::DenseMap<Operation *, SmallVector<Value, 2>> rowStats;
+};
+
+FailureOr<Value> Emitter::emit(Value v, ArrayRef<Value> idx) {
+  bool point = atPoint(idx);
+  if (point)
+    if (Value m = memo.lookup(v))
+      return m;
+  Value result;
+  if (auto arg = dyn_cast<BlockArgument>(v)) {
+    Value mem = inputMem.lookup(arg);
+    if (!mem)
+      return fusion.emitOpError("unexpected value from outside the group");
+    result = load(mem, idx);
+  } else {
+    FailureOr<Value> r = emitOp(v.getDefiningOp(), idx);
+    if (failed(r))
+      return failure();
+    result = *r;
+  }
+  if (point)
+    memo[v] = result;
+  return result;
+}
+
+FailureOr<Value> Emitter::emitLinear(LinearOp op, ArrayRef<Value> idx) {
+  auto xt = cast<RankedTensorType>(op.getX().getType());
+  int64_t k = xt.getDimSize(1);
+  Value r = idx[0], c = idx[1];
+  Value zero = cF32(0.0);
+  auto loop = b.create<scf::ForOp>(loc, cIdx(0), cIdx(k), cIdx(1),
+                                   ValueRange{zero});
+  {
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(loop.getBody());
+    Value kk = loop.getInductionVar();
+    FailureOr<Value> x = emit(op.getX(), {r, kk});
+    SmallVector<Value> widx = op.getTransposeW() ? SmallVector<Value>{c, kk}
+                                                 : SmallVector<Value>{kk, c};
+    FailureOr<Value> w = emit(op.getWeight(), widx);
+    if (failed(x) || failed(w))
+      return failure();
+    Value prod = b.create<arith::MulFOp>(loc, *x, *w);
+    Value acc = b.create<arith::AddFOp>(loc, loop.getRegionIterArgs()[0], prod);
+    b.create<scf::YieldOp>(loc, acc);
+  }
+  Value acc = loop.getResult(0);
+  if (op.getBias()) {
+    FailureOr<Value> bias = emit(op.getBias(), {c});
+    if (failed(bias))
+      return failure();
+    acc = b.create<arith::AddFOp>(loc, acc, *bias);
+  }
+  return acc;
+}
+
+FailureOr<Value> Emitter::emitRope(RopeOp op, ArrayRef<Value> idx) {
+  Value r = idx[0], c = idx[1];
+  int64_t hd = op.getHeadDim(), half = hd / 2;
+  Type i64 = b.getI64Type(), f32 = b.getF32Type();
+  Value d = b.create<arith::RemUIOp>(loc, c, cIdx(hd));
+  Value i, partner, first;
+  if (op.getLayout() == RopeLayout::rotate_half) {
+    first = b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::ult, d,
+                                    cIdx(half));
+    i = b.create<arith::RemUIOp>(loc, d, cIdx(half));
+    partner = b.create<arith::SelectOp>(
+        loc, first, b.create<arith::AddIOp>(loc, c, cIdx(half)),
+        b.create<arith::SubIOp>(loc, c, cIdx(half)));
+  } else {
+    Value parity = b.create<arith::RemUIOp>(loc, d, cIdx(2));
+    first = b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::eq, parity,
+                                    cIdx(0));
+    i = b.create<arith::DivUIOp>(loc, d, cIdx(2));
+    partner = b.create<arith::SelectOp>(
+        loc, first, b.create<arith::AddIOp>(loc, c, cIdx(1)),
+        b.create<arith::SubIOp>(loc, c, cIdx(1)));
+  }
+  // inv_freq = 1 / theta^((2i) / head_dim), in f32 as the HF reference does.
+  Value twoI = b.create<arith::MulIOp>(loc, i, cIdx(2));
+  Value twoIf = b.create<arith::UIToFPOp>(
+      loc, f32, b.create<arith::IndexCastOp>(loc, i64, twoI));
+  Value expo = b.create<arith::DivFOp>(loc, twoIf, cF32(static_cast<double>(hd)));
+  Value base = b.create<math::PowFOp>(loc, cF32(op.getTheta().convertToDouble()),
+                                      expo);
+  Value inv = b.create<arith::DivFOp>(loc, cF32(1.0), base);
+  double factor = op.getFactor().convertToDouble();
+  if (op.getScaling() == RopeScaling::linear) {
+    inv = b.create<arith::DivFOp>(loc, inv, cF32(factor));
+  } else if (op.getScaling() == RopeScaling::llama3) {
+    double lowFF = op.getLowFreqFactor().convertToDouble();
+    double highFF = op.getHighFreqFactor().convertToDouble();
+    double orig = static_cast<double>(op.getOriginalMaxPosition());
+    Value wavelen = b.create<arith::DivFOp>(loc, cF32(2.0 * M_PI), inv);
+    Value lowWl = cF32(orig / lowFF), highWl = cF32(orig / highFF);
+    Value isLow =
+        b.create<arith::CmpFOp>(loc, arith::CmpFPredicate::OGT, wavelen, lowWl);
+    Value scaled = b.create<arith::DivFOp>(loc, inv, cF32(factor));
+    Value invL = b.create<arith::SelectOp>(loc, isLow, scaled, inv);
+    Value smooth = b.create<arith::DivFOp>(
+        loc,
+        b.create<arith::SubFOp>(loc, b.create<arith::DivFOp>(loc, cF32(orig), wavelen),
+                                cF32(lowFF)),
+        cF32(highFF - lowFF));
+    Value oneMinus = b.create<arith::SubFOp>(loc, cF32(1.0), smooth);
+    Value smoothed = b.create<arith::AddFOp>(
+        loc,
+        b.create<arith::DivFOp>(loc, b.create<arith::MulFOp>(loc, oneMinus, invL),
+                                cF32(factor)),
+        b.create<arith::MulFOp>(loc, smooth, invL));
+    Value isHigh = b.create<arith::CmpFOp>(loc, arith::CmpFPredicate::OLT,
+                                           wavelen, highWl);
+    Value notHigh = b.create<arith::XOrIOp>(
+        loc, isHigh, b.create<arith::ConstantOp>(loc, b.getBoolAttr(true)));
+    Value notLow = b.create<arith::XOrIOp>(
+        loc, isLow, b.create<arith::ConstantOp>(loc, b.getBoolAttr(true)));
+    Value medium = b.create<arith::AndIOp>(loc, notHigh, notLow);
+    inv = b.create<arith::SelectOp>(loc, medium, smoothed, invL);
+  }
+  FailureOr<Value> pos = emit(op.getPositions(), {r});
+  if (failed(pos))
+    return failure();
+  Value posF = b.create<arith::SIToFPOp>(loc, f32, *pos);
+  Value angle = b.create<arith::MulFOp>(loc, posF, inv);
+  Value cosA = b.create<math::CosOp>(loc, angle);
+  Value sinA = b.create<math::SinOp>(loc, angle);
+  FailureOr<Value> x = emit(op.getX(), {r, c});
+  FailureOr<Value> xp = emit(op.getX(), {r, partner});
+  if (failed(x) || failed(xp))
+    return failure();
+  Value rotated = b.create<arith::MulFOp>(loc, *xp, sinA);
+  Value signed_ = b.create<arith::SelectOp>(
+      loc, first, b.create<arith::NegFOp>(loc, rotated), rotated);
+  return b
+      .create<arith::AddFOp>(loc, b.create<arith::MulFOp>(loc, *x, cosA),
+                             signed_)
+      .getResult();
+}
+
+FailureOr<Value> Emitter::emitOp(Operation *op, ArrayRef<Value> idx) {
+  auto unary = [&](Value x) { return emit(x, idx); };
+  if (isa<PositionsOp>(op)) {
+    Value p = positionOfRow(idx[0]);
+    return b.create<arith::IndexCastOp>(loc, b.getI32Type(), p).getResult();
+  }
+  if (auto s = dyn_cast<SliceOp>(op)) {
+    Value c = b.create<arith::AddIOp>(loc, idx[1], cIdx(s.getOffset()));
+    return emit(s.getX(), {idx[0], c});
+  }
+  if (auto e = dyn_cast<EmbeddingOp>(op)) {
+    FailureOr<Value> id = emitIndex(e.getIds(), idx[0]);
+    if (failed(id))
+      return failure();
+    int64_t vocab = cast<RankedTensorType>(e.getTable().getType()).getDimSize(0);
+    Value clamped = b.create<arith::MinSIOp>(
+        loc, b.create<arith::MaxSIOp>(loc, *id, cIdx(0)), cIdx(vocab - 1));
+    return emit(e.getTable(), {clamped, idx[1]});
+  }
+  if (auto l = dyn_cast<LinearOp>(op))
+    return emitLinear(l, idx);
+  if (auto r = dyn_cast<RopeOp>(op))
+    return emitRope(r, idx);
+  if (isa<AddOp, MulOp, SwigluOp>(op)) {
+    FailureOr<Value> lhs = unary(op->getOperand(0));
+    FailureOr<Value> rhs = unary(op->getOperand(1));
+    if (failed(lhs) || failed(rhs))
+      return failure();
+    if (isa<AddOp>(op))
+      return b.create<arith::AddFOp>(loc, *lhs, *rhs).getResult();
+    if (isa<MulOp>(op))
+      return b.create<arith::MulFOp>(loc, *lhs, *rhs).getResult();
+    // swiglu: silu(gate) * up, silu(g) = g / (1 + exp(-g))
+    Value e = b.create<math::ExpOp>(loc, b.create<arith::NegFOp>(loc, *lhs));
+    Value silu = b.create<arith::DivFOp>(
+        loc, *lhs, b.create<arith::AddFOp>(loc, cF32(1.0), e));
+    return b.create<arith::MulFOp>(loc, silu, *rhs).getResult();
+  }
+  if (auto s = dyn_cast<SiluOp>(op)) {
+    FailureOr<Value> x = unary(s.getX());
+    if (failed(x))
+      return failure();
+    Value e = b.create<math::ExpOp>(loc, b.create<arith::NegFOp>(loc, *x));
+    return b
+        .create<arith::DivFOp>(loc, *x,
+                               b.create<arith::AddFOp>(loc, cF32(1.0), e))
+        .getResult();
+  }
+  if (auto g = dyn_cast<GeluOp>(op)) {
+    FailureOr<Value> x = unary(g.getX());
+    if (failed(x))
+      return failure();
+    Value halfX = b.create<arith::MulFOp>(loc, cF32(0.5), *x);
+    Value inner;
+    if (g.getApproximate() == GeluApprox::tanh) {
+      // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+      Value x3 = b.create<arith::MulFOp>(
+          loc, *x, b.create<arith::MulFOp>(loc, *x, *x));
+      Value t = b.create<arith::AddFOp>(
+          loc, *x, b.create<arith::MulFOp>(loc, cF32(0.044715), x3));
+      inner = b.create<math::TanhOp>(
+          loc, b.create<arith::MulFOp>(loc, cF32(std::sqrt(2.0 / M_PI)), t));
+    } else {
+      inner = b.create<math::ErfOp>(
+          loc, b.create<arith::MulFOp>(loc, *x, cF32(M_SQRT1_2)));
+    }
+    return b
+        .create<arith::MulFOp>(loc, halfX,
+                               b.create<arith::AddFOp>(loc, cF32(1.0), inner))
+        .getResult();
+  }
+  if (isa<RmsNormOp, LayerNormOp, SoftmaxOp>(op)) {
+    auto it = rowStats.find(op);
+    if (it == rowStats.end())
+      return op->emitOpError("row statistics are not available here "
+                             "(a norm can only be fused as a row kernel)");
+    FailureOr<Value> x = emit(op->getOperand(0), idx);
+    if (failed(x))
+      return failure();
+    if (auto n = dyn_cast<RmsNormOp>(op)) {
+      FailureOr<Value> w = emit(n.getWeight(), {idx[1]});
+      if (failed(w))
+        return failure();
+      Value xn = b.create<arith::MulFOp>(loc, *x, it->second[0]);
+      return b.create<arith::MulFOp>(loc, *w, xn).getResult();
+    }
+    if (auto n = dyn_cast<LayerNormOp>(op)) {
+      FailureOr<Value> w = emit(n.getWeight(), {idx[1]});
+      FailureOr<Value> bias = emit(n.getBias(), {idx[1]});
+      if (failed(w) || failed(bias))
+        return failure();
+      Value xc = b.create<arith::SubFOp>(loc, *x, it->second[0]);
+      Value xn = b.create<arith::MulFOp>(loc, xc, it->second[1]);
+      return b
+          .create<arith::AddFOp>(loc, b.create<arith::MulFOp>(loc, xn, *w),
+                                 *bias)
+          .getResult();
+    }
+    // softmax
+    Value e = b.create<math::ExpOp>(
+        loc, b.create<arith::SubFOp>(loc, *x, it->second[0]));
+    return b.create<arith::DivFOp>(loc, e, it->second[1]).getResult();
+  }
+  return op->emitOpError("cannot be computed inside a ")
+         << fusion.getKind() << " kernel";
+}
+
+LogicalResult Emitter::emitRowStats(Value r) {
+  rowStats.clear();
+  for (Operation &op : fusion.getBody().front()) {
+    if (!isa<RmsNormOp, LayerNormOp, SoftmaxOp>(op))
+      continue;
+    Value x = op.getOperand(0);
+    int64_t cols = cast<RankedTensorType>(x.getType()).getDimSize(1);
+    auto reduce = [&](Value init,
+                      function_ref<FailureOr<Value>(Value acc, Value xv)> step)
+        -> FailureOr<Value> {
+      auto loop = b.create<scf::ForOp>(loc, cIdx(0), cIdx(cols), cIdx(1),
+                                       ValueRange{init});
+      OpBuilder::InsertionGuard g(b);
+      b.setInsertionPointToStart(loop.getBody());
+      FailureOr<Value> xv = emit(x, {r, loop.getInductionVar()});
+      if (failed(xv))
+        return failure();
+      FailureOr<Value> next = step(loop.getRegionIterArgs()[0], *xv);
+      if (failed(next))
+        return failure();
+      b.create<scf::YieldOp>(loc, *next);
+      return loop.getResult(0);
+    };
+    Value n = cF32(static_cast<double>(cols));
+    if (auto rms = dyn_cast<RmsNormOp>(op)) {
+      FailureOr<Value> ss = reduce(cF32(0.0), [&](Value acc, Value xv) {
+        return FailureOr<Value>(b.create<arith::AddFOp>(
+            loc, acc, b.create<arith::MulFOp>(loc, xv, xv)));
+      });
+      if (failed(ss))
+        return failure();
+      Value mean = b.create<arith::DivFOp>(loc, *ss, n);
+      Value var = b.create<arith::AddFOp>(
+          loc, mean, cF32(rms.getEps().convertToDouble()));
+      Value rstd = b.create<arith::DivFOp>(loc, cF32(1.0),
+                                           b.create<math::SqrtOp>(loc, var));
+      rowStats[&op] = {rstd};
+    } else if (auto ln = dyn_cast<LayerNormOp>(op)) {
+      FailureOr<Value> sum = reduce(cF32(0.0), [&](Value acc, Value xv) {
+        return FailureOr<Value>(b.create<arith::AddFOp>(loc, acc, xv));
+      });
+      if (failed(sum))
+        return failure();
+      Value mean = b.create<arith::DivFOp>(loc, *sum, n);
+      FailureOr<Value> sq = reduce(cF32(0.0), [&](Value acc, Value xv) {
+        Value dx = b.create<arith::SubFOp>(loc, xv, mean);
+        return FailureOr<Value>(b.create<arith::AddFOp>(
+            loc, acc, b.create<arith::MulFOp>(loc, dx, dx)));
+      });
+      if (failed(sq))
+        return failure();
+      Value var = b.create<arith::AddFOp>(
+          loc, b.create<arith::DivFOp>(loc, *sq, n),
+          cF32(ln.getEps().convertToDouble()));
+      Value rstd = b.create<arith::DivFOp>(loc, cF32(1.0),
+                                           b.create<math::SqrtOp>(loc, var));
+      rowStats[&op] = {mean, rstd};
+    } else {
+      FailureOr<Value> mx = reduce(
+          cF32(-std::numeric_limits<double>::infinity()),
+          [&](Value acc, Value xv) {
+            return FailureOr<Value>(b.create<arith::MaximumFOp>(loc, acc, xv));
+          });
+      if (failed(mx))
+        return failure();
+      FailureOr<Value> sum = reduce(cF32(0.0), [&](Value acc, Value xv) {
+        Value e =
+            b.create<math::ExpOp>(loc, b.create<arith::SubFOp>(loc, xv, *mx));
+        return FailureOr<Value>(b.create<arith::AddFOp>(loc, acc, e));
+      });
+      if (failed(sum))
+        return failure();
+      rowStats[&op] = {*mx, *sum};
+    }
+  }
+  return success();
+}
+
+LogicalResult Emitter::emitStores(Value r, Value c) {
+  beginPoint(r, c);
+  auto yield = cast<YieldOp>(fusion.getBody().front().getTerminator());
+  for (auto [v, mem] : llvm::zip(yield.getValues(), outputMem)) {
+    if (auto cw = v.getDefiningOp<CacheWriteOp>()) {
+      FailureOr<Value> x = emit(cw.getX(), {r, c});
+      FailureOr<Value> p = emitIndex(cw.getPositions(), r);
+      if (failed(x) || failed(p))
+        return failure();
+      Value seqIdx = b.create<arith::DivUIOp>(loc, r, nt);
+      b.create<memref::StoreOp>(loc, *x, mem, ValueRange{seqIdx, *p, c});
+      continue;
+    }
+    FailureOr<Value> x = emit(v, {r, c});
+    if (failed(x))
+      return failure();
+    b.create<memref::StoreOp>(loc, *x, mem, ValueRange{r, c});
+  }
+  return success();
+}
+
+LogicalResult Emitter::emitAttention(AttentionOp op, Value r, Value h) {
+  int64_t hd = op.getHeadDim();
+  int64_t group = op.getNumHeads() / op.getNumKvHeads();
+  Value out = outputMem[0];
+  Value seqIdx = b.create<arith::DivUIOp>(loc, r, nt);
+  FailureOr<Value> p32 = emit(op.getPositions(), {r});
+  if (failed(p32))
+    return failure();
+  Value p = b.create<arith::IndexCastOp>(loc, b.getIndexType(), *p32);
+  Value kvh = b.create<arith::DivUIOp>(loc, h, cIdx(group));
+  Value qBase = b.create<arith::MulIOp>(loc, h, cIdx(hd));
+  Value kBase = b.create<arith::MulIOp>(loc, kvh, cIdx(hd));
+  Value jEnd = op.getCausal()
+                   ? b.create<arith::AddIOp>(loc, p, cIdx(1)).getResult()
+                   : b.create<arith::AddIOp>(loc, pos0, nt).getResult();
+  Value jStart = cIdx(0);
+  if (int64_t w = op.getSlidingWindow()) {
+    // j > p - w  <=>  j >= p + 1 - w (clamped at 0)
+    Value lo = b.create<arith::AddIOp>(loc, p, cIdx(1));
+    Value ok = b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::uge, lo,
+                                       cIdx(w));
+    jStart = b.create<arith::SelectOp>(
+        loc, ok, b.create<arith::SubIOp>(loc, lo, cIdx(w)), cIdx(0));
+  }
+  float scale = static_cast<float>(op.getScale().convertToDouble());
+
+  // score(j) = scale * sum_d q[r, h*hd + d] * k[b, j, kvh*hd + d]
+  auto score = [&](Value j) -> FailureOr<Value> {
+    auto loop = b.create<scf::ForOp>(loc, cIdx(0), cIdx(hd), cIdx(1),
+                                     ValueRange{cF32(0.0)});
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(loop.getBody());
+    Value d = loop.getInductionVar();
+    FailureOr<Value> q =
+        emit(op.getQ(), {r, b.create<arith::AddIOp>(loc, qBase, d)});
+    FailureOr<Value> k = emit(
+        op.getK(), {seqIdx, j, b.create<arith::AddIOp>(loc, kBase, d)});
+    if (failed(q) || failed(k))
+      return failure();
+    b.create<scf::YieldOp>(
+        loc, ValueRange{b.create<arith::AddFOp>(
+                 loc, loop.getRegionIterArgs()[0],
+                 b.create<arith::MulFOp>(loc, *q, *k))});
+    b.setInsertionPointAfter(loop);
+    return b.create<arith::MulFOp>(loc, loop.getResult(0), cF32(scale))
+        .getResult();
+  };
+
+  // Pass 1: running max m and normalizer l.
+  auto pass1 = b.create<scf::ForOp>(
+      loc, jStart, jEnd, cIdx(1),
+      ValueRange{cF32(-std::numeric_limits<double>::infinity()), cF32(0.0)});
+  {
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(pass1.getBody());
+    FailureOr<Value> s = score(pass1.getInductionVar());
+    if (failed(s))
+      return failure();
+    Value m = pass1.getRegionIterArgs()[0], l = pass1.getRegionIterArgs()[1];
+    Value mNew = b.create<arith::MaximumFOp>(loc, m, *s);
+    Value lNew = b.create<arith::AddFOp>(
+        loc,
+        b.create<arith::MulFOp>(
+            loc, l,
+            b.create<math::ExpOp>(loc, b.create<arith::SubFOp>(loc, m, mNew))),
+        b.create<math::ExpOp>(loc, b.create<arith::SubFOp>(loc, *s, mNew)));
+    b.create<scf::YieldOp>(loc, ValueRange{mNew, lNew});
+  }
+  Value m = pass1.getResult(0), l = pass1.getResult(1);
+  Value invL = b.create<arith::DivFOp>(loc, cF32(1.0), l);
+
+  // Pass 2: out = sum_j softmax_j * v_j, accumulated in the output row.
+  auto zero = b.create<scf::ForOp>(loc, cIdx(0), cIdx(hd), cIdx(1));
+  {
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(zero.getBody());
+    b.create<memref::StoreOp>(
+        loc, cF32(0.0), out,
+        ValueRange{r, b.create<arith::AddIOp>(loc, qBase, zero.getInductionVar())});
+  }
+  auto pass2 = b.create<scf::ForOp>(loc, jStart, jEnd, cIdx(1));
+  {
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(pass2.getBody());
+    Value j = pass2.getInductionVar();
+    FailureOr<Value> s = score(j);
+    if (failed(s))
+      return failure();
+    Value pj = b.create<arith::MulFOp>(
+        loc, b.create<math::ExpOp>(loc, b.create<arith::SubFOp>(loc, *s, m)),
+        invL);
+    auto dl = b.create<scf::ForOp>(loc, cIdx(0), cIdx(hd), cIdx(1));
+    b.setInsertionPointToStart(dl.getBody());
+    Value d = dl.getInductionVar();
+    FailureOr<Value> v = emit(
+        op.getV(), {seqIdx, j, b.create<arith::AddIOp>(loc, kBase, d)});
+    if (failed(v))
+      return failure();
+    Value col = b.create<arith::AddIOp>(loc, qBase, d);
+    Value acc = b.create<memref::LoadOp>(loc, out, ValueRange{r, col});
+    b.create<memref::StoreOp>(
+        loc, b.create<arith::AddFOp>(loc, acc, b.create<arith::MulFOp>(loc, pj, *v)),
+        out, ValueRange{r, col});
+  }
+  return success();
+}
+
+MemRefType memrefFor(Type t) {
+  auto rt = cast<RankedTensorType>(t);
+  return MemRefType::get(rt.getShape(), rt.getElementType());
+}
+
+double numElements(Type t) {
+  auto rt = cast<RankedTensorType>(t);
+  double n = 1;
+  for (int64_t d : rt.getShape())
+    n *= static_cast<double>(d);
+  return n;
+}
+
+/// FLOPs of the group for the whole compiled shape (every row active; a
+/// causal attention row sees on average half the context).
+double estimateFlops(FusionOp fusion) {
+  double flops = 0;
+  for (Operation &op : fusion.getBody().front()) {
+    if (auto l = dyn_cast<LinearOp>(op)) {
+      auto x = cast<RankedTensorType>(l.getX().getType());
+      double n = numElements(l.getType()) / x.getDimSize(0);
+      flops += 2.0 * x.getDimSize(0) * x.getDimSize(1) * n;
+    } else if (auto a = dyn_cast<AttentionOp>(op)) {
+      auto k = cast<RankedTensorType>(a.getK().getType());
+      double ctx = a.getCausal() ? (k.getDimSize(1) + 1) / 2.0 : k.getDimSize(1);
+      if (a.getSlidingWindow() > 0)
+        ctx = std::min<double>(ctx, a.getSlidingWindow());
+      double rows = cast<RankedTensorType>(a.getQ().getType()).getDimSize(0);
+      flops += 4.0 * rows * a.getNumHeads() * a.getHeadDim() * ctx;
+    } else if (isa<RmsNormOp, LayerNormOp, SoftmaxOp, RopeOp, GeluOp, SiluOp,
+                   SwigluOp>(op)) {
+      flops += 5.0 * numElements(op.getResult(0).getType());
+    } else if (isa<AddOp, MulOp>(op)) {
+      flops += numElements(op.getResult(0).getType());
+    }
+  }
+  return flops;
+}
+
+/// Bytes the kernel must move at least: every input and output once.
+double estimateBytes(FusionOp fusion) {
+  double bytes = 0;
+  for (Value in : fusion.getInputs())
+    bytes += 4.0 * numElements(in.getType());
+  for (Value out : fusion.getResults())
+    bytes += 4.0 * numElements(out.getType());
+  return bytes;
+}
+
+} // namespace
+
+LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
+                                   KernelTarget target, unsigned blockDim,
+                                   OpBuilder &builder) {
+  Location loc = fusion.getLoc();
+  Block &body = fusion.getBody().front();
+  for (Type t : llvm::concat<const Type>(body.getArgumentTypes(),
+                                          fusion.getResultTypes())) {
+    Type elem = cast<RankedTensorType>(t).getElementType();
+    if (!elem.isF32() && !elem.isInteger(32))
+      return fusion.emitOpError("element type ")
+             << elem << " is not supported by code generation yet (f32 only)";
+  }
+
+  // Shape of the kernel.
+  Shape shape = Shape::Pointwise;
+  AttentionOp attention;
+  for (Operation &op : body) {
+    if (auto a = dyn_cast<AttentionOp>(op))
+      attention = a;
+    if (isa<RmsNormOp, LayerNormOp, SoftmaxOp>(op))
+      shape = Shape::Row;
+  }
+  if (attention) {
+    size_t computeOps = llvm::count_if(body, [](Operation &op) {
+      return !isa<PositionsOp, SliceOp, YieldOp>(op);
+    });
+    if (computeOps != 1 || fusion.getNumResults() != 1)
+      return fusion.emitOpError("attention must form a kernel of its own");
+    shape = Shape::Attention;
+  }
+  auto yield = cast<YieldOp>(body.getTerminator());
+  int64_t cols = 0;
+  for (Value v : yield.getValues()) {
+    int64_t c;
+    if (auto cw = v.getDefiningOp<CacheWriteOp>())
+      c = cast<RankedTensorType>(cw.getX().getType()).getDimSize(1);
+    else if (cast<RankedTensorType>(v.getType()).getRank() == 2)
+      c = cast<RankedTensorType>(v.getType()).getDimSize(1);
+    else
+      return fusion.emitOpError("results must be [rows, columns] matrices");
+    if (cols && c != cols)
+      return fusion.emitOpError("results iterate over different column "
+                                "counts (")
+             << cols << " vs " << c << ")";
+    cols = c;
+  }
+  int64_t parallelCols = shape == Shape::Pointwise ? cols
+                         : shape == Shape::Row     ? 1
+                                                   : attention.getNumHeads();
+
+  SmallVector<Type> argTypes;
+  for (Type t : body.getArgumentTypes())
+    argTypes.push_back(memrefFor(t));
+  for (Type t : fusion.getResultTypes())
+    argTypes.push_back(memrefFor(t));
+  Type i64 = builder.getI64Type();
+  argTypes.append({i64, i64, i64});
+  FunctionType fnType = builder.getFunctionType(argTypes, {});
+
+  Operation *kernelOp;
+  Block *entry;
+  if (target == KernelTarget::Cpu) {
+    auto fn = builder.create<func::FuncOp>(loc, name, fnType);
+    entry = fn.addEntryBlock();
+    kernelOp = fn;
+  } else {
+    auto fn = builder.create<gpu::GPUFuncOp>(loc, name, fnType);
+    fn->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), builder.getUnitAttr());
+    entry = &fn.getBody().front();
+    kernelOp = fn;
+  }
+
+  OpBuilder b = OpBuilder::atBlockEnd(entry);
+  unsigned nIn = body.getNumArguments() + fusion.getNumResults();
+  ValueRange memrefs = entry->getArguments().take_front(nIn);
+  auto toIndex = [&](Value v) {
+    return b.create<arith::IndexCastOp>(loc, b.getIndexType(), v).getResult();
+  };
+  Value nb = toIndex(entry->getArgument(nIn));
+  Value nt = toIndex(entry->getArgument(nIn + 1));
+  Value pos0 = toIndex(entry->getArgument(nIn + 2));
+  Emitter em(b, loc, fusion, memrefs, nb, nt, pos0);
+  Value rows = b.create<arith::MulIOp>(loc, nb, nt);
+
+  // The body for one parallel index (r, c).
+  auto emitBody = [&](Value r, Value c) -> LogicalResult {
+    switch (shape) {
+    case Shape::Pointwise:
+      return em.emitStores(r, c);
+    case Shape::Attention:
+      em.beginPoint(r, c);
+      return em.emitAttention(attention, r, c);
+    case Shape::Row: {
+      em.beginPoint(r, Value());
+      if (failed(em.emitRowStats(r)))
+        return failure();
+      auto cl = b.create<scf::ForOp>(loc, em.cIdx(0), em.cIdx(cols), em.cIdx(1));
+      OpBuilder::InsertionGuard g(b);
+      b.setInsertionPointToStart(cl.getBody());
+      return em.emitStores(r, cl.getInductionVar());
+    }
+    }
+    return failure();
+  };
+
+  if (target == KernelTarget::Cpu) {
+    auto rl = b.create<scf::ForOp>(loc, em.cIdx(0), rows, em.cIdx(1));
+    b.setInsertionPointToStart(rl.getBody());
+    Value r = rl.getInductionVar();
+    auto cl = b.create<scf::ForOp>(loc, em.cIdx(0), em.cIdx(parallelCols),
+                                   em.cIdx(1));
+    b.setInsertionPointToStart(cl.getBody());
+    if (failed(emitBody(r, cl.getInductionVar())))
+      return failure();
+    b.setInsertionPointToEnd(entry);
+    b.create<func::ReturnOp>(loc);
+  } else {
+    Value bid = b.create<gpu::BlockIdOp>(loc, gpu::Dimension::x);
+    Value bdim = b.create<gpu::BlockDimOp>(loc, gpu::Dimension::x);
+    Value tid = b.create<gpu::ThreadIdOp>(loc, gpu::Dimension::x);
+    Value flat = b.create<arith::AddIOp>(
+        loc, b.create<arith::MulIOp>(loc, bid, bdim), tid);
+    Value total = b.create<arith::MulIOp>(loc, rows, em.cIdx(parallelCols));
+    Value inRange =
+        b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::ult, flat, total);
+    auto guard = b.create<scf::IfOp>(loc, inRange, /*withElseRegion=*/false);
+    b.setInsertionPointToStart(&guard.getThenRegion().front());
+    Value r = b.create<arith::DivUIOp>(loc, flat, em.cIdx(parallelCols));
+    Value c = b.create<arith::RemUIOp>(loc, flat, em.cIdx(parallelCols));
+    if (failed(emitBody(r, c)))
+      return failure();
+    b.setInsertionPointToEnd(entry);
+    b.create<gpu::ReturnOp>(loc);
+  }
+
+  SmallVector<Attribute> fused;
+  for (Operation &op : body)
+    if (!isa<YieldOp>(op))
+      fused.push_back(builder.getStringAttr(op.getName().getStringRef()));
+  kernelOp->setAttr(kattrs::kKind, fusion.getKindAttr());
+  kernelOp->setAttr(kattrs::kFusedOps, builder.getArrayAttr(fused));
+  kernelOp->setAttr(kattrs::kCols, builder.getI64IntegerAttr(parallelCols));
+  kernelOp->setAttr(kattrs::kNumArgs, builder.getI64IntegerAttr(nIn));
+  kernelOp->setAttr(kattrs::kFlops, builder.getF64FloatAttr(estimateFlops(fusion)));
+  kernelOp->setAttr(kattrs::kBytes, builder.getF64FloatAttr(estimateBytes(fusion)));
+  if (target == KernelTarget::Gpu)
+    kernelOp->setAttr(kattrs::kBlockDim, builder.getI64IntegerAttr(blockDim));
+  return success();
+}

@@ -1,0 +1,33 @@
+//===- KernelEmitter.h - Loop-nest kernels from fusion groups ---*- C++ -*-===//
+#ifndef COLOSSUS_COMPILER_KERNELEMITTER_H
+#define COLOSSUS_COMPILER_KERNELEMITTER_H
+
+#include "colossus/Dialect/Colossus/IR/ColossusOps.h"
+#include "mlir/IR/Builders.h"
+
+namespace colossus {
+
+/// Attribute names the kernelize pass sets on every generated kernel.
+namespace kattrs {
+inline constexpr const char *kKind = "colossus.kind";
+inline constexpr const char *kFusedOps = "colossus.fused_ops";
+inline constexpr const char *kCols = "colossus.cols";
+inline constexpr const char *kNumArgs = "colossus.num_args";
+inline constexpr const char *kFlops = "colossus.flops";
+inline constexpr const char *kBytes = "colossus.bytes";
+inline constexpr const char *kBlockDim = "colossus.block_dim";
+} // namespace kattrs
+
+enum class KernelTarget { Cpu, Gpu };
+
+/// Emits the kernel for `fusion` named `name` at `builder`'s insertion point
+/// (a module body for the cpu target, a gpu.module body for sm_90a), and
+/// records its launch facts as attributes. Emits a diagnostic on the fusion
+/// op and fails for a group it cannot generate.
+mlir::LogicalResult emitKernel(FusionOp fusion, llvm::StringRef name,
+                               KernelTarget target, unsigned blockDim,
+                               mlir::OpBuilder &builder);
+
+} // namespace colossus
+
+#endif

@@ -1,0 +1,47 @@
+//===- MemoryPlan.h - Step program and static memory plan -------*- C++ -*-===//
+#ifndef COLOSSUS_COMPILER_MEMORYPLAN_H
+#define COLOSSUS_COMPILER_MEMORYPLAN_H
+
+#include "mlir/IR/BuiltinOps.h"
+#include "llvm/Support/Error.h"
+
+#include <string>
+#include <vector>
+
+namespace colossus {
+
+enum class BufferKind { Param, State, Arena, Input, Output };
+
+struct PlannedBuffer {
+  std::string name;
+  BufferKind kind;
+  bool isInt32 = false;
+  std::vector<int64_t> shape;
+  uint64_t size = 0;   // bytes
+  uint64_t offset = 0; // arena buffers
+  std::string init;    // params: normal | ones | zeros
+  int defLaunch = -1, lastUse = -1;
+};
+
+struct PlannedLaunch {
+  std::string kernel;
+  std::vector<unsigned> args;
+};
+
+struct StepPlan {
+  std::vector<PlannedBuffer> buffers;
+  std::vector<PlannedLaunch> launches;
+  uint64_t arenaBytes = 0;
+  uint64_t arenaBytesWithoutReuse = 0;
+  unsigned tokens = 0, logits = 0;
+};
+
+/// Unrolls the step function `@forward` (calls to layer functions included)
+/// into a launch sequence over buffers, then packs the activation buffers
+/// into one arena by liveness (first fit, 256-byte aligned). Every
+/// colossus.fusion must carry its `kernel` symbol.
+llvm::Expected<StepPlan> planStep(mlir::ModuleOp module);
+
+} // namespace colossus
+
+#endif

@@ -1,0 +1,24 @@
+//===- Passes.h - Colossus compiler passes ----------------------*- C++ -*-===//
+#ifndef COLOSSUS_COMPILER_PASSES_H
+#define COLOSSUS_COMPILER_PASSES_H
+
+#include "colossus/Dialect/Colossus/IR/ColossusOps.h"
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Pass/Pass.h"
+
+namespace colossus {
+
+#define GEN_PASS_DECL
+#include "colossus/Compiler/Passes.h.inc"
+
+#define GEN_PASS_REGISTRATION
+#include "colossus/Compiler/Passes.h.inc"
+
+} // namespace colossus
+
+#endif

@@ -1,0 +1,51 @@
+//===- Passes.td - Colossus compiler passes ----------------*- tablegen -*-===//
+#ifndef COLOSSUS_COMPILER_PASSES_TD
+#define COLOSSUS_COMPILER_PASSES_TD
+
+include "mlir/Pass/PassBase.td"
+
+def ColossusFuse : Pass<"colossus-fuse", "mlir::func::FuncOp"> {
+  let summary = "Group colossus ops into colossus.fusion kernels";
+  let description = [{
+    Forms one `colossus.fusion` region per kernel:
+    - `gemm`: a `linear` (or two linears feeding a `swiglu`, sharing their
+      input) with its epilogue: bias, activation (`gelu`, `silu`), residual
+      `add`;
+    - `norm`: `rms_norm` / `layer_norm`, with a residual `add` feeding it
+      (the sum is also a result);
+    - `attention`: one `attention` op (QK^T, mask, softmax, PV; GQA);
+    - `cache_write`: both cache writes of a layer that share positions;
+    - `rope`, `embedding`, `softmax`, `elementwise`: the op with the chain of
+      elementwise ops that only it feeds.
+    `positions` and `slice` are views: they are cloned into every group that
+    reads them and never form a kernel of their own.
+  }];
+  let dependentDialects = ["::colossus::ColossusDialect"];
+}
+
+def ColossusKernelize : Pass<"colossus-kernelize", "mlir::ModuleOp"> {
+  let summary = "Generate a loop-nest kernel for every colossus.fusion";
+  let description = [{
+    For every `colossus.fusion` in the module, emits a kernel on memrefs
+    (scf loops, memref loads and stores, arith and math) and records its
+    symbol in the fusion's `kernel` attribute. With `target=cpu` the kernels
+    are `func.func`s in a nested module `@kernels` that loop over the whole
+    active region; with `target=sm_90a` they are `gpu.func` kernels in a
+    `gpu.module @kernels` where each thread computes one (row, column) pair.
+    Every kernel takes the buffers of the fusion's inputs and results, then
+    the step extents `nb`, `nt`, `pos0` (see docs/artifact-format.md).
+  }];
+  let options = [
+    Option<"target", "target", "std::string", /*default=*/"\"cpu\"",
+           "Code generation target: cpu or sm_90a">,
+    Option<"blockDim", "block-dim", "unsigned", /*default=*/"128",
+           "Threads per block for sm_90a kernels">,
+  ];
+  let dependentDialects = [
+    "::mlir::arith::ArithDialect", "::mlir::func::FuncDialect",
+    "::mlir::gpu::GPUDialect", "::mlir::math::MathDialect",
+    "::mlir::memref::MemRefDialect", "::mlir::scf::SCFDialect"
+  ];
+}
+
+#endif // COLOSSUS_COMPILER_PASSES_TD

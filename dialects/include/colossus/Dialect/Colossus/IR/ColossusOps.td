@@ -1,0 +1,281 @@
+//===- ColossusOps.td - Colossus dialect ops ---------------*- tablegen -*-===//
+#ifndef COLOSSUS_OPS_TD
+#define COLOSSUS_OPS_TD
+
+include "colossus/Dialect/Colossus/IR/ColossusDialect.td"
+include "mlir/Interfaces/InferTypeOpInterface.td"
+include "mlir/Interfaces/SideEffectInterfaces.td"
+include "mlir/Interfaces/ControlFlowInterfaces.td"
+include "mlir/IR/RegionKindInterface.td"
+include "mlir/IR/OpAsmInterface.td"
+
+class Colossus_Op<string mnemonic, list<Trait> traits = []>
+    : Op<Colossus_Dialect, mnemonic,
+         !listconcat(traits, [Pure, InferTypeOpAdaptor])> {
+  let hasVerifier = 1;
+}
+
+def FloatMatrix : 2DTensorOf<[AnyFloat]>;
+def FloatVector : 1DTensorOf<[AnyFloat]>;
+def Float3D : 3DTensorOf<[AnyFloat]>;
+def TokenVector : 1DTensorOf<[I32]>;
+
+//===----------------------------------------------------------------------===//
+// Sources of token-indexed data
+//===----------------------------------------------------------------------===//
+
+def Colossus_PositionsOp : Colossus_Op<"positions"> {
+  let summary = "positions of the active tokens";
+  let description = [{
+    A `tensor<T x i32>` whose row `b * nt + t` holds `pos0 + t`, the absolute
+    position of that token in its sequence, for the active region of the step.
+    Rows past the active region are unspecified. Consumers re-materialize it
+    inside their kernels, so it never occupies memory.
+
+    ```mlir
+    %pos = colossus.positions 80
+    ```
+  }];
+  let arguments = (ins ConfinedAttr<I64Attr, [IntPositive]>:$rows);
+  let results = (outs TokenVector:$result);
+  let assemblyFormat = "$rows attr-dict";
+  let hasVerifier = 0;
+}
+
+def Colossus_EmbeddingOp : Colossus_Op<"embedding"> {
+  let summary = "row gather from an embedding table";
+  let description = [{
+    `result[r, :] = table[ids[r], :]`. Ids outside `[0, vocab)` are clamped
+    (the runtime rejects them before a step runs).
+  }];
+  let arguments = (ins FloatMatrix:$table, TokenVector:$ids);
+  let results = (outs FloatMatrix:$result);
+  let assemblyFormat = "$table `[` $ids `]` attr-dict `:` type($table) `,` type($ids)";
+}
+
+//===----------------------------------------------------------------------===//
+// Norms
+//===----------------------------------------------------------------------===//
+
+def Colossus_RmsNormOp : Colossus_Op<"rms_norm"> {
+  let summary = "RMS normalization over the last dimension";
+  let description = [{
+    `result[r, c] = x[r, c] / sqrt(mean_c(x[r, :]^2) + eps) * weight[c]`.
+  }];
+  let arguments = (ins FloatMatrix:$x, FloatVector:$weight, F64Attr:$eps);
+  let results = (outs FloatMatrix:$result);
+  let assemblyFormat = [{
+    $x `,` $weight `eps` `=` $eps attr-dict `:` type($x) `,` type($weight)
+  }];
+}
+
+def Colossus_LayerNormOp : Colossus_Op<"layer_norm"> {
+  let summary = "layer normalization over the last dimension";
+  let description = [{
+    `result[r, c] = (x[r, c] - mean) / sqrt(var + eps) * weight[c] + bias[c]`
+    with the biased variance over the row.
+  }];
+  let arguments = (ins FloatMatrix:$x, FloatVector:$weight, FloatVector:$bias,
+                       F64Attr:$eps);
+  let results = (outs FloatMatrix:$result);
+  let assemblyFormat = [{
+    $x `,` $weight `,` $bias `eps` `=` $eps attr-dict `:` type($x) `,`
+    type($weight) `,` type($bias)
+  }];
+}
+
+//===----------------------------------------------------------------------===//
+// Linear layers
+//===----------------------------------------------------------------------===//
+
+def Colossus_LinearOp : Colossus_Op<"linear"> {
+  let summary = "x @ W^T (+ bias)";
+  let description = [{
+    `x: [T, K]`. With `transpose_w` (the default, HF `nn.Linear`), `weight` is
+    `[N, K]` and `result = x @ weight^T`; without it (HF `Conv1D`, GPT-2),
+    `weight` is `[K, N]` and `result = x @ weight`. An optional `bias: [N]` is
+    added. The result is `[T, N]`.
+  }];
+  let arguments = (ins FloatMatrix:$x, FloatMatrix:$weight,
+                       Optional<FloatVector>:$bias,
+                       DefaultValuedAttr<BoolAttr, "true">:$transpose_w);
+  let results = (outs FloatMatrix:$result);
+  let assemblyFormat = [{
+    $x `,` $weight (`bias` $bias^)? attr-dict `:` type($x) `,` type($weight)
+    (`,` type($bias)^)?
+  }];
+}
+
+//===----------------------------------------------------------------------===//
+// Position encoding and attention
+//===----------------------------------------------------------------------===//
+
+def Colossus_RopeOp : Colossus_Op<"rope"> {
+  let summary = "rotary position embedding";
+  let description = [{
+    Rotates each head of `x: [T, H * head_dim]` by the angles
+    `positions[r] * inv_freq[i]`, `inv_freq[i] = theta^(-2i / head_dim)`,
+    optionally rescaled (`linear`: divided by `factor`; `llama3`: the Llama 3.1
+    wavelength-dependent rule with `factor`, `low_freq_factor`,
+    `high_freq_factor`, `original_max_position`). `rotate_half` pairs element
+    `i` with `i + head_dim / 2` (HF Llama); `interleaved` pairs `2i` with
+    `2i + 1` (GPT-J, Meta's reference).
+  }];
+  let arguments = (ins FloatMatrix:$x, TokenVector:$positions,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$head_dim,
+                       F64Attr:$theta, Colossus_RopeLayoutAttr:$layout,
+                       DefaultValuedAttr<Colossus_RopeScalingAttr,
+                         "::colossus::RopeScaling::none">:$scaling,
+                       DefaultValuedAttr<F64Attr, "1.0">:$factor,
+                       DefaultValuedAttr<F64Attr, "1.0">:$low_freq_factor,
+                       DefaultValuedAttr<F64Attr, "4.0">:$high_freq_factor,
+                       DefaultValuedAttr<I64Attr, "8192">:$original_max_position);
+  let results = (outs FloatMatrix:$result);
+  let assemblyFormat = [{
+    $x `,` $positions attr-dict `:` type($x) `,` type($positions)
+  }];
+}
+
+def Colossus_CacheWriteOp : Colossus_Op<"cache_write"> {
+  let summary = "store new keys or values into a KV cache";
+  let description = [{
+    `cache: [B, S, C]`, `x: [T, C]`. Returns the cache with row `r` of `x`
+    (sequence `b = r / nt`) stored at `[b, positions[r], :]`; all other
+    entries unchanged. Bufferizes in place.
+  }];
+  let arguments = (ins Float3D:$cache, FloatMatrix:$x, TokenVector:$positions);
+  let results = (outs Float3D:$result);
+  let assemblyFormat = [{
+    $cache `[` $positions `]` `,` $x attr-dict `:` type($cache) `,` type($x) `,`
+    type($positions)
+  }];
+}
+
+def Colossus_AttentionOp : Colossus_Op<"attention"> {
+  let summary = "scaled dot-product attention over a KV cache (GQA/MQA)";
+  let description = [{
+    `q: [T, num_heads * head_dim]`; `k`, `v`: `[B, S, num_kv_heads * head_dim]`
+    (the caches after this step's `cache_write`). Query row `r` (sequence
+    `b = r / nt`, position `p = positions[r]`) of head `h` attends the keys
+    `j` of sequence `b` with `j <= p` when `causal` (all `j < pos0 + nt`
+    otherwise), and `j > p - sliding_window` when `sliding_window > 0`, using
+    kv head `h / (num_heads / num_kv_heads)`:
+    `out = softmax(scale * q . k_j) @ v`.
+  }];
+  let arguments = (ins FloatMatrix:$q, Float3D:$k, Float3D:$v,
+                       TokenVector:$positions,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$num_heads,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$num_kv_heads,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$head_dim,
+                       F64Attr:$scale,
+                       DefaultValuedAttr<BoolAttr, "true">:$causal,
+                       DefaultValuedAttr<I64Attr, "0">:$sliding_window);
+  let results = (outs FloatMatrix:$result);
+  let assemblyFormat = [{
+    $q `,` $k `,` $v `,` $positions attr-dict `:` type($q) `,` type($k) `,`
+    type($v) `,` type($positions)
+  }];
+}
+
+def Colossus_SliceOp : Colossus_Op<"slice"> {
+  let summary = "columns [offset, offset + size) of a matrix";
+  let description = [{
+    A view of the last dimension; consumers read through it, so it never
+    occupies memory of its own.
+  }];
+  let arguments = (ins FloatMatrix:$x, ConfinedAttr<I64Attr, [IntNonNegative]>:$offset,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$size);
+  let results = (outs FloatMatrix:$result);
+  let assemblyFormat = "$x `[` $offset `,` $size `]` attr-dict `:` type($x)";
+}
+
+def Colossus_SoftmaxOp : Colossus_Op<"softmax"> {
+  let summary = "softmax over the last dimension";
+  let arguments = (ins FloatMatrix:$x);
+  let results = (outs FloatMatrix:$result);
+  let assemblyFormat = "$x attr-dict `:` type($x)";
+}
+
+//===----------------------------------------------------------------------===//
+// Elementwise
+//===----------------------------------------------------------------------===//
+
+class Colossus_UnaryOp<string mnemonic> : Colossus_Op<mnemonic> {
+  let arguments = (ins FloatMatrix:$x);
+  let results = (outs FloatMatrix:$result);
+  let assemblyFormat = "$x attr-dict `:` type($x)";
+}
+
+class Colossus_BinaryOp<string mnemonic>
+    : Colossus_Op<mnemonic, [AllTypesMatch<["lhs", "rhs"]>]> {
+  let arguments = (ins FloatMatrix:$lhs, FloatMatrix:$rhs);
+  let results = (outs FloatMatrix:$result);
+  let assemblyFormat = "$lhs `,` $rhs attr-dict `:` type($lhs)";
+}
+
+def Colossus_SiluOp : Colossus_UnaryOp<"silu"> {
+  let summary = "x * sigmoid(x)";
+}
+
+def Colossus_GeluOp : Colossus_Op<"gelu"> {
+  let summary = "GELU (erf or tanh approximation)";
+  let arguments = (ins FloatMatrix:$x,
+                       DefaultValuedAttr<Colossus_GeluApproxAttr,
+                         "::colossus::GeluApprox::erf">:$approximate);
+  let results = (outs FloatMatrix:$result);
+  let assemblyFormat = "$x attr-dict `:` type($x)";
+}
+
+def Colossus_SwigluOp : Colossus_BinaryOp<"swiglu"> {
+  let summary = "silu(gate) * up";
+}
+
+def Colossus_AddOp : Colossus_BinaryOp<"add"> {
+  let summary = "elementwise sum";
+}
+
+def Colossus_MulOp : Colossus_BinaryOp<"mul"> {
+  let summary = "elementwise product";
+}
+
+//===----------------------------------------------------------------------===//
+// Fusion
+//===----------------------------------------------------------------------===//
+
+def Colossus_FusionOp : Op<Colossus_Dialect, "fusion",
+    [IsolatedFromAbove, SingleBlock,
+     DeclareOpInterfaceMethods<OpAsmOpInterface, ["getAsmBlockArgumentNames"]>]> {
+  let summary = "a group of ops compiled into one kernel";
+  let description = [{
+    The region's block arguments stand for the operands; `colossus.yield`
+    returns the values the rest of the program uses. `kind` names the kernel
+    family (`gemm`, `norm`, `attention`, `rope`, `elementwise`, ...), and
+    `kernel` (set by code generation) the symbol of the generated kernel.
+
+    ```mlir
+    %0 = colossus.fusion "gemm" (%x, %w, %res) : (...) -> tensor<64x32xf32> {
+    ^bb0(%a: tensor<64x16xf32>, %b: tensor<32x16xf32>, %c: tensor<64x32xf32>):
+      %1 = colossus.linear %a, %b : tensor<64x16xf32>, tensor<32x16xf32>
+      %2 = colossus.add %1, %c : tensor<64x32xf32>
+      colossus.yield %2 : tensor<64x32xf32>
+    }
+    ```
+  }];
+  let arguments = (ins StrAttr:$kind, Variadic<AnyRankedTensor>:$inputs,
+                       OptionalAttr<FlatSymbolRefAttr>:$kernel);
+  let results = (outs Variadic<AnyRankedTensor>:$results);
+  let regions = (region SizedRegion<1>:$body);
+  let assemblyFormat = [{
+    $kind `(` $inputs `)` attr-dict `:` functional-type($inputs, $results) $body
+  }];
+  let hasVerifier = 1;
+}
+
+def Colossus_YieldOp : Op<Colossus_Dialect, "yield",
+    [Pure, Terminator, HasParent<"FusionOp">, ReturnLike]> {
+  let summary = "results of a fusion region";
+  let arguments = (ins Variadic<AnyRankedTensor>:$values);
+  let assemblyFormat = "($values^ `:` type($values))? attr-dict";
+}
+
+#endif // COLOSSUS_OPS_TD

@@ -1,0 +1,339 @@
+//===- ColossusOps.cpp - Colossus dialect ops -----------------------------===//
+//
+// Result-type inference and verifiers. Shapes are static capacities; a
+// dynamic dimension is accepted where it cannot be checked.
+//
+//===----------------------------------------------------------------------===//
+#include "colossus/Dialect/Colossus/IR/ColossusOps.h"
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/BuiltinTypes.h"
+#include "mlir/IR/OpImplementation.h"
+
+using namespace mlir;
+using namespace colossus;
+
+namespace {
+RankedTensorType rt(Value v) { return cast<RankedTensorType>(v.getType()); }
+
+bool dimsMatch(int64_t a, int64_t b) {
+  return ShapedType::isDynamic(a) || ShapedType::isDynamic(b) || a == b;
+}
+
+LogicalResult sameShapeAndElem(Operation *op, Value a, Value b,
+                               StringRef aName, StringRef bName) {
+  RankedTensorType ta = rt(a), tb = rt(b);
+  if (ta.getElementType() != tb.getElementType())
+    return op->emitOpError() << aName << " and " << bName
+                             << " must have the same element type";
+  if (ta.getRank() != tb.getRank())
+    return op->emitOpError() << aName << " and " << bName
+                             << " must have the same rank";
+  for (int64_t i = 0; i < ta.getRank(); ++i)
+    if (!dimsMatch(ta.getDimSize(i), tb.getDimSize(i)))
+      return op->emitOpError()
+             << aName << " and " << bName << " differ in dimension " << i
+             << " (" << ta.getDimSize(i) << " vs " << tb.getDimSize(i) << ")";
+  return success();
+}
+
+LogicalResult vectorMatches(Operation *op, Value mat, Value vec,
+                            StringRef vecName) {
+  if (rt(vec).getElementType() != rt(mat).getElementType())
+    return op->emitOpError() << vecName
+                             << " must have the element type of the input";
+  if (!dimsMatch(rt(vec).getDimSize(0), rt(mat).getDimSize(1)))
+    return op->emitOpError()
+           << vecName << " has " << rt(vec).getDimSize(0)
+           << " elements but the input rows have " << rt(mat).getDimSize(1);
+  return success();
+}
+} // namespace
+
+//===----------------------------------------------------------------------===//
+// positions
+//===----------------------------------------------------------------------===//
+
+LogicalResult PositionsOp::inferReturnTypes(MLIRContext *ctx,
+                                            std::optional<Location>,
+                                            Adaptor adaptor,
+                                            SmallVectorImpl<Type> &types) {
+  types.push_back(RankedTensorType::get({adaptor.getRows()},
+                                        IntegerType::get(ctx, 32)));
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// embedding
+//===----------------------------------------------------------------------===//
+
+LogicalResult EmbeddingOp::inferReturnTypes(MLIRContext *,
+                                            std::optional<Location>,
+                                            Adaptor adaptor,
+                                            SmallVectorImpl<Type> &types) {
+  auto table = cast<RankedTensorType>(adaptor.getTable().getType());
+  auto ids = cast<RankedTensorType>(adaptor.getIds().getType());
+  types.push_back(RankedTensorType::get(
+      {ids.getDimSize(0), table.getDimSize(1)}, table.getElementType()));
+  return success();
+}
+
+LogicalResult EmbeddingOp::verify() { return success(); }
+
+//===----------------------------------------------------------------------===//
+// norms
+//===----------------------------------------------------------------------===//
+
+LogicalResult RmsNormOp::inferReturnTypes(MLIRContext *,
+                                          std::optional<Location>,
+                                          Adaptor adaptor,
+                                          SmallVectorImpl<Type> &types) {
+  types.push_back(adaptor.getX().getType());
+  return success();
+}
+
+LogicalResult RmsNormOp::verify() {
+  if (getEps().convertToDouble() < 0)
+    return emitOpError("eps must be non-negative");
+  return vectorMatches(*this, getX(), getWeight(), "weight");
+}
+
+LogicalResult LayerNormOp::inferReturnTypes(MLIRContext *,
+                                            std::optional<Location>,
+                                            Adaptor adaptor,
+                                            SmallVectorImpl<Type> &types) {
+  types.push_back(adaptor.getX().getType());
+  return success();
+}
+
+LogicalResult LayerNormOp::verify() {
+  if (getEps().convertToDouble() < 0)
+    return emitOpError("eps must be non-negative");
+  if (failed(vectorMatches(*this, getX(), getWeight(), "weight")))
+    return failure();
+  return vectorMatches(*this, getX(), getBias(), "bias");
+}
+
+//===----------------------------------------------------------------------===//
+// linear
+//===----------------------------------------------------------------------===//
+
+LogicalResult LinearOp::inferReturnTypes(MLIRContext *,
+                                         std::optional<Location>,
+                                         Adaptor adaptor,
+                                         SmallVectorImpl<Type> &types) {
+  auto x = cast<RankedTensorType>(adaptor.getX().getType());
+  auto w = cast<RankedTensorType>(adaptor.getWeight().getType());
+  bool transposeW = adaptor.getTransposeW();
+  int64_t n = transposeW ? w.getDimSize(0) : w.getDimSize(1);
+  types.push_back(
+      RankedTensorType::get({x.getDimSize(0), n}, x.getElementType()));
+  return success();
+}
+
+LogicalResult LinearOp::verify() {
+  RankedTensorType x = rt(getX()), w = rt(getWeight());
+  if (x.getElementType() != w.getElementType())
+    return emitOpError("x and weight must have the same element type");
+  int64_t k = getTransposeW() ? w.getDimSize(1) : w.getDimSize(0);
+  int64_t n = getTransposeW() ? w.getDimSize(0) : w.getDimSize(1);
+  if (!dimsMatch(x.getDimSize(1), k))
+    return emitOpError() << "contraction size mismatch: x has "
+                         << x.getDimSize(1) << " columns, weight "
+                         << (getTransposeW() ? "[N, K]" : "[K, N]")
+                         << " has K = " << k;
+  if (getBias()) {
+    RankedTensorType b = rt(getBias());
+    if (b.getElementType() != x.getElementType())
+      return emitOpError("bias must have the element type of x");
+    if (!dimsMatch(b.getDimSize(0), n))
+      return emitOpError() << "bias has " << b.getDimSize(0)
+                           << " elements but the output has " << n
+                           << " columns";
+  }
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// rope
+//===----------------------------------------------------------------------===//
+
+LogicalResult RopeOp::inferReturnTypes(MLIRContext *, std::optional<Location>,
+                                       Adaptor adaptor,
+                                       SmallVectorImpl<Type> &types) {
+  types.push_back(adaptor.getX().getType());
+  return success();
+}
+
+LogicalResult RopeOp::verify() {
+  int64_t hd = getHeadDim();
+  int64_t cols = rt(getX()).getDimSize(1);
+  if (hd % 2 != 0)
+    return emitOpError() << "head_dim must be even, got " << hd;
+  if (!ShapedType::isDynamic(cols) && cols % hd != 0)
+    return emitOpError() << "columns (" << cols
+                         << ") must be a multiple of head_dim (" << hd << ")";
+  if (!dimsMatch(rt(getPositions()).getDimSize(0), rt(getX()).getDimSize(0)))
+    return emitOpError("positions must have one entry per row of x");
+  if (getTheta().convertToDouble() <= 0)
+    return emitOpError("theta must be positive");
+  if (getScaling() != RopeScaling::none && getFactor().convertToDouble() <= 0)
+    return emitOpError("scaling factor must be positive");
+  if (getScaling() == RopeScaling::llama3 &&
+      getHighFreqFactor().convertToDouble() <=
+          getLowFreqFactor().convertToDouble())
+    return emitOpError("llama3 scaling needs high_freq_factor > "
+                       "low_freq_factor");
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// cache_write
+//===----------------------------------------------------------------------===//
+
+LogicalResult CacheWriteOp::inferReturnTypes(MLIRContext *,
+                                             std::optional<Location>,
+                                             Adaptor adaptor,
+                                             SmallVectorImpl<Type> &types) {
+  types.push_back(adaptor.getCache().getType());
+  return success();
+}
+
+LogicalResult CacheWriteOp::verify() {
+  RankedTensorType cache = rt(getCache()), x = rt(getX());
+  if (cache.getElementType() != x.getElementType())
+    return emitOpError("cache and x must have the same element type");
+  if (!dimsMatch(cache.getDimSize(2), x.getDimSize(1)))
+    return emitOpError() << "cache rows have " << cache.getDimSize(2)
+                         << " elements but x rows have " << x.getDimSize(1);
+  if (!dimsMatch(rt(getPositions()).getDimSize(0), x.getDimSize(0)))
+    return emitOpError("positions must have one entry per row of x");
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// attention
+//===----------------------------------------------------------------------===//
+
+LogicalResult AttentionOp::inferReturnTypes(MLIRContext *,
+                                            std::optional<Location>,
+                                            Adaptor adaptor,
+                                            SmallVectorImpl<Type> &types) {
+  types.push_back(adaptor.getQ().getType());
+  return success();
+}
+
+LogicalResult AttentionOp::verify() {
+  int64_t h = getNumHeads(), hkv = getNumKvHeads(), hd = getHeadDim();
+  if (h % hkv != 0)
+    return emitOpError() << "num_heads (" << h
+                         << ") must be a multiple of num_kv_heads (" << hkv
+                         << ")";
+  RankedTensorType q = rt(getQ());
+  if (!dimsMatch(q.getDimSize(1), h * hd))
+    return emitOpError() << "q has " << q.getDimSize(1)
+                         << " columns, expected num_heads * head_dim = "
+                         << h * hd;
+  if (failed(sameShapeAndElem(*this, getK(), getV(), "k", "v")))
+    return failure();
+  RankedTensorType k = rt(getK());
+  if (k.getElementType() != q.getElementType())
+    return emitOpError("q and k must have the same element type");
+  if (!dimsMatch(k.getDimSize(2), hkv * hd))
+    return emitOpError() << "k has " << k.getDimSize(2)
+                         << " columns, expected num_kv_heads * head_dim = "
+                         << hkv * hd;
+  if (!dimsMatch(rt(getPositions()).getDimSize(0), q.getDimSize(0)))
+    return emitOpError("positions must have one entry per row of q");
+  if (getSlidingWindow() < 0)
+    return emitOpError("sliding_window must be >= 0");
+  if (getScale().convertToDouble() <= 0)
+    return emitOpError("scale must be positive");
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// slice, softmax, elementwise
+//===----------------------------------------------------------------------===//
+
+LogicalResult SliceOp::inferReturnTypes(MLIRContext *, std::optional<Location>,
+                                        Adaptor adaptor,
+                                        SmallVectorImpl<Type> &types) {
+  auto x = cast<RankedTensorType>(adaptor.getX().getType());
+  types.push_back(RankedTensorType::get({x.getDimSize(0), adaptor.getSize()},
+                                        x.getElementType()));
+  return success();
+}
+
+LogicalResult SliceOp::verify() {
+  int64_t cols = rt(getX()).getDimSize(1);
+  if (!ShapedType::isDynamic(cols) &&
+      getOffset() + getSize() > cols)
+    return emitOpError() << "columns [" << getOffset() << ", "
+                         << getOffset() + getSize() << ") out of range for "
+                         << cols << " columns";
+  return success();
+}
+
+#define COLOSSUS_SAME_TYPE_INFER(OP, FIRST)                                    \
+  LogicalResult OP::inferReturnTypes(MLIRContext *, std::optional<Location>,   \
+                                     Adaptor adaptor,                          \
+                                     SmallVectorImpl<Type> &types) {           \
+    types.push_back(adaptor.FIRST().getType());                                \
+    return success();                                                          \
+  }
+
+COLOSSUS_SAME_TYPE_INFER(SoftmaxOp, getX)
+COLOSSUS_SAME_TYPE_INFER(SiluOp, getX)
+COLOSSUS_SAME_TYPE_INFER(GeluOp, getX)
+COLOSSUS_SAME_TYPE_INFER(SwigluOp, getLhs)
+COLOSSUS_SAME_TYPE_INFER(AddOp, getLhs)
+COLOSSUS_SAME_TYPE_INFER(MulOp, getLhs)
+#undef COLOSSUS_SAME_TYPE_INFER
+
+LogicalResult SoftmaxOp::verify() { return success(); }
+LogicalResult SiluOp::verify() { return success(); }
+LogicalResult GeluOp::verify() { return success(); }
+LogicalResult SwigluOp::verify() {
+  return sameShapeAndElem(*this, getLhs(), getRhs(), "gate", "up");
+}
+LogicalResult AddOp::verify() {
+  return sameShapeAndElem(*this, getLhs(), getRhs(), "lhs", "rhs");
+}
+LogicalResult MulOp::verify() {
+  return sameShapeAndElem(*this, getLhs(), getRhs(), "lhs", "rhs");
+}
+
+//===----------------------------------------------------------------------===//
+// fusion
+//===----------------------------------------------------------------------===//
+
+void FusionOp::getAsmBlockArgumentNames(Region &region,
+                                        OpAsmSetValueNameFn setNameFn) {
+  for (BlockArgument arg : region.getArguments())
+    setNameFn(arg, "in");
+}
+
+LogicalResult FusionOp::verify() {
+  Block &block = getBody().front();
+  if (block.getNumArguments() != getInputs().size())
+    return emitOpError() << "region has " << block.getNumArguments()
+                         << " arguments but the op has "
+                         << getInputs().size() << " inputs";
+  for (auto [i, pair] :
+       llvm::enumerate(llvm::zip(block.getArguments(), getInputs())))
+    if (std::get<0>(pair).getType() != std::get<1>(pair).getType())
+      return emitOpError() << "region argument " << i
+                           << " type does not match input " << i;
+  auto yield = dyn_cast<YieldOp>(block.getTerminator());
+  if (!yield)
+    return emitOpError("region must end with colossus.yield");
+  if (yield.getValues().getTypes() != getResultTypes())
+    return emitOpError("yielded types do not match the results");
+  if (getKind().empty())
+    return emitOpError("kind must not be empty");
+  return success();
+}
+
+#define GET_OP_CLASSES
+#include "colossus/Dialect/Colossus/IR/ColossusOps.cpp.inc"
