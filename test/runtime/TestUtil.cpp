@@ -1,0 +1,282 @@
+//===- TestUtil.cpp - Helpers of the runtime tests ------------------------===//
+
+#include "TestUtil.h"
+
+#include "colossus/runtime/ArtifactChecksum.h"
+#include "colossus/runtime/Weights.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <sys/wait.h>
+#include <unistd.h>
+
+namespace colossus::test {
+
+std::vector<uint8_t> buildArtifact(const ArtifactSpec &spec) {
+  flatbuffers::FlatBufferBuilder fbb;
+  fbb.ForceDefaults(true);
+
+  std::vector<flatbuffers::Offset<schema::Kernel>> kernels;
+  for (const KernelSpec &k : spec.kernels) {
+    auto name = fbb.CreateString(k.name);
+    auto kind = fbb.CreateString("test");
+    auto ops = fbb.CreateVectorOfStrings({"test_op"});
+    auto ptx = fbb.CreateString(k.ptx);
+    auto cubin = fbb.CreateVector(k.cubin);
+    schema::KernelBuilder kb(fbb);
+    kb.add_name(name);
+    kb.add_kind(kind);
+    kb.add_fused_ops(ops);
+    kb.add_rows(k.rows);
+    kb.add_fixed_rows(k.fixedRows);
+    kb.add_cols(k.cols);
+    kb.add_num_args(k.numArgs);
+    kb.add_block_dim(k.blockDim);
+    kb.add_shared_mem_bytes(k.sharedMemBytes);
+    kb.add_ptx(ptx);
+    kb.add_cubin(cubin);
+    kernels.push_back(kb.Finish());
+  }
+  std::vector<flatbuffers::Offset<schema::Buffer>> buffers;
+  for (const BufferSpec &b : spec.buffers)
+    buffers.push_back(
+        schema::CreateBuffer(fbb, fbb.CreateString(b.name), b.kind, b.dtype,
+                             fbb.CreateVector(b.shape), b.offset, b.size));
+  std::vector<flatbuffers::Offset<schema::Param>> params;
+  for (const ParamSpec &p : spec.params)
+    params.push_back(schema::CreateParam(fbb, fbb.CreateString(p.hfName),
+                                         fbb.CreateVector(p.shape), p.buffer,
+                                         p.init, p.initStd));
+  std::vector<flatbuffers::Offset<schema::Step>> steps;
+  for (const StepSpec &s : spec.steps) {
+    std::vector<flatbuffers::Offset<schema::Launch>> launches;
+    for (const LaunchSpec &l : s.launches)
+      launches.push_back(
+          schema::CreateLaunch(fbb, l.kernel, fbb.CreateVector(l.args)));
+    steps.push_back(schema::CreateStep(fbb, fbb.CreateString(s.name),
+                                       fbb.CreateVector(launches), s.tokens,
+                                       s.logits));
+  }
+  auto model = schema::CreateModelInfo(
+      fbb, fbb.CreateString("llama"), fbb.CreateString("tiny-test"), spec.vocab,
+      /*hidden_size=*/8, /*num_layers=*/1, /*num_heads=*/1,
+      /*num_kv_heads=*/1, /*head_dim=*/8, /*max_position_embeddings=*/16,
+      /*bos=*/1, /*eos=*/2);
+  auto producer = fbb.CreateString("colossus-runtime-tests");
+  auto kernelsOff = fbb.CreateVector(kernels);
+  auto cpuObject = fbb.CreateVector(spec.cpuObject);
+  auto buffersOff = fbb.CreateVector(buffers);
+  auto paramsOff = fbb.CreateVector(params);
+  auto stepsOff = fbb.CreateVector(steps);
+  schema::ArtifactBuilder ab(fbb);
+  ab.add_schema_version(spec.schemaVersion);
+  ab.add_producer(producer);
+  ab.add_target(spec.target);
+  ab.add_model(model);
+  ab.add_batch(spec.batch);
+  ab.add_seq(spec.seq);
+  ab.add_kernels(kernelsOff);
+  ab.add_cpu_object(cpuObject);
+  ab.add_buffers(buffersOff);
+  ab.add_arena_bytes(spec.arenaBytes);
+  ab.add_params(paramsOff);
+  ab.add_steps(stepsOff);
+  ab.add_checksum(0);
+  schema::FinishArtifactBuffer(fbb, ab.Finish());
+  std::vector<uint8_t> bytes(fbb.GetBufferPointer(),
+                             fbb.GetBufferPointer() + fbb.GetSize());
+  if (spec.stampChecksum && !stampArtifactChecksum(bytes.data(), bytes.size()))
+    throw std::runtime_error("buildArtifact: no checksum field");
+  return bytes;
+}
+
+const std::vector<uint8_t> &tinyKernelsObject() {
+  static const std::vector<uint8_t> bytes = readFile(COLOSSUS_TEST_KERNELS_SO);
+  return bytes;
+}
+
+ArtifactSpec tinySpec() {
+  const int64_t V = 8, S = 16, B = 1;
+  ArtifactSpec s;
+  s.batch = B;
+  s.seq = S;
+  s.vocab = V;
+  s.cpuObject = tinyKernelsObject();
+  for (const auto &[name, numArgs] :
+       std::vector<std::pair<std::string, uint32_t>>{
+           {"tiny_store_kv", 2}, {"tiny_embed", 4}, {"tiny_logits", 3}}) {
+    KernelSpec k;
+    k.name = name;
+    k.numArgs = numArgs;
+    s.kernels.push_back(k);
+  }
+  using K = schema::BufferKind;
+  using D = schema::DType;
+  s.buffers = {
+      {"tokens", K::input, D::i32, {B * S}, 0, uint64_t(B * S * 4)},
+      {"logits", K::output, D::f32, {B * S, V}, 0, uint64_t(B * S * V * 4)},
+      {"emb", K::param, D::f32, {V, V}, 0, uint64_t(V * V * 4)},
+      {"bias", K::param, D::f32, {V}, 0, uint64_t(V * 4)},
+      {"kv", K::state, D::f32, {B, S, 1}, 0, uint64_t(B * S * 4)},
+      {"hid", K::arena, D::f32, {B * S, V}, 64, uint64_t(B * S * V * 4)},
+  };
+  s.arenaBytes = 64 + B * S * V * 4;
+  s.params = {
+      {"model.embed.weight", {V, V}, 2, schema::ParamInit::normal, 0.5f},
+      {"model.bias", {V}, 3, schema::ParamInit::ones, 0.02f}};
+  StepSpec step;
+  step.launches = {{0, {0, 4}}, {1, {0, 2, 3, 5}}, {2, {5, 4, 1}}};
+  step.tokens = 0;
+  step.logits = 1;
+  s.steps = {step};
+  return s;
+}
+
+std::vector<float> tinyReference(const std::vector<float> &emb,
+                                 const std::vector<float> &bias,
+                                 const std::vector<int32_t> &context,
+                                 const std::vector<int32_t> &tokens,
+                                 int64_t pos0) {
+  const int V = 8;
+  std::vector<float> kv(context.begin(), context.end());
+  kv.resize(static_cast<size_t>(pos0), 0.0f);
+  for (int32_t t : tokens)
+    kv.push_back(static_cast<float>(t));
+  std::vector<float> out;
+  for (size_t t = 0; t < tokens.size(); ++t) {
+    float sum = 0.0f;
+    for (size_t q = 0; q <= static_cast<size_t>(pos0) + t; ++q)
+      sum += kv[q];
+    int64_t hot = static_cast<int64_t>(sum) % V;
+    for (int v = 0; v < V; ++v) {
+      float h = emb[tokens[t] * V + v] + bias[v];
+      out.push_back(h + static_cast<float>(pos0) + (v == hot ? 2.5f : 0.0f));
+    }
+  }
+  return out;
+}
+
+namespace {
+std::vector<uint8_t> floatBytes(const std::vector<float> &values) {
+  std::vector<uint8_t> bytes(values.size() * 4);
+  std::memcpy(bytes.data(), values.data(), bytes.size());
+  return bytes;
+}
+std::vector<uint8_t> halfBytes(const std::vector<float> &values, bool bf16) {
+  std::vector<uint8_t> bytes;
+  for (float v : values) {
+    uint16_t h = bf16 ? floatToBfloat16(v) : floatToHalf(v);
+    bytes.push_back(static_cast<uint8_t>(h & 0xff));
+    bytes.push_back(static_cast<uint8_t>(h >> 8));
+  }
+  return bytes;
+}
+} // namespace
+
+TensorData f32Tensor(const std::string &name, std::vector<int64_t> shape,
+                     const std::vector<float> &values) {
+  return {name, "F32", std::move(shape), floatBytes(values)};
+}
+TensorData f16Tensor(const std::string &name, std::vector<int64_t> shape,
+                     const std::vector<float> &values) {
+  return {name, "F16", std::move(shape), halfBytes(values, false)};
+}
+TensorData bf16Tensor(const std::string &name, std::vector<int64_t> shape,
+                      const std::vector<float> &values) {
+  return {name, "BF16", std::move(shape), halfBytes(values, true)};
+}
+
+std::vector<uint8_t> safetensorsBytes(const std::vector<TensorData> &tensors) {
+  nlohmann::ordered_json header;
+  header["__metadata__"] = {{"format", "pt"}};
+  uint64_t offset = 0;
+  for (const TensorData &t : tensors) {
+    header[t.name] = {{"dtype", t.dtype},
+                      {"shape", t.shape},
+                      {"data_offsets", {offset, offset + t.bytes.size()}}};
+    offset += t.bytes.size();
+  }
+  std::string text = header.dump();
+  while ((8 + text.size()) % 8)
+    text += ' ';
+  std::vector<uint8_t> out;
+  out.reserve(8 + text.size() + offset);
+  uint64_t n = text.size();
+  for (int i = 0; i < 8; ++i)
+    out.push_back(static_cast<uint8_t>(n >> (8 * i)));
+  out.insert(out.end(), text.begin(), text.end());
+  for (const TensorData &t : tensors)
+    out.insert(out.end(), t.bytes.begin(), t.bytes.end());
+  return out;
+}
+
+std::vector<float> testValues(size_t n, uint32_t seed) {
+  std::vector<float> v(n);
+  uint32_t x = seed * 2654435761u + 12345u;
+  for (size_t i = 0; i < n; ++i) {
+    x = x * 1664525u + 1013904223u;
+    // Multiples of 1/64 in [-2, 2): exact in f16 and bf16 as well.
+    v[i] = static_cast<float>(static_cast<int>((x >> 8) % 256) - 128) / 64.0f;
+  }
+  return v;
+}
+
+TempDir::TempDir() {
+  const char *tmp = std::getenv("TMPDIR");
+  std::string pattern =
+      std::string(tmp && *tmp ? tmp : "/tmp") + "/colossus-rt-test-XXXXXX";
+  std::vector<char> buf(pattern.begin(), pattern.end());
+  buf.push_back('\0');
+  if (!::mkdtemp(buf.data()))
+    throw std::runtime_error("mkdtemp failed");
+  path_ = buf.data();
+}
+
+TempDir::~TempDir() {
+  std::string cmd = "rm -rf '" + path_ + "'";
+  if (std::system(cmd.c_str()) != 0)
+    std::fprintf(stderr, "warning: could not remove %s\n", path_.c_str());
+}
+
+void writeFile(const std::string &path, const std::vector<uint8_t> &bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(reinterpret_cast<const char *>(bytes.data()),
+            static_cast<std::streamsize>(bytes.size()));
+  if (!out)
+    throw std::runtime_error("cannot write " + path);
+}
+
+void writeText(const std::string &path, const std::string &text) {
+  writeFile(path, std::vector<uint8_t>(text.begin(), text.end()));
+}
+
+std::vector<uint8_t> readFile(const std::string &path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in)
+    throw std::runtime_error("cannot read " + path);
+  std::ostringstream os;
+  os << in.rdbuf();
+  std::string s = os.str();
+  return std::vector<uint8_t>(s.begin(), s.end());
+}
+
+CommandResult runCommand(const std::string &command) {
+  TempDir dir;
+  std::string out = dir.file("out"), err = dir.file("err");
+  std::string full = command + " >'" + out + "' 2>'" + err + "'";
+  int status = std::system(full.c_str());
+  CommandResult r;
+  r.exitCode = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  auto o = readFile(out), e = readFile(err);
+  r.out.assign(o.begin(), o.end());
+  r.err.assign(e.begin(), e.end());
+  return r;
+}
+
+} // namespace colossus::test

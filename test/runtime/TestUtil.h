@@ -1,0 +1,143 @@
+//===- TestUtil.h - Helpers of the runtime tests --------------------------===//
+//
+// Hand-built artifacts (FlatBufferBuilder with ForceDefaults(true), checksum
+// stamped), safetensors writers, temporary directories and the reference
+// semantics of the tiny model of tiny_kernels.c.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef COLOSSUS_TEST_RUNTIME_TESTUTIL_H
+#define COLOSSUS_TEST_RUNTIME_TESTUTIL_H
+
+#include "colossus/schema/colossus_generated.h"
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace colossus::test {
+
+struct KernelSpec {
+  std::string name;
+  uint32_t numArgs = 0;
+  schema::RowExtent rows = schema::RowExtent::tokens;
+  int64_t fixedRows = 0;
+  int64_t cols = 8;
+  uint32_t blockDim = 128;
+  uint32_t sharedMemBytes = 0;
+  std::string ptx;
+  std::vector<uint8_t> cubin;
+};
+
+struct BufferSpec {
+  std::string name;
+  schema::BufferKind kind = schema::BufferKind::arena;
+  schema::DType dtype = schema::DType::f32;
+  std::vector<int64_t> shape;
+  uint64_t offset = 0;
+  uint64_t size = 0;
+};
+
+struct ParamSpec {
+  std::string hfName;
+  std::vector<int64_t> shape;
+  uint32_t buffer = 0;
+  schema::ParamInit init = schema::ParamInit::normal;
+  float initStd = 0.02f;
+};
+
+struct LaunchSpec {
+  uint32_t kernel = 0;
+  std::vector<uint32_t> args;
+};
+
+struct StepSpec {
+  std::string name = "forward";
+  std::vector<LaunchSpec> launches;
+  uint32_t tokens = 0;
+  uint32_t logits = 1;
+};
+
+struct ArtifactSpec {
+  uint32_t schemaVersion = 1;
+  schema::Target target = schema::Target::cpu;
+  int64_t batch = 1;
+  int64_t seq = 16;
+  int64_t vocab = 8;
+  std::vector<KernelSpec> kernels;
+  std::vector<uint8_t> cpuObject;
+  std::vector<BufferSpec> buffers;
+  uint64_t arenaBytes = 0;
+  std::vector<ParamSpec> params;
+  std::vector<StepSpec> steps;
+  bool stampChecksum = true;
+};
+
+/// Serialises the spec (file identifier CLSS, ForceDefaults) and stamps the
+/// checksum.
+std::vector<uint8_t> buildArtifact(const ArtifactSpec &spec);
+
+/// The bytes of the compiled tiny_kernels.c shared object.
+const std::vector<uint8_t> &tinyKernelsObject();
+
+/// The tiny model: V = 8, S = 16, B = 1; buffers
+///   0 tokens (input i32), 1 logits (output f32), 2 emb param [8, 8]
+///   "model.embed.weight", 3 bias param [8] "model.bias" (init ones),
+///   4 kv state [1, 16, 1], 5 hid arena [16, 8];
+/// kernels tiny_store_kv, tiny_embed, tiny_logits; step "forward".
+ArtifactSpec tinySpec();
+
+/// Reference of the tiny model (see tiny_kernels.c): logits of the rows of
+/// one step over `tokens` at `pos0`, with `context` the tokens at positions
+/// 0 .. pos0 - 1 already in the cache.
+std::vector<float> tinyReference(const std::vector<float> &emb,
+                                 const std::vector<float> &bias,
+                                 const std::vector<int32_t> &context,
+                                 const std::vector<int32_t> &tokens,
+                                 int64_t pos0);
+
+/// A safetensors tensor to write.
+struct TensorData {
+  std::string name;
+  std::string dtype; // F32, F16, BF16, I64 ...
+  std::vector<int64_t> shape;
+  std::vector<uint8_t> bytes;
+};
+TensorData f32Tensor(const std::string &name, std::vector<int64_t> shape,
+                     const std::vector<float> &values);
+TensorData f16Tensor(const std::string &name, std::vector<int64_t> shape,
+                     const std::vector<float> &values);
+TensorData bf16Tensor(const std::string &name, std::vector<int64_t> shape,
+                      const std::vector<float> &values);
+std::vector<uint8_t> safetensorsBytes(const std::vector<TensorData> &tensors);
+
+/// Deterministic test values.
+std::vector<float> testValues(size_t n, uint32_t seed);
+
+/// A fresh directory under $TMPDIR (or /tmp), removed with its contents.
+class TempDir {
+public:
+  TempDir();
+  ~TempDir();
+  const std::string &path() const { return path_; }
+  std::string file(const std::string &name) const { return path_ + "/" + name; }
+
+private:
+  std::string path_;
+};
+
+void writeFile(const std::string &path, const std::vector<uint8_t> &bytes);
+void writeText(const std::string &path, const std::string &text);
+std::vector<uint8_t> readFile(const std::string &path);
+
+/// Runs a shell command; returns its exit status, stdout and stderr.
+struct CommandResult {
+  int exitCode = -1;
+  std::string out;
+  std::string err;
+};
+CommandResult runCommand(const std::string &command);
+
+} // namespace colossus::test
+
+#endif // COLOSSUS_TEST_RUNTIME_TESTUTIL_H
