@@ -124,7 +124,9 @@ LogicalResult LinearOp::inferReturnTypes(MLIRContext *,
                                          SmallVectorImpl<Type> &types) {
   auto x = cast<RankedTensorType>(adaptor.getX().getType());
   auto w = cast<RankedTensorType>(adaptor.getWeight().getType());
-  bool transposeW = adaptor.getTransposeW();
+  // While parsing, an omitted default-valued attribute is not set yet.
+  BoolAttr transposeAttr = adaptor.getTransposeWAttr();
+  bool transposeW = !transposeAttr || transposeAttr.getValue();
   int64_t n = transposeW ? w.getDimSize(0) : w.getDimSize(1);
   types.push_back(
       RankedTensorType::get({x.getDimSize(0), n}, x.getElementType()));
