@@ -35,3 +35,11 @@ if config.ptxas and os.path.exists(config.ptxas):
     config.available_features.add("ptxas")
 if os.path.exists(config.python):
     config.available_features.add("jax")
+
+# A machine with an NVIDIA driver (libcuda) can run sm_90a artifacts.
+try:
+    import ctypes
+    ctypes.CDLL("libcuda.so.1")
+    config.available_features.add("cuda-driver")
+except OSError:
+    pass

@@ -7,6 +7,7 @@
 #include "mlir/Pass/PassRegistry.h"
 
 #include "llvm/Support/FileSystem.h"
+#include <cstdlib>
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Path.h"
 #include "llvm/Support/Program.h"
@@ -54,6 +55,20 @@ colossus::buildGpuKernels(ModuleOp kernels, StringRef ptxasPath) {
   Expected<std::string> ptxas = findPtxas(ptxasPath);
   if (!ptxas)
     return ptxas.takeError();
+  // MLIR's NVVM serialization links libdevice (for exp, pow, sin, ...) from
+  // the toolkit named by CUDA_HOME; default it to the toolkit of this ptxas.
+  if (!std::getenv("CUDA_HOME") && !std::getenv("CUDA_ROOT") &&
+      !std::getenv("CUDA_PATH")) {
+    SmallString<128> root(*ptxas);
+    sys::path::remove_filename(root); // .../bin
+    sys::path::remove_filename(root); // toolkit root
+    SmallString<128> libdevice(root);
+    sys::path::append(libdevice, "nvvm", "libdevice", "libdevice.10.bc");
+    if (!sys::fs::exists(libdevice))
+      return err("libdevice not found at " + libdevice +
+                 " (set CUDA_HOME to the CUDA toolkit)");
+    setenv("CUDA_HOME", root.c_str(), 0);
+  }
   MLIRContext *ctx = kernels.getContext();
   OwningOpRef<ModuleOp> m = ModuleOp::create(kernels.getLoc());
   (*m)->setAttr(gpu::GPUDialect::getContainerModuleAttrName(),
