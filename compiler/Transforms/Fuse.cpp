@@ -147,6 +147,7 @@ private:
   bool tryAbsorb(Group &g, Operation *u);
   bool tryAbsorbSiblingCacheWrite(Group &g, CacheWriteOp cw);
   void grow(Group &g);
+  void mergeResidualIntoNorms();
   void materialize(Group &g);
 
   Block &block;
@@ -244,6 +245,37 @@ void Fuser::grow(Group &g) {
   }
 }
 
+/// Norm (+ residual add): a norm whose input is computed by a group of
+/// elementwise ops only (typically the residual add, when no GEMM epilogue
+/// took it) joins that group, which becomes a row kernel writing both the sum
+/// and the normalized rows.
+void Fuser::mergeResidualIntoNorms() {
+  for (auto &gp : groups) {
+    Group &n = *gp;
+    if (n.ops.size() != 1 || !isa<RmsNormOp, LayerNormOp>(n.root))
+      continue;
+    Operation *producer = n.root->getOperand(0).getDefiningOp();
+    if (!producer || !groupOf.count(producer))
+      continue;
+    Group &p = *groupOf[producer];
+    if (&p == &n || !llvm::all_of(p.ops, isElementwise) ||
+        iterationSpace(p.root) != iterationSpace(n.root))
+      continue;
+    // The norm's other operands must exist where the merged group runs.
+    bool ok = llvm::all_of(n.root->getOperands().drop_front(), [&](Value v) {
+      Operation *def = v.getDefiningOp();
+      return !def || def->isBeforeInBlock(p.last);
+    });
+    if (!ok)
+      continue;
+    p.ops.insert(n.root);
+    groupOf[n.root] = &p;
+    p.root = n.root;
+    p.last = n.root;
+    n.ops.clear();
+  }
+}
+
 void Fuser::materialize(Group &g) {
   // Ops in program order.
   SmallVector<Operation *> ops(g.ops.begin(), g.ops.end());
@@ -326,8 +358,10 @@ void Fuser::run() {
     grow(*g);
     groups.push_back(std::move(g));
   }
+  mergeResidualIntoNorms();
   for (auto &g : groups)
-    materialize(*g);
+    if (!g->ops.empty())
+      materialize(*g);
   // Views left without users.
   SmallVector<Operation *> dead;
   for (Operation &op : llvm::reverse(block))

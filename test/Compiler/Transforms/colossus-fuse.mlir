@@ -110,3 +110,18 @@ func.func @no_fusion_across_users(%x: tensor<8x16xf32>, %w: tensor<16x16xf32>, %
   %2 = colossus.add %0, %1 : tensor<8x16xf32>
   return %1, %2 : tensor<8x16xf32>, tensor<8x16xf32>
 }
+
+// -----
+
+// Norm (+ residual add): a residual add that no GEMM epilogue took joins the
+// norm that reads it; the sum is a second result of the row kernel.
+// CHECK-LABEL: func.func @norm_residual
+// CHECK: %[[F:.*]]:2 = colossus.fusion "norm"(%{{.*}}, %{{.*}}, %{{.*}})
+// CHECK:   colossus.add
+// CHECK:   colossus.rms_norm
+// CHECK: return %[[F]]#1, %[[F]]#0
+func.func @norm_residual(%a: tensor<8x16xf32>, %b: tensor<8x16xf32>, %g: tensor<16xf32>) -> (tensor<8x16xf32>, tensor<8x16xf32>) {
+  %0 = colossus.add %a, %b : tensor<8x16xf32>
+  %1 = colossus.rms_norm %0, %g eps = 1.0e-05 : tensor<8x16xf32>, tensor<16xf32>
+  return %1, %0 : tensor<8x16xf32>, tensor<8x16xf32>
+}
