@@ -61,15 +61,25 @@ std::vector<uint8_t> colossus::writeArtifact(const ArtifactInputs &in) {
     auto shape = b.CreateVector(pb.shape);
     s::BufferKind kind = s::BufferKind::arena;
     switch (pb.kind) {
-    case BufferKind::Param: kind = s::BufferKind::param; break;
-    case BufferKind::State: kind = s::BufferKind::state; break;
-    case BufferKind::Arena: kind = s::BufferKind::arena; break;
-    case BufferKind::Input: kind = s::BufferKind::input; break;
-    case BufferKind::Output: kind = s::BufferKind::output; break;
+    case BufferKind::Param:
+      kind = s::BufferKind::param;
+      break;
+    case BufferKind::State:
+      kind = s::BufferKind::state;
+      break;
+    case BufferKind::Arena:
+      kind = s::BufferKind::arena;
+      break;
+    case BufferKind::Input:
+      kind = s::BufferKind::input;
+      break;
+    case BufferKind::Output:
+      kind = s::BufferKind::output;
+      break;
     }
-    buffers.push_back(s::CreateBuffer(b, name, kind,
-                                      pb.isInt32 ? s::DType::i32 : s::DType::f32,
-                                      shape, pb.offset, pb.size));
+    buffers.push_back(s::CreateBuffer(
+        b, name, kind, pb.isInt32 ? s::DType::i32 : s::DType::f32, shape,
+        pb.offset, pb.size));
     if (pb.kind == BufferKind::Param) {
       s::ParamInit init = pb.init == "ones"    ? s::ParamInit::ones
                           : pb.init == "zeros" ? s::ParamInit::zeros

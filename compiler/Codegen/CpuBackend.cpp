@@ -40,27 +40,28 @@ void addPackedEntry(ModuleOp m, LLVM::LLVMFuncOp impl, StringRef name,
   mlir::Location loc = impl.getLoc();
   auto ptrTy = LLVM::LLVMPointerType::get(m.getContext());
   auto i64 = b.getI64Type();
-  auto fnTy = LLVM::LLVMFunctionType::get(LLVM::LLVMVoidType::get(m.getContext()),
-                                          {ptrTy, i64, i64, i64});
+  auto fnTy = LLVM::LLVMFunctionType::get(
+      LLVM::LLVMVoidType::get(m.getContext()), {ptrTy, i64, i64, i64});
   auto fn = b.create<LLVM::LLVMFuncOp>(loc, name, fnTy);
   Block *entry = fn.addEntryBlock(b);
   b.setInsertionPointToStart(entry);
   SmallVector<mlir::Value> args;
   for (unsigned i = 0; i < numArgs; ++i) {
-    mlir::Value gep = b.create<LLVM::GEPOp>(loc, ptrTy, ptrTy, entry->getArgument(0),
-                                      ArrayRef<LLVM::GEPArg>{int32_t(i)});
+    mlir::Value gep =
+        b.create<LLVM::GEPOp>(loc, ptrTy, ptrTy, entry->getArgument(0),
+                              ArrayRef<LLVM::GEPArg>{int32_t(i)});
     args.push_back(b.create<LLVM::LoadOp>(loc, ptrTy, gep));
   }
-  args.append({entry->getArgument(1), entry->getArgument(2),
-               entry->getArgument(3)});
+  args.append(
+      {entry->getArgument(1), entry->getArgument(2), entry->getArgument(3)});
   b.create<LLVM::CallOp>(loc, impl, mlir::ValueRange(args));
   b.create<LLVM::ReturnOp>(loc, ValueRange());
 }
 
 } // namespace
 
-Expected<std::vector<uint8_t>>
-colossus::buildCpuSharedObject(ModuleOp kernels, bool keepTemps) {
+Expected<std::vector<uint8_t>> colossus::buildCpuSharedObject(ModuleOp kernels,
+                                                              bool keepTemps) {
   MLIRContext *ctx = kernels.getContext();
   OwningOpRef<ModuleOp> m = ModuleOp::create(kernels.getLoc());
   for (Operation &op : kernels.getBody()->getOperations())
@@ -111,9 +112,9 @@ colossus::buildCpuSharedObject(ModuleOp kernels, bool keepTemps) {
   TargetOptions opts;
   // x86-64-v2 (SSE4.2): the artifact runs on any x86-64 server CPU of the
   // last decade and does not depend on the machine that compiled it.
-  std::unique_ptr<TargetMachine> tm(target->createTargetMachine(
-      triple, "x86-64-v2", "", opts, Reloc::PIC_, std::nullopt,
-      CodeGenOptLevel::Aggressive));
+  std::unique_ptr<TargetMachine> tm(
+      target->createTargetMachine(triple, "x86-64-v2", "", opts, Reloc::PIC_,
+                                  std::nullopt, CodeGenOptLevel::Aggressive));
 
   LLVMContext llvmCtx;
   std::unique_ptr<llvm::Module> llvmModule =
@@ -154,14 +155,20 @@ colossus::buildCpuSharedObject(ModuleOp kernels, bool keepTemps) {
     return err("no C compiler driver 'cc' on PATH to link the cpu kernels "
                "(install gcc or clang)");
   std::string objStr = objPath.str().str(), soStr = soPath.str().str();
-  SmallVector<StringRef> argv = {*cc,  "-shared", "-nostartfiles",
-                                 "-Wl,--build-id=none", "-Wl,-z,noexecstack",
-                                 "-o", soStr, objStr, "-lm"};
+  SmallVector<StringRef> argv = {*cc,
+                                 "-shared",
+                                 "-nostartfiles",
+                                 "-Wl,--build-id=none",
+                                 "-Wl,-z,noexecstack",
+                                 "-o",
+                                 soStr,
+                                 objStr,
+                                 "-lm"};
   std::string errMsg;
   int rc = sys::ExecuteAndWait(*cc, argv, std::nullopt, {}, 0, 0, &errMsg);
   if (rc != 0)
-    return err("linking the cpu kernels failed (" + *cc + " exit " +
-               Twine(rc) + ") " + errMsg);
+    return err("linking the cpu kernels failed (" + *cc + " exit " + Twine(rc) +
+               ") " + errMsg);
   ErrorOr<std::unique_ptr<MemoryBuffer>> so = MemoryBuffer::getFile(soPath);
   if (!so)
     return err("cannot read " + soPath);

@@ -7,12 +7,12 @@
 #include "mlir/Pass/PassRegistry.h"
 
 #include "llvm/Support/FileSystem.h"
-#include <cstdlib>
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Path.h"
 #include "llvm/Support/Program.h"
 #include "llvm/Support/Regex.h"
 #include "llvm/Support/raw_ostream.h"
+#include <cstdlib>
 
 using namespace mlir;
 using namespace llvm;

@@ -79,13 +79,13 @@ Error Planner::walkBody(Block &body, llvm::DenseMap<Value, unsigned> &env,
                      return isa<func::ReturnOp>(u.getOwner()) &&
                             u.getOperandNumber() == 0;
                    })) {
-          buf = addBuffer(bufferFor(res.getType(), "logits", BufferKind::Output));
+          buf =
+              addBuffer(bufferFor(res.getType(), "logits", BufferKind::Output));
           plan.logits = buf;
         } else {
-          buf = addBuffer(bufferFor(res.getType(),
-                                    scope + launch.kernel + ".out" +
-                                        std::to_string(i),
-                                    BufferKind::Arena));
+          buf = addBuffer(bufferFor(
+              res.getType(), scope + launch.kernel + ".out" + std::to_string(i),
+              BufferKind::Arena));
           plan.buffers[buf].defLaunch = index;
           plan.buffers[buf].lastUse = index;
         }
@@ -113,7 +113,8 @@ Error Planner::walkBody(Block &body, llvm::DenseMap<Value, unsigned> &env,
                              /*isStep=*/false))
         return e;
       auto ret = cast<func::ReturnOp>(callee.getBody().front().getTerminator());
-      for (auto [res, operand] : llvm::zip(call.getResults(), ret.getOperands())) {
+      for (auto [res, operand] :
+           llvm::zip(call.getResults(), ret.getOperands())) {
         auto it = inner.find(operand);
         if (it == inner.end())
           return err("internal error: a result of " + call.getCallee() +

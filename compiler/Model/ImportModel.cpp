@@ -54,8 +54,9 @@ private:
 
   std::vector<ParamSpec> layerParams() const;
   std::string layerPrefix(int64_t i) const {
-    return c.family == ModelFamily::Llama ? "model.layers." + std::to_string(i) + "."
-                                          : "h." + std::to_string(i) + ".";
+    return c.family == ModelFamily::Llama
+               ? "model.layers." + std::to_string(i) + "."
+               : "h." + std::to_string(i) + ".";
   }
   func::FuncOp buildLlamaLayer(ModuleOp m);
   func::FuncOp buildGPT2Layer(ModuleOp m);
@@ -101,14 +102,14 @@ Value Importer::rope(Value x, Value pos, StringRef name) {
   RopeScaling scaling = c.ropeScaling == "llama3"   ? RopeScaling::llama3
                         : c.ropeScaling == "linear" ? RopeScaling::linear
                                                     : RopeScaling::none;
-  auto op = b.create<RopeOp>(
-      loc(name), x, pos, b.getI64IntegerAttr(c.headDim),
-      b.getF64FloatAttr(c.ropeTheta),
-      RopeLayoutAttr::get(ctx, RopeLayout::rotate_half),
-      RopeScalingAttr::get(ctx, scaling), b.getF64FloatAttr(c.ropeFactor),
-      b.getF64FloatAttr(c.ropeLowFreqFactor),
-      b.getF64FloatAttr(c.ropeHighFreqFactor),
-      b.getI64IntegerAttr(c.ropeOriginalMaxPositions));
+  auto op = b.create<RopeOp>(loc(name), x, pos, b.getI64IntegerAttr(c.headDim),
+                             b.getF64FloatAttr(c.ropeTheta),
+                             RopeLayoutAttr::get(ctx, RopeLayout::rotate_half),
+                             RopeScalingAttr::get(ctx, scaling),
+                             b.getF64FloatAttr(c.ropeFactor),
+                             b.getF64FloatAttr(c.ropeLowFreqFactor),
+                             b.getF64FloatAttr(c.ropeHighFreqFactor),
+                             b.getI64IntegerAttr(c.ropeOriginalMaxPositions));
   return op.getResult();
 }
 
@@ -127,8 +128,8 @@ func::FuncOp Importer::buildLlamaLayer(ModuleOp m) {
     args.push_back(tensorOf(p.shape));
   args.push_back(cacheType());
   args.push_back(cacheType());
-  auto fnType = b.getFunctionType(
-      args, {mat(T, c.hiddenSize), cacheType(), cacheType()});
+  auto fnType =
+      b.getFunctionType(args, {mat(T, c.hiddenSize), cacheType(), cacheType()});
   b.setInsertionPointToEnd(m.getBody());
   auto fn = b.create<func::FuncOp>(loc("layer"), "llama_layer", fnType);
   fn.setPrivate();
@@ -151,8 +152,8 @@ func::FuncOp Importer::buildLlamaLayer(ModuleOp m) {
   Value att = attention(qr, kc2, vc2, pos);
   Value o = b.create<LinearOp>(loc("self_attn.o_proj"), att, wo, Value());
   Value x2 = b.create<AddOp>(loc("residual"), x, o);
-  Value h2 = b.create<RmsNormOp>(loc("post_attention_layernorm"), x2,
-                                 postNorm, eps);
+  Value h2 =
+      b.create<RmsNormOp>(loc("post_attention_layernorm"), x2, postNorm, eps);
   Value g = b.create<LinearOp>(loc("mlp.gate_proj"), h2, wg, Value());
   Value u = b.create<LinearOp>(loc("mlp.up_proj"), h2, wu, Value());
   Value s = b.create<SwigluOp>(loc("mlp.act_fn"), g, u);
@@ -169,8 +170,8 @@ func::FuncOp Importer::buildGPT2Layer(ModuleOp m) {
     args.push_back(tensorOf(p.shape));
   args.push_back(cacheType());
   args.push_back(cacheType());
-  auto fnType = b.getFunctionType(
-      args, {mat(T, c.hiddenSize), cacheType(), cacheType()});
+  auto fnType =
+      b.getFunctionType(args, {mat(T, c.hiddenSize), cacheType(), cacheType()});
   b.setInsertionPointToEnd(m.getBody());
   auto fn = b.create<func::FuncOp>(loc("layer"), "gpt2_layer", fnType);
   fn.setPrivate();
@@ -198,9 +199,10 @@ func::FuncOp Importer::buildGPT2Layer(ModuleOp m) {
   Value x2 = b.create<AddOp>(loc("residual"), x, o);
   Value h2 = b.create<LayerNormOp>(loc("ln_2"), x2, ln2w, ln2b, eps);
   Value fc = conv1d("mlp.c_fc", h2, fcW, fcB);
-  Value act = b.create<GeluOp>(
-      loc("mlp.act"), fc,
-      GeluApproxAttr::get(ctx, c.geluTanh ? GeluApprox::tanh : GeluApprox::erf));
+  Value act =
+      b.create<GeluOp>(loc("mlp.act"), fc,
+                       GeluApproxAttr::get(ctx, c.geluTanh ? GeluApprox::tanh
+                                                           : GeluApprox::erf));
   Value mo = conv1d("mlp.c_proj", act, fcProjW, fcProjB);
   Value x3 = b.create<AddOp>(loc("residual"), x2, mo);
   b.create<func::ReturnOp>(loc("layer"), ValueRange{x3, kc2, vc2});
@@ -247,8 +249,7 @@ OwningOpRef<ModuleOp> Importer::run() {
   };
   NamedAttrList tokAttrs;
   tokAttrs.append(attrs::kInput, b.getStringAttr("tokens"));
-  size_t tokensArg =
-      addArg(RankedTensorType::get({T}, i32), tokAttrs);
+  size_t tokensArg = addArg(RankedTensorType::get({T}, i32), tokAttrs);
   std::string embedName = llama ? "model.embed_tokens.weight" : "wte.weight";
   size_t embedArg =
       addArg(mat(c.vocabSize, d), paramAttrs(embedName, "normal"));
@@ -262,15 +263,16 @@ OwningOpRef<ModuleOp> Importer::run() {
     for (const ParamSpec &p : ps)
       layerArgs[i].push_back(addArg(
           tensorOf(p.shape), paramAttrs(layerPrefix(i) + p.name, p.init)));
-  size_t finalNormArg = addArg(
-      tensorOf({d}), paramAttrs(llama ? "model.norm.weight" : "ln_f.weight",
-                                "ones"));
+  size_t finalNormArg =
+      addArg(tensorOf({d}),
+             paramAttrs(llama ? "model.norm.weight" : "ln_f.weight", "ones"));
   size_t finalBiasArg = 0;
   if (!llama)
     finalBiasArg = addArg(tensorOf({d}), paramAttrs("ln_f.bias", "zeros"));
   size_t headArg = embedArg;
   if (!c.tieWordEmbeddings)
-    headArg = addArg(mat(c.vocabSize, d), paramAttrs("lm_head.weight", "normal"));
+    headArg =
+        addArg(mat(c.vocabSize, d), paramAttrs("lm_head.weight", "normal"));
   SmallVector<std::pair<size_t, size_t>> cacheArgs;
   for (int64_t i = 0; i < c.numLayers; ++i) {
     NamedAttrList k, v;
@@ -300,8 +302,8 @@ OwningOpRef<ModuleOp> Importer::run() {
   Block *body = fn.addEntryBlock();
   b.setInsertionPointToStart(body);
   auto arg = [&](size_t i) { return body->getArgument(i); };
-  Value x = b.create<EmbeddingOp>(loc(embedName), arg(embedArg),
-                                  arg(tokensArg));
+  Value x =
+      b.create<EmbeddingOp>(loc(embedName), arg(embedArg), arg(tokensArg));
   if (!llama) {
     Value pos = b.create<PositionsOp>(loc("positions"), T);
     Value pe = b.create<EmbeddingOp>(loc("wpe.weight"), arg(posEmbedArg), pos);
@@ -314,8 +316,8 @@ OwningOpRef<ModuleOp> Importer::run() {
       operands.push_back(arg(a));
     operands.push_back(arg(cacheArgs[i].first));
     operands.push_back(arg(cacheArgs[i].second));
-    auto call = b.create<func::CallOp>(loc(layerPrefix(i) + "layer"), layer,
-                                       operands);
+    auto call =
+        b.create<func::CallOp>(loc(layerPrefix(i) + "layer"), layer, operands);
     x = call.getResult(0);
     caches.push_back(call.getResult(1));
     caches.push_back(call.getResult(2));

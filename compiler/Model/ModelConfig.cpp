@@ -132,7 +132,8 @@ public:
     for (const std::string &key : keys) {
       if (used.contains(key))
         continue;
-      if (!strict && (ignorable.contains(key) || StringRef(key).starts_with("_")))
+      if (!strict &&
+          (ignorable.contains(key) || StringRef(key).starts_with("_")))
         continue;
       if (strict)
         return error(key, "unknown field (see docs/model-format.md)");
@@ -152,22 +153,43 @@ private:
 // Keys of published HF configs that do not change the computation of a
 // forward or training step.
 const StringSet<> &ignorableHFKeys() {
-  static const StringSet<> keys = {
-      "architectures", "attention_dropout", "initializer_range",
-      "torch_dtype", "dtype", "transformers_version", "use_cache",
-      "pretraining_tp", "pad_token_id", "attn_pdrop", "embd_pdrop",
-      "resid_pdrop", "summary_activation", "summary_first_dropout",
-      "summary_proj_to_labels", "summary_type", "summary_use_proj",
-      "task_specific_params", "n_ctx", "reorder_and_upcast_attn",
-      "output_past", "auto_map", "model_name", "id2label", "label2id",
-      "tokenizer_class", "gradient_checkpointing", "unk_token_id",
-      "layer_norm_eps_outside", "name_or_path"};
+  static const StringSet<> keys = {"architectures",
+                                   "attention_dropout",
+                                   "initializer_range",
+                                   "torch_dtype",
+                                   "dtype",
+                                   "transformers_version",
+                                   "use_cache",
+                                   "pretraining_tp",
+                                   "pad_token_id",
+                                   "attn_pdrop",
+                                   "embd_pdrop",
+                                   "resid_pdrop",
+                                   "summary_activation",
+                                   "summary_first_dropout",
+                                   "summary_proj_to_labels",
+                                   "summary_type",
+                                   "summary_use_proj",
+                                   "task_specific_params",
+                                   "n_ctx",
+                                   "reorder_and_upcast_attn",
+                                   "output_past",
+                                   "auto_map",
+                                   "model_name",
+                                   "id2label",
+                                   "label2id",
+                                   "tokenizer_class",
+                                   "gradient_checkpointing",
+                                   "unk_token_id",
+                                   "layer_norm_eps_outside",
+                                   "name_or_path"};
   return keys;
 }
 
 Error readLlama(KeyReader &r, ModelConfig &c, bool strict) {
   c.family = ModelFamily::Llama;
-  auto get = [&](StringRef k, int64_t &out, std::optional<int64_t> def) -> Error {
+  auto get = [&](StringRef k, int64_t &out,
+                 std::optional<int64_t> def) -> Error {
     Expected<int64_t> v = r.getInt(k, def);
     if (!v)
       return v.takeError();
@@ -212,8 +234,8 @@ Error readLlama(KeyReader &r, ModelConfig &c, bool strict) {
     if (!act)
       return act.takeError();
     if (*act != "silu")
-      return r.error("hidden_act", "'" + *act +
-                                       "' is not supported yet (only silu)");
+      return r.error("hidden_act",
+                     "'" + *act + "' is not supported yet (only silu)");
     for (StringRef k : {"attention_bias", "mlp_bias"}) {
       Expected<bool> b = r.getBool(k, false);
       if (!b)
@@ -277,7 +299,8 @@ Error readLlama(KeyReader &r, ModelConfig &c, bool strict) {
     if (*sw) {
       std::optional<int64_t> w = (*sw)->getAsInteger();
       if (!w || *w < 0)
-        return r.error("sliding_window", "must be a non-negative integer or null");
+        return r.error("sliding_window",
+                       "must be a non-negative integer or null");
       c.slidingWindow = *w;
     }
   }
@@ -291,7 +314,8 @@ Error readLlama(KeyReader &r, ModelConfig &c, bool strict) {
 
 Error readGPT2(KeyReader &r, ModelConfig &c, bool strict) {
   c.family = ModelFamily::GPT2;
-  auto get = [&](StringRef k, int64_t &out, std::optional<int64_t> def) -> Error {
+  auto get = [&](StringRef k, int64_t &out,
+                 std::optional<int64_t> def) -> Error {
     Expected<int64_t> v = r.getInt(k, def);
     if (!v)
       return v.takeError();
@@ -385,8 +409,7 @@ int64_t ModelConfig::numParameters() const {
     int64_t layer = 2 * d + d * q + 2 * d * kv + q * d + 3 * d * f;
     return v * d * (tieWordEmbeddings ? 1 : 2) + numLayers * layer + d;
   }
-  int64_t layer =
-      4 * d + d * 3 * d + 3 * d + d * d + d + d * f + f + f * d + d;
+  int64_t layer = 4 * d + d * 3 * d + 3 * d + d * d + d + d * f + f + f * d + d;
   return v * d + maxPositions * d + numLayers * layer + 2 * d +
          (tieWordEmbeddings ? 0 : v * d);
 }
@@ -394,13 +417,13 @@ int64_t ModelConfig::numParameters() const {
 Expected<ModelConfig> colossus::readModelConfig(StringRef path) {
   ErrorOr<std::unique_ptr<MemoryBuffer>> buf = MemoryBuffer::getFile(path);
   if (!buf)
-    return createStringError(buf.getError(), path + ": cannot read: " +
-                                                 buf.getError().message());
+    return createStringError(
+        buf.getError(), path + ": cannot read: " + buf.getError().message());
   Expected<json::Value> parsed = json::parse((*buf)->getBuffer());
   if (!parsed)
-    return createStringError(inconvertibleErrorCode(),
-                             path + ": invalid JSON: " +
-                                 toString(parsed.takeError()));
+    return createStringError(
+        inconvertibleErrorCode(),
+        path + ": invalid JSON: " + toString(parsed.takeError()));
   const json::Object *obj = parsed->getAsObject();
   if (!obj)
     return createStringError(inconvertibleErrorCode(),
@@ -414,9 +437,9 @@ Expected<ModelConfig> colossus::readModelConfig(StringRef path) {
     if (!ver)
       return ver.takeError();
     if (*ver != 1)
-      return r.error("colossus_model_version",
-                     "version " + Twine(*ver) + " is not supported (this "
-                                                "compiler reads version 1)");
+      return r.error("colossus_model_version", "version " + Twine(*ver) +
+                                                   " is not supported (this "
+                                                   "compiler reads version 1)");
     Expected<std::string> name = r.getString("name", std::nullopt);
     if (!name)
       return name.takeError();

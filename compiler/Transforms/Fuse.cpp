@@ -235,7 +235,8 @@ void Fuser::grow(Group &g) {
     if (changed)
       continue;
     // Sibling cache writes.
-    if (llvm::any_of(g.ops, [](Operation *op) { return isa<CacheWriteOp>(op); }))
+    if (llvm::any_of(g.ops,
+                     [](Operation *op) { return isa<CacheWriteOp>(op); }))
       for (Operation &op : block)
         if (auto cw = dyn_cast<CacheWriteOp>(op))
           if (tryAbsorbSiblingCacheWrite(g, cw)) {
@@ -279,7 +280,8 @@ void Fuser::mergeResidualIntoNorms() {
 void Fuser::materialize(Group &g) {
   // Ops in program order.
   SmallVector<Operation *> ops(g.ops.begin(), g.ops.end());
-  llvm::sort(ops, [](Operation *a, Operation *b) { return a->isBeforeInBlock(b); });
+  llvm::sort(ops,
+             [](Operation *a, Operation *b) { return a->isBeforeInBlock(b); });
 
   // Inputs: operands defined outside the group, seen through views.
   llvm::SetVector<Value> inputs;

@@ -40,8 +40,8 @@ public:
           Value nb, Value nt, Value pos0)
       : b(b), loc(loc), fusion(fusion), nb(nb), nt(nt), pos0(pos0) {
     Block &body = fusion.getBody().front();
-    for (auto [arg, mem] : llvm::zip(body.getArguments(),
-                                     memrefs.take_front(body.getNumArguments())))
+    for (auto [arg, mem] : llvm::zip(
+             body.getArguments(), memrefs.take_front(body.getNumArguments())))
       inputMem[arg] = mem;
     outputMem.assign(memrefs.begin() + body.getNumArguments(), memrefs.end());
   }
@@ -124,8 +124,8 @@ FailureOr<Value> Emitter::emitLinear(LinearOp op, ArrayRef<Value> idx) {
   int64_t k = xt.getDimSize(1);
   Value r = idx[0], c = idx[1];
   Value zero = cF32(0.0);
-  auto loop = b.create<scf::ForOp>(loc, cIdx(0), cIdx(k), cIdx(1),
-                                   ValueRange{zero});
+  auto loop =
+      b.create<scf::ForOp>(loc, cIdx(0), cIdx(k), cIdx(1), ValueRange{zero});
   {
     OpBuilder::InsertionGuard g(b);
     b.setInsertionPointToStart(loop.getBody());
@@ -157,16 +157,16 @@ FailureOr<Value> Emitter::emitRope(RopeOp op, ArrayRef<Value> idx) {
   Value d = b.create<arith::RemUIOp>(loc, c, cIdx(hd));
   Value i, partner, first;
   if (op.getLayout() == RopeLayout::rotate_half) {
-    first = b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::ult, d,
-                                    cIdx(half));
+    first =
+        b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::ult, d, cIdx(half));
     i = b.create<arith::RemUIOp>(loc, d, cIdx(half));
     partner = b.create<arith::SelectOp>(
         loc, first, b.create<arith::AddIOp>(loc, c, cIdx(half)),
         b.create<arith::SubIOp>(loc, c, cIdx(half)));
   } else {
     Value parity = b.create<arith::RemUIOp>(loc, d, cIdx(2));
-    first = b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::eq, parity,
-                                    cIdx(0));
+    first =
+        b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::eq, parity, cIdx(0));
     i = b.create<arith::DivUIOp>(loc, d, cIdx(2));
     partner = b.create<arith::SelectOp>(
         loc, first, b.create<arith::AddIOp>(loc, c, cIdx(1)),
@@ -176,9 +176,10 @@ FailureOr<Value> Emitter::emitRope(RopeOp op, ArrayRef<Value> idx) {
   Value twoI = b.create<arith::MulIOp>(loc, i, cIdx(2));
   Value twoIf = b.create<arith::UIToFPOp>(
       loc, f32, b.create<arith::IndexCastOp>(loc, i64, twoI));
-  Value expo = b.create<arith::DivFOp>(loc, twoIf, cF32(static_cast<double>(hd)));
-  Value base = b.create<math::PowFOp>(loc, cF32(op.getTheta().convertToDouble()),
-                                      expo);
+  Value expo =
+      b.create<arith::DivFOp>(loc, twoIf, cF32(static_cast<double>(hd)));
+  Value base =
+      b.create<math::PowFOp>(loc, cF32(op.getTheta().convertToDouble()), expo);
   Value inv = b.create<arith::DivFOp>(loc, cF32(1.0), base);
   double factor = op.getFactor().convertToDouble();
   if (op.getScaling() == RopeScaling::linear) {
@@ -195,14 +196,15 @@ FailureOr<Value> Emitter::emitRope(RopeOp op, ArrayRef<Value> idx) {
     Value invL = b.create<arith::SelectOp>(loc, isLow, scaled, inv);
     Value smooth = b.create<arith::DivFOp>(
         loc,
-        b.create<arith::SubFOp>(loc, b.create<arith::DivFOp>(loc, cF32(orig), wavelen),
-                                cF32(lowFF)),
+        b.create<arith::SubFOp>(
+            loc, b.create<arith::DivFOp>(loc, cF32(orig), wavelen),
+            cF32(lowFF)),
         cF32(highFF - lowFF));
     Value oneMinus = b.create<arith::SubFOp>(loc, cF32(1.0), smooth);
     Value smoothed = b.create<arith::AddFOp>(
         loc,
-        b.create<arith::DivFOp>(loc, b.create<arith::MulFOp>(loc, oneMinus, invL),
-                                cF32(factor)),
+        b.create<arith::DivFOp>(
+            loc, b.create<arith::MulFOp>(loc, oneMinus, invL), cF32(factor)),
         b.create<arith::MulFOp>(loc, smooth, invL));
     Value isHigh = b.create<arith::CmpFOp>(loc, arith::CmpFPredicate::OLT,
                                            wavelen, highWl);
@@ -247,7 +249,8 @@ FailureOr<Value> Emitter::emitOp(Operation *op, ArrayRef<Value> idx) {
     FailureOr<Value> id = emitIndex(e.getIds(), idx[0]);
     if (failed(id))
       return failure();
-    int64_t vocab = cast<RankedTensorType>(e.getTable().getType()).getDimSize(0);
+    int64_t vocab =
+        cast<RankedTensorType>(e.getTable().getType()).getDimSize(0);
     Value clamped = b.create<arith::MinSIOp>(
         loc, b.create<arith::MaxSIOp>(loc, *id, cIdx(0)), cIdx(vocab - 1));
     return emit(e.getTable(), {clamped, idx[1]});
@@ -289,8 +292,8 @@ FailureOr<Value> Emitter::emitOp(Operation *op, ArrayRef<Value> idx) {
     Value inner;
     if (g.getApproximate() == GeluApprox::tanh) {
       // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
-      Value x3 = b.create<arith::MulFOp>(
-          loc, *x, b.create<arith::MulFOp>(loc, *x, *x));
+      Value x3 = b.create<arith::MulFOp>(loc, *x,
+                                         b.create<arith::MulFOp>(loc, *x, *x));
       Value t = b.create<arith::AddFOp>(
           loc, *x, b.create<arith::MulFOp>(loc, cF32(0.044715), x3));
       inner = b.create<math::TanhOp>(
@@ -372,8 +375,8 @@ LogicalResult Emitter::emitRowStats(Value r) {
       if (failed(ss))
         return failure();
       Value mean = b.create<arith::DivFOp>(loc, *ss, n);
-      Value var = b.create<arith::AddFOp>(
-          loc, mean, cF32(rms.getEps().convertToDouble()));
+      Value var = b.create<arith::AddFOp>(loc, mean,
+                                          cF32(rms.getEps().convertToDouble()));
       Value rstd = b.create<arith::DivFOp>(loc, cF32(1.0),
                                            b.create<math::SqrtOp>(loc, var));
       rowStats[&op] = {rstd};
@@ -391,16 +394,16 @@ LogicalResult Emitter::emitRowStats(Value r) {
       });
       if (failed(sq))
         return failure();
-      Value var = b.create<arith::AddFOp>(
-          loc, b.create<arith::DivFOp>(loc, *sq, n),
-          cF32(ln.getEps().convertToDouble()));
+      Value var =
+          b.create<arith::AddFOp>(loc, b.create<arith::DivFOp>(loc, *sq, n),
+                                  cF32(ln.getEps().convertToDouble()));
       Value rstd = b.create<arith::DivFOp>(loc, cF32(1.0),
                                            b.create<math::SqrtOp>(loc, var));
       rowStats[&op] = {mean, rstd};
     } else {
-      FailureOr<Value> mx = reduce(
-          cF32(-std::numeric_limits<double>::infinity()),
-          [&](Value acc, Value xv) {
+      FailureOr<Value> mx =
+          reduce(cF32(-std::numeric_limits<double>::infinity()), [&](Value acc,
+                                                                     Value xv) {
             return FailureOr<Value>(b.create<arith::MaximumFOp>(loc, acc, xv));
           });
       if (failed(mx))
@@ -458,8 +461,8 @@ LogicalResult Emitter::emitAttention(AttentionOp op, Value r, Value h) {
   if (int64_t w = op.getSlidingWindow()) {
     // j > p - w  <=>  j >= p + 1 - w (clamped at 0)
     Value lo = b.create<arith::AddIOp>(loc, p, cIdx(1));
-    Value ok = b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::uge, lo,
-                                       cIdx(w));
+    Value ok =
+        b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::uge, lo, cIdx(w));
     jStart = b.create<arith::SelectOp>(
         loc, ok, b.create<arith::SubIOp>(loc, lo, cIdx(w)), cIdx(0));
   }
@@ -474,14 +477,13 @@ LogicalResult Emitter::emitAttention(AttentionOp op, Value r, Value h) {
     Value d = loop.getInductionVar();
     FailureOr<Value> q =
         emit(op.getQ(), {r, b.create<arith::AddIOp>(loc, qBase, d)});
-    FailureOr<Value> k = emit(
-        op.getK(), {seqIdx, j, b.create<arith::AddIOp>(loc, kBase, d)});
+    FailureOr<Value> k =
+        emit(op.getK(), {seqIdx, j, b.create<arith::AddIOp>(loc, kBase, d)});
     if (failed(q) || failed(k))
       return failure();
-    b.create<scf::YieldOp>(
-        loc, ValueRange{b.create<arith::AddFOp>(
-                 loc, loop.getRegionIterArgs()[0],
-                 b.create<arith::MulFOp>(loc, *q, *k))});
+    b.create<scf::YieldOp>(loc, ValueRange{b.create<arith::AddFOp>(
+                                    loc, loop.getRegionIterArgs()[0],
+                                    b.create<arith::MulFOp>(loc, *q, *k))});
     b.setInsertionPointAfter(loop);
     return b.create<arith::MulFOp>(loc, loop.getResult(0), cF32(scale))
         .getResult();
@@ -517,7 +519,8 @@ LogicalResult Emitter::emitAttention(AttentionOp op, Value r, Value h) {
     b.setInsertionPointToStart(zero.getBody());
     b.create<memref::StoreOp>(
         loc, cF32(0.0), out,
-        ValueRange{r, b.create<arith::AddIOp>(loc, qBase, zero.getInductionVar())});
+        ValueRange{
+            r, b.create<arith::AddIOp>(loc, qBase, zero.getInductionVar())});
   }
   auto pass2 = b.create<scf::ForOp>(loc, jStart, jEnd, cIdx(1));
   {
@@ -533,14 +536,15 @@ LogicalResult Emitter::emitAttention(AttentionOp op, Value r, Value h) {
     auto dl = b.create<scf::ForOp>(loc, cIdx(0), cIdx(hd), cIdx(1));
     b.setInsertionPointToStart(dl.getBody());
     Value d = dl.getInductionVar();
-    FailureOr<Value> v = emit(
-        op.getV(), {seqIdx, j, b.create<arith::AddIOp>(loc, kBase, d)});
+    FailureOr<Value> v =
+        emit(op.getV(), {seqIdx, j, b.create<arith::AddIOp>(loc, kBase, d)});
     if (failed(v))
       return failure();
     Value col = b.create<arith::AddIOp>(loc, qBase, d);
     Value acc = b.create<memref::LoadOp>(loc, out, ValueRange{r, col});
     b.create<memref::StoreOp>(
-        loc, b.create<arith::AddFOp>(loc, acc, b.create<arith::MulFOp>(loc, pj, *v)),
+        loc,
+        b.create<arith::AddFOp>(loc, acc, b.create<arith::MulFOp>(loc, pj, *v)),
         out, ValueRange{r, col});
   }
   return success();
@@ -570,7 +574,8 @@ double estimateFlops(FusionOp fusion) {
       flops += 2.0 * x.getDimSize(0) * x.getDimSize(1) * n;
     } else if (auto a = dyn_cast<AttentionOp>(op)) {
       auto k = cast<RankedTensorType>(a.getK().getType());
-      double ctx = a.getCausal() ? (k.getDimSize(1) + 1) / 2.0 : k.getDimSize(1);
+      double ctx =
+          a.getCausal() ? (k.getDimSize(1) + 1) / 2.0 : k.getDimSize(1);
       if (a.getSlidingWindow() > 0)
         ctx = std::min<double>(ctx, a.getSlidingWindow());
       double rows = cast<RankedTensorType>(a.getQ().getType()).getDimSize(0);
@@ -603,7 +608,7 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
   Location loc = fusion.getLoc();
   Block &body = fusion.getBody().front();
   for (Type t : llvm::concat<const Type>(body.getArgumentTypes(),
-                                          fusion.getResultTypes())) {
+                                         fusion.getResultTypes())) {
     Type elem = cast<RankedTensorType>(t).getElementType();
     if (!elem.isF32() && !elem.isInteger(32))
       return fusion.emitOpError("element type ")
@@ -664,7 +669,8 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
     kernelOp = fn;
   } else {
     auto fn = builder.create<gpu::GPUFuncOp>(loc, name, fnType);
-    fn->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), builder.getUnitAttr());
+    fn->setAttr(gpu::GPUDialect::getKernelFuncAttrName(),
+                builder.getUnitAttr());
     entry = &fn.getBody().front();
     kernelOp = fn;
   }
@@ -693,7 +699,8 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
       em.beginPoint(r, Value());
       if (failed(em.emitRowStats(r)))
         return failure();
-      auto cl = b.create<scf::ForOp>(loc, em.cIdx(0), em.cIdx(cols), em.cIdx(1));
+      auto cl =
+          b.create<scf::ForOp>(loc, em.cIdx(0), em.cIdx(cols), em.cIdx(1));
       OpBuilder::InsertionGuard g(b);
       b.setInsertionPointToStart(cl.getBody());
       return em.emitStores(r, cl.getInductionVar());
@@ -740,8 +747,10 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
   kernelOp->setAttr(kattrs::kFusedOps, builder.getArrayAttr(fused));
   kernelOp->setAttr(kattrs::kCols, builder.getI64IntegerAttr(parallelCols));
   kernelOp->setAttr(kattrs::kNumArgs, builder.getI64IntegerAttr(nIn));
-  kernelOp->setAttr(kattrs::kFlops, builder.getF64FloatAttr(estimateFlops(fusion)));
-  kernelOp->setAttr(kattrs::kBytes, builder.getF64FloatAttr(estimateBytes(fusion)));
+  kernelOp->setAttr(kattrs::kFlops,
+                    builder.getF64FloatAttr(estimateFlops(fusion)));
+  kernelOp->setAttr(kattrs::kBytes,
+                    builder.getF64FloatAttr(estimateBytes(fusion)));
   if (target == KernelTarget::Gpu)
     kernelOp->setAttr(kattrs::kBlockDim, builder.getI64IntegerAttr(blockDim));
   return success();

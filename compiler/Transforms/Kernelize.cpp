@@ -45,9 +45,9 @@ struct ColossusKernelizePass final
     for (auto fn : module.getOps<func::FuncOp>()) {
       unsigned idx = 0;
       WalkResult r = fn.walk([&](FusionOp fusion) {
-        std::string name = (fn.getSymName() + "_" + Twine(idx++) + "_" +
-                            fusion.getKind())
-                               .str();
+        std::string name =
+            (fn.getSymName() + "_" + Twine(idx++) + "_" + fusion.getKind())
+                .str();
         OpBuilder kb(module.getContext());
         kb.setInsertionPointToEnd(kernels.getBody());
         if (kt == KernelTarget::Gpu) {

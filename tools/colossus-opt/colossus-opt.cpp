@@ -8,6 +8,6 @@ int main(int argc, char **argv) {
   mlir::DialectRegistry registry;
   colossus::registerCompilerDialects(registry);
   colossus::registerColossusPasses();
-  return mlir::asMainReturnCode(mlir::MlirOptMain(
-      argc, argv, "Colossus optimizer driver\n", registry));
+  return mlir::asMainReturnCode(
+      mlir::MlirOptMain(argc, argv, "Colossus optimizer driver\n", registry));
 }
