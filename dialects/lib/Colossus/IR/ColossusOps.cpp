@@ -20,15 +20,15 @@ bool dimsMatch(int64_t a, int64_t b) {
   return ShapedType::isDynamic(a) || ShapedType::isDynamic(b) || a == b;
 }
 
-LogicalResult sameShapeAndElem(Operation *op, Value a, Value b,
-                               StringRef aName, StringRef bName) {
+LogicalResult sameShapeAndElem(Operation *op, Value a, Value b, StringRef aName,
+                               StringRef bName) {
   RankedTensorType ta = rt(a), tb = rt(b);
   if (ta.getElementType() != tb.getElementType())
-    return op->emitOpError() << aName << " and " << bName
-                             << " must have the same element type";
+    return op->emitOpError()
+           << aName << " and " << bName << " must have the same element type";
   if (ta.getRank() != tb.getRank())
-    return op->emitOpError() << aName << " and " << bName
-                             << " must have the same rank";
+    return op->emitOpError()
+           << aName << " and " << bName << " must have the same rank";
   for (int64_t i = 0; i < ta.getRank(); ++i)
     if (!dimsMatch(ta.getDimSize(i), tb.getDimSize(i)))
       return op->emitOpError()
@@ -37,11 +37,22 @@ LogicalResult sameShapeAndElem(Operation *op, Value a, Value b,
   return success();
 }
 
+/// Result types are inferred while the custom form is parsed, before the
+/// operand types are verified: check the ranks the inference relies on.
+LogicalResult inferRank(std::optional<Location> loc, StringRef opName,
+                        StringRef operand, Value v, int64_t rank) {
+  auto t = cast<RankedTensorType>(v.getType());
+  if (t.getRank() == rank)
+    return success();
+  return emitOptionalError(loc, "'", opName, "' op ", operand, " must be a ",
+                           rank, "-D tensor, got ", t);
+}
+
 LogicalResult vectorMatches(Operation *op, Value mat, Value vec,
                             StringRef vecName) {
   if (rt(vec).getElementType() != rt(mat).getElementType())
-    return op->emitOpError() << vecName
-                             << " must have the element type of the input";
+    return op->emitOpError()
+           << vecName << " must have the element type of the input";
   if (!dimsMatch(rt(vec).getDimSize(0), rt(mat).getDimSize(1)))
     return op->emitOpError()
            << vecName << " has " << rt(vec).getDimSize(0)
@@ -58,8 +69,8 @@ LogicalResult PositionsOp::inferReturnTypes(MLIRContext *ctx,
                                             std::optional<Location>,
                                             Adaptor adaptor,
                                             SmallVectorImpl<Type> &types) {
-  types.push_back(RankedTensorType::get({adaptor.getRows()},
-                                        IntegerType::get(ctx, 32)));
+  types.push_back(RankedTensorType::get(
+      {static_cast<int64_t>(adaptor.getRows())}, IntegerType::get(ctx, 32)));
   return success();
 }
 
@@ -68,9 +79,13 @@ LogicalResult PositionsOp::inferReturnTypes(MLIRContext *ctx,
 //===----------------------------------------------------------------------===//
 
 LogicalResult EmbeddingOp::inferReturnTypes(MLIRContext *,
-                                            std::optional<Location>,
+                                            std::optional<Location> loc,
                                             Adaptor adaptor,
                                             SmallVectorImpl<Type> &types) {
+  if (failed(
+          inferRank(loc, getOperationName(), "table", adaptor.getTable(), 2)) ||
+      failed(inferRank(loc, getOperationName(), "ids", adaptor.getIds(), 1)))
+    return failure();
   auto table = cast<RankedTensorType>(adaptor.getTable().getType());
   auto ids = cast<RankedTensorType>(adaptor.getIds().getType());
   types.push_back(RankedTensorType::get(
@@ -93,7 +108,7 @@ LogicalResult RmsNormOp::inferReturnTypes(MLIRContext *,
 }
 
 LogicalResult RmsNormOp::verify() {
-  if (getEps().convertToDouble() < 0)
+  if (!(getEps().convertToDouble() >= 0))
     return emitOpError("eps must be non-negative");
   return vectorMatches(*this, getX(), getWeight(), "weight");
 }
@@ -107,7 +122,7 @@ LogicalResult LayerNormOp::inferReturnTypes(MLIRContext *,
 }
 
 LogicalResult LayerNormOp::verify() {
-  if (getEps().convertToDouble() < 0)
+  if (!(getEps().convertToDouble() >= 0))
     return emitOpError("eps must be non-negative");
   if (failed(vectorMatches(*this, getX(), getWeight(), "weight")))
     return failure();
@@ -119,13 +134,22 @@ LogicalResult LayerNormOp::verify() {
 //===----------------------------------------------------------------------===//
 
 LogicalResult LinearOp::inferReturnTypes(MLIRContext *,
-                                         std::optional<Location>,
+                                         std::optional<Location> loc,
                                          Adaptor adaptor,
                                          SmallVectorImpl<Type> &types) {
+  if (failed(inferRank(loc, getOperationName(), "x", adaptor.getX(), 2)) ||
+      failed(
+          inferRank(loc, getOperationName(), "weight", adaptor.getWeight(), 2)))
+    return failure();
   auto x = cast<RankedTensorType>(adaptor.getX().getType());
   auto w = cast<RankedTensorType>(adaptor.getWeight().getType());
-  // While parsing, an omitted default-valued attribute is not set yet.
+  // While parsing, the custom parser keeps the attr-dict in the attribute
+  // dictionary (the properties are filled from it only when the op is
+  // created), and an omitted default-valued attribute is not set at all.
   BoolAttr transposeAttr = adaptor.getTransposeWAttr();
+  if (!transposeAttr)
+    if (DictionaryAttr attrs = adaptor.getAttributes())
+      transposeAttr = attrs.getAs<BoolAttr>("transpose_w");
   bool transposeW = !transposeAttr || transposeAttr.getValue();
   int64_t n = transposeW ? w.getDimSize(0) : w.getDimSize(1);
   types.push_back(
@@ -177,15 +201,23 @@ LogicalResult RopeOp::verify() {
                          << ") must be a multiple of head_dim (" << hd << ")";
   if (!dimsMatch(rt(getPositions()).getDimSize(0), rt(getX()).getDimSize(0)))
     return emitOpError("positions must have one entry per row of x");
-  if (getTheta().convertToDouble() <= 0)
+  // `!(v > 0)` rather than `v <= 0`: NaN is rejected too.
+  if (!(getTheta().convertToDouble() > 0))
     return emitOpError("theta must be positive");
-  if (getScaling() != RopeScaling::none && getFactor().convertToDouble() <= 0)
+  if (getScaling() != RopeScaling::none && !(getFactor().convertToDouble() > 0))
     return emitOpError("scaling factor must be positive");
-  if (getScaling() == RopeScaling::llama3 &&
-      getHighFreqFactor().convertToDouble() <=
-          getLowFreqFactor().convertToDouble())
-    return emitOpError("llama3 scaling needs high_freq_factor > "
-                       "low_freq_factor");
+  if (getScaling() == RopeScaling::llama3) {
+    double low = getLowFreqFactor().convertToDouble();
+    double high = getHighFreqFactor().convertToDouble();
+    if (!(low > 0))
+      return emitOpError("llama3 scaling needs low_freq_factor > 0");
+    if (!(high > low))
+      return emitOpError("llama3 scaling needs high_freq_factor > "
+                         "low_freq_factor");
+    // The getter returns uint64_t: read the stored signed value.
+    if (getOriginalMaxPositionAttr().getInt() <= 0)
+      return emitOpError("llama3 scaling needs original_max_position > 0");
+  }
   return success();
 }
 
@@ -247,9 +279,10 @@ LogicalResult AttentionOp::verify() {
                          << hkv * hd;
   if (!dimsMatch(rt(getPositions()).getDimSize(0), q.getDimSize(0)))
     return emitOpError("positions must have one entry per row of q");
-  if (getSlidingWindow() < 0)
+  // The getter returns uint64_t: read the stored signed value.
+  if (getSlidingWindowAttr().getInt() < 0)
     return emitOpError("sliding_window must be >= 0");
-  if (getScale().convertToDouble() <= 0)
+  if (!(getScale().convertToDouble() > 0))
     return emitOpError("scale must be positive");
   return success();
 }
@@ -258,22 +291,28 @@ LogicalResult AttentionOp::verify() {
 // slice, softmax, elementwise
 //===----------------------------------------------------------------------===//
 
-LogicalResult SliceOp::inferReturnTypes(MLIRContext *, std::optional<Location>,
+LogicalResult SliceOp::inferReturnTypes(MLIRContext *,
+                                        std::optional<Location> loc,
                                         Adaptor adaptor,
                                         SmallVectorImpl<Type> &types) {
+  if (failed(inferRank(loc, getOperationName(), "x", adaptor.getX(), 2)))
+    return failure();
   auto x = cast<RankedTensorType>(adaptor.getX().getType());
-  types.push_back(RankedTensorType::get({x.getDimSize(0), adaptor.getSize()},
-                                        x.getElementType()));
+  types.push_back(RankedTensorType::get(
+      {x.getDimSize(0), static_cast<int64_t>(adaptor.getSize())},
+      x.getElementType()));
   return success();
 }
 
 LogicalResult SliceOp::verify() {
   int64_t cols = rt(getX()).getDimSize(1);
-  if (!ShapedType::isDynamic(cols) &&
-      getOffset() + getSize() > cols)
-    return emitOpError() << "columns [" << getOffset() << ", "
-                         << getOffset() + getSize() << ") out of range for "
-                         << cols << " columns";
+  // The attributes are non-negative i64 (their getters return uint64_t);
+  // compare without computing offset + size, which may overflow.
+  auto offset = static_cast<int64_t>(getOffset());
+  auto size = static_cast<int64_t>(getSize());
+  if (!ShapedType::isDynamic(cols) && (size > cols || offset > cols - size))
+    return emitOpError() << "offset " << offset << " + size " << size
+                         << " exceeds the " << cols << " columns of x";
   return success();
 }
 
@@ -320,14 +359,16 @@ LogicalResult FusionOp::verify() {
   Block &block = getBody().front();
   if (block.getNumArguments() != getInputs().size())
     return emitOpError() << "region has " << block.getNumArguments()
-                         << " arguments but the op has "
-                         << getInputs().size() << " inputs";
+                         << " arguments but the op has " << getInputs().size()
+                         << " inputs";
   for (auto [i, pair] :
        llvm::enumerate(llvm::zip(block.getArguments(), getInputs())))
     if (std::get<0>(pair).getType() != std::get<1>(pair).getType())
       return emitOpError() << "region argument " << i
                            << " type does not match input " << i;
-  auto yield = dyn_cast<YieldOp>(block.getTerminator());
+  // The terminator is not verified yet (nested blocks are verified after
+  // their op): the last op may be anything.
+  auto yield = dyn_cast<YieldOp>(block.back());
   if (!yield)
     return emitOpError("region must end with colossus.yield");
   if (yield.getValues().getTypes() != getResultTypes())
