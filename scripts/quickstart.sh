@@ -27,7 +27,13 @@ echo
 echo "== 2. Compile for the CPU: one artifact (kernels as a shared object + plan)"
 run "$BIN/colossus-compile" "$MODEL" --target=cpu --step=forward --batch 1 --seq 64 \
     -o "$Q/tiny-llama-cpu.colossus"
-run "$BIN/colossus-run" "$Q/tiny-llama-cpu.colossus" info
+printf '\n$ %s\n' "${BIN#$REPO/}/colossus-run ${Q#$REPO/}/tiny-llama-cpu.colossus info   (summarized)"
+"$BIN/colossus-run" "$Q/tiny-llama-cpu.colossus" info | "$PY" -c '
+import json, sys
+i = json.load(sys.stdin)
+print("target %s, batch %s, seq %s, %d kernels, %d launches, arena %d bytes, %d params, file %d bytes" % (
+    i["target"], i["batch"], i["seq"], i["num_kernels"], sum(s["launches"] for s in i["steps"]),
+    i["arena_bytes"], i["params"], i["file_bytes"]))'
 
 echo
 echo "== 3. Generate $NEW tokens greedily after the prompt $PROMPT (CPU)"
