@@ -26,10 +26,15 @@ public:
                              file + ": key '" + key + "': " + msg);
   }
 
+  /// The key is there with a value other than null.
   bool has(StringRef key) const {
     const json::Value *v = obj.get(key);
     return v && v->kind() != json::Value::Null;
   }
+
+  /// The key is there, null or not (HF tells `"k": null` from an absent key
+  /// where the default is not null).
+  bool present(StringRef key) const { return obj.get(key) != nullptr; }
 
   const json::Value *raw(StringRef key) {
     used.insert(key);
@@ -186,15 +191,96 @@ const StringSet<> &ignorableHFKeys() {
   return keys;
 }
 
-Error readLlama(KeyReader &r, ModelConfig &c, bool strict) {
-  c.family = ModelFamily::Llama;
-  auto get = [&](StringRef k, int64_t &out,
-                 std::optional<int64_t> def) -> Error {
-    Expected<int64_t> v = r.getInt(k, def);
+/// Reads a size: a positive integer.
+Error getSize(KeyReader &r, StringRef k, int64_t &out,
+              std::optional<int64_t> def) {
+  Expected<int64_t> v = r.getInt(k, def);
+  if (!v)
+    return v.takeError();
+  if (*v <= 0)
+    return r.error(k, "must be positive, got " + Twine(*v));
+  out = *v;
+  return Error::success();
+}
+
+/// The rope_scaling object of the llama family: its type and parameters.
+/// Every key of the object is read; one Colossus does not know is an error.
+Error readRopeScaling(KeyReader &r, const json::Object &o, ModelConfig &c) {
+  std::string type;
+  if (auto t = o.getString("rope_type"))
+    type = t->str();
+  else if (auto t = o.getString("type"))
+    type = t->str();
+  else
+    return r.error("rope_scaling.rope_type", "missing");
+  StringSet<> known = {"rope_type", "type"};
+  auto num = [&](StringRef k, double &out) -> Error {
+    known.insert(k);
+    std::optional<double> v = o.getNumber(k);
     if (!v)
-      return v.takeError();
+      return r.error("rope_scaling." + k, "missing or not a number");
     out = *v;
     return Error::success();
+  };
+  auto positive = [&](StringRef k, double v) -> Error {
+    // !(v > 0): NaN is not positive either.
+    if (!(v > 0))
+      return r.error("rope_scaling." + k, "must be positive");
+    return Error::success();
+  };
+  if (type == "linear") {
+    c.ropeScaling = "linear";
+    if (Error e = num("factor", c.ropeFactor))
+      return e;
+    if (Error e = positive("factor", c.ropeFactor))
+      return e;
+  } else if (type == "llama3") {
+    c.ropeScaling = "llama3";
+    if (Error e = num("factor", c.ropeFactor))
+      return e;
+    if (Error e = positive("factor", c.ropeFactor))
+      return e;
+    if (Error e = num("low_freq_factor", c.ropeLowFreqFactor))
+      return e;
+    if (Error e = positive("low_freq_factor", c.ropeLowFreqFactor))
+      return e;
+    if (Error e = num("high_freq_factor", c.ropeHighFreqFactor))
+      return e;
+    if (!(c.ropeHighFreqFactor > c.ropeLowFreqFactor))
+      return r.error("rope_scaling.high_freq_factor",
+                     "must be greater than low_freq_factor");
+    known.insert("original_max_position_embeddings");
+    const json::Value *orig = o.get("original_max_position_embeddings");
+    std::optional<int64_t> origInt = orig ? orig->getAsInteger() : std::nullopt;
+    if (!origInt || *origInt <= 0)
+      return r.error("rope_scaling.original_max_position_embeddings",
+                     "missing or not a positive integer");
+    c.ropeOriginalMaxPositions = *origInt;
+  } else if (type != "default") {
+    return r.error("rope_scaling.rope_type",
+                   "'" + type +
+                       "' is not supported yet (supported: linear, llama3)");
+  }
+  // A stable (sorted) order, so the first error is deterministic.
+  std::vector<std::string> keys;
+  for (const auto &kv : o)
+    keys.push_back(kv.first.str());
+  llvm::sort(keys);
+  for (const std::string &k : keys)
+    if (!known.contains(k))
+      return r.error("rope_scaling." + k,
+                     "not supported yet for rope_type '" + type +
+                         "': this key may change the architecture and "
+                         "Colossus does not know it");
+  return Error::success();
+}
+
+Error readLlama(KeyReader &r, ModelConfig &c, bool strict) {
+  c.family = ModelFamily::Llama;
+  bool mistral = c.modelType == "mistral";
+  auto get = [&](StringRef k, int64_t &out,
+                 std::optional<int64_t> def) -> Error {
+    return getSize(r, k, out, def);
   };
   if (Error e = get("vocab_size", c.vocabSize, std::nullopt))
     return e;
@@ -206,9 +292,15 @@ Error readLlama(KeyReader &r, ModelConfig &c, bool strict) {
     return e;
   if (Error e = get("num_attention_heads", c.numHeads, std::nullopt))
     return e;
-  if (Error e = get("num_key_value_heads", c.numKvHeads, c.numHeads))
+  // Hugging Face's defaults differ: LlamaConfig has num_key_value_heads =
+  // num_attention_heads and 2048 positions; MistralConfig 8 kv heads (null:
+  // num_attention_heads) and 4096 * 32 positions.
+  int64_t kvDefault =
+      mistral && !r.present("num_key_value_heads") ? 8 : c.numHeads;
+  if (Error e = get("num_key_value_heads", c.numKvHeads, kvDefault))
     return e;
-  if (Error e = get("max_position_embeddings", c.maxPositions, 2048))
+  if (Error e = get("max_position_embeddings", c.maxPositions,
+                    mistral ? 4096 * 32 : 2048))
     return e;
   if (!strict && !r.has("head_dim")) {
     (void)r.raw("head_dim");
@@ -219,10 +311,14 @@ Error readLlama(KeyReader &r, ModelConfig &c, bool strict) {
   Expected<double> eps = r.getNumber("rms_norm_eps", 1e-6);
   if (!eps)
     return eps.takeError();
+  if (!(*eps >= 0))
+    return r.error("rms_norm_eps", "must be non-negative");
   c.normEps = *eps;
   Expected<double> theta = r.getNumber("rope_theta", 10000.0);
   if (!theta)
     return theta.takeError();
+  if (!(*theta > 0))
+    return r.error("rope_theta", "must be positive");
   c.ropeTheta = *theta;
   Expected<bool> tie = r.getBool("tie_word_embeddings", false);
   if (!tie)
@@ -254,45 +350,23 @@ Error readLlama(KeyReader &r, ModelConfig &c, bool strict) {
     const json::Object *o = (*scaling)->getAsObject();
     if (!o)
       return r.error("rope_scaling", "must be an object or null");
-    std::string type;
-    if (auto t = o->getString("rope_type"))
-      type = t->str();
-    else if (auto t = o->getString("type"))
-      type = t->str();
-    else
-      return r.error("rope_scaling.rope_type", "missing");
-    auto num = [&](StringRef k, double &out) -> Error {
-      std::optional<double> v = o->getNumber(k);
-      if (!v)
-        return r.error("rope_scaling." + k, "missing or not a number");
-      out = *v;
-      return Error::success();
-    };
-    if (type == "linear") {
-      c.ropeScaling = "linear";
-      if (Error e = num("factor", c.ropeFactor))
-        return e;
-    } else if (type == "llama3") {
-      c.ropeScaling = "llama3";
-      double orig = 0;
-      if (Error e = num("factor", c.ropeFactor))
-        return e;
-      if (Error e = num("low_freq_factor", c.ropeLowFreqFactor))
-        return e;
-      if (Error e = num("high_freq_factor", c.ropeHighFreqFactor))
-        return e;
-      if (Error e = num("original_max_position_embeddings", orig))
-        return e;
-      c.ropeOriginalMaxPositions = static_cast<int64_t>(orig);
-    } else if (type != "default") {
-      return r.error("rope_scaling.rope_type",
-                     "'" + type +
-                         "' is not supported yet (supported: linear, llama3)");
-    }
+    if (Error e = readRopeScaling(r, *o, c))
+      return e;
   }
 
-  // Sliding window (mistral).
-  if (c.modelType == "mistral" || strict || r.has("sliding_window")) {
+  // Sliding window: mistral (MistralConfig's default is 4096; null is
+  // none) and the project format. Hugging Face's llama has none: it ignores
+  // the key, so a window there is refused rather than applied.
+  if (!strict && !mistral) {
+    if (r.has("sliding_window"))
+      return r.error("sliding_window",
+                     "not supported yet for model_type llama (Hugging "
+                     "Face's llama ignores it; a sliding window is "
+                     "model_type mistral)");
+    (void)r.raw("sliding_window");
+  } else if (!strict && !r.present("sliding_window")) {
+    c.slidingWindow = 4096;
+  } else {
     Expected<const json::Value *> sw = r.getNullable("sliding_window");
     if (!sw)
       return sw.takeError();
@@ -304,7 +378,7 @@ Error readLlama(KeyReader &r, ModelConfig &c, bool strict) {
       c.slidingWindow = *w;
     }
   }
-  if (!strict && c.modelType == "mistral") {
+  if (!strict && mistral) {
     // Older Mistral configs carry this; it does not change the math.
     (void)r.raw("use_sliding_window");
     (void)r.raw("max_window_layers");
@@ -316,11 +390,7 @@ Error readGPT2(KeyReader &r, ModelConfig &c, bool strict) {
   c.family = ModelFamily::GPT2;
   auto get = [&](StringRef k, int64_t &out,
                  std::optional<int64_t> def) -> Error {
-    Expected<int64_t> v = r.getInt(k, def);
-    if (!v)
-      return v.takeError();
-    out = *v;
-    return Error::success();
+    return getSize(r, k, out, def);
   };
   if (Error e = get("vocab_size", c.vocabSize, 50257))
     return e;
@@ -343,6 +413,8 @@ Error readGPT2(KeyReader &r, ModelConfig &c, bool strict) {
   Expected<double> eps = r.getNumber("layer_norm_epsilon", 1e-5);
   if (!eps)
     return eps.takeError();
+  if (!(*eps >= 0))
+    return r.error("layer_norm_epsilon", "must be non-negative");
   c.normEps = *eps;
   Expected<std::string> act =
       r.getString("activation_function", std::string("gelu_new"));
