@@ -83,7 +83,8 @@ Expected<std::vector<uint8_t>> colossus::buildCpuSharedObject(ModuleOp kernels,
   auto pm = mlir::PassManager::on<ModuleOp>(ctx);
   if (failed(parsePassPipeline(
           "convert-math-to-libm,convert-scf-to-cf,"
-          "convert-cf-to-llvm,convert-math-to-llvm,expand-strided-metadata,"
+          "convert-cf-to-llvm,convert-vector-to-llvm,convert-math-to-llvm,"
+          "expand-strided-metadata,"
           "finalize-memref-to-llvm,convert-arith-to-llvm,"
           "convert-index-to-llvm,"
           "convert-func-to-llvm{use-bare-ptr-memref-call-conv=1},"

@@ -24,6 +24,7 @@
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
 
 #include <cmath>
 
@@ -72,6 +73,13 @@ private:
   }
   FailureOr<Value> emitOp(Operation *op, ArrayRef<Value> idx);
   FailureOr<Value> emitLinear(LinearOp op, ArrayRef<Value> idx);
+  Value dot(Value aMem, ArrayRef<Value> aIdx, Value bMem, ArrayRef<Value> bIdx,
+            int64_t n);
+  /// The memref behind `v` when it is a group input, else null.
+  Value memOf(Value v) {
+    auto arg = dyn_cast<BlockArgument>(v);
+    return arg ? inputMem.lookup(arg) : Value();
+  }
   FailureOr<Value> emitRope(RopeOp op, ArrayRef<Value> idx);
   Value positionOfRow(Value r) {
     // Rows are compacted: row r is token (r mod nt) of sequence (r / nt).
@@ -119,10 +127,72 @@ FailureOr<Value> Emitter::emit(Value v, ArrayRef<Value> idx) {
   return result;
 }
 
+/// sum_{d < n} a[aIdx[:-1], aIdx[-1] + d] * b[bIdx[:-1], bIdx[-1] + d] over
+/// two contiguous rows: 8-lane vector loads and FMAs (the partial sums are
+/// reduced at the end), then a scalar tail.
+Value Emitter::dot(Value aMem, ArrayRef<Value> aIdx, Value bMem,
+                   ArrayRef<Value> bIdx, int64_t n) {
+  constexpr int64_t kLanes = 8;
+  Type f32 = b.getF32Type();
+  auto vecTy = VectorType::get({kLanes}, f32);
+  int64_t nVec = n / kLanes * kLanes;
+  auto offset = [&](ArrayRef<Value> base, Value d) {
+    SmallVector<Value> idx(base.begin(), base.end());
+    idx.back() = b.create<arith::AddIOp>(loc, idx.back(), d);
+    return idx;
+  };
+  Value sum = cF32(0.0);
+  if (nVec > 0) {
+    Value zeros = b.create<arith::ConstantOp>(
+        loc, vecTy, DenseElementsAttr::get(vecTy, b.getF32FloatAttr(0.0)));
+    auto loop = b.create<scf::ForOp>(loc, cIdx(0), cIdx(nVec), cIdx(kLanes),
+                                     ValueRange{zeros});
+    {
+      OpBuilder::InsertionGuard g(b);
+      b.setInsertionPointToStart(loop.getBody());
+      Value d = loop.getInductionVar();
+      Value va = b.create<vector::LoadOp>(loc, vecTy, aMem, offset(aIdx, d));
+      Value vb = b.create<vector::LoadOp>(loc, vecTy, bMem, offset(bIdx, d));
+      Value acc =
+          b.create<vector::FMAOp>(loc, va, vb, loop.getRegionIterArgs()[0]);
+      b.create<scf::YieldOp>(loc, acc);
+    }
+    sum = b.create<vector::ReductionOp>(loc, vector::CombiningKind::ADD,
+                                        loop.getResult(0));
+  }
+  if (nVec < n) {
+    auto tail = b.create<scf::ForOp>(loc, cIdx(nVec), cIdx(n), cIdx(1),
+                                     ValueRange{sum});
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(tail.getBody());
+    Value d = tail.getInductionVar();
+    Value x = load(aMem, offset(aIdx, d));
+    Value y = load(bMem, offset(bIdx, d));
+    b.create<scf::YieldOp>(loc, ValueRange{b.create<arith::AddFOp>(
+                                    loc, tail.getRegionIterArgs()[0],
+                                    b.create<arith::MulFOp>(loc, x, y))});
+    b.setInsertionPointAfter(tail);
+    sum = tail.getResult(0);
+  }
+  return sum;
+}
+
 FailureOr<Value> Emitter::emitLinear(LinearOp op, ArrayRef<Value> idx) {
   auto xt = cast<RankedTensorType>(op.getX().getType());
   int64_t k = xt.getDimSize(1);
   Value r = idx[0], c = idx[1];
+  Value xMem = memOf(op.getX()), wMem = memOf(op.getWeight());
+  if (xMem && wMem && op.getTransposeW()) {
+    // Both operands are rows in memory: a vectorized dot product.
+    Value acc = dot(xMem, {r, cIdx(0)}, wMem, {c, cIdx(0)}, k);
+    if (op.getBias()) {
+      FailureOr<Value> bias = emit(op.getBias(), {c});
+      if (failed(bias))
+        return failure();
+      acc = b.create<arith::AddFOp>(loc, acc, *bias);
+    }
+    return acc;
+  }
   Value zero = cF32(0.0);
   auto loop =
       b.create<scf::ForOp>(loc, cIdx(0), cIdx(k), cIdx(1), ValueRange{zero});
@@ -469,7 +539,12 @@ LogicalResult Emitter::emitAttention(AttentionOp op, Value r, Value h) {
   float scale = static_cast<float>(op.getScale().convertToDouble());
 
   // score(j) = scale * sum_d q[r, h*hd + d] * k[b, j, kvh*hd + d]
+  Value qMem = memOf(op.getQ()), kMem = memOf(op.getK());
   auto score = [&](Value j) -> FailureOr<Value> {
+    if (qMem && kMem) {
+      Value s = dot(qMem, {r, qBase}, kMem, {seqIdx, j, kBase}, hd);
+      return b.create<arith::MulFOp>(loc, s, cF32(scale)).getResult();
+    }
     auto loop = b.create<scf::ForOp>(loc, cIdx(0), cIdx(hd), cIdx(1),
                                      ValueRange{cF32(0.0)});
     OpBuilder::InsertionGuard g(b);

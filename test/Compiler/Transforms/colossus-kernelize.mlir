@@ -15,15 +15,16 @@
 // CPU-SAME: colossus.fused_ops = ["colossus.linear", "colossus.add"]
 // CPU-SAME: colossus.kind = "gemm"
 // CPU-SAME: colossus.num_args = 4
-// The active rows are nb * nt; each (row, column) reduces over k = 16.
+// The active rows are nb * nt; each (row, column) reduces over k = 16 with
+// 8-lane vector loads and FMAs, then the residual is added.
 // CPU: %[[ROWS:.*]] = arith.muli
 // CPU: scf.for %[[ROW:.*]] = %{{.*}} to %[[ROWS]]
 // CPU: scf.for %[[COL:.*]] = %{{.*}} to %{{.*}}
 // CPU: scf.for
-// CPU: memref.load %[[X]][%[[ROW]],
-// CPU: memref.load %[[W]][%[[COL]],
-// CPU: arith.mulf
-// CPU: arith.addf
+// CPU: vector.load %[[X]][%[[ROW]],
+// CPU: vector.load %[[W]][%[[COL]],
+// CPU: vector.fma
+// CPU: vector.reduction <add>
 // CPU: memref.load %[[R]][%[[ROW]], %[[COL]]]
 // CPU: memref.store %{{.*}}, %[[OUT]][%[[ROW]], %[[COL]]]
 // The norm is a row kernel: one parallel column, a reduction, a column loop.
