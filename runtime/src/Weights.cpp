@@ -205,8 +205,13 @@ SafetensorsFile::open(const std::string &path) {
 
   for (auto it = header.begin(); it != header.end(); ++it) {
     const std::string &name = it.key();
-    if (name == "__metadata__")
+    if (name == "__metadata__") {
+      if (it.value().is_object())
+        for (auto m = it.value().begin(); m != it.value().end(); ++m)
+          if (m.value().is_string())
+            file->metadata_[m.key()] = m.value().get<std::string>();
       continue;
+    }
     const std::string te = strCat(where, "tensor '", name, "': ");
     const nlohmann::json &entry = it.value();
     if (!entry.is_object())

@@ -73,6 +73,11 @@ public:
   const SafetensorsTensor *find(const std::string &name) const;
   /// Tensor names, sorted.
   std::vector<std::string> names() const;
+  /// The string entries of the header's "__metadata__" object (entries whose
+  /// value is not a string are left out); empty when there is none.
+  const std::map<std::string, std::string> &metadata() const {
+    return metadata_;
+  }
   const std::string &path() const { return path_; }
 
 private:
@@ -81,6 +86,7 @@ private:
   void *map_ = nullptr;
   size_t mapSize_ = 0;
   std::unordered_map<std::string, SafetensorsTensor> tensors_;
+  std::map<std::string, std::string> metadata_;
 };
 
 /// A checkpoint: one safetensors file or a sharded index (see top of file).
