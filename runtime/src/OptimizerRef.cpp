@@ -41,13 +41,12 @@ double globalGradNormRef(const std::vector<GradSpan> &grads) {
 
 double clipGradNormRef(const std::vector<GradSpan> &grads, double maxNorm) {
   const double norm = globalGradNormRef(grads);
-  if (maxNorm <= 0.0)
+  if (maxNorm <= 0.0 || !(norm > maxNorm))
     return norm;
   const double coef = maxNorm / (norm + 1e-6);
-  if (coef < 1.0)
-    for (const GradSpan &g : grads)
-      for (size_t i = 0; i < g.size; ++i)
-        g.data[i] = static_cast<float>(static_cast<double>(g.data[i]) * coef);
+  for (const GradSpan &g : grads)
+    for (size_t i = 0; i < g.size; ++i)
+      g.data[i] = static_cast<float>(static_cast<double>(g.data[i]) * coef);
   return norm;
 }
 

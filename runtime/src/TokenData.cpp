@@ -93,20 +93,12 @@ TokenData::open(const std::string &path, const TokenDataOptions &options) {
   td->vocabSize_ = options.vocabSize;
   const std::string where = strCat("token data ", path, ": ");
 
-  // The dtype: the option, else the sidecar.
-  if (options.dtype) {
-    td->dtype_ = *options.dtype;
-    td->dtypeSource_ = "option";
-  } else {
-    const std::string sidecar = path + ".json";
-    std::ifstream in(sidecar, std::ios::binary);
-    if (!in)
-      return makeError(where,
-                       "the token dtype is not known: pass "
-                       "--data-dtype uint16|uint32, or write a sidecar ",
-                       sidecar,
-                       " holding {\"dtype\": \"uint16\"} (or "
-                       "\"uint32\")");
+  // The dtype: the option, else the sidecar; when both are given they must
+  // agree.
+  const std::string sidecar = path + ".json";
+  std::optional<TokenDType> sidecarDType;
+  std::ifstream in(sidecar, std::ios::binary);
+  if (in) {
     std::ostringstream os;
     os << in.rdbuf();
     nlohmann::json j = nlohmann::json::parse(os.str(), nullptr, false);
@@ -116,13 +108,30 @@ TokenData::open(const std::string &path, const TokenDataOptions &options) {
     if (it == j.end() || !it->is_string())
       return makeError(where, "sidecar ", sidecar,
                        " has no string \"dtype\" (\"uint16\" or \"uint32\")");
-    auto dt = parseTokenDType(it->get<std::string>());
-    if (!dt)
+    sidecarDType = parseTokenDType(it->get<std::string>());
+    if (!sidecarDType)
       return makeError(where, "sidecar ", sidecar, ": dtype \"",
                        it->get<std::string>(),
                        "\" is not one of uint16, u16, uint32, u32");
-    td->dtype_ = *dt;
+  }
+  if (options.dtype) {
+    if (sidecarDType && *sidecarDType != *options.dtype)
+      return makeError(where, "the dtype given, ",
+                       tokenDTypeName(*options.dtype), ", disagrees with ",
+                       tokenDTypeName(*sidecarDType), " in the sidecar ",
+                       sidecar);
+    td->dtype_ = *options.dtype;
+    td->dtypeSource_ = "option";
+  } else if (sidecarDType) {
+    td->dtype_ = *sidecarDType;
     td->dtypeSource_ = sidecar;
+  } else {
+    return makeError(where,
+                     "the token dtype is not known: pass "
+                     "--data-dtype uint16|uint32, or write a sidecar ",
+                     sidecar,
+                     " holding {\"dtype\": \"uint16\"} (or "
+                     "\"uint32\")");
   }
   const uint64_t width = td->dtype_ == TokenDType::U16 ? 2 : 4;
 
@@ -199,17 +208,29 @@ Status TokenData::badId(uint64_t index, uint32_t id, int64_t vocabSize) const {
 Status TokenData::fillBatch(int64_t step, int64_t batch, int64_t seq,
                             DataOrder order, uint64_t seed, int32_t *inputs,
                             int32_t *targets) const {
-  if (batch < 1 || seq < 1)
-    return makeError("token data ", path_, ": batch size ", batch,
+  return fillSamples(step, batch, 0, batch, seq, order, seed, inputs, targets);
+}
+
+Status TokenData::fillSamples(int64_t step, int64_t globalBatch,
+                              int64_t firstSample, int64_t count, int64_t seq,
+                              DataOrder order, uint64_t seed, int32_t *inputs,
+                              int32_t *targets) const {
+  if (globalBatch < 1 || seq < 1)
+    return makeError("token data ", path_, ": batch size ", globalBatch,
                      " and sequence length ", seq, " must be at least 1");
+  if (firstSample < 0 || count < 0 || firstSample > globalBatch - count)
+    return makeError("token data ", path_, ": samples [", firstSample, ", ",
+                     firstSample, " + ", count, ") are outside the batch [0, ",
+                     globalBatch, ")");
   const uint64_t limit = vocabSize_ > 0 ? static_cast<uint64_t>(vocabSize_)
                                         : uint64_t(INT32_MAX) + 1;
-  for (int64_t i = 0; i < batch; ++i) {
-    auto start = windowStart(step, i, batch, seq, order, seed);
+  for (int64_t r = 0; r < count; ++r) {
+    auto start =
+        windowStart(step, firstSample + r, globalBatch, seq, order, seed);
     if (!start)
       return start.error();
-    int32_t *in = inputs + i * seq;
-    int32_t *tg = targets + i * seq;
+    int32_t *in = inputs + r * seq;
+    int32_t *tg = targets + r * seq;
     for (int64_t j = 0; j <= seq; ++j) {
       uint64_t index = *start + static_cast<uint64_t>(j);
       uint32_t id = token(index);

@@ -1,7 +1,7 @@
 //===- OptimizerRefTest.cpp - AdamW, clipping, LR schedule references -----===//
 //
 // Expected values are worked out by hand from the formulas of
-// OptimizerRef.h (PyTorch's AdamW and clip_grad_norm_).
+// OptimizerRef.h (PyTorch's AdamW semantics; the project's clipping rule).
 //
 //===----------------------------------------------------------------------===//
 
@@ -15,7 +15,7 @@ using namespace colossus;
 
 TEST(AdamWRef, TwoStepsByHandWithDecay) {
   // lr 0.1, wd 0.01, b1 0.9, b2 0.999, eps 1e-8; p = 1, g1 = 0.5, g2 = -0.25.
-  AdamWHyper h; // torch defaults
+  AdamWHyper h{0.9, 0.999, 1e-8, 0.01}; // torch.optim.AdamW's defaults
   float p = 1.0f, m = 0.0f, v = 0.0f;
   float g = 0.5f;
   adamwStepRef(&p, &g, &m, &v, 1, /*step=*/1, 0.1, h, /*decay=*/true);
@@ -40,8 +40,27 @@ TEST(AdamWRef, TwoStepsByHandWithDecay) {
   EXPECT_NEAR(p, 0.8714672987, 1e-6);
 }
 
-TEST(AdamWRef, NoDecayForVectors) {
+TEST(AdamWRef, ProjectDefaults) {
   AdamWHyper h;
+  EXPECT_EQ(h.beta1, 0.9);
+  EXPECT_EQ(h.beta2, 0.95);
+  EXPECT_EQ(h.eps, 1e-8);
+  EXPECT_EQ(h.weightDecay, 0.1);
+  // Step 2 with b2 = 0.95: v = 0.95 * 0.0125 + 0.05 * 0.0625 = 0.015;
+  // vhat = 0.015 / (1 - 0.9025) = 2 / 13; mhat = 0.02 / 0.19 = 2 / 19.
+  float p = 1.0f, m = 0.0f, v = 0.0f, g = 0.5f;
+  adamwStepRef(&p, &g, &m, &v, 1, 1, 0.1, h, false);
+  EXPECT_FLOAT_EQ(v, 0.0125f);
+  g = -0.25f;
+  adamwStepRef(&p, &g, &m, &v, 1, 2, 0.1, h, false);
+  EXPECT_FLOAT_EQ(m, 0.02f);
+  EXPECT_FLOAT_EQ(v, 0.015f);
+  EXPECT_NEAR(p, 0.900000002 - 0.1 * (2.0 / 19) / (std::sqrt(2.0 / 13) + 1e-8),
+              1e-6);
+}
+
+TEST(AdamWRef, NoDecayForVectors) {
+  AdamWHyper h{0.9, 0.999, 1e-8, 0.01};
   float p = 1.0f, m = 0.0f, v = 0.0f, g = 0.5f;
   adamwStepRef(&p, &g, &m, &v, 1, 1, 0.1, h, /*decay=*/false);
   // p = 1 - 0.1 * 0.5 / (0.5 + 1e-8) = 0.900000002.
@@ -54,8 +73,7 @@ TEST(AdamWRef, NoDecayForVectors) {
 
 TEST(AdamWRef, FirstStepMovesEachElementByAboutLr) {
   // At t = 1, mhat = g and vhat = g^2: the update is lr * g / (|g| + eps).
-  AdamWHyper h;
-  h.weightDecay = 0.1;
+  AdamWHyper h; // weight decay 0.1
   const float g[] = {1e-3f, -2.0f, 30.0f, -0.125f};
   float p[] = {0.5f, 0.5f, 0.5f, 0.5f};
   float m[4] = {}, v[4] = {};
@@ -121,13 +139,21 @@ TEST(ClipGradNormRef, GlobalNormAcrossTensors) {
   EXPECT_NEAR(globalGradNormRef(grads), 1.0, 1e-6);
 }
 
-TEST(ClipGradNormRef, NormEqualToTheLimitIsScaledLikeTorch) {
-  // clip_grad_norm_ multiplies by clamp(max / (norm + 1e-6), max=1), which
-  // is below 1 when norm == max.
+TEST(ClipGradNormRef, OnlyANormAboveTheLimitIsScaled) {
+  // norm == max: unchanged (clip_grad_norm_'s clamp would scale by
+  // 5 / (5 + 1e-6); the project's rule does not).
   float a[] = {3.0f, 4.0f};
   EXPECT_DOUBLE_EQ(clipGradNormRef({{a, 2}}, 5.0), 5.0);
-  EXPECT_FLOAT_EQ(a[0], static_cast<float>(3.0 * 5.0 / (5.0 + 1e-6)));
-  EXPECT_LT(a[0], 3.0f);
+  EXPECT_EQ(a[0], 3.0f);
+  EXPECT_EQ(a[1], 4.0f);
+  // Half the norm: scaled by 6.5 / (13 + 1e-6).
+  float b[] = {3.0f, 4.0f, 12.0f};
+  EXPECT_DOUBLE_EQ(clipGradNormRef({{b, 3}}, 6.5), 13.0);
+  EXPECT_FLOAT_EQ(b[2], static_cast<float>(12.0 * 6.5 / (13.0 + 1e-6)));
+  // A negative limit disables clipping too.
+  float c[] = {30.0f, 40.0f};
+  EXPECT_DOUBLE_EQ(clipGradNormRef({{c, 2}}, -1.0), 50.0);
+  EXPECT_EQ(c[0], 30.0f);
   float z[] = {0.0f, 0.0f};
   EXPECT_DOUBLE_EQ(clipGradNormRef({{z, 2}}, 1.0), 0.0);
   EXPECT_EQ(z[0], 0.0f);

@@ -7,6 +7,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <set>
 
 using namespace colossus;
@@ -115,11 +116,18 @@ TEST(TokenData, DTypeFromSidecar) {
     EXPECT_EQ(td->dtype(), TokenDType::U16) << name;
     EXPECT_EQ(td->numTokens(), 4u);
   }
-  // An explicit option wins over the sidecar.
-  auto td = openOk(path, withDType(TokenDType::U32));
+  // An option that agrees with the sidecar is fine; one that disagrees is
+  // an error naming both.
+  auto td = openOk(path, withDType(TokenDType::U16));
   ASSERT_TRUE(td);
-  EXPECT_EQ(td->dtype(), TokenDType::U32);
+  EXPECT_EQ(td->dtype(), TokenDType::U16);
   EXPECT_EQ(td->dtypeSource(), "option");
+  auto bad = TokenData::open(path, withDType(TokenDType::U32));
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(bad.message(),
+              HasSubstr("the dtype given, uint32, disagrees with uint16 in "
+                        "the sidecar " +
+                        path + ".json"));
 }
 
 TEST(TokenData, MissingDTypeSaysHowToGiveIt) {
@@ -319,6 +327,46 @@ TEST(TokenData, FillBatchRandom) {
       EXPECT_EQ(tg[i * S + j], static_cast<int32_t>(start + j + 1));
     }
   }
+}
+
+TEST(TokenData, MicroBatchesSplitTheGlobalBatch) {
+  // M = 2 micro-batches of b = 2: micro-batch j of step s reads samples
+  // [2j, 2j + 2) of the global batch of 4; in sequential order that is data
+  // step 2s + j with batch 2 (the training oracle's --grad-accum).
+  TempDir dir;
+  std::string path = dir.file("tokens.bin");
+  writeFile(path, u16Bytes(iota(300)));
+  auto td = openOk(path, withDType(TokenDType::U16, 6));
+  ASSERT_TRUE(td);
+  const int64_t S = 6;
+  for (DataOrder order : {DataOrder::Sequential, DataOrder::Random}) {
+    std::vector<int32_t> gin(4 * S), gtg(4 * S);
+    ASSERT_TRUE(td->fillBatch(3, 4, S, order, 11, gin.data(), gtg.data()).ok());
+    for (int64_t j = 0; j < 2; ++j) {
+      std::vector<int32_t> in(2 * S), tg(2 * S);
+      ASSERT_TRUE(
+          td->fillSamples(3, 4, 2 * j, 2, S, order, 11, in.data(), tg.data())
+              .ok());
+      EXPECT_TRUE(std::equal(in.begin(), in.end(), gin.begin() + 2 * j * S));
+      EXPECT_TRUE(std::equal(tg.begin(), tg.end(), gtg.begin() + 2 * j * S));
+      if (order == DataOrder::Sequential) {
+        std::vector<int32_t> din(2 * S), dtg(2 * S);
+        ASSERT_TRUE(
+            td->fillBatch(3 * 2 + j, 2, S, order, 0, din.data(), dtg.data())
+                .ok());
+        EXPECT_EQ(in, din);
+        EXPECT_EQ(tg, dtg);
+      }
+    }
+  }
+  std::vector<int32_t> in(3 * S), tg(3 * S);
+  EXPECT_THAT(
+      td->fillSamples(0, 4, 2, 3, S, DataOrder::Random, 0, in.data(), tg.data())
+          .message(),
+      HasSubstr("samples [2, 2 + 3) are outside the batch [0, 4)"));
+  EXPECT_THAT(td->fillBatch(0, 0, S, DataOrder::Random, 0, in.data(), tg.data())
+                  .message(),
+              HasSubstr("batch size 0"));
 }
 
 TEST(TokenData, BadIdsNameFileOffsetAndId) {

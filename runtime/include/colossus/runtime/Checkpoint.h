@@ -14,9 +14,9 @@
 //                                        "optimizer.safetensors": {...}}}
 //
 // "data" and "rng" are JSON objects the caller gives (the data position and
-// the random state of the training loop); the library stores them as they
-// are. The directory is also a valid `--weights` argument (WeightSource
-// opens its model.safetensors).
+// the random state of the training loop); the library stores their content
+// (keys sorted) without interpreting it. The directory is also a valid
+// `--weights` argument (WeightSource opens its model.safetensors).
 //
 // Commit protocol (one writer per directory D):
 //   1. remove a leftover D/.tmp-step-%08d of the same step, create it;

@@ -22,8 +22,11 @@
 //
 // Gradient clipping by global norm (before the update):
 //   norm = sqrt(sum over all parameters and elements of g^2)   (in double)
-//   coef = maxNorm / (norm + 1e-6); if coef < 1: every g *= coef
-// which is clip_grad_norm_'s clamp(coef, max=1). maxNorm <= 0 disables it.
+//   if norm > maxNorm: every g *= maxNorm / (norm + 1e-6)
+// maxNorm <= 0 disables it. (clip_grad_norm_ multiplies by
+// clamp(maxNorm / (norm + 1e-6), max=1), which also scales, by less than
+// 1e-6 relative, when maxNorm - 1e-6 < norm <= maxNorm; the project's
+// convention, shared with test/e2e/train_reference.py, leaves those alone.)
 // The norm before clipping is returned (and logged by the train loop).
 //
 // Learning rate of step t = 1, 2, ...: linear warmup, then cosine decay:
@@ -43,12 +46,13 @@
 
 namespace colossus {
 
-/// AdamW hyper-parameters (defaults: torch.optim.AdamW's).
+/// AdamW hyper-parameters. Defaults: the project's (GPT-style, as in
+/// test/e2e/train_reference.py), not torch.optim.AdamW's (0.999, 0.01).
 struct AdamWHyper {
   double beta1 = 0.9;
-  double beta2 = 0.999;
+  double beta2 = 0.95;
   double eps = 1e-8;
-  double weightDecay = 0.01;
+  double weightDecay = 0.1;
 };
 
 /// Whether a parameter of this shape gets weight decay (rank >= 2).
@@ -69,8 +73,8 @@ struct GradSpan {
 /// The global L2 norm of all gradients, in double.
 double globalGradNormRef(const std::vector<GradSpan> &grads);
 
-/// Clips in place as clip_grad_norm_ (see the top of this file); returns
-/// the norm before clipping.
+/// Clips in place (see the top of this file); returns the norm before
+/// clipping.
 double clipGradNormRef(const std::vector<GradSpan> &grads, double maxNorm);
 
 /// Warmup + cosine schedule (see the top of this file).

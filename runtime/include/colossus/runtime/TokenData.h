@@ -5,7 +5,8 @@
 // from an explicit option (the planned `--data-dtype` flag), else from a
 // sidecar `<file>.json` holding {"dtype": "uint16"} ("u16", "uint32" and
 // "u32" are accepted too; other keys are ignored), else opening fails with a
-// message saying how to give it. The file is memory-mapped.
+// message saying how to give it. An option that disagrees with the sidecar
+// is an error. The file is memory-mapped.
 //
 // A batch of step s (s = 0, 1, ...) has B samples of S + 1 consecutive
 // tokens each ("windows"); sample i's inputs are the first S tokens of its
@@ -28,8 +29,11 @@
 //               Stateless: batch s depends only on (seed, s, i, N, S), so a
 //               resumed run needs only the step number.
 //
-// The sample index i is the index in the global batch (across data-parallel
-// ranks), so batches do not depend on the number of ranks.
+// The sample index i is the index in the global batch of the optimizer step
+// (across micro-batches and data-parallel ranks), so batches do not depend on
+// how the global batch is split: with M micro-batches of b samples, micro-
+// batch j reads samples [j*b, j*b + b) (fillSamples), which in sequential
+// order is data step s*M + j with batch b.
 //
 //===----------------------------------------------------------------------===//
 
@@ -68,7 +72,8 @@ Expected<uint64_t> tokenWindowStart(uint64_t numTokens, int64_t step,
                                     DataOrder order, uint64_t seed);
 
 struct TokenDataOptions {
-  /// The dtype; when absent, read from the sidecar `<path>.json`.
+  /// The dtype; when absent, read from the sidecar `<path>.json`. When both
+  /// are given they must agree.
   std::optional<TokenDType> dtype;
   /// When > 0: the file must hold at least seq + 1 tokens.
   int64_t seq = 0;
@@ -108,6 +113,14 @@ public:
   /// naming the file, the token's index and byte offset, and the id.
   Status fillBatch(int64_t step, int64_t batch, int64_t seq, DataOrder order,
                    uint64_t seed, int32_t *inputs, int32_t *targets) const;
+
+  /// Fills samples [firstSample, firstSample + count) of the global batch of
+  /// `globalBatch` samples of `step`, into rows 0 .. count-1 of `inputs` and
+  /// `targets` ([count, seq]): a micro-batch (gradient accumulation) or a
+  /// data-parallel rank's share. Same checks as fillBatch.
+  Status fillSamples(int64_t step, int64_t globalBatch, int64_t firstSample,
+                     int64_t count, int64_t seq, DataOrder order, uint64_t seed,
+                     int32_t *inputs, int32_t *targets) const;
 
   /// Checks every id of the file against vocabSize (a full scan; the first
   /// bad id is reported like fillBatch's).
