@@ -109,7 +109,8 @@ Value Importer::rope(Value x, Value pos, StringRef name) {
                              b.getF64FloatAttr(c.ropeFactor),
                              b.getF64FloatAttr(c.ropeLowFreqFactor),
                              b.getF64FloatAttr(c.ropeHighFreqFactor),
-                             b.getI64IntegerAttr(c.ropeOriginalMaxPositions));
+                             b.getI64IntegerAttr(c.ropeOriginalMaxPositions),
+                             /*inverse=*/BoolAttr());
   return op.getResult();
 }
 

@@ -292,6 +292,8 @@ FailureOr<Value> Emitter::emitRope(RopeOp op, ArrayRef<Value> idx) {
   Value angle = b.create<arith::MulFOp>(loc, posF, inv);
   Value cosA = b.create<math::CosOp>(loc, angle);
   Value sinA = b.create<math::SinOp>(loc, angle);
+  if (op.getInverse()) // rotation by -angle: the transpose of the forward
+    sinA = b.create<arith::NegFOp>(loc, sinA);
   FailureOr<Value> x = emit(op.getX(), {r, c});
   FailureOr<Value> xp = emit(op.getX(), {r, partner});
   if (failed(x) || failed(xp))

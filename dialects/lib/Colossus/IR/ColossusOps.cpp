@@ -346,6 +346,261 @@ LogicalResult MulOp::verify() {
 }
 
 //===----------------------------------------------------------------------===//
+// Training ops
+//===----------------------------------------------------------------------===//
+
+namespace {
+LogicalResult rowsMatch(Operation *op, Value a, Value b, StringRef aName,
+                        StringRef bName) {
+  if (!dimsMatch(rt(a).getDimSize(0), rt(b).getDimSize(0)))
+    return op->emitOpError()
+           << aName << " and " << bName
+           << " must have the same number of rows (" << rt(a).getDimSize(0)
+           << " vs " << rt(b).getDimSize(0) << ")";
+  return success();
+}
+} // namespace
+
+LogicalResult CrossEntropyOp::inferReturnTypes(MLIRContext *ctx,
+                                               std::optional<Location>, Adaptor,
+                                               SmallVectorImpl<Type> &types) {
+  types.push_back(RankedTensorType::get({}, Float32Type::get(ctx)));
+  return success();
+}
+
+LogicalResult CrossEntropyOp::verify() {
+  if (!rt(getLogits()).getElementType().isF32())
+    return emitOpError("logits must be f32");
+  return rowsMatch(*this, getLogits(), getTargets(), "logits", "targets");
+}
+
+LogicalResult
+CrossEntropyGradOp::inferReturnTypes(MLIRContext *, std::optional<Location>,
+                                     Adaptor adaptor,
+                                     SmallVectorImpl<Type> &types) {
+  types.push_back(adaptor.getLogits().getType());
+  return success();
+}
+
+LogicalResult CrossEntropyGradOp::verify() {
+  if (!rt(getLogits()).getElementType().isF32())
+    return emitOpError("logits must be f32");
+  return rowsMatch(*this, getLogits(), getTargets(), "logits", "targets");
+}
+
+LogicalResult
+LinearWeightGradOp::inferReturnTypes(MLIRContext *, std::optional<Location> loc,
+                                     Adaptor adaptor,
+                                     SmallVectorImpl<Type> &types) {
+  if (failed(inferRank(loc, getOperationName(), "x", adaptor.getX(), 2)) ||
+      failed(inferRank(loc, getOperationName(), "dy", adaptor.getDy(), 2)))
+    return failure();
+  auto x = cast<RankedTensorType>(adaptor.getX().getType());
+  auto dy = cast<RankedTensorType>(adaptor.getDy().getType());
+  BoolAttr t = adaptor.getTransposeWAttr();
+  bool transposeW = !t || t.getValue();
+  SmallVector<int64_t> shape =
+      transposeW ? SmallVector<int64_t>{dy.getDimSize(1), x.getDimSize(1)}
+                 : SmallVector<int64_t>{x.getDimSize(1), dy.getDimSize(1)};
+  types.push_back(RankedTensorType::get(shape, x.getElementType()));
+  return success();
+}
+
+LogicalResult LinearWeightGradOp::verify() {
+  if (rt(getX()).getElementType() != rt(getDy()).getElementType())
+    return emitOpError("x and dy must have the same element type");
+  return rowsMatch(*this, getX(), getDy(), "x", "dy");
+}
+
+LogicalResult ColumnSumOp::inferReturnTypes(MLIRContext *,
+                                            std::optional<Location> loc,
+                                            Adaptor adaptor,
+                                            SmallVectorImpl<Type> &types) {
+  if (failed(inferRank(loc, getOperationName(), "x", adaptor.getX(), 2)))
+    return failure();
+  auto x = cast<RankedTensorType>(adaptor.getX().getType());
+  types.push_back(RankedTensorType::get({x.getDimSize(1)}, x.getElementType()));
+  return success();
+}
+
+LogicalResult ColumnSumOp::verify() { return success(); }
+
+LogicalResult RmsNormGradOp::inferReturnTypes(MLIRContext *,
+                                              std::optional<Location>,
+                                              Adaptor adaptor,
+                                              SmallVectorImpl<Type> &types) {
+  types.push_back(adaptor.getX().getType());
+  types.push_back(adaptor.getWeight().getType());
+  return success();
+}
+
+LogicalResult RmsNormGradOp::verify() {
+  if (failed(vectorMatches(*this, getX(), getWeight(), "weight")))
+    return failure();
+  return sameShapeAndElem(*this, getX(), getDy(), "x", "dy");
+}
+
+LogicalResult LayerNormGradOp::inferReturnTypes(MLIRContext *,
+                                                std::optional<Location>,
+                                                Adaptor adaptor,
+                                                SmallVectorImpl<Type> &types) {
+  types.push_back(adaptor.getX().getType());
+  types.push_back(adaptor.getWeight().getType());
+  types.push_back(adaptor.getWeight().getType());
+  return success();
+}
+
+LogicalResult LayerNormGradOp::verify() {
+  if (failed(vectorMatches(*this, getX(), getWeight(), "weight")))
+    return failure();
+  return sameShapeAndElem(*this, getX(), getDy(), "x", "dy");
+}
+
+#define COLOSSUS_SAME_TYPE_INFER(OP, FIRST)                                    \
+  LogicalResult OP::inferReturnTypes(MLIRContext *, std::optional<Location>,   \
+                                     Adaptor adaptor,                          \
+                                     SmallVectorImpl<Type> &types) {           \
+    types.push_back(adaptor.FIRST().getType());                                \
+    return success();                                                          \
+  }
+COLOSSUS_SAME_TYPE_INFER(SiluGradOp, getLhs)
+COLOSSUS_SAME_TYPE_INFER(GeluGradOp, getX)
+COLOSSUS_SAME_TYPE_INFER(SoftmaxGradOp, getY)
+#undef COLOSSUS_SAME_TYPE_INFER
+
+LogicalResult SiluGradOp::verify() { return success(); }
+LogicalResult GeluGradOp::verify() { return success(); }
+LogicalResult SoftmaxGradOp::verify() { return success(); }
+
+LogicalResult SwigluGradOp::inferReturnTypes(MLIRContext *,
+                                             std::optional<Location>,
+                                             Adaptor adaptor,
+                                             SmallVectorImpl<Type> &types) {
+  types.push_back(adaptor.getGate().getType());
+  types.push_back(adaptor.getGate().getType());
+  return success();
+}
+
+LogicalResult SwigluGradOp::verify() { return success(); }
+
+LogicalResult EmbeddingGradOp::inferReturnTypes(MLIRContext *,
+                                                std::optional<Location> loc,
+                                                Adaptor adaptor,
+                                                SmallVectorImpl<Type> &types) {
+  if (failed(inferRank(loc, getOperationName(), "dy", adaptor.getDy(), 2)))
+    return failure();
+  auto dy = cast<RankedTensorType>(adaptor.getDy().getType());
+  types.push_back(RankedTensorType::get(
+      {static_cast<int64_t>(adaptor.getVocabSize()), dy.getDimSize(1)},
+      dy.getElementType()));
+  return success();
+}
+
+LogicalResult EmbeddingGradOp::verify() {
+  if (!dimsMatch(rt(getIds()).getDimSize(0), rt(getDy()).getDimSize(0)))
+    return emitOpError("ids and dy must have the same number of rows");
+  return success();
+}
+
+LogicalResult CacheReadOp::inferReturnTypes(MLIRContext *,
+                                            std::optional<Location> loc,
+                                            Adaptor adaptor,
+                                            SmallVectorImpl<Type> &types) {
+  if (failed(
+          inferRank(loc, getOperationName(), "cache", adaptor.getCache(), 3)) ||
+      failed(inferRank(loc, getOperationName(), "positions",
+                       adaptor.getPositions(), 1)))
+    return failure();
+  auto cache = cast<RankedTensorType>(adaptor.getCache().getType());
+  auto pos = cast<RankedTensorType>(adaptor.getPositions().getType());
+  types.push_back(RankedTensorType::get(
+      {pos.getDimSize(0), cache.getDimSize(2)}, cache.getElementType()));
+  return success();
+}
+
+LogicalResult CacheReadOp::verify() { return success(); }
+
+LogicalResult PadColumnsOp::inferReturnTypes(MLIRContext *,
+                                             std::optional<Location> loc,
+                                             Adaptor adaptor,
+                                             SmallVectorImpl<Type> &types) {
+  if (failed(inferRank(loc, getOperationName(), "x", adaptor.getX(), 2)))
+    return failure();
+  auto x = cast<RankedTensorType>(adaptor.getX().getType());
+  types.push_back(RankedTensorType::get(
+      {x.getDimSize(0), static_cast<int64_t>(adaptor.getTotal())},
+      x.getElementType()));
+  return success();
+}
+
+LogicalResult PadColumnsOp::verify() {
+  int64_t cols = rt(getX()).getDimSize(1);
+  int64_t offset = static_cast<int64_t>(getOffset());
+  int64_t total = static_cast<int64_t>(getTotal());
+  if (!ShapedType::isDynamic(cols) && (offset > total || cols > total - offset))
+    return emitOpError() << "offset " << offset << " + " << cols
+                         << " columns exceeds total " << total;
+  return success();
+}
+
+LogicalResult AttentionGradOp::inferReturnTypes(MLIRContext *,
+                                                std::optional<Location>,
+                                                Adaptor adaptor,
+                                                SmallVectorImpl<Type> &types) {
+  types.push_back(adaptor.getQ().getType());
+  types.push_back(adaptor.getK().getType());
+  types.push_back(adaptor.getV().getType());
+  return success();
+}
+
+LogicalResult AttentionGradOp::verify() {
+  int64_t h = getNumHeads(), hkv = getNumKvHeads(), hd = getHeadDim();
+  if (h % hkv != 0)
+    return emitOpError() << "num_heads (" << h
+                         << ") must be a multiple of num_kv_heads (" << hkv
+                         << ")";
+  if (!dimsMatch(rt(getQ()).getDimSize(1), h * hd))
+    return emitOpError() << "q has " << rt(getQ()).getDimSize(1)
+                         << " columns, expected num_heads * head_dim = "
+                         << h * hd;
+  if (failed(sameShapeAndElem(*this, getK(), getV(), "k", "v")) ||
+      failed(sameShapeAndElem(*this, getQ(), getDout(), "q", "dout")))
+    return failure();
+  if (!dimsMatch(rt(getK()).getDimSize(2), hkv * hd))
+    return emitOpError() << "k has " << rt(getK()).getDimSize(2)
+                         << " columns, expected num_kv_heads * head_dim = "
+                         << hkv * hd;
+  if (static_cast<int64_t>(getSlidingWindow()) < 0)
+    return emitOpError("sliding_window must be >= 0");
+  return success();
+}
+
+LogicalResult AdamwOp::inferReturnTypes(MLIRContext *, std::optional<Location>,
+                                        Adaptor adaptor,
+                                        SmallVectorImpl<Type> &types) {
+  types.push_back(adaptor.getParam().getType());
+  types.push_back(adaptor.getParam().getType());
+  types.push_back(adaptor.getParam().getType());
+  return success();
+}
+
+LogicalResult AdamwOp::verify() {
+  if (!rt(getParam()).getElementType().isF32())
+    return emitOpError("parameters and optimizer state must be f32");
+  if (rt(getHyper()).getDimSize(0) != 4)
+    return emitOpError("hyper must hold 4 values: lr, 1 - beta1^t, "
+                       "1 - beta2^t, grad_scale");
+  double b1 = getBeta1().convertToDouble(), b2 = getBeta2().convertToDouble();
+  if (!(b1 >= 0 && b1 < 1) || !(b2 >= 0 && b2 < 1))
+    return emitOpError("beta1 and beta2 must be in [0, 1)");
+  if (!(getEps().convertToDouble() > 0))
+    return emitOpError("eps must be positive");
+  if (!(getWeightDecay().convertToDouble() >= 0))
+    return emitOpError("weight_decay must be >= 0");
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
 // fusion
 //===----------------------------------------------------------------------===//
 

@@ -119,7 +119,8 @@ def Colossus_RopeOp : Colossus_Op<"rope"> {
     wavelength-dependent rule with `factor`, `low_freq_factor`,
     `high_freq_factor`, `original_max_position`). `rotate_half` pairs element
     `i` with `i + head_dim / 2` (HF Llama); `interleaved` pairs `2i` with
-    `2i + 1` (GPT-J, Meta's reference).
+    `2i + 1` (GPT-J, Meta's reference). With `inverse` the rotation is by the
+    negated angle: the vector-Jacobian product of the forward rotation.
   }];
   let arguments = (ins FloatMatrix:$x, TokenVector:$positions,
                        ConfinedAttr<I64Attr, [IntPositive]>:$head_dim,
@@ -129,7 +130,8 @@ def Colossus_RopeOp : Colossus_Op<"rope"> {
                        DefaultValuedAttr<F64Attr, "1.0">:$factor,
                        DefaultValuedAttr<F64Attr, "1.0">:$low_freq_factor,
                        DefaultValuedAttr<F64Attr, "4.0">:$high_freq_factor,
-                       DefaultValuedAttr<I64Attr, "8192">:$original_max_position);
+                       DefaultValuedAttr<I64Attr, "8192">:$original_max_position,
+                       DefaultValuedAttr<BoolAttr, "false">:$inverse);
   let results = (outs FloatMatrix:$result);
   let assemblyFormat = [{
     $x `,` $positions attr-dict `:` type($x) `,` type($positions)
@@ -236,6 +238,220 @@ def Colossus_AddOp : Colossus_BinaryOp<"add"> {
 
 def Colossus_MulOp : Colossus_BinaryOp<"mul"> {
   let summary = "elementwise product";
+}
+
+
+//===----------------------------------------------------------------------===//
+// Training: loss, vector-Jacobian products, optimizer
+//===----------------------------------------------------------------------===//
+
+def ScalarF32 : 0DTensorOf<[F32]>;
+
+def Colossus_CrossEntropyOp : Colossus_Op<"cross_entropy"> {
+  let summary = "mean token cross entropy of logits against target ids";
+  let description = [{
+    `logits: [T, V]`, `targets: [T]`. The mean over the active rows whose
+    target is not `ignore_index` of `logsumexp(logits[r]) - logits[r, t_r]`
+    (0 when every target is ignored).
+  }];
+  let arguments = (ins FloatMatrix:$logits, TokenVector:$targets,
+                       DefaultValuedAttr<I64Attr, "-100">:$ignore_index);
+  let results = (outs ScalarF32:$loss);
+  let assemblyFormat = [{
+    $logits `,` $targets attr-dict `:` type($logits) `,` type($targets)
+  }];
+}
+
+def Colossus_CrossEntropyGradOp : Colossus_Op<"cross_entropy_grad"> {
+  let summary = "d loss / d logits of cross_entropy";
+  let description = [{
+    `(softmax(logits[r]) - onehot(t_r)) * dloss / count` for rows with a
+    valid target, 0 for ignored rows; `count` is the number of valid targets.
+  }];
+  let arguments = (ins FloatMatrix:$logits, TokenVector:$targets,
+                       ScalarF32:$dloss,
+                       DefaultValuedAttr<I64Attr, "-100">:$ignore_index);
+  let results = (outs FloatMatrix:$result);
+  let assemblyFormat = [{
+    $logits `,` $targets `,` $dloss attr-dict `:` type($logits) `,`
+    type($targets) `,` type($dloss)
+  }];
+}
+
+def Colossus_LinearWeightGradOp : Colossus_Op<"linear_weight_grad"> {
+  let summary = "d loss / d weight of linear: a reduction over the rows";
+  let description = [{
+    `x: [T, K]`, `dy: [T, N]`. With `transpose_w` the result is
+    `dy^T @ x: [N, K]`, otherwise `x^T @ dy: [K, N]` (the layout of the
+    weight). Sums over the active rows only.
+  }];
+  let arguments = (ins FloatMatrix:$x, FloatMatrix:$dy,
+                       DefaultValuedAttr<BoolAttr, "true">:$transpose_w);
+  let results = (outs FloatMatrix:$result);
+  let assemblyFormat = "$x `,` $dy attr-dict `:` type($x) `,` type($dy)";
+}
+
+def Colossus_ColumnSumOp : Colossus_Op<"column_sum"> {
+  let summary = "sum over the active rows";
+  let description = "`result[c] = sum_r x[r, c]` (a bias gradient).";
+  let arguments = (ins FloatMatrix:$x);
+  let results = (outs FloatVector:$result);
+  let assemblyFormat = "$x attr-dict `:` type($x)";
+}
+
+def Colossus_RmsNormGradOp : Colossus_Op<"rms_norm_grad",
+    [AllTypesMatch<["x", "dy"]>]> {
+  let summary = "vector-Jacobian product of rms_norm";
+  let description = [{
+    With `xhat = x * rstd`, `rstd = 1 / sqrt(mean(x^2) + eps)`:
+    `dx = rstd * (dy * w - xhat * mean_c(dy * w * xhat))`,
+    `dweight = sum_r dy * xhat`.
+  }];
+  let arguments = (ins FloatMatrix:$x, FloatVector:$weight, FloatMatrix:$dy,
+                       F64Attr:$eps);
+  let results = (outs FloatMatrix:$dx, FloatVector:$dweight);
+  let assemblyFormat = [{
+    $x `,` $weight `,` $dy `eps` `=` $eps attr-dict `:` type($x) `,`
+    type($weight)
+  }];
+}
+
+def Colossus_LayerNormGradOp : Colossus_Op<"layer_norm_grad",
+    [AllTypesMatch<["x", "dy"]>]> {
+  let summary = "vector-Jacobian product of layer_norm";
+  let description = [{
+    With `xhat = (x - mean) * rstd` and `g = dy * w`:
+    `dx = rstd * (g - mean_c(g) - xhat * mean_c(g * xhat))`,
+    `dweight = sum_r dy * xhat`, `dbias = sum_r dy`.
+  }];
+  let arguments = (ins FloatMatrix:$x, FloatVector:$weight, FloatMatrix:$dy,
+                       F64Attr:$eps);
+  let results = (outs FloatMatrix:$dx, FloatVector:$dweight,
+                      FloatVector:$dbias);
+  let assemblyFormat = [{
+    $x `,` $weight `,` $dy `eps` `=` $eps attr-dict `:` type($x) `,`
+    type($weight)
+  }];
+}
+
+def Colossus_SiluGradOp : Colossus_BinaryOp<"silu_grad"> {
+  let summary = "dy * d silu(x) / dx, lhs = x, rhs = dy";
+}
+
+def Colossus_GeluGradOp : Colossus_Op<"gelu_grad",
+    [AllTypesMatch<["x", "dy"]>]> {
+  let summary = "dy * d gelu(x) / dx";
+  let arguments = (ins FloatMatrix:$x, FloatMatrix:$dy,
+                       DefaultValuedAttr<Colossus_GeluApproxAttr,
+                         "::colossus::GeluApprox::erf">:$approximate);
+  let results = (outs FloatMatrix:$result);
+  let assemblyFormat = "$x `,` $dy attr-dict `:` type($x)";
+}
+
+def Colossus_SwigluGradOp : Colossus_Op<"swiglu_grad",
+    [AllTypesMatch<["gate", "up", "dy"]>]> {
+  let summary = "vector-Jacobian product of swiglu";
+  let description = [{
+    `dgate = dy * up * silu'(gate)`, `dup = dy * silu(gate)`.
+  }];
+  let arguments = (ins FloatMatrix:$gate, FloatMatrix:$up, FloatMatrix:$dy);
+  let results = (outs FloatMatrix:$dgate, FloatMatrix:$dup);
+  let assemblyFormat = "$gate `,` $up `,` $dy attr-dict `:` type($gate)";
+}
+
+def Colossus_SoftmaxGradOp : Colossus_Op<"softmax_grad",
+    [AllTypesMatch<["y", "dy"]>]> {
+  let summary = "vector-Jacobian product of softmax, from its output";
+  let description = "`dx = y * (dy - sum_c(dy * y))`.";
+  let arguments = (ins FloatMatrix:$y, FloatMatrix:$dy);
+  let results = (outs FloatMatrix:$result);
+  let assemblyFormat = "$y `,` $dy attr-dict `:` type($y)";
+}
+
+def Colossus_EmbeddingGradOp : Colossus_Op<"embedding_grad"> {
+  let summary = "d loss / d table of embedding: rows scattered and summed";
+  let description = [{
+    `result[v, :] = sum over active rows r with ids[r] == v of dy[r, :]`;
+    the result is `[vocab_size, D]`.
+  }];
+  let arguments = (ins TokenVector:$ids, FloatMatrix:$dy,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$vocab_size);
+  let results = (outs FloatMatrix:$result);
+  let assemblyFormat = "$ids `,` $dy attr-dict `:` type($ids) `,` type($dy)";
+}
+
+def Colossus_CacheReadOp : Colossus_Op<"cache_read"> {
+  let summary = "rows of a KV cache at the active tokens' positions";
+  let description = [{
+    `result[r, :] = cache[r / nt, positions[r], :]`: the vector-Jacobian
+    product of cache_write with respect to the rows written.
+  }];
+  let arguments = (ins Float3D:$cache, TokenVector:$positions);
+  let results = (outs FloatMatrix:$result);
+  let assemblyFormat = [{
+    $cache `[` $positions `]` attr-dict `:` type($cache) `,` type($positions)
+  }];
+}
+
+def Colossus_PadColumnsOp : Colossus_Op<"pad_columns"> {
+  let summary = "place a matrix at a column offset inside zeros";
+  let description = [{
+    `result[r, c] = x[r, c - offset]` for `offset <= c < offset + size(x)`,
+    0 elsewhere; `total` columns. The vector-Jacobian product of slice.
+  }];
+  let arguments = (ins FloatMatrix:$x,
+                       ConfinedAttr<I64Attr, [IntNonNegative]>:$offset,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$total);
+  let results = (outs FloatMatrix:$result);
+  let assemblyFormat = "$x `[` $offset `,` $total `]` attr-dict `:` type($x)";
+}
+
+def Colossus_AttentionGradOp : Colossus_Op<"attention_grad",
+    [AllTypesMatch<["k", "v"]>, AllTypesMatch<["q", "dout"]>]> {
+  let summary = "vector-Jacobian product of attention";
+  let description = [{
+    Operands and attributes as `attention`, plus `dout: [T, H * head_dim]`.
+    Results: `dq` like `q`; `dk`, `dv` like the caches (entries at the
+    positions the step's queries attend, 0 elsewhere). The softmax is
+    recomputed from q and k (FlashAttention style); nothing is saved.
+  }];
+  let arguments = (ins FloatMatrix:$q, Float3D:$k, Float3D:$v,
+                       TokenVector:$positions, FloatMatrix:$dout,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$num_heads,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$num_kv_heads,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$head_dim,
+                       F64Attr:$scale,
+                       DefaultValuedAttr<BoolAttr, "true">:$causal,
+                       DefaultValuedAttr<I64Attr, "0">:$sliding_window);
+  let results = (outs FloatMatrix:$dq, Float3D:$dk, Float3D:$dv);
+  let assemblyFormat = [{
+    $q `,` $k `,` $v `,` $positions `,` $dout attr-dict `:` type($q) `,`
+    type($k) `,` type($positions)
+  }];
+}
+
+def Colossus_AdamwOp : Colossus_Op<"adamw",
+    [AllTypesMatch<["param", "grad", "exp_avg", "exp_avg_sq"]>]> {
+  let summary = "one AdamW update of a parameter (PyTorch semantics)";
+  let description = [{
+    `hyper: tensor<4xf32>` holds `[lr, 1 - beta1^t, 1 - beta2^t,
+    grad_scale]` (grad_scale: the global-norm clipping factor).
+    With `g = grad * grad_scale`: `m = b1 m + (1 - b1) g`,
+    `v = b2 v + (1 - b2) g^2`, `p = p (1 - lr wd) - lr (m / (1 - b1^t)) /
+    (sqrt(v / (1 - b2^t)) + eps)`. Results: new `param`, `exp_avg`,
+    `exp_avg_sq`.
+  }];
+  let arguments = (ins AnyRankedTensor:$param, AnyRankedTensor:$grad,
+                       AnyRankedTensor:$exp_avg, AnyRankedTensor:$exp_avg_sq,
+                       1DTensorOf<[F32]>:$hyper,
+                       F64Attr:$beta1, F64Attr:$beta2, F64Attr:$eps,
+                       F64Attr:$weight_decay);
+  let results = (outs AnyRankedTensor:$new_param, AnyRankedTensor:$new_exp_avg,
+                      AnyRankedTensor:$new_exp_avg_sq);
+  let assemblyFormat = [{
+    $param `,` $grad `,` $exp_avg `,` $exp_avg_sq `,` $hyper attr-dict `:`
+    type($param) `,` type($hyper)
+  }];
 }
 
 //===----------------------------------------------------------------------===//
