@@ -11,12 +11,13 @@
     warmup 0;
   - cross entropy: a 2-class case with known probabilities, ignore_index, a
     logit of 1000 (max subtraction), an all-ignored batch;
-  - data: window indices and contents, wrap-around, uint16 / uint32 files,
-    the sidecar;
+  - data: window indices and contents, wrap-around, sub-ranges of a global
+    batch, the random order's hash, uint16 / uint32 files, the sidecar;
   - the CLI (train_oracle.py, in process): train's first line equals
     loss-grads at step 0; the weights after one step equal AdamW applied by
-    hand to the written gradients; 2 + 2 steps through --state-out/--state-in
-    equal 4 steps bit for bit; --grad-accum 2 of batch 2 equals batch 4.
+    hand to the written gradients; 2 steps, then --state-in to --steps 4 (from
+    a state file and from a runtime checkpoint directory), equal 4 steps bit
+    for bit; --grad-accum 2 of batch 2 equals batch 4 (both data orders).
 Prints one line per check and a final 'N passed, N failed' line.
 """
 
@@ -150,15 +151,28 @@ def check_data(tmp: str) -> None:
     check("window w: inputs tokens [5w, 5w+5), targets [5w+1, 5w+6)",
           x.tolist() == [[15, 16, 17, 18, 19], [0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
           and y.tolist() == [[16, 17, 18, 19, 20], [1, 2, 3, 4, 5], [6, 7, 8, 9, 10]] and x.dtype == np.int32)
+    x, y = tr.make_batch(toks, 1, 3, 5, first=1, count=2)
+    check("samples [1, 3) of the global batch: windows 0, 1 of step 1", x.tolist() == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]])
+    # SplitMix64 from state 0: the generator's well-known first output.
+    check("splitmix64(0) = 0xe220a8397b1dcdaf (make_tokens and the random order)",
+          tr._splitmix64_of(0) == 0xE220A8397B1DCDAF and make_tokens.SplitMix64(0).next() == 0xE220A8397B1DCDAF)
+    h = tr._splitmix64_of(tr._splitmix64_of(tr._splitmix64_of(7) ^ 3) ^ 2)
+    check("random order: start = batch_hash(seed, step, sample) mod (N - S)",
+          tr.window_start(1000, 3, 2, 8, 16, "random", 7) == h % 984 and tr.batch_hash(7, 3, 2) == h)
+    # The values test/runtime/TokenDataTest.cpp pins for the runtime's TokenData.
+    starts = [tr.window_start(1000, st, i, 2, 16, "random", 42) for st in range(3) for i in range(2)]
+    check("random order: the runtime test's values (hash and N=1000, S=16, seed 42 starts)",
+          tr.batch_hash(0, 0, 0) == 0x238275BC38FCBE91 and tr.batch_hash(1234, 5, 3) == 0x90E35A1EADA213BB
+          and starts == [806, 646, 92, 90, 686, 318], f"{starts}")
     ids = np.array([0, 1, 255, 65535, 7], np.int64)
     p16 = os.path.join(tmp, "t16.bin")
     ids.astype("<u2").tofile(p16)
     p32 = os.path.join(tmp, "t32.bin")
     (ids + 70000).astype("<u4").tofile(p32)
     with open(p32 + ".json", "w") as f:
-        json.dump({"dtype": "uint32"}, f)
+        json.dump({"dtype": "u32"}, f)
     check("uint16 little-endian file", tr.read_tokens(p16, "uint16").tolist() == ids.tolist())
-    check("uint32 file, dtype from the sidecar", tr.read_tokens(p32).tolist() == (ids + 70000).tolist())
+    check("uint32 file, dtype from the sidecar (short spelling u32)", tr.read_tokens(p32).tolist() == (ids + 70000).tolist())
     for args, what in (((p32, "uint16"), "sidecar disagrees"), ((p16, None), "no dtype anywhere")):
         try:
             tr.read_tokens(*args)
@@ -219,12 +233,28 @@ def check_cli(examples: str, tmp: str) -> None:
     _, first = cli(["train", "--weights", w0, "--steps", "2", "--schedule-steps", "4", "--weights-out", w2,
                     "--state-out", s2] + common + sched)
     w22 = os.path.join(tmp, "w22.safetensors")
-    _, second = cli(["train", "--weights", w2, "--steps", "2", "--state-in", s2, "--weights-out", w22]
+    _, second = cli(["train", "--weights", w2, "--steps", "4", "--state-in", s2, "--weights-out", w22]
                     + common + sched)
     a, b = load_file(w4), load_file(w22)
-    check("2 steps + resume 2 steps = 4 steps (bit for bit, same step lines)",
+    check("2 steps + resume to --steps 4 = 4 steps (bit for bit, same step lines)",
           first + second == four and all(np.array_equal(a[k], b[k]) for k in a),
           f"steps {[s['step'] for s in second]}, losses {[round(s['loss'], 4) for s in four]}")
+    # The same resume from a runtime checkpoint directory (docs/training-runtime.md).
+    ck = os.path.join(tmp, "ckpt", "step-00000002")
+    os.makedirs(ck)
+    save_file(load_file(w2), os.path.join(ck, "model.safetensors"), metadata={"format": "pt"})
+    save_file(load_file(s2), os.path.join(ck, "optimizer.safetensors"))
+    with open(os.path.join(ck, "state.json"), "w") as f:
+        json.dump({"step": 2, "format": 1}, f)
+    w22d = os.path.join(tmp, "w22d.safetensors")
+    _, second_d = cli(["train", "--weights", ck, "--steps", "4", "--state-in", ck, "--weights-out", w22d]
+                      + common + sched)
+    c = load_file(w22d)
+    check("resume from a checkpoint directory (model/optimizer.safetensors, state.json)",
+          second_d == second and all(np.array_equal(a[k], c[k]) for k in a))
+    st = load_file(s2)
+    check("optimizer state names: <name>.exp_avg, <name>.exp_avg_sq",
+          set(st) == {f"{k}{x}" for k in base for x in (".exp_avg", ".exp_avg_sq")})
     check("4-step run: lr rises over the warmup, then decays to min_lr",
           [round(s["lr"], 12) for s in four] == [1.5e-3, 3e-3, round(3e-4 + 0.5 * 2.7e-3, 12), 3e-4])
 
@@ -232,13 +262,14 @@ def check_cli(examples: str, tmp: str) -> None:
     gb = os.path.join(tmp, "gb.safetensors")
     lg_common = ["loss-grads", "--config", cfg_path, "--weights", w0, "--data", data, "--seq", "16", "--json",
                  "--step", "1"]
-    _, x4 = cli(lg_common + ["--batch", "4", "--grads-out", ga])
-    _, x22 = cli(lg_common + ["--batch", "2", "--grad-accum", "2", "--grads-out", gb])
-    A, B = load_file(ga), load_file(gb)
-    rel = max(float(np.max(np.abs(A[k] - B[k])) / max(float(np.max(np.abs(A[k]))), 1e-30)) for k in A)
-    check("--grad-accum 2 x batch 2 = batch 4 (same windows, equal counts)",
-          abs(x4[0]["loss"] - x22[0]["loss"]) <= 1e-6 * x4[0]["loss"] and rel <= 5e-5,
-          f"loss {x4[0]['loss']:.6f} vs {x22[0]['loss']:.6f}, grads max_rel {rel:.1e}")
+    for order in (["--data-order", "sequential"], ["--data-order", "random", "--seed", "5"]):
+        _, x4 = cli(lg_common + order + ["--batch", "4", "--grads-out", ga])
+        _, x22 = cli(lg_common + order + ["--batch", "2", "--grad-accum", "2", "--grads-out", gb])
+        A, B = load_file(ga), load_file(gb)
+        rel = max(float(np.max(np.abs(A[k] - B[k])) / max(float(np.max(np.abs(A[k]))), 1e-30)) for k in A)
+        check(f"{order[1]} order: --grad-accum 2 x batch 2 = batch 4 (same windows, equal counts)",
+              abs(x4[0]["loss"] - x22[0]["loss"]) <= 1e-6 * x4[0]["loss"] and rel <= 5e-5,
+              f"loss {x4[0]['loss']:.6f} vs {x22[0]['loss']:.6f}, grads max_rel {rel:.1e}")
 
 
 def main() -> int:

@@ -2,29 +2,37 @@
 """The training oracle's CLI (train_reference.py; conventions: docs/training.md).
 
   train_oracle.py loss-grads --config C --weights W --data TOKENS.bin [--dtype uint16]
-        --batch B --seq S [--step 0] [--grad-accum 1] [--grads-out G.safetensors] [--json]
-      loss and gradients of optimizer step index --step (0-based) at the given
-      weights: micro-batch j (0 <= j < M) is data step s = step*M + j, whose
-      sample i reads window (s*B + i) mod W. Prints {"loss": l, "grad_norm": n}
-      (--json) and writes the gradients, float32, under the weights' names.
-      grad_norm is the global norm before clipping (of the accumulated
-      gradient when M > 1).
+        --batch B --seq S [--step 0] [--grad-accum 1] [--data-order sequential|random]
+        [--seed 0] [--grads-out G.safetensors] [--json]
+      loss and gradients of optimizer step index --step (0-based, i.e. update
+      t = step + 1) at the given weights. Prints {"loss": l, "grad_norm": n}
+      (--json) and writes the gradients, float32, under the weights' names:
+      with M = --grad-accum > 1, the mean of the M micro-batch gradients
+      (loss: the mean of their losses). grad_norm is the global norm before
+      clipping.
 
   train_oracle.py train --config C --weights W --data TOKENS.bin [--dtype uint16]
         --batch B --seq S --steps N --lr PEAK --warmup K --min-lr X
         [--max-grad-norm 1.0] [--weight-decay 0.1] [--beta1 0.9] [--beta2 0.95] [--eps 1e-8]
-        [--grad-accum M] [--schedule-steps T] [--state-in S0] [--state-out S1]
-        [--weights-out W2.safetensors] [--json]
-      N optimizer steps t = 1..N (t0+1..t0+N after --state-in), sequential data
-      order; prints one line per step, {"step": t, "loss": l, "grad_norm": n, "lr": lr}
-      with --json: loss and grad_norm (before clipping) of the weights before
-      the update, lr the rate the update used. Writes the final weights
-      (float32, the input's names) and, with --state-out, the AdamW state
-      (exp_avg.<name>, exp_avg_sq.<name>, metadata {"step": t}).
-      --schedule-steps is the schedule's total (default: the last step t0+N).
+        [--grad-accum M] [--schedule-steps T] [--data-order sequential|random] [--seed 0]
+        [--state-in S0] [--state-out S1] [--weights-out W2.safetensors] [--json]
+      optimizer steps t = 1..N, or t0+1..N after --state-in at step t0 (--steps
+      is the run's total, as colossus-run's). Prints one line per step,
+      {"step": t, "loss": l, "grad_norm": n, "lr": lr} with --json: loss and
+      grad_norm (before clipping) of the weights before the update, lr the
+      rate the update used. Writes the final weights (float32, the input's
+      names) and, with --state-out, the AdamW state (<name>.exp_avg,
+      <name>.exp_avg_sq, metadata {"step": "N"}). --state-in also takes a
+      runtime checkpoint directory (optimizer.safetensors + state.json; pass
+      the same directory as --weights). --schedule-steps is the schedule's
+      total (default N).
 
-The token file is flat little-endian uint16 or uint32; --dtype may be left
-out when a sidecar <TOKENS.bin>.json says {"dtype": ...}.
+Batches: micro-batch j of optimizer step s (0-based) holds samples
+[j*B, j*B + B) of a global batch of M*B; sample g reads the window of S+1
+tokens starting at ((s*M*B + g) mod W) * S, W = (N_tokens - 1) // S
+(sequential, the default here), or at batch_hash(seed, s, g) mod (N_tokens - S)
+(random). The token file is flat little-endian uint16 or uint32; --dtype may
+be left out when a sidecar <TOKENS.bin>.json says {"dtype": ...}.
 Exit status 0 on success, 2 on bad input.
 """
 
@@ -78,8 +86,38 @@ def _setup(a):
 
 
 def _micro_batches(tokens, opt_index: int, a):
-    """Micro-batches of the optimizer step with 0-based index opt_index."""
-    return [tr.make_batch(tokens, opt_index * a.grad_accum + j, a.batch, a.seq) for j in range(a.grad_accum)]
+    """Micro-batches of the optimizer step with 0-based index opt_index:
+    micro-batch j is samples [j*B, j*B + B) of a global batch of M*B."""
+    g = a.batch * a.grad_accum
+    return [tr.make_batch(tokens, opt_index, g, a.seq, a.data_order, a.seed, first=j * a.batch, count=a.batch)
+            for j in range(a.grad_accum)]
+
+
+def _load_state(path: str, params):
+    """AdamW state: a safetensors file with <name>.exp_avg / <name>.exp_avg_sq
+    and metadata {"step": t}, or a runtime checkpoint directory
+    (optimizer.safetensors + state.json {"step": t})."""
+    from safetensors import safe_open
+
+    if os.path.isdir(path):
+        with open(os.path.join(path, "state.json")) as f:
+            t0 = int(json.load(f)["step"])
+        path = os.path.join(path, "optimizer.safetensors")
+    else:
+        t0 = None
+    m, v = {}, {}
+    with safe_open(path, framework="numpy") as f:
+        if t0 is None:
+            t0 = int((f.metadata() or {}).get("step", "0"))
+        keys = set(f.keys())
+        for k in params:
+            if f"{k}.exp_avg" not in keys or f"{k}.exp_avg_sq" not in keys:
+                raise _fail(f"{path}: no optimizer state for {k!r}")
+            m[k] = np.asarray(f.get_tensor(f"{k}.exp_avg"), np.float32)
+            v[k] = np.asarray(f.get_tensor(f"{k}.exp_avg_sq"), np.float32)
+            if m[k].shape != params[k].shape or v[k].shape != params[k].shape:
+                raise _fail(f"{path}: optimizer state of {k!r} has the wrong shape")
+    return t0, m, v
 
 
 def cmd_loss_grads(a) -> int:
@@ -97,26 +135,19 @@ def cmd_loss_grads(a) -> int:
 
 def cmd_train(a) -> int:
     cfg, params, tokens = _setup(a)
-    if a.steps < 0:
-        raise _fail("--steps must be >= 0")
+    if a.steps < 1:
+        raise _fail("--steps must be >= 1")
     m, v = tr.zeros_like(params), tr.zeros_like(params)
     t0 = 0
     if a.state_in:
-        from safetensors import safe_open
-
-        with safe_open(a.state_in, framework="numpy") as f:
-            t0 = int((f.metadata() or {}).get("step", "0"))
-            keys = set(f.keys())
-            for k in params:
-                if f"exp_avg.{k}" not in keys or f"exp_avg_sq.{k}" not in keys:
-                    raise _fail(f"{a.state_in}: no optimizer state for {k!r}")
-                m[k] = np.asarray(f.get_tensor(f"exp_avg.{k}"), np.float32)
-                v[k] = np.asarray(f.get_tensor(f"exp_avg_sq.{k}"), np.float32)
-    total = a.schedule_steps if a.schedule_steps is not None else t0 + a.steps
+        t0, m, v = _load_state(a.state_in, params)
+    if t0 >= a.steps:
+        raise _fail(f"the state is at step {t0}, --steps {a.steps} leaves nothing to do")
+    total = a.schedule_steps if a.schedule_steps is not None else a.steps
     adam = dict(beta1=a.beta1, beta2=a.beta2, eps=a.eps, weight_decay=a.weight_decay)
     start = time.perf_counter()
     first = last = None
-    for t in range(t0 + 1, t0 + a.steps + 1):
+    for t in range(t0 + 1, a.steps + 1):
         loss, grads = tr.accumulated_loss_and_grads(cfg, params, _micro_batches(tokens, t - 1, a))
         lr = tr.lr_at(t, a.lr, a.warmup, total, a.min_lr)
         params, m, v, norm = tr.optimizer_step(params, grads, m, v, t, lr, a.max_grad_norm, **adam)
@@ -130,11 +161,11 @@ def cmd_train(a) -> int:
     if a.weights_out:
         _save(params, a.weights_out)
     if a.state_out:
-        state = {f"exp_avg.{k}": m[k] for k in params}
-        state.update({f"exp_avg_sq.{k}": v[k] for k in params})
-        _save(state, a.state_out, {"step": str(t0 + a.steps)})
-    if first is not None:
-        print(f"train_oracle: {a.steps} steps in {secs:.1f} s, loss {first:.4f} -> {last:.4f}", file=sys.stderr)
+        state = {f"{k}.exp_avg": m[k] for k in params}
+        state.update({f"{k}.exp_avg_sq": v[k] for k in params})
+        _save(state, a.state_out, {"step": str(a.steps)})
+    print(f"train_oracle: steps {t0 + 1}..{a.steps} in {secs:.1f} s, loss {first:.4f} -> {last:.4f}",
+          file=sys.stderr)
     return 0
 
 
@@ -147,7 +178,8 @@ def main(argv=None) -> int:
         p.add_argument("--weights", required=True)
         p.add_argument("--data", required=True, help="token file, flat little-endian uint16/uint32")
         p.add_argument("--dtype", choices=["uint16", "uint32"], default=None)
-        p.add_argument("--data-order", choices=["sequential"], default="sequential")
+        p.add_argument("--data-order", choices=["sequential", "random"], default="sequential")
+        p.add_argument("--seed", type=int, default=0, help="seed of the random data order")
         p.add_argument("--batch", type=int, required=True)
         p.add_argument("--seq", type=int, required=True)
         p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")

@@ -10,7 +10,7 @@ the compiler but the weights file and the token file.
 Every function below is pure (arrays in, arrays out); the CLI around them is
 train_oracle.py.
 
-  batch_windows / make_batch   which tokens a step reads (sequential order)
+  window_start / make_batch    which tokens a step reads (sequential or random order)
   loss                         mean token cross entropy over a batch
   loss_and_grads               its value and jax.grad, float32
   global_norm, clip_grads      global-norm clipping
@@ -84,25 +84,31 @@ def decays(shape: Sequence[int]) -> bool:
 # Data
 # --------------------------------------------------------------------------
 
+_DTYPES = {"uint16": "<u2", "u16": "<u2", "uint32": "<u4", "u32": "<u4"}
+
+
 def read_tokens(path: str, dtype: str | None = None) -> np.ndarray:
     """A flat little-endian uint16 / uint32 token file, as int64.
 
-    dtype None: taken from the sidecar `<path>.json` ({"dtype": ...});
-    when both are given they must agree."""
+    dtype None: taken from the sidecar `<path>.json` ({"dtype": ...}; the
+    runtime's short spellings u16 / u32 are accepted too); when both are
+    given they must agree."""
     side = path + ".json"
     side_dtype = None
     if os.path.exists(side):
         with open(side) as f:
             side_dtype = json.load(f).get("dtype")
+        if side_dtype is not None and side_dtype not in _DTYPES:
+            raise ValueError(f"{side}: dtype {side_dtype!r} is not one of {', '.join(_DTYPES)}")
     if dtype is None:
         dtype = side_dtype
     if dtype is None:
         raise ValueError(f"{path}: no --dtype and no sidecar {side} naming one")
-    if side_dtype is not None and side_dtype != dtype:
-        raise ValueError(f"{path}: --dtype {dtype} but the sidecar says {side_dtype}")
-    np_dtype = {"uint16": "<u2", "uint32": "<u4"}.get(dtype)
+    np_dtype = _DTYPES.get(dtype)
     if np_dtype is None:
         raise ValueError(f"token dtype {dtype!r}: uint16 or uint32")
+    if side_dtype is not None and _DTYPES[side_dtype] != np_dtype:
+        raise ValueError(f"{path}: --dtype {dtype} but the sidecar says {side_dtype}")
     size = os.path.getsize(path)
     if size % np.dtype(np_dtype).itemsize:
         raise ValueError(f"{path}: {size} bytes is not a whole number of {dtype} tokens")
@@ -119,14 +125,49 @@ def batch_windows(step: int, batch: int, n_windows: int) -> List[int]:
     return [(step * batch + i) % n_windows for i in range(batch)]
 
 
-def make_batch(tokens: np.ndarray, step: int, batch: int, seq: int) -> Tuple[np.ndarray, np.ndarray]:
-    """(inputs, targets), int32 [B, S]: window w covers tokens [w*S, w*S+S+1);
-    the inputs are its first S tokens, the targets its last S."""
-    w_count = num_windows(len(tokens), seq)
-    if w_count < 1:
-        raise ValueError(f"{len(tokens)} tokens hold no window of {seq}+1 tokens")
-    rows = [tokens[w * seq: w * seq + seq + 1] for w in batch_windows(step, batch, w_count)]
-    block = np.stack(rows)
+_M64 = (1 << 64) - 1
+
+
+def _splitmix64_of(x: int) -> int:
+    z = (x + 0x9E3779B97F4A7C15) & _M64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+    return z ^ (z >> 31)
+
+
+def batch_hash(seed: int, step: int, sample: int) -> int:
+    """The random order's counter-based hash (docs/training-runtime.md)."""
+    return _splitmix64_of(_splitmix64_of(_splitmix64_of(seed & _M64) ^ step) ^ sample)
+
+
+def window_start(n_tokens: int, step: int, sample: int, batch: int, seq: int,
+                 order: str = "sequential", seed: int = 0) -> int:
+    """First token of sample `sample` (index in the global batch `batch`) of
+    optimizer step `step`:
+      sequential: ((step*batch + sample) mod W) * S,  W = (N-1)//S
+      random:     batch_hash(seed, step, sample) mod (N - S)"""
+    if n_tokens < seq + 1:
+        raise ValueError(f"{n_tokens} tokens hold no window of {seq}+1 tokens")
+    if order == "random":
+        return batch_hash(seed, step, sample) % (n_tokens - seq)
+    if order != "sequential":
+        raise ValueError(f"data order {order!r}: sequential or random")
+    return ((step * batch + sample) % num_windows(n_tokens, seq)) * seq
+
+
+def make_batch(tokens: np.ndarray, step: int, batch: int, seq: int, order: str = "sequential",
+               seed: int = 0, first: int = 0, count: int | None = None) -> Tuple[np.ndarray, np.ndarray]:
+    """(inputs, targets), int32 [count, S], of samples [first, first+count)
+    (default: all `batch`) of step `step`'s global batch of `batch` samples.
+    A window of S+1 tokens: the inputs are its first S, the targets its last S.
+    With gradient accumulation over M micro-batches of b samples, micro-batch
+    j of optimizer step s is first = j*b, count = b of a global batch of M*b
+    (in sequential order: data step s*M + j with batch b)."""
+    count = batch - first if count is None else count
+    if not (0 <= first and count >= 0 and first + count <= batch):
+        raise ValueError(f"samples [{first}, {first}+{count}) are outside the batch [0, {batch})")
+    starts = [window_start(len(tokens), step, first + i, batch, seq, order, seed) for i in range(count)]
+    block = np.stack([tokens[st: st + seq + 1] for st in starts])
     return block[:, :-1].astype(np.int32), block[:, 1:].astype(np.int32)
 
 
