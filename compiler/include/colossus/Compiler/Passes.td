@@ -49,4 +49,30 @@ def ColossusKernelize : Pass<"colossus-kernelize", "mlir::ModuleOp"> {
   ];
 }
 
+def ColossusAutodiff : Pass<"colossus-autodiff", "mlir::ModuleOp"> {
+  let summary = "Build the backward graph of a loss function (reverse mode)";
+  let description = [{
+    For the function named by `func`, whose first result is a scalar loss
+    (`tensor<f32>`), adds `@<func>_grad` with the same arguments returning the
+    loss followed by the gradient of every argument carrying a
+    `colossus.param` attribute, in argument order (grad results carry the
+    same `colossus.param` name).
+
+    The backward graph is built at the dialect level by each op's
+    vector-Jacobian rule (docs/autodiff.md); adjoints of a value used several
+    times are summed with `colossus.add`. A `func.call` is differentiated by a
+    generated `@<callee>_vjp(args..., d_results...) -> d_args...` that
+    recomputes the callee's forward pass from its arguments (activation
+    recomputation per layer) and then runs its backward: one vjp function
+    per distinct layer function, called once per layer in reverse order.
+    KV-cache arguments and results (rank 3) carry no adjoint across calls.
+  }];
+  let options = [
+    Option<"funcName", "func", "std::string", /*default=*/"\"loss\"",
+           "The loss function to differentiate">,
+  ];
+  let dependentDialects = ["::colossus::ColossusDialect",
+                           "::mlir::func::FuncDialect"];
+}
+
 #endif // COLOSSUS_COMPILER_PASSES_TD
