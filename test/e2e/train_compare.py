@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Compares training runs and tensors (system under test first, oracle second).
 
-  train_compare.py learned RUN.jsonl [--max-ratio 0.5] [--last 10]
+  train_compare.py learned RUN.jsonl [--max-ratio 0.5] [--last 10] [--max-loss L]
       the run learned: the mean loss of the last --last steps is below
-      --max-ratio times the first step's loss (docs/training.md).
+      --max-ratio times the first step's loss (docs/training.md), and below
+      L when --max-loss is given.
   train_compare.py steps A.jsonl B.jsonl [--steps K] [--loss-rel 1e-4]
                    [--grad-norm-rel 1e-3] [--lr-rel 1e-6]
       step lines {"step", "loss", "grad_norm", "lr"} agree step by step over
@@ -57,9 +58,12 @@ def cmd_learned(a) -> int:
         return 2
     first = float(steps[0]["loss"])
     tail = float(np.mean([float(s["loss"]) for s in steps[-a.last:]]))
-    ok = tail < a.max_ratio * first
+    ok_ratio = tail < a.max_ratio * first
+    ok_abs = a.max_loss is None or tail < a.max_loss
+    extra = "" if a.max_loss is None else f", {'<' if ok_abs else '>='} {a.max_loss}"
+    ok = ok_ratio and ok_abs
     print(f"train_compare: loss {first:.4f} -> {tail:.4f} (mean of the last {a.last} of {len(steps)} steps), "
-          f"ratio {tail / first:.3f} {'<' if ok else '>='} {a.max_ratio} {'OK' if ok else 'FAIL'}")
+          f"ratio {tail / first:.3f} {'<' if ok_ratio else '>='} {a.max_ratio}{extra} {'OK' if ok else 'FAIL'}")
     return 0 if ok else 1
 
 
@@ -142,6 +146,7 @@ def main(argv=None) -> int:
     p.add_argument("run")
     p.add_argument("--max-ratio", type=float, default=0.5)
     p.add_argument("--last", type=int, default=10)
+    p.add_argument("--max-loss", type=float, default=None)
     p = sub.add_parser("steps")
     p.add_argument("a")
     p.add_argument("b")
