@@ -18,6 +18,7 @@
 #include "mlir/IR/Verifier.h"
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Support/FileUtilities.h"
+#include "mlir/Transforms/Passes.h"
 
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/JSON.h"
@@ -43,8 +44,9 @@ cl::opt<std::string>
                        "sm_90a (NVIDIA Hopper PTX + cubin)"),
               cl::init("cpu"), cl::cat(cat));
 cl::opt<std::string> stepOpt("step",
-                             cl::desc("Step to compile: forward (train: not "
-                                      "supported yet)"),
+                             cl::desc("Step to compile: forward, or train "
+                                      "(--emit=graph only so far: the loss "
+                                      "and its backward graph)"),
                              cl::init("forward"), cl::cat(cat));
 cl::opt<int64_t> batchOpt("batch", cl::desc("Batch capacity (sequences)"),
                           cl::init(1), cl::cat(cat));
@@ -182,9 +184,8 @@ int colossus::compileMain(int argc, char **argv) {
                  << ": unknown target (expected cpu or sm_90a)\n";
     return 2;
   }
-  if (stepOpt == "train")
-    return fail("--step=train is not supported yet (only --step=forward)");
-  if (stepOpt != "forward") {
+  bool train = stepOpt == "train";
+  if (stepOpt != "forward" && !train) {
     llvm::errs() << "colossus-compile: error: --step=" << stepOpt
                  << ": unknown step (expected forward)\n";
     return 2;
@@ -222,9 +223,23 @@ int colossus::compileMain(int argc, char **argv) {
   ctx.loadAllAvailableDialects();
 
   OwningOpRef<ModuleOp> module =
-      importModel(&ctx, *config, modelPath, batchOpt, seqOpt);
+      importModel(&ctx, *config, modelPath, batchOpt, seqOpt, train);
   if (failed(verify(*module)))
     return fail("internal error: the imported graph does not verify");
+  if (train) {
+    // The loss and its backward graph exist; the optimizer step, its
+    // kernels and the train-step artifact do not yet.
+    PassManager ad(&ctx);
+    ad.addPass(createColossusAutodiff());
+    ad.addPass(mlir::createCanonicalizerPass());
+    if (failed(ad.run(*module)))
+      return fail("differentiating " + modelPath + " failed");
+    if (emitOpt == "graph")
+      return writeText([&](llvm::raw_ostream &os) { module->print(os); });
+    return fail("--step=train: the loss and its gradients are built (see "
+                "--emit=graph); fusion and code generation of the training "
+                "step are not supported yet");
+  }
   if (emitOpt == "graph")
     return writeText([&](llvm::raw_ostream &os) { module->print(os); });
 

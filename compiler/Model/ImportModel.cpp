@@ -28,8 +28,8 @@ struct ParamSpec {
 class Importer {
 public:
   Importer(MLIRContext *ctx, const ModelConfig &c, StringRef file,
-           int64_t batch, int64_t seq)
-      : ctx(ctx), c(c), b(ctx), batch(batch), seq(seq),
+           int64_t batch, int64_t seq, bool train)
+      : ctx(ctx), c(c), b(ctx), batch(batch), seq(seq), train(train),
         fileLoc(FileLineColLoc::get(ctx, file, 1, 1)) {
     f32 = b.getF32Type();
     i32 = b.getI32Type();
@@ -67,6 +67,7 @@ private:
   const ModelConfig &c;
   OpBuilder b;
   int64_t batch, seq, T;
+  bool train;
   Location fileLoc;
   Type f32, i32;
 };
@@ -251,6 +252,12 @@ OwningOpRef<ModuleOp> Importer::run() {
   NamedAttrList tokAttrs;
   tokAttrs.append(attrs::kInput, b.getStringAttr("tokens"));
   size_t tokensArg = addArg(RankedTensorType::get({T}, i32), tokAttrs);
+  size_t targetsArg = 0;
+  if (train) {
+    NamedAttrList targetAttrs;
+    targetAttrs.append(attrs::kInput, b.getStringAttr("targets"));
+    targetsArg = addArg(RankedTensorType::get({T}, i32), targetAttrs);
+  }
   std::string embedName = llama ? "model.embed_tokens.weight" : "wte.weight";
   size_t embedArg =
       addArg(mat(c.vocabSize, d), paramAttrs(embedName, "normal"));
@@ -286,18 +293,26 @@ OwningOpRef<ModuleOp> Importer::run() {
     cacheArgs.push_back({ka, va});
   }
 
-  SmallVector<Type> resultTypes = {mat(T, c.vocabSize)};
-  for (int64_t i = 0; i < c.numLayers; ++i) {
-    resultTypes.push_back(cacheType());
-    resultTypes.push_back(cacheType());
+  // Forward: logits and the updated caches. Train: the mean token cross
+  // entropy against the targets (the caches are per-step scratch).
+  SmallVector<Type> resultTypes;
+  if (train) {
+    resultTypes.push_back(RankedTensorType::get({}, f32));
+  } else {
+    resultTypes.push_back(mat(T, c.vocabSize));
+    for (int64_t i = 0; i < c.numLayers; ++i) {
+      resultTypes.push_back(cacheType());
+      resultTypes.push_back(cacheType());
+    }
   }
   b.setInsertionPointToEnd(m.getBody());
-  auto fn = b.create<func::FuncOp>(loc("forward"), "forward",
+  StringRef fnName = train ? "loss" : "forward";
+  auto fn = b.create<func::FuncOp>(loc(fnName), fnName,
                                    b.getFunctionType(argTypes, resultTypes));
   for (auto [i, l] : llvm::enumerate(argAttrs))
     fn.setArgAttrs(i, l.getDictionary(ctx));
   NamedAttrList outAttrs;
-  outAttrs.append(attrs::kOutput, b.getStringAttr("logits"));
+  outAttrs.append(attrs::kOutput, b.getStringAttr(train ? "loss" : "logits"));
   fn.setResultAttrs(0, outAttrs.getDictionary(ctx));
 
   Block *body = fn.addEntryBlock();
@@ -331,6 +346,12 @@ OwningOpRef<ModuleOp> Importer::run() {
     h = b.create<LayerNormOp>(loc("ln_f"), x, arg(finalNormArg),
                               arg(finalBiasArg), b.getF64FloatAttr(c.normEps));
   Value logits = b.create<LinearOp>(loc("lm_head"), h, arg(headArg), Value());
+  if (train) {
+    Value loss = b.create<CrossEntropyOp>(loc("loss"), logits, arg(targetsArg),
+                                          IntegerAttr());
+    b.create<func::ReturnOp>(loc("loss"), ValueRange{loss});
+    return module;
+  }
   SmallVector<Value> results = {logits};
   results.append(caches.begin(), caches.end());
   b.create<func::ReturnOp>(loc("forward"), results);
@@ -342,8 +363,8 @@ OwningOpRef<ModuleOp> Importer::run() {
 OwningOpRef<ModuleOp> colossus::importModel(MLIRContext *ctx,
                                             const ModelConfig &config,
                                             StringRef file, int64_t batch,
-                                            int64_t seq) {
+                                            int64_t seq, bool train) {
   ctx->loadDialect<ColossusDialect, func::FuncDialect>();
-  Importer imp(ctx, config, file, batch, seq);
+  Importer imp(ctx, config, file, batch, seq, train);
   return imp.run();
 }

@@ -22,11 +22,14 @@ inline constexpr const char *kModel = "colossus.model";
 
 /// Builds the forward step of `config` for a batch capacity `batch` and a
 /// sequence capacity `seq`: one private func per distinct layer kind, called
-/// once per layer from the public step function `@forward`.
+/// once per layer from the public step function `@forward`. With `train`,
+/// the public function is `@loss(tokens, targets, params..., caches...)`
+/// returning the mean token cross entropy, ready for colossus-autodiff.
 mlir::OwningOpRef<mlir::ModuleOp> importModel(mlir::MLIRContext *ctx,
                                               const ModelConfig &config,
                                               llvm::StringRef file,
-                                              int64_t batch, int64_t seq);
+                                              int64_t batch, int64_t seq,
+                                              bool train = false);
 
 } // namespace colossus
 
