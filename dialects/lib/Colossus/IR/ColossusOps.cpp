@@ -330,7 +330,6 @@ COLOSSUS_SAME_TYPE_INFER(GeluOp, getX)
 COLOSSUS_SAME_TYPE_INFER(SwigluOp, getLhs)
 COLOSSUS_SAME_TYPE_INFER(AddOp, getLhs)
 COLOSSUS_SAME_TYPE_INFER(MulOp, getLhs)
-#undef COLOSSUS_SAME_TYPE_INFER
 
 LogicalResult SoftmaxOp::verify() { return success(); }
 LogicalResult SiluOp::verify() { return success(); }
@@ -358,6 +357,25 @@ LogicalResult rowsMatch(Operation *op, Value a, Value b, StringRef aName,
            << " must have the same number of rows (" << rt(a).getDimSize(0)
            << " vs " << rt(b).getDimSize(0) << ")";
   return success();
+}
+
+/// While the custom form is parsed, an attribute written in the attr-dict is
+/// in the attribute dictionary, not yet in the properties (see
+/// LinearOp::inferReturnTypes): read it from either.
+template <typename AttrT>
+AttrT inherentAttr(AttrT fromProperties, DictionaryAttr attrs, StringRef name) {
+  if (fromProperties)
+    return fromProperties;
+  return attrs ? attrs.getAs<AttrT>(name) : AttrT();
+}
+
+/// A result dimension taken from a positive-integer attribute. A missing or
+/// non-positive value (rejected by the op's verifier, which runs after the
+/// inference) becomes dynamic rather than an invalid tensor type.
+int64_t dimFromAttr(IntegerAttr attr) {
+  if (!attr || attr.getInt() <= 0)
+    return ShapedType::kDynamic;
+  return attr.getInt();
 }
 } // namespace
 
@@ -397,7 +415,8 @@ LinearWeightGradOp::inferReturnTypes(MLIRContext *, std::optional<Location> loc,
     return failure();
   auto x = cast<RankedTensorType>(adaptor.getX().getType());
   auto dy = cast<RankedTensorType>(adaptor.getDy().getType());
-  BoolAttr t = adaptor.getTransposeWAttr();
+  BoolAttr t = inherentAttr(adaptor.getTransposeWAttr(),
+                            adaptor.getAttributes(), "transpose_w");
   bool transposeW = !t || t.getValue();
   SmallVector<int64_t> shape =
       transposeW ? SmallVector<int64_t>{dy.getDimSize(1), x.getDimSize(1)}
@@ -435,6 +454,8 @@ LogicalResult RmsNormGradOp::inferReturnTypes(MLIRContext *,
 }
 
 LogicalResult RmsNormGradOp::verify() {
+  if (!(getEps().convertToDouble() >= 0))
+    return emitOpError("eps must be non-negative");
   if (failed(vectorMatches(*this, getX(), getWeight(), "weight")))
     return failure();
   return sameShapeAndElem(*this, getX(), getDy(), "x", "dy");
@@ -451,18 +472,13 @@ LogicalResult LayerNormGradOp::inferReturnTypes(MLIRContext *,
 }
 
 LogicalResult LayerNormGradOp::verify() {
+  if (!(getEps().convertToDouble() >= 0))
+    return emitOpError("eps must be non-negative");
   if (failed(vectorMatches(*this, getX(), getWeight(), "weight")))
     return failure();
   return sameShapeAndElem(*this, getX(), getDy(), "x", "dy");
 }
 
-#define COLOSSUS_SAME_TYPE_INFER(OP, FIRST)                                    \
-  LogicalResult OP::inferReturnTypes(MLIRContext *, std::optional<Location>,   \
-                                     Adaptor adaptor,                          \
-                                     SmallVectorImpl<Type> &types) {           \
-    types.push_back(adaptor.FIRST().getType());                                \
-    return success();                                                          \
-  }
 COLOSSUS_SAME_TYPE_INFER(SiluGradOp, getLhs)
 COLOSSUS_SAME_TYPE_INFER(GeluGradOp, getX)
 COLOSSUS_SAME_TYPE_INFER(SoftmaxGradOp, getY)
@@ -490,9 +506,12 @@ LogicalResult EmbeddingGradOp::inferReturnTypes(MLIRContext *,
   if (failed(inferRank(loc, getOperationName(), "dy", adaptor.getDy(), 2)))
     return failure();
   auto dy = cast<RankedTensorType>(adaptor.getDy().getType());
-  types.push_back(RankedTensorType::get(
-      {static_cast<int64_t>(adaptor.getVocabSize()), dy.getDimSize(1)},
-      dy.getElementType()));
+  // vocab_size is in the attr-dict of the custom form: not in the properties
+  // while it is parsed, and possibly missing altogether.
+  IntegerAttr vocab = inherentAttr(adaptor.getVocabSizeAttr(),
+                                   adaptor.getAttributes(), "vocab_size");
+  types.push_back(RankedTensorType::get({dimFromAttr(vocab), dy.getDimSize(1)},
+                                        dy.getElementType()));
   return success();
 }
 
@@ -528,7 +547,7 @@ LogicalResult PadColumnsOp::inferReturnTypes(MLIRContext *,
     return failure();
   auto x = cast<RankedTensorType>(adaptor.getX().getType());
   types.push_back(RankedTensorType::get(
-      {x.getDimSize(0), static_cast<int64_t>(adaptor.getTotal())},
+      {x.getDimSize(0), dimFromAttr(adaptor.getTotalAttr())},
       x.getElementType()));
   return success();
 }
@@ -566,12 +585,19 @@ LogicalResult AttentionGradOp::verify() {
   if (failed(sameShapeAndElem(*this, getK(), getV(), "k", "v")) ||
       failed(sameShapeAndElem(*this, getQ(), getDout(), "q", "dout")))
     return failure();
+  if (rt(getK()).getElementType() != rt(getQ()).getElementType())
+    return emitOpError("q and k must have the same element type");
   if (!dimsMatch(rt(getK()).getDimSize(2), hkv * hd))
     return emitOpError() << "k has " << rt(getK()).getDimSize(2)
                          << " columns, expected num_kv_heads * head_dim = "
                          << hkv * hd;
-  if (static_cast<int64_t>(getSlidingWindow()) < 0)
+  if (!dimsMatch(rt(getPositions()).getDimSize(0), rt(getQ()).getDimSize(0)))
+    return emitOpError("positions must have one entry per row of q");
+  // The getter returns uint64_t: read the stored signed value.
+  if (getSlidingWindowAttr().getInt() < 0)
     return emitOpError("sliding_window must be >= 0");
+  if (!(getScale().convertToDouble() > 0))
+    return emitOpError("scale must be positive");
   return success();
 }
 
