@@ -58,6 +58,7 @@ private:
                ? "model.layers." + std::to_string(i) + "."
                : "h." + std::to_string(i) + ".";
   }
+  func::FuncOp beginLayerFunc(ModuleOp m, StringRef name);
   func::FuncOp buildLlamaLayer(ModuleOp m);
   func::FuncOp buildGPT2Layer(ModuleOp m);
   Value rope(Value x, Value pos, StringRef name);
@@ -123,21 +124,26 @@ Value Importer::attention(Value q, Value k, Value v, Value pos) {
       b.getBoolAttr(true), b.getI64IntegerAttr(c.slidingWindow));
 }
 
-func::FuncOp Importer::buildLlamaLayer(ModuleOp m) {
-  std::vector<ParamSpec> ps = layerParams();
+/// A private layer function `(x, layer params..., k cache, v cache) ->
+/// (x, k cache, v cache)` with the builder at the start of its body.
+func::FuncOp Importer::beginLayerFunc(ModuleOp m, StringRef name) {
   SmallVector<Type> args = {mat(T, c.hiddenSize)};
-  for (const ParamSpec &p : ps)
+  for (const ParamSpec &p : layerParams())
     args.push_back(tensorOf(p.shape));
   args.push_back(cacheType());
   args.push_back(cacheType());
   auto fnType =
       b.getFunctionType(args, {mat(T, c.hiddenSize), cacheType(), cacheType()});
   b.setInsertionPointToEnd(m.getBody());
-  auto fn = b.create<func::FuncOp>(loc("layer"), "llama_layer", fnType);
+  auto fn = b.create<func::FuncOp>(loc("layer"), name, fnType);
   fn.setPrivate();
-  Block *body = fn.addEntryBlock();
-  b.setInsertionPointToStart(body);
-  auto a = body->getArguments();
+  b.setInsertionPointToStart(fn.addEntryBlock());
+  return fn;
+}
+
+func::FuncOp Importer::buildLlamaLayer(ModuleOp m) {
+  func::FuncOp fn = beginLayerFunc(m, "llama_layer");
+  auto a = fn.getBody().front().getArguments();
   Value x = a[0], inNorm = a[1], wq = a[2], wk = a[3], wv = a[4], wo = a[5],
         postNorm = a[6], wg = a[7], wu = a[8], wd = a[9], kc = a[10],
         vc = a[11];
@@ -166,20 +172,8 @@ func::FuncOp Importer::buildLlamaLayer(ModuleOp m) {
 }
 
 func::FuncOp Importer::buildGPT2Layer(ModuleOp m) {
-  std::vector<ParamSpec> ps = layerParams();
-  SmallVector<Type> args = {mat(T, c.hiddenSize)};
-  for (const ParamSpec &p : ps)
-    args.push_back(tensorOf(p.shape));
-  args.push_back(cacheType());
-  args.push_back(cacheType());
-  auto fnType =
-      b.getFunctionType(args, {mat(T, c.hiddenSize), cacheType(), cacheType()});
-  b.setInsertionPointToEnd(m.getBody());
-  auto fn = b.create<func::FuncOp>(loc("layer"), "gpt2_layer", fnType);
-  fn.setPrivate();
-  Block *body = fn.addEntryBlock();
-  b.setInsertionPointToStart(body);
-  auto a = body->getArguments();
+  func::FuncOp fn = beginLayerFunc(m, "gpt2_layer");
+  auto a = fn.getBody().front().getArguments();
   Value x = a[0], ln1w = a[1], ln1b = a[2], attnW = a[3], attnB = a[4],
         projW = a[5], projB = a[6], ln2w = a[7], ln2b = a[8], fcW = a[9],
         fcB = a[10], fcProjW = a[11], fcProjB = a[12], kc = a[13], vc = a[14];

@@ -182,21 +182,13 @@ FailureOr<Value> Emitter::emitLinear(LinearOp op, ArrayRef<Value> idx) {
   int64_t k = xt.getDimSize(1);
   Value r = idx[0], c = idx[1];
   Value xMem = memOf(op.getX()), wMem = memOf(op.getWeight());
+  Value acc;
   if (xMem && wMem && op.getTransposeW()) {
     // Both operands are rows in memory: a vectorized dot product.
-    Value acc = dot(xMem, {r, cIdx(0)}, wMem, {c, cIdx(0)}, k);
-    if (op.getBias()) {
-      FailureOr<Value> bias = emit(op.getBias(), {c});
-      if (failed(bias))
-        return failure();
-      acc = b.create<arith::AddFOp>(loc, acc, *bias);
-    }
-    return acc;
-  }
-  Value zero = cF32(0.0);
-  auto loop =
-      b.create<scf::ForOp>(loc, cIdx(0), cIdx(k), cIdx(1), ValueRange{zero});
-  {
+    acc = dot(xMem, {r, cIdx(0)}, wMem, {c, cIdx(0)}, k);
+  } else {
+    auto loop = b.create<scf::ForOp>(loc, cIdx(0), cIdx(k), cIdx(1),
+                                     ValueRange{cF32(0.0)});
     OpBuilder::InsertionGuard g(b);
     b.setInsertionPointToStart(loop.getBody());
     Value kk = loop.getInductionVar();
@@ -207,10 +199,10 @@ FailureOr<Value> Emitter::emitLinear(LinearOp op, ArrayRef<Value> idx) {
     if (failed(x) || failed(w))
       return failure();
     Value prod = b.create<arith::MulFOp>(loc, *x, *w);
-    Value acc = b.create<arith::AddFOp>(loc, loop.getRegionIterArgs()[0], prod);
-    b.create<scf::YieldOp>(loc, acc);
+    b.create<scf::YieldOp>(loc, ValueRange{b.create<arith::AddFOp>(
+                                    loc, loop.getRegionIterArgs()[0], prod)});
+    acc = loop.getResult(0);
   }
-  Value acc = loop.getResult(0);
   if (op.getBias()) {
     FailureOr<Value> bias = emit(op.getBias(), {c});
     if (failed(bias))
