@@ -8,4 +8,12 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 bash "$REPO/scripts/build.sh"
 BUILD_DIR="${BUILD_DIR:-$REPO/build}"
 log "running tests"
-ctest --test-dir "$BUILD_DIR" --output-on-failure "$@"
+rc=0
+ctest --test-dir "$BUILD_DIR" --output-on-failure "$@" || rc=$?
+# ctest runs the whole lit suite as one test: show lit's own counts too.
+lastlog="$BUILD_DIR/Testing/Temporary/LastTest.log"
+if [[ -f "$lastlog" ]] && grep -q "Total Discovered Tests" "$lastlog"; then
+  log "lit summary"
+  grep -E "^Total Discovered Tests|^  (Passed|Failed|Unsupported|Skipped|Excluded|Expectedly Failed|Unexpectedly Passed|Timed Out): " "$lastlog"
+fi
+exit "$rc"
