@@ -6,6 +6,7 @@
 #include "mlir/ExecutionEngine/OptUtils.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/SymbolTable.h"
+#include "mlir/Parser/Parser.h"
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Pass/PassRegistry.h"
 #include "mlir/Target/LLVMIR/Export.h"
@@ -27,6 +28,33 @@ using namespace mlir;
 using namespace llvm;
 
 namespace {
+
+const char *kGemmTransform = R"mlir(
+module attributes {transform.with_named_sequence} {
+  transform.named_sequence @__transform_main(
+      %root: !transform.any_op {transform.readonly}) {
+    %mm = transform.structured.match ops{["linalg.generic"]} in %root
+        : (!transform.any_op) -> !transform.any_op
+    %tiled, %l0, %l1, %l2 = transform.structured.tile_using_for %mm
+        tile_sizes [4, 8, 8]
+        : (!transform.any_op)
+          -> (!transform.any_op, !transform.any_op, !transform.any_op,
+              !transform.any_op)
+    transform.structured.vectorize %tiled vector_sizes [4, 8, 8]
+        : !transform.any_op
+    %f = transform.structured.match ops{["func.func"]} in %root
+        : (!transform.any_op) -> !transform.any_op
+    transform.apply_patterns to %f {
+      transform.apply_patterns.vector.lower_masked_transfers
+      transform.apply_patterns.vector.lower_contraction
+      transform.apply_patterns.vector.lower_outerproduct
+      transform.apply_patterns.vector.transfer_permutation_patterns
+      transform.apply_patterns.vector.lower_transfer
+    } : !transform.any_op
+    transform.yield
+  }
+}
+)mlir";
 
 Error err(const Twine &msg) {
   return createStringError(inconvertibleErrorCode(), msg);
@@ -80,12 +108,32 @@ Expected<std::vector<uint8_t>> colossus::buildCpuSharedObject(ModuleOp kernels,
     entries.push_back({name, numArgs});
   }
 
+  // GEMM cores are linalg contractions: tile them (4 rows x 8 columns x 8
+  // of k) and vectorize each tile with masks for the dynamic row count.
+  {
+    OwningOpRef<ModuleOp> script =
+        parseSourceString<ModuleOp>(kGemmTransform, ctx);
+    if (!script)
+      return err("internal error: bad cpu GEMM transform script");
+    Operation *lib = (*script)->clone();
+    m->getBody()->push_back(lib);
+    auto tpm = mlir::PassManager::on<ModuleOp>(ctx);
+    if (failed(parsePassPipeline("transform-interpreter,canonicalize", tpm)))
+      return err("internal error: bad cpu transform pipeline");
+    LogicalResult r = tpm.run(*m);
+    lib->erase();
+    if (failed(r))
+      return err("tiling and vectorizing the cpu GEMMs failed");
+  }
+
   auto pm = mlir::PassManager::on<ModuleOp>(ctx);
   if (failed(parsePassPipeline(
-          "convert-math-to-libm,convert-scf-to-cf,"
-          "convert-cf-to-llvm,convert-vector-to-llvm,convert-math-to-llvm,"
-          "expand-strided-metadata,"
-          "finalize-memref-to-llvm,convert-arith-to-llvm,"
+          "func.func(lower-vector-mask,lower-vector-multi-reduction),"
+          "convert-vector-to-scf,convert-linalg-to-loops,"
+          "convert-math-to-libm,expand-strided-metadata,lower-affine,"
+          "convert-scf-to-cf,convert-cf-to-llvm,convert-vector-to-llvm,"
+          "convert-math-to-llvm,finalize-memref-to-llvm,convert-ub-to-llvm,"
+          "convert-arith-to-llvm,"
           "convert-index-to-llvm,"
           "convert-func-to-llvm{use-bare-ptr-memref-call-conv=1},"
           "reconcile-unrealized-casts",

@@ -21,6 +21,7 @@
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
@@ -103,6 +104,12 @@ private:
   llvm::DenseMap<Value, Value> memo;
   // Per-row statistics of norm/softmax ops, valid inside one row.
   llvm::DenseMap<Operation *, SmallVector<Value, 2>> rowStats;
+  // A linear whose result a linalg contraction already wrote to memory.
+  Operation *precomputed = nullptr;
+  Value precomputedMem;
+
+public:
+  LogicalResult emitLinalgGemm(Value rows);
 };
 
 FailureOr<Value> Emitter::emit(Value v, ArrayRef<Value> idx) {
@@ -319,8 +326,18 @@ FailureOr<Value> Emitter::emitOp(Operation *op, ArrayRef<Value> idx) {
         loc, b.create<arith::MaxSIOp>(loc, *id, cIdx(0)), cIdx(vocab - 1));
     return emit(e.getTable(), {clamped, idx[1]});
   }
-  if (auto l = dyn_cast<LinearOp>(op))
+  if (auto l = dyn_cast<LinearOp>(op)) {
+    if (op == precomputed) {
+      Value v = load(precomputedMem, idx);
+      if (!l.getBias())
+        return v;
+      FailureOr<Value> bias = emit(l.getBias(), {idx[1]});
+      if (failed(bias))
+        return failure();
+      return b.create<arith::AddFOp>(loc, v, *bias).getResult();
+    }
     return emitLinear(l, idx);
+  }
   if (auto r = dyn_cast<RopeOp>(op))
     return emitRope(r, idx);
   if (isa<AddOp, MulOp, SwigluOp>(op)) {
@@ -619,6 +636,70 @@ LogicalResult Emitter::emitAttention(AttentionOp op, Value r, Value h) {
   return success();
 }
 
+/// cpu: a gemm group whose results are all [rows, N] matrices computes its
+/// linear as a linalg contraction into the first result's buffer (tiled and
+/// vectorized by the cpu backend); the epilogue loop then reads it back and
+/// overwrites it in place. Returns failure (emitting nothing) for groups
+/// that do not fit: several linears, operands computed in the group, cache
+/// writes, or results of other shapes.
+LogicalResult Emitter::emitLinalgGemm(Value rows) {
+  Block &body = fusion.getBody().front();
+  LinearOp lin;
+  for (Operation &op : body) {
+    if (auto l = dyn_cast<LinearOp>(op)) {
+      if (lin)
+        return failure();
+      lin = l;
+    }
+    if (isa<CacheWriteOp>(op))
+      return failure();
+  }
+  if (!lin || outputMem.empty())
+    return failure();
+  Value xMem = memOf(lin.getX()), wMem = memOf(lin.getWeight());
+  if (!xMem || !wMem)
+    return failure();
+  auto linTy = cast<RankedTensorType>(lin.getType());
+  for (Value out : outputMem)
+    if (cast<MemRefType>(out.getType()).getShape() != linTy.getShape())
+      return failure();
+
+  int64_t k = cast<RankedTensorType>(lin.getX().getType()).getDimSize(1);
+  int64_t n = linTy.getDimSize(1);
+  Value out = outputMem[0];
+  auto sub = [&](Value mem, int64_t cols) {
+    SmallVector<OpFoldResult> offsets = {b.getIndexAttr(0), b.getIndexAttr(0)};
+    SmallVector<OpFoldResult> sizes = {rows, b.getIndexAttr(cols)};
+    SmallVector<OpFoldResult> strides = {b.getIndexAttr(1), b.getIndexAttr(1)};
+    return b.create<memref::SubViewOp>(loc, mem, offsets, sizes, strides)
+        .getResult();
+  };
+  Value xs = sub(xMem, k), os = sub(out, n);
+  b.create<linalg::FillOp>(loc, ValueRange{cF32(0.0)}, ValueRange{os});
+  MLIRContext *ctx = b.getContext();
+  AffineExpr i, j, kk;
+  bindDims(ctx, i, j, kk);
+  auto mapX = AffineMap::get(3, 0, {i, kk}, ctx);
+  auto mapW = lin.getTransposeW() ? AffineMap::get(3, 0, {j, kk}, ctx)
+                                  : AffineMap::get(3, 0, {kk, j}, ctx);
+  auto mapO = AffineMap::get(3, 0, {i, j}, ctx);
+  b.create<linalg::GenericOp>(
+      loc, ValueRange{xs, wMem}, ValueRange{os},
+      ArrayRef<AffineMap>{mapX, mapW, mapO},
+      ArrayRef<utils::IteratorType>{utils::IteratorType::parallel,
+                                    utils::IteratorType::parallel,
+                                    utils::IteratorType::reduction},
+      [](OpBuilder &nb, Location l, ValueRange args) {
+        Value m = nb.create<arith::MulFOp>(l, args[0], args[1]);
+        nb.create<linalg::YieldOp>(
+            l, ValueRange{nb.create<arith::AddFOp>(l, args[2], m)});
+      });
+  // The linear's value (before its bias) now sits in `out`.
+  precomputed = lin;
+  precomputedMem = out;
+  return success();
+}
+
 MemRefType memrefFor(Type t) {
   auto rt = cast<RankedTensorType>(t);
   return MemRefType::get(rt.getShape(), rt.getElementType());
@@ -779,6 +860,8 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
   };
 
   if (target == KernelTarget::Cpu) {
+    if (shape == Shape::Pointwise && fusion.getKind() == "gemm")
+      (void)em.emitLinalgGemm(rows);
     auto rl = b.create<scf::ForOp>(loc, em.cIdx(0), rows, em.cIdx(1));
     b.setInsertionPointToStart(rl.getBody());
     Value r = rl.getInductionVar();

@@ -15,18 +15,20 @@
 // CPU-SAME: colossus.fused_ops = ["colossus.linear", "colossus.add"]
 // CPU-SAME: colossus.kind = "gemm"
 // CPU-SAME: colossus.num_args = 4
-// The active rows are nb * nt; each (row, column) reduces over k = 16 with
-// 8-lane vector loads and FMAs, then the residual is added.
+// cpu: the GEMM core is a linalg contraction over the active rows
+// (nb * nt) written into the result buffer (the cpu backend tiles and
+// vectorizes it); the epilogue loop then adds the residual in place.
 // CPU: %[[ROWS:.*]] = arith.muli
+// CPU: %[[XS:.*]] = memref.subview %[[X]][0, 0] [%[[ROWS]], 16] [1, 1]
+// CPU: %[[OS:.*]] = memref.subview %[[OUT]][0, 0] [%[[ROWS]], 32] [1, 1]
+// CPU: linalg.fill ins(%{{.*}} : f32) outs(%[[OS]]
+// CPU: linalg.generic {{.*}}iterator_types = ["parallel", "parallel", "reduction"]{{.*}} ins(%[[XS]], %[[W]] : {{.*}} outs(%[[OS]]
 // CPU: scf.for %[[ROW:.*]] = %{{.*}} to %[[ROWS]]
 // CPU: scf.for %[[COL:.*]] = %{{.*}} to %{{.*}}
-// CPU: scf.for
-// CPU: vector.load %[[X]][%[[ROW]],
-// CPU: vector.load %[[W]][%[[COL]],
-// CPU: vector.fma
-// CPU: vector.reduction <add>
-// CPU: memref.load %[[R]][%[[ROW]], %[[COL]]]
-// CPU: memref.store %{{.*}}, %[[OUT]][%[[ROW]], %[[COL]]]
+// CPU: %[[ACC:.*]] = memref.load %[[OUT]][%[[ROW]], %[[COL]]]
+// CPU: %[[RES:.*]] = memref.load %[[R]][%[[ROW]], %[[COL]]]
+// CPU: %[[SUM:.*]] = arith.addf %[[ACC]], %[[RES]]
+// CPU: memref.store %[[SUM]], %[[OUT]][%[[ROW]], %[[COL]]]
 // The norm is a row kernel: one parallel column, a reduction, a column loop.
 // CPU: func.func @step_1_norm
 // CPU-SAME: colossus.cols = 1
@@ -44,6 +46,9 @@
 // GPU: scf.if %[[IN]]
 // GPU: arith.divui
 // GPU: arith.remui
+// GPU: vector.load
+// GPU: vector.fma
+// GPU: vector.reduction <add>
 // GPU: gpu.return
 // GPU: gpu.module @step_1_norm
 
