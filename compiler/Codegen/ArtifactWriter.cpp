@@ -37,8 +37,8 @@ std::vector<uint8_t> colossus::writeArtifact(const ArtifactInputs &in) {
     kb.add_name(name);
     kb.add_kind(kind);
     kb.add_fused_ops(fused);
-    kb.add_rows(s::RowExtent::tokens);
-    kb.add_fixed_rows(0);
+    kb.add_rows(k.fixedRows ? s::RowExtent::fixed : s::RowExtent::tokens);
+    kb.add_fixed_rows(k.fixedRows);
     kb.add_cols(k.cols);
     kb.add_num_args(k.numArgs);
     kb.add_block_dim(in.gpu ? k.blockDim : 0);

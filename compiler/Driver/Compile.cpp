@@ -16,9 +16,11 @@
 #include "mlir/IR/AsmState.h"
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/IR/Verifier.h"
+#include "mlir/Parser/Parser.h"
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Support/FileUtilities.h"
 #include "mlir/Transforms/Passes.h"
+#include "llvm/Support/SourceMgr.h"
 
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/JSON.h"
@@ -36,7 +38,8 @@ namespace {
 
 cl::OptionCategory cat("colossus-compile options");
 
-cl::opt<std::string> modelPath(cl::Positional, cl::desc("<model.json>"),
+cl::opt<std::string> modelPath(cl::Positional,
+                               cl::desc("<model.json | graph.mlir>"),
                                cl::Required, cl::cat(cat));
 cl::opt<std::string>
     targetOpt("target",
@@ -65,7 +68,9 @@ cl::opt<std::string>
     emitOpt("emit",
             cl::desc("What to produce: graph (imported colossus IR), fused "
                      "(after colossus-fuse), kernels (loop-level kernels), "
-                     "ptx (sm_90a PTX of every kernel), artifact (default)"),
+                     "ptx (sm_90a PTX of every kernel), artifact (default); "
+                     "for a .mlir graph input: fused, kernels, ptx or "
+                     "cpu-object (the kernels' shared object)"),
             cl::init("artifact"), cl::cat(cat));
 cl::opt<std::string> reportOpt("report",
                                cl::desc("Write a JSON report of the kernels "
@@ -159,6 +164,76 @@ llvm::json::Value reportJson(const ModelConfig &c, bool gpu,
   return llvm::json::Value(std::move(r));
 }
 
+/// `colossus-compile GRAPH.mlir`: the kernels of a hand-written graph (any
+/// functions holding colossus ops), for compiler engineers and the op-level
+/// numerics tests: --emit=fused|kernels|ptx, or --emit=cpu-object to write
+/// the cpu shared object (kernels named <func>_<index>_<kind>).
+int compileKernelsOnly(bool gpu) {
+  static const char *emits[] = {"fused", "kernels", "ptx", "cpu-object"};
+  if (!llvm::is_contained(emits, emitOpt.getValue()))
+    return fail("a .mlir input takes --emit=fused, kernels, ptx or "
+                "cpu-object");
+  if (emitOpt == "cpu-object" && gpu)
+    return fail("--emit=cpu-object needs --target=cpu");
+  if (emitOpt == "ptx" && !gpu)
+    return fail("--emit=ptx needs --target=sm_90a");
+  DialectRegistry registry;
+  registerCompilerDialects(registry);
+  MLIRContext ctx(registry);
+  ctx.loadAllAvailableDialects();
+  llvm::SourceMgr sourceMgr;
+  SourceMgrDiagnosticHandler handler(sourceMgr, &ctx);
+  OwningOpRef<ModuleOp> module =
+      parseSourceFile<ModuleOp>(modelPath, sourceMgr, ParserConfig(&ctx));
+  if (!module)
+    return fail("cannot parse " + modelPath);
+  PassManager pm(&ctx);
+  if (failed(applyPassManagerCLOptions(pm)))
+    return fail("bad pass manager options");
+  pm.addNestedPass<func::FuncOp>(createColossusFuse());
+  if (emitOpt != "fused") {
+    ColossusKernelizeOptions kopts;
+    kopts.target = targetOpt;
+    kopts.blockDim = blockDimOpt;
+    pm.addPass(createColossusKernelize(kopts));
+  }
+  if (failed(pm.run(*module)))
+    return fail("compilation of " + modelPath + " failed");
+  if (emitOpt == "fused")
+    return writeText([&](llvm::raw_ostream &os) { module->print(os); });
+  ModuleOp kernels;
+  for (auto m : module->getOps<ModuleOp>())
+    if (m.getSymName() == "kernels")
+      kernels = m;
+  if (!kernels)
+    return fail("no kernels were generated");
+  if (emitOpt == "kernels")
+    return writeText([&](llvm::raw_ostream &os) { kernels.print(os); });
+  if (gpu) {
+    auto bins = buildGpuKernels(kernels, ptxasOpt);
+    if (!bins)
+      return fail(llvm::toString(bins.takeError()));
+    return writeText([&](llvm::raw_ostream &os) {
+      for (auto &[name, k] : *bins)
+        os << "// ----- kernel " << name << " registers " << k.registers
+           << " spill_bytes " << k.spillBytes << " -----\n"
+           << k.ptx << "\n";
+    });
+  }
+  auto so = buildCpuSharedObject(kernels);
+  if (!so)
+    return fail(llvm::toString(so.takeError()));
+  if (outputOpt.empty() || outputOpt == "-")
+    return fail("--emit=cpu-object needs -o FILE");
+  std::string errMsg;
+  auto out = openOutputFile(outputOpt, &errMsg);
+  if (!out)
+    return fail(errMsg);
+  out->os().write(reinterpret_cast<const char *>(so->data()), so->size());
+  out->keep();
+  return 0;
+}
+
 } // namespace
 
 int colossus::compileMain(int argc, char **argv) {
@@ -190,7 +265,8 @@ int colossus::compileMain(int argc, char **argv) {
                  << ": unknown step (expected forward)\n";
     return 2;
   }
-  static const char *emits[] = {"graph", "fused", "kernels", "ptx", "artifact"};
+  static const char *emits[] = {"graph", "fused",    "kernels",
+                                "ptx",   "artifact", "cpu-object"};
   if (!llvm::is_contained(emits, emitOpt.getValue())) {
     llvm::errs() << "colossus-compile: error: --emit=" << emitOpt
                  << ": expected graph, fused, kernels, ptx or artifact\n";
@@ -202,6 +278,11 @@ int colossus::compileMain(int argc, char **argv) {
     llvm::errs() << "colossus-compile: error: --batch must be >= 1\n";
     return 2;
   }
+
+  if (llvm::StringRef(modelPath).ends_with(".mlir"))
+    return compileKernelsOnly(gpu);
+  if (emitOpt == "cpu-object")
+    return fail("--emit=cpu-object takes a .mlir graph input");
 
   llvm::Expected<ModelConfig> config = readModelConfig(modelPath);
   if (!config)
@@ -283,6 +364,8 @@ int colossus::compileMain(int argc, char **argv) {
     k.bytes = op->getAttrOfType<FloatAttr>(kattrs::kBytes).getValueAsDouble();
     if (auto bd = op->getAttrOfType<IntegerAttr>(kattrs::kBlockDim))
       k.blockDim = bd.getInt();
+    if (auto fr = op->getAttrOfType<IntegerAttr>(kattrs::kFixedRows))
+      k.fixedRows = fr.getInt();
     records.push_back(std::move(k));
   });
 

@@ -37,10 +37,21 @@ using namespace colossus;
 
 namespace {
 
-bool isView(Operation *op) { return isa<PositionsOp, SliceOp>(op); }
+bool isView(Operation *op) {
+  return isa<PositionsOp, SliceOp, PadColumnsOp, CacheReadOp>(op);
+}
+
+/// A view that something other than a colossus op reads (a return, a call)
+/// must be materialized by a kernel of its own.
+bool escapes(Operation *op) {
+  return llvm::any_of(op->getUsers(), [](Operation *u) {
+    return !u->getDialect() || !isa<ColossusDialect>(u->getDialect());
+  });
+}
 
 bool isElementwise(Operation *op) {
-  return isa<AddOp, MulOp, SiluOp, GeluOp, SwigluOp>(op);
+  return isa<AddOp, MulOp, SiluOp, GeluOp, SwigluOp, SiluGradOp, GeluGradOp,
+             SwigluGradOp>(op);
 }
 
 /// Ops whose value at one (row, column) is computable from their operands'
@@ -49,8 +60,13 @@ bool isPointwiseComputable(Operation *op) {
   return isElementwise(op) || isa<LinearOp, EmbeddingOp, RopeOp>(op);
 }
 
+/// Ops that form a kernel of their own: they need whole rows, the whole
+/// context, or a reduction over the rows.
 bool isRowOp(Operation *op) {
-  return isa<RmsNormOp, LayerNormOp, SoftmaxOp, AttentionOp>(op);
+  return isa<RmsNormOp, LayerNormOp, SoftmaxOp, AttentionOp, RmsNormGradOp,
+             LayerNormGradOp, SoftmaxGradOp, CrossEntropyOp, CrossEntropyGradOp,
+             LinearWeightGradOp, ColumnSumOp, EmbeddingGradOp, AttentionGradOp,
+             AdamwOp>(op);
 }
 
 /// The (rows, columns) a kernel computing `op` iterates over.
@@ -62,6 +78,8 @@ std::pair<int64_t, int64_t> iterationSpace(Operation *op) {
   auto t = cast<RankedTensorType>(op->getResult(0).getType());
   if (t.getRank() == 2)
     return {t.getDimSize(0), t.getDimSize(1)};
+  if (t.getRank() == 0)
+    return {1, 1};
   return {t.getDimSize(0), 1};
 }
 
@@ -74,6 +92,14 @@ StringRef kindOf(Operation *root) {
       .Case<EmbeddingOp>([](auto) { return "embedding"; })
       .Case<SoftmaxOp>([](auto) { return "softmax"; })
       .Case<CacheWriteOp>([](auto) { return "cache_write"; })
+      .Case<RmsNormGradOp, LayerNormGradOp>([](auto) { return "norm_grad"; })
+      .Case<SoftmaxGradOp>([](auto) { return "softmax_grad"; })
+      .Case<CrossEntropyOp>([](auto) { return "loss"; })
+      .Case<CrossEntropyGradOp>([](auto) { return "loss_grad"; })
+      .Case<LinearWeightGradOp, ColumnSumOp, EmbeddingGradOp>(
+          [](auto) { return "reduce"; })
+      .Case<AttentionGradOp>([](auto) { return "attention_grad"; })
+      .Case<AdamwOp>([](auto) { return "adamw"; })
       .Default([](auto) { return "elementwise"; });
 }
 
@@ -148,6 +174,7 @@ private:
   bool tryAbsorbSiblingCacheWrite(Group &g, CacheWriteOp cw);
   void grow(Group &g);
   void mergeResidualIntoNorms();
+  void splitMultiSpaceOps();
   void materialize(Group &g);
 
   Block &block;
@@ -243,6 +270,28 @@ void Fuser::grow(Group &g) {
             changed = true;
             break;
           }
+  }
+}
+
+/// A norm gradient's dx (per row) and its weight/bias gradients (sums over
+/// rows) iterate differently: when both are used, a clone of the op serves
+/// the weight/bias gradients, so that each kernel computes only its part.
+void Fuser::splitMultiSpaceOps() {
+  SmallVector<Operation *> ops;
+  for (Operation &op : block)
+    if (isa<RmsNormGradOp, LayerNormGradOp>(op))
+      ops.push_back(&op);
+  for (Operation *op : ops) {
+    bool dxUsed = !op->getResult(0).use_empty();
+    bool restUsed = llvm::any_of(op->getResults().drop_front(),
+                                 [](Value r) { return !r.use_empty(); });
+    if (!dxUsed || !restUsed)
+      continue;
+    OpBuilder b(op);
+    b.setInsertionPointAfter(op);
+    Operation *clone = b.clone(*op);
+    for (unsigned i = 1; i < op->getNumResults(); ++i)
+      op->getResult(i).replaceAllUsesWith(clone->getResult(i));
   }
 }
 
@@ -344,10 +393,11 @@ void Fuser::materialize(Group &g) {
 }
 
 void Fuser::run() {
+  splitMultiSpaceOps();
   SmallVector<Operation *> order;
   for (Operation &op : block)
     if (op.getDialect() && isa<ColossusDialect>(op.getDialect()) &&
-        !isView(&op) && !isa<FusionOp>(op))
+        (!isView(&op) || escapes(&op)) && !isa<FusionOp>(op))
       order.push_back(&op);
   for (Operation *op : order) {
     if (groupOf.count(op))

@@ -34,7 +34,7 @@ using namespace colossus;
 
 namespace {
 
-enum class Shape { Pointwise, Row, Attention };
+enum class Shape { Pointwise, Row, Attention, Reduce, Scalar };
 
 class Emitter {
 public:
@@ -62,6 +62,7 @@ public:
 
   FailureOr<Value> emit(Value v, ArrayRef<Value> idx);
   LogicalResult emitRowStats(Value r);
+  LogicalResult emitGradRowStats(Value r);
   LogicalResult emitStores(Value r, Value c);
   LogicalResult emitAttention(AttentionOp op, Value r, Value h);
 
@@ -72,7 +73,23 @@ private:
   Value load(Value mem, ArrayRef<Value> idx) {
     return b.create<memref::LoadOp>(loc, mem, idx);
   }
-  FailureOr<Value> emitOp(Operation *op, ArrayRef<Value> idx);
+  FailureOr<Value> emitOp(Operation *op, ArrayRef<Value> idx,
+                          unsigned result = 0);
+  FailureOr<Value> emitGradOp(Operation *op, ArrayRef<Value> idx,
+                              unsigned result, bool &handled);
+  /// sum over c < cols of fn(c), as an scf.for reduction.
+  FailureOr<Value>
+  sumCols(int64_t cols, Value init,
+          function_ref<FailureOr<Value>(Value acc, Value c)> fn);
+  /// sum over the active rows r < nb*nt of term(r).
+  FailureOr<Value> sumRows(function_ref<FailureOr<Value>(Value r)> term);
+  FailureOr<Value> rmsRstd(Value x, Value r, double eps);
+
+public:
+  LogicalResult emitReduction(Value p, Value q);
+  LogicalResult emitScalar();
+
+private:
   FailureOr<Value> emitLinear(LinearOp op, ArrayRef<Value> idx);
   Value dot(Value aMem, ArrayRef<Value> aIdx, Value bMem, ArrayRef<Value> bIdx,
             int64_t n);
@@ -124,7 +141,8 @@ FailureOr<Value> Emitter::emit(Value v, ArrayRef<Value> idx) {
       return fusion.emitOpError("unexpected value from outside the group");
     result = load(mem, idx);
   } else {
-    FailureOr<Value> r = emitOp(v.getDefiningOp(), idx);
+    FailureOr<Value> r =
+        emitOp(v.getDefiningOp(), idx, cast<OpResult>(v).getResultNumber());
     if (failed(r))
       return failure();
     result = *r;
@@ -306,8 +324,13 @@ FailureOr<Value> Emitter::emitRope(RopeOp op, ArrayRef<Value> idx) {
       .getResult();
 }
 
-FailureOr<Value> Emitter::emitOp(Operation *op, ArrayRef<Value> idx) {
+FailureOr<Value> Emitter::emitOp(Operation *op, ArrayRef<Value> idx,
+                                 unsigned result) {
   auto unary = [&](Value x) { return emit(x, idx); };
+  bool handled = false;
+  FailureOr<Value> grad = emitGradOp(op, idx, result, handled);
+  if (handled)
+    return grad;
   if (isa<PositionsOp>(op)) {
     Value p = positionOfRow(idx[0]);
     return b.create<arith::IndexCastOp>(loc, b.getI32Type(), p).getResult();
@@ -499,7 +522,7 @@ LogicalResult Emitter::emitRowStats(Value r) {
       rowStats[&op] = {*mx, *sum};
     }
   }
-  return success();
+  return emitGradRowStats(r);
 }
 
 LogicalResult Emitter::emitStores(Value r, Value c) {
@@ -700,6 +723,515 @@ LogicalResult Emitter::emitLinalgGemm(Value rows) {
   return success();
 }
 
+//===----------------------------------------------------------------------===//
+// Training kernels: vector-Jacobian products, reductions over rows, loss
+//===----------------------------------------------------------------------===//
+
+FailureOr<Value>
+Emitter::sumCols(int64_t cols, Value init,
+                 function_ref<FailureOr<Value>(Value acc, Value c)> fn) {
+  llvm::DenseMap<Value, Value> saved = memo;
+  auto loop =
+      b.create<scf::ForOp>(loc, cIdx(0), cIdx(cols), cIdx(1), ValueRange{init});
+  OpBuilder::InsertionGuard g(b);
+  b.setInsertionPointToStart(loop.getBody());
+  FailureOr<Value> next =
+      fn(loop.getRegionIterArgs()[0], loop.getInductionVar());
+  memo = saved;
+  if (failed(next))
+    return failure();
+  b.create<scf::YieldOp>(loc, *next);
+  return loop.getResult(0);
+}
+
+FailureOr<Value>
+Emitter::sumRows(function_ref<FailureOr<Value>(Value r)> term) {
+  llvm::DenseMap<Value, Value> saved = memo;
+  Value rows = b.create<arith::MulIOp>(loc, nb, nt);
+  auto loop =
+      b.create<scf::ForOp>(loc, cIdx(0), rows, cIdx(1), ValueRange{cF32(0.0)});
+  OpBuilder::InsertionGuard g(b);
+  b.setInsertionPointToStart(loop.getBody());
+  FailureOr<Value> t = term(loop.getInductionVar());
+  memo = saved;
+  if (failed(t))
+    return failure();
+  b.create<scf::YieldOp>(loc, ValueRange{b.create<arith::AddFOp>(
+                                  loc, loop.getRegionIterArgs()[0], *t)});
+  return loop.getResult(0);
+}
+
+/// 1 / sqrt(mean_c(x[r, c]^2) + eps)
+FailureOr<Value> Emitter::rmsRstd(Value x, Value r, double eps) {
+  int64_t cols = cast<RankedTensorType>(x.getType()).getDimSize(1);
+  FailureOr<Value> ss = sumCols(cols, cF32(0.0), [&](Value acc, Value c) {
+    FailureOr<Value> xv = emit(x, {r, c});
+    if (failed(xv))
+      return xv;
+    return FailureOr<Value>(b.create<arith::AddFOp>(
+        loc, acc, b.create<arith::MulFOp>(loc, *xv, *xv)));
+  });
+  if (failed(ss))
+    return failure();
+  Value var = b.create<arith::AddFOp>(
+      loc, b.create<arith::DivFOp>(loc, *ss, cF32(double(cols))), cF32(eps));
+  return b
+      .create<arith::DivFOp>(loc, cF32(1.0), b.create<math::SqrtOp>(loc, var))
+      .getResult();
+}
+
+LogicalResult Emitter::emitGradRowStats(Value r) {
+  for (Operation &op : fusion.getBody().front()) {
+    auto add = [&](Value a, Value x) {
+      return b.create<arith::AddFOp>(loc, a, x).getResult();
+    };
+    auto mul = [&](Value a, Value x) {
+      return b.create<arith::MulFOp>(loc, a, x).getResult();
+    };
+    if (auto g = dyn_cast<RmsNormGradOp>(op)) {
+      int64_t cols = cast<RankedTensorType>(g.getX().getType()).getDimSize(1);
+      FailureOr<Value> rstd =
+          rmsRstd(g.getX(), r, g.getEps().convertToDouble());
+      if (failed(rstd))
+        return failure();
+      // A = sum_c dy * w * x
+      FailureOr<Value> a = sumCols(cols, cF32(0.0), [&](Value acc, Value c) {
+        FailureOr<Value> x = emit(g.getX(), {r, c});
+        FailureOr<Value> w = emit(g.getWeight(), {c});
+        FailureOr<Value> dy = emit(g.getDy(), {r, c});
+        if (failed(x) || failed(w) || failed(dy))
+          return FailureOr<Value>(failure());
+        return FailureOr<Value>(add(acc, mul(mul(*dy, *w), *x)));
+      });
+      if (failed(a))
+        return failure();
+      rowStats[&op] = {*rstd, *a};
+    } else if (auto g = dyn_cast<LayerNormGradOp>(op)) {
+      int64_t cols = cast<RankedTensorType>(g.getX().getType()).getDimSize(1);
+      Value n = cF32(double(cols));
+      FailureOr<Value> sum = sumCols(cols, cF32(0.0), [&](Value acc, Value c) {
+        FailureOr<Value> x = emit(g.getX(), {r, c});
+        if (failed(x))
+          return x;
+        return FailureOr<Value>(add(acc, *x));
+      });
+      if (failed(sum))
+        return failure();
+      Value mean = b.create<arith::DivFOp>(loc, *sum, n);
+      FailureOr<Value> sq = sumCols(cols, cF32(0.0), [&](Value acc, Value c) {
+        FailureOr<Value> x = emit(g.getX(), {r, c});
+        if (failed(x))
+          return x;
+        Value d = b.create<arith::SubFOp>(loc, *x, mean);
+        return FailureOr<Value>(add(acc, mul(d, d)));
+      });
+      if (failed(sq))
+        return failure();
+      Value var = add(b.create<arith::DivFOp>(loc, *sq, n),
+                      cF32(g.getEps().convertToDouble()));
+      Value rstd = b.create<arith::DivFOp>(loc, cF32(1.0),
+                                           b.create<math::SqrtOp>(loc, var));
+      // Ag = sum_c g, Bg = sum_c g * xhat, with g = dy * w.
+      Value ag, bg;
+      for (int which = 0; which < 2; ++which) {
+        FailureOr<Value> v = sumCols(cols, cF32(0.0), [&](Value acc, Value c) {
+          FailureOr<Value> x = emit(g.getX(), {r, c});
+          FailureOr<Value> w = emit(g.getWeight(), {c});
+          FailureOr<Value> dy = emit(g.getDy(), {r, c});
+          if (failed(x) || failed(w) || failed(dy))
+            return FailureOr<Value>(failure());
+          Value gv = mul(*dy, *w);
+          if (which == 1)
+            gv = mul(gv, mul(b.create<arith::SubFOp>(loc, *x, mean), rstd));
+          return FailureOr<Value>(add(acc, gv));
+        });
+        if (failed(v))
+          return failure();
+        (which == 0 ? ag : bg) = *v;
+      }
+      rowStats[&op] = {mean, rstd, ag, bg};
+    } else if (auto g = dyn_cast<SoftmaxGradOp>(op)) {
+      int64_t cols = cast<RankedTensorType>(g.getY().getType()).getDimSize(1);
+      FailureOr<Value> sv = sumCols(cols, cF32(0.0), [&](Value acc, Value c) {
+        FailureOr<Value> y = emit(g.getY(), {r, c});
+        FailureOr<Value> dy = emit(g.getDy(), {r, c});
+        if (failed(y) || failed(dy))
+          return FailureOr<Value>(failure());
+        return FailureOr<Value>(add(acc, mul(*y, *dy)));
+      });
+      if (failed(sv))
+        return failure();
+      rowStats[&op] = {*sv};
+    } else if (auto g = dyn_cast<CrossEntropyGradOp>(op)) {
+      int64_t cols =
+          cast<RankedTensorType>(g.getLogits().getType()).getDimSize(1);
+      FailureOr<Value> mx =
+          sumCols(cols, cF32(-std::numeric_limits<double>::infinity()),
+                  [&](Value acc, Value c) {
+                    FailureOr<Value> x = emit(g.getLogits(), {r, c});
+                    if (failed(x))
+                      return x;
+                    return FailureOr<Value>(
+                        b.create<arith::MaximumFOp>(loc, acc, *x).getResult());
+                  });
+      if (failed(mx))
+        return failure();
+      FailureOr<Value> se = sumCols(cols, cF32(0.0), [&](Value acc, Value c) {
+        FailureOr<Value> x = emit(g.getLogits(), {r, c});
+        if (failed(x))
+          return x;
+        return FailureOr<Value>(add(
+            acc,
+            b.create<math::ExpOp>(loc, b.create<arith::SubFOp>(loc, *x, *mx))));
+      });
+      if (failed(se))
+        return failure();
+      // The number of valid targets among the active rows.
+      int64_t ignore = static_cast<int64_t>(g.getIgnoreIndex());
+      FailureOr<Value> count = sumRows([&](Value rr) -> FailureOr<Value> {
+        FailureOr<Value> t = emit(g.getTargets(), {rr});
+        if (failed(t))
+          return failure();
+        Value valid = b.create<arith::CmpIOp>(
+            loc, arith::CmpIPredicate::ne, *t,
+            b.create<arith::ConstantOp>(loc, b.getI32IntegerAttr(ignore)));
+        return b.create<arith::SelectOp>(loc, valid, cF32(1.0), cF32(0.0))
+            .getResult();
+      });
+      if (failed(count))
+        return failure();
+      Value dloss =
+          load(inputMem.lookup(cast<BlockArgument>(g.getDloss())), {});
+      Value hasAny = b.create<arith::CmpFOp>(loc, arith::CmpFPredicate::OGT,
+                                             *count, cF32(0.0));
+      Value scale = b.create<arith::SelectOp>(
+          loc, hasAny, b.create<arith::DivFOp>(loc, dloss, *count), cF32(0.0));
+      rowStats[&op] = {*mx, *se, scale};
+    }
+  }
+  return success();
+}
+
+FailureOr<Value> Emitter::emitGradOp(Operation *op, ArrayRef<Value> idx,
+                                     unsigned result, bool &handled) {
+  handled = true;
+  auto mul = [&](Value a, Value x) {
+    return b.create<arith::MulFOp>(loc, a, x).getResult();
+  };
+  auto add = [&](Value a, Value x) {
+    return b.create<arith::AddFOp>(loc, a, x).getResult();
+  };
+  auto sigmoid = [&](Value x) {
+    Value e = b.create<math::ExpOp>(loc, b.create<arith::NegFOp>(loc, x));
+    return b.create<arith::DivFOp>(loc, cF32(1.0), add(cF32(1.0), e))
+        .getResult();
+  };
+  // silu'(x) = s (1 + x (1 - s)), s = sigmoid(x)
+  auto siluPrime = [&](Value x, Value s) {
+    return mul(
+        s, add(cF32(1.0), mul(x, b.create<arith::SubFOp>(loc, cF32(1.0), s))));
+  };
+  if (auto o = dyn_cast<SiluGradOp>(op)) {
+    FailureOr<Value> x = emit(o.getLhs(), idx), dy = emit(o.getRhs(), idx);
+    if (failed(x) || failed(dy))
+      return failure();
+    return mul(*dy, siluPrime(*x, sigmoid(*x)));
+  }
+  if (auto o = dyn_cast<SwigluGradOp>(op)) {
+    FailureOr<Value> g = emit(o.getGate(), idx), u = emit(o.getUp(), idx),
+                     dy = emit(o.getDy(), idx);
+    if (failed(g) || failed(u) || failed(dy))
+      return failure();
+    Value s = sigmoid(*g);
+    if (result == 0)
+      return mul(mul(*dy, *u), siluPrime(*g, s));
+    return mul(*dy, mul(*g, s));
+  }
+  if (auto o = dyn_cast<GeluGradOp>(op)) {
+    FailureOr<Value> xr = emit(o.getX(), idx), dy = emit(o.getDy(), idx);
+    if (failed(xr) || failed(dy))
+      return failure();
+    Value x = *xr, d;
+    if (o.getApproximate() == GeluApprox::tanh) {
+      // u = k (x + 0.044715 x^3), t = tanh(u):
+      // d = 0.5 (1 + t) + 0.5 x (1 - t^2) k (1 + 3 * 0.044715 x^2)
+      double k = std::sqrt(2.0 / M_PI);
+      Value x2 = mul(x, x);
+      Value u = mul(cF32(k), add(x, mul(cF32(0.044715), mul(x2, x))));
+      Value t = b.create<math::TanhOp>(loc, u);
+      Value sech2 = b.create<arith::SubFOp>(loc, cF32(1.0), mul(t, t));
+      Value du = mul(cF32(k), add(cF32(1.0), mul(cF32(3 * 0.044715), x2)));
+      d = add(mul(cF32(0.5), add(cF32(1.0), t)),
+              mul(mul(cF32(0.5), x), mul(sech2, du)));
+    } else {
+      // 0.5 (1 + erf(x / sqrt 2)) + x exp(-x^2 / 2) / sqrt(2 pi)
+      Value cdf = mul(
+          cF32(0.5),
+          add(cF32(1.0), b.create<math::ErfOp>(loc, mul(x, cF32(M_SQRT1_2)))));
+      Value pdf = mul(cF32(1.0 / std::sqrt(2.0 * M_PI)),
+                      b.create<math::ExpOp>(loc, mul(cF32(-0.5), mul(x, x))));
+      d = add(cdf, mul(x, pdf));
+    }
+    return mul(*dy, d);
+  }
+  if (auto o = dyn_cast<PadColumnsOp>(op)) {
+    int64_t off = static_cast<int64_t>(o.getOffset());
+    int64_t n = cast<RankedTensorType>(o.getX().getType()).getDimSize(1);
+    Value c = idx[1];
+    Value ge =
+        b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::uge, c, cIdx(off));
+    Value lt = b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::ult, c,
+                                       cIdx(off + n));
+    Value in = b.create<arith::AndIOp>(loc, ge, lt);
+    auto ifOp = b.create<scf::IfOp>(loc, TypeRange{b.getF32Type()}, in,
+                                    /*withElseRegion=*/true);
+    llvm::DenseMap<Value, Value> saved = memo;
+    {
+      OpBuilder::InsertionGuard g(b);
+      b.setInsertionPointToStart(&ifOp.getThenRegion().front());
+      FailureOr<Value> x =
+          emit(o.getX(), {idx[0], b.create<arith::SubIOp>(loc, c, cIdx(off))});
+      memo = saved;
+      if (failed(x))
+        return failure();
+      b.create<scf::YieldOp>(loc, *x);
+      b.setInsertionPointToStart(&ifOp.getElseRegion().front());
+      b.create<scf::YieldOp>(loc, cF32(0.0));
+    }
+    return ifOp.getResult(0);
+  }
+  if (auto o = dyn_cast<CacheReadOp>(op)) {
+    FailureOr<Value> p = emitIndex(o.getPositions(), idx[0]);
+    if (failed(p))
+      return failure();
+    Value seqIdx = b.create<arith::DivUIOp>(loc, idx[0], nt);
+    return emit(o.getCache(), {seqIdx, *p, idx[1]});
+  }
+  // Row ops: statistics were computed per row by emitGradRowStats.
+  if (isa<RmsNormGradOp, LayerNormGradOp, SoftmaxGradOp, CrossEntropyGradOp>(
+          op) &&
+      result == 0) {
+    auto it = rowStats.find(op);
+    if (it == rowStats.end())
+      return op->emitOpError("row statistics are not available here");
+    auto &st = it->second;
+    Value r = idx[0], c = idx[1];
+    if (auto g = dyn_cast<RmsNormGradOp>(op)) {
+      int64_t cols = cast<RankedTensorType>(g.getX().getType()).getDimSize(1);
+      FailureOr<Value> x = emit(g.getX(), idx), w = emit(g.getWeight(), {c}),
+                       dy = emit(g.getDy(), idx);
+      if (failed(x) || failed(w) || failed(dy))
+        return failure();
+      // dx = rstd (dy w - x rstd^2 A / D)
+      Value rstd = st[0];
+      Value corr = mul(mul(*x, mul(rstd, rstd)),
+                       b.create<arith::DivFOp>(loc, st[1], cF32(double(cols))));
+      return mul(rstd, b.create<arith::SubFOp>(loc, mul(*dy, *w), corr));
+    }
+    if (auto g = dyn_cast<LayerNormGradOp>(op)) {
+      int64_t cols = cast<RankedTensorType>(g.getX().getType()).getDimSize(1);
+      Value n = cF32(double(cols));
+      FailureOr<Value> x = emit(g.getX(), idx), w = emit(g.getWeight(), {c}),
+                       dy = emit(g.getDy(), idx);
+      if (failed(x) || failed(w) || failed(dy))
+        return failure();
+      Value xhat = mul(b.create<arith::SubFOp>(loc, *x, st[0]), st[1]);
+      Value gv = mul(*dy, *w);
+      Value inner = b.create<arith::SubFOp>(
+          loc,
+          b.create<arith::SubFOp>(loc, gv,
+                                  b.create<arith::DivFOp>(loc, st[2], n)),
+          mul(xhat, b.create<arith::DivFOp>(loc, st[3], n)));
+      return mul(st[1], inner);
+    }
+    if (auto g = dyn_cast<SoftmaxGradOp>(op)) {
+      FailureOr<Value> y = emit(g.getY(), idx), dy = emit(g.getDy(), idx);
+      if (failed(y) || failed(dy))
+        return failure();
+      return mul(*y, b.create<arith::SubFOp>(loc, *dy, st[0]));
+    }
+    auto g = cast<CrossEntropyGradOp>(op);
+    FailureOr<Value> x = emit(g.getLogits(), idx);
+    FailureOr<Value> t = emit(g.getTargets(), {r});
+    if (failed(x) || failed(t))
+      return failure();
+    int64_t ignore = static_cast<int64_t>(g.getIgnoreIndex());
+    Value valid = b.create<arith::CmpIOp>(
+        loc, arith::CmpIPredicate::ne, *t,
+        b.create<arith::ConstantOp>(loc, b.getI32IntegerAttr(ignore)));
+    Value p = b.create<arith::DivFOp>(
+        loc,
+        b.create<math::ExpOp>(loc, b.create<arith::SubFOp>(loc, *x, st[0])),
+        st[1]);
+    Value isT = b.create<arith::CmpIOp>(
+        loc, arith::CmpIPredicate::eq,
+        b.create<arith::IndexCastOp>(loc, b.getI32Type(), c), *t);
+    Value onehot = b.create<arith::SelectOp>(loc, isT, cF32(1.0), cF32(0.0));
+    Value d = mul(b.create<arith::SubFOp>(loc, p, onehot), st[2]);
+    return b.create<arith::SelectOp>(loc, valid, d, cF32(0.0)).getResult();
+  }
+  handled = false;
+  return failure();
+}
+
+/// Reduction over the active rows for one output element (p, q) of a
+/// weight-shaped result (q unused for a vector result).
+LogicalResult Emitter::emitReduction(Value p, Value q) {
+  auto yield = cast<YieldOp>(fusion.getBody().front().getTerminator());
+  auto mul = [&](Value a, Value x) {
+    return b.create<arith::MulFOp>(loc, a, x).getResult();
+  };
+  for (auto [v, mem] : llvm::zip(yield.getValues(), outputMem)) {
+    Operation *op = v.getDefiningOp();
+    unsigned res = cast<OpResult>(v).getResultNumber();
+    FailureOr<Value> acc = sumRows([&](Value r) -> FailureOr<Value> {
+      if (auto o = dyn_cast<LinearWeightGradOp>(op)) {
+        // tw: dW[n, k] = sum dy[r, n] x[r, k]; else dW[k, n] = x[r, k] dy[r, n]
+        FailureOr<Value> x = emit(o.getX(), {r, o.getTransposeW() ? q : p});
+        FailureOr<Value> dy = emit(o.getDy(), {r, o.getTransposeW() ? p : q});
+        if (failed(x) || failed(dy))
+          return failure();
+        return mul(*x, *dy);
+      }
+      if (auto o = dyn_cast<ColumnSumOp>(op))
+        return emit(o.getX(), {r, p});
+      if (auto o = dyn_cast<EmbeddingGradOp>(op)) {
+        FailureOr<Value> id = emitIndex(o.getIds(), r);
+        FailureOr<Value> dy = emit(o.getDy(), {r, q});
+        if (failed(id) || failed(dy))
+          return failure();
+        Value hit =
+            b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::eq, *id, p);
+        return b.create<arith::SelectOp>(loc, hit, *dy, cF32(0.0)).getResult();
+      }
+      if (auto o = dyn_cast<RmsNormGradOp>(op)) {
+        FailureOr<Value> rstd =
+            rmsRstd(o.getX(), r, o.getEps().convertToDouble());
+        FailureOr<Value> x = emit(o.getX(), {r, p});
+        FailureOr<Value> dy = emit(o.getDy(), {r, p});
+        if (failed(rstd) || failed(x) || failed(dy))
+          return failure();
+        return mul(*dy, mul(*x, *rstd));
+      }
+      if (auto o = dyn_cast<LayerNormGradOp>(op)) {
+        FailureOr<Value> dy = emit(o.getDy(), {r, p});
+        if (failed(dy))
+          return failure();
+        if (res == 2)
+          return *dy;
+        int64_t cols = cast<RankedTensorType>(o.getX().getType()).getDimSize(1);
+        Value n = cF32(double(cols));
+        FailureOr<Value> sum = sumCols(cols, cF32(0.0), [&](Value a, Value c) {
+          FailureOr<Value> x = emit(o.getX(), {r, c});
+          if (failed(x))
+            return x;
+          return FailureOr<Value>(b.create<arith::AddFOp>(loc, a, *x));
+        });
+        if (failed(sum))
+          return failure();
+        Value mean = b.create<arith::DivFOp>(loc, *sum, n);
+        FailureOr<Value> sq = sumCols(cols, cF32(0.0), [&](Value a, Value c) {
+          FailureOr<Value> x = emit(o.getX(), {r, c});
+          if (failed(x))
+            return x;
+          Value d = b.create<arith::SubFOp>(loc, *x, mean);
+          return FailureOr<Value>(b.create<arith::AddFOp>(loc, a, mul(d, d)));
+        });
+        FailureOr<Value> x = emit(o.getX(), {r, p});
+        if (failed(sq) || failed(x))
+          return failure();
+        Value var =
+            b.create<arith::AddFOp>(loc, b.create<arith::DivFOp>(loc, *sq, n),
+                                    cF32(o.getEps().convertToDouble()));
+        Value rstd = b.create<arith::DivFOp>(loc, cF32(1.0),
+                                             b.create<math::SqrtOp>(loc, var));
+        return mul(*dy, mul(b.create<arith::SubFOp>(loc, *x, mean), rstd));
+      }
+      return op->emitOpError("is not a reduction over rows");
+    });
+    if (failed(acc))
+      return failure();
+    if (cast<MemRefType>(mem.getType()).getRank() == 1)
+      b.create<memref::StoreOp>(loc, *acc, mem, ValueRange{p});
+    else
+      b.create<memref::StoreOp>(loc, *acc, mem, ValueRange{p, q});
+  }
+  return success();
+}
+
+/// The mean token cross entropy over the active rows (one thread).
+LogicalResult Emitter::emitScalar() {
+  auto yield = cast<YieldOp>(fusion.getBody().front().getTerminator());
+  if (yield.getNumOperands() != 1)
+    return fusion.emitOpError("a loss kernel has one result");
+  auto ce = yield.getValues()[0].getDefiningOp<CrossEntropyOp>();
+  if (!ce)
+    return fusion.emitOpError("a scalar kernel computes cross_entropy");
+  int64_t cols = cast<RankedTensorType>(ce.getLogits().getType()).getDimSize(1);
+  int64_t ignore = static_cast<int64_t>(ce.getIgnoreIndex());
+  Value rows = b.create<arith::MulIOp>(loc, nb, nt);
+  auto loop = b.create<scf::ForOp>(loc, cIdx(0), rows, cIdx(1),
+                                   ValueRange{cF32(0.0), cF32(0.0)});
+  {
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(loop.getBody());
+    Value r = loop.getInductionVar();
+    FailureOr<Value> t = emit(ce.getTargets(), {r});
+    if (failed(t))
+      return failure();
+    Value valid = b.create<arith::CmpIOp>(
+        loc, arith::CmpIPredicate::ne, *t,
+        b.create<arith::ConstantOp>(loc, b.getI32IntegerAttr(ignore)));
+    FailureOr<Value> mx =
+        sumCols(cols, cF32(-std::numeric_limits<double>::infinity()),
+                [&](Value acc, Value c) {
+                  FailureOr<Value> x = emit(ce.getLogits(), {r, c});
+                  if (failed(x))
+                    return x;
+                  return FailureOr<Value>(
+                      b.create<arith::MaximumFOp>(loc, acc, *x).getResult());
+                });
+    if (failed(mx))
+      return failure();
+    FailureOr<Value> se = sumCols(cols, cF32(0.0), [&](Value acc, Value c) {
+      FailureOr<Value> x = emit(ce.getLogits(), {r, c});
+      if (failed(x))
+        return x;
+      return FailureOr<Value>(b.create<arith::AddFOp>(
+          loc, acc,
+          b.create<math::ExpOp>(loc, b.create<arith::SubFOp>(loc, *x, *mx))));
+    });
+    if (failed(se))
+      return failure();
+    Value lse =
+        b.create<arith::AddFOp>(loc, *mx, b.create<math::LogOp>(loc, *se));
+    Value tIdx = b.create<arith::IndexCastOp>(
+        loc, b.getIndexType(),
+        b.create<arith::SelectOp>(
+            loc, valid, *t,
+            b.create<arith::ConstantOp>(loc, b.getI32IntegerAttr(0))));
+    tIdx = b.create<arith::MinUIOp>(loc, tIdx, cIdx(cols - 1));
+    FailureOr<Value> xt = emit(ce.getLogits(), {r, tIdx});
+    if (failed(xt))
+      return failure();
+    Value term = b.create<arith::SelectOp>(
+        loc, valid, b.create<arith::SubFOp>(loc, lse, *xt), cF32(0.0));
+    Value one = b.create<arith::SelectOp>(loc, valid, cF32(1.0), cF32(0.0));
+    b.create<scf::YieldOp>(
+        loc,
+        ValueRange{
+            b.create<arith::AddFOp>(loc, loop.getRegionIterArgs()[0], term),
+            b.create<arith::AddFOp>(loc, loop.getRegionIterArgs()[1], one)});
+  }
+  Value sum = loop.getResult(0), count = loop.getResult(1);
+  Value hasAny =
+      b.create<arith::CmpFOp>(loc, arith::CmpFPredicate::OGT, count, cF32(0.0));
+  Value loss = b.create<arith::SelectOp>(
+      loc, hasAny, b.create<arith::DivFOp>(loc, sum, count), cF32(0.0));
+  b.create<memref::StoreOp>(loc, loss, outputMem[0], ValueRange{});
+  return success();
+}
+
 MemRefType memrefFor(Type t) {
   auto rt = cast<RankedTensorType>(t);
   return MemRefType::get(rt.getShape(), rt.getElementType());
@@ -768,10 +1300,28 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
   // Shape of the kernel.
   Shape shape = Shape::Pointwise;
   AttentionOp attention;
+  auto yield = cast<YieldOp>(body.getTerminator());
   for (Operation &op : body) {
     if (auto a = dyn_cast<AttentionOp>(op))
       attention = a;
-    if (isa<RmsNormOp, LayerNormOp, SoftmaxOp>(op))
+    if (isa<RmsNormOp, LayerNormOp, SoftmaxOp, SoftmaxGradOp,
+            CrossEntropyGradOp>(op))
+      shape = Shape::Row;
+    if (isa<CrossEntropyOp>(op))
+      shape = Shape::Scalar;
+    if (isa<AttentionGradOp>(op))
+      return fusion.emitOpError(
+          "attention_grad: code generation is not supported yet");
+  }
+  for (Value v : yield.getValues()) {
+    Operation *def = v.getDefiningOp();
+    if (!def)
+      continue;
+    unsigned res = cast<OpResult>(v).getResultNumber();
+    if (isa<LinearWeightGradOp, ColumnSumOp, EmbeddingGradOp>(def) ||
+        (isa<RmsNormGradOp, LayerNormGradOp>(def) && res > 0))
+      shape = Shape::Reduce;
+    else if (isa<RmsNormGradOp, LayerNormGradOp>(def))
       shape = Shape::Row;
   }
   if (attention) {
@@ -782,9 +1332,24 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
       return fusion.emitOpError("attention must form a kernel of its own");
     shape = Shape::Attention;
   }
-  auto yield = cast<YieldOp>(body.getTerminator());
   int64_t cols = 0;
+  // Reduce and scalar kernels run over a fixed number of rows: the first
+  // dimension of their results.
+  int64_t fixedRows = 0;
+  if (shape == Shape::Reduce || shape == Shape::Scalar) {
+    for (Value v : yield.getValues()) {
+      auto t = cast<RankedTensorType>(v.getType());
+      int64_t p = t.getRank() == 0 ? 1 : t.getDimSize(0);
+      int64_t q = t.getRank() == 2 ? t.getDimSize(1) : 1;
+      if ((fixedRows && fixedRows != p) || (cols && cols != q))
+        return fusion.emitOpError("reduction results of different shapes");
+      fixedRows = p;
+      cols = q;
+    }
+  }
   for (Value v : yield.getValues()) {
+    if (fixedRows)
+      break;
     int64_t c;
     if (auto cw = v.getDefiningOp<CacheWriteOp>())
       c = cast<RankedTensorType>(cw.getX().getType()).getDimSize(1);
@@ -798,9 +1363,9 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
              << cols << " vs " << c << ")";
     cols = c;
   }
-  int64_t parallelCols = shape == Shape::Pointwise ? cols
-                         : shape == Shape::Row     ? 1
-                                                   : attention.getNumHeads();
+  int64_t parallelCols = shape == Shape::Row         ? 1
+                         : shape == Shape::Attention ? attention.getNumHeads()
+                                                     : cols;
 
   SmallVector<Type> argTypes;
   for (Type t : body.getArgumentTypes())
@@ -835,7 +1400,8 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
   Value nt = toIndex(entry->getArgument(nIn + 1));
   Value pos0 = toIndex(entry->getArgument(nIn + 2));
   Emitter em(b, loc, fusion, memrefs, nb, nt, pos0);
-  Value rows = b.create<arith::MulIOp>(loc, nb, nt);
+  Value rows = fixedRows ? em.cIdx(fixedRows)
+                         : b.create<arith::MulIOp>(loc, nb, nt).getResult();
 
   // The body for one parallel index (r, c).
   auto emitBody = [&](Value r, Value c) -> LogicalResult {
@@ -845,6 +1411,12 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
     case Shape::Attention:
       em.beginPoint(r, c);
       return em.emitAttention(attention, r, c);
+    case Shape::Reduce:
+      em.beginPoint(r, c);
+      return em.emitReduction(r, c);
+    case Shape::Scalar:
+      em.beginPoint(r, c);
+      return em.emitScalar();
     case Shape::Row: {
       em.beginPoint(r, Value());
       if (failed(em.emitRowStats(r)))
@@ -898,6 +1470,8 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
   kernelOp->setAttr(kattrs::kKind, fusion.getKindAttr());
   kernelOp->setAttr(kattrs::kFusedOps, builder.getArrayAttr(fused));
   kernelOp->setAttr(kattrs::kCols, builder.getI64IntegerAttr(parallelCols));
+  if (fixedRows)
+    kernelOp->setAttr(kattrs::kFixedRows, builder.getI64IntegerAttr(fixedRows));
   kernelOp->setAttr(kattrs::kNumArgs, builder.getI64IntegerAttr(nIn));
   kernelOp->setAttr(kattrs::kFlops,
                     builder.getF64FloatAttr(estimateFlops(fusion)));

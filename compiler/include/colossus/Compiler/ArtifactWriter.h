@@ -17,6 +17,7 @@ struct KernelRecord {
   std::string kind;
   std::vector<std::string> fusedOps;
   int64_t cols = 1;
+  int64_t fixedRows = 0; // 0: the active rows (nb * nt)
   unsigned numArgs = 0;
   unsigned blockDim = 0;
   double flops = 0; // whole compiled shape

@@ -16,6 +16,9 @@ inline constexpr const char *kNumArgs = "colossus.num_args";
 inline constexpr const char *kFlops = "colossus.flops";
 inline constexpr const char *kBytes = "colossus.bytes";
 inline constexpr const char *kBlockDim = "colossus.block_dim";
+/// Set on kernels whose parallel rows are a fixed count (reductions over
+/// the active rows, the loss) rather than the active rows.
+inline constexpr const char *kFixedRows = "colossus.fixed_rows";
 } // namespace kattrs
 
 enum class KernelTarget { Cpu, Gpu };
