@@ -274,12 +274,13 @@ void Fuser::grow(Group &g) {
 }
 
 /// A norm gradient's dx (per row) and its weight/bias gradients (sums over
-/// rows) iterate differently: when both are used, a clone of the op serves
-/// the weight/bias gradients, so that each kernel computes only its part.
+/// rows) iterate differently, and so do attention_grad's dq (per query) and
+/// dk, dv (per key): when both parts are used, a clone of the op serves the
+/// second, so that each kernel computes only its part.
 void Fuser::splitMultiSpaceOps() {
   SmallVector<Operation *> ops;
   for (Operation &op : block)
-    if (isa<RmsNormGradOp, LayerNormGradOp>(op))
+    if (isa<RmsNormGradOp, LayerNormGradOp, AttentionGradOp>(op))
       ops.push_back(&op);
   for (Operation *op : ops) {
     bool dxUsed = !op->getResult(0).use_empty();

@@ -34,7 +34,15 @@ using namespace colossus;
 
 namespace {
 
-enum class Shape { Pointwise, Row, Attention, Reduce, Scalar };
+enum class Shape {
+  Pointwise,
+  Row,
+  Attention,
+  Reduce,
+  Scalar,
+  AttnGradQ,
+  AttnGradKV
+};
 
 class Emitter {
 public:
@@ -86,6 +94,8 @@ private:
   FailureOr<Value> rmsRstd(Value x, Value r, double eps);
 
 public:
+  LogicalResult emitAttentionGrad(AttentionGradOp op, Value r, Value h,
+                                  bool kv);
   LogicalResult emitReduction(Value p, Value q);
   LogicalResult emitScalar();
 
@@ -1232,6 +1242,189 @@ LogicalResult Emitter::emitScalar() {
   return success();
 }
 
+/// attention_grad, recomputing the softmax (nothing saved by the forward):
+/// with p_ij = softmax_j(scale q_i.k_j), dP_ij = dout_i.v_j and
+/// D_i = sum_j p_ij dP_ij:
+///   dq_i = scale sum_j p_ij (dP_ij - D_i) k_j          (kv = false: (r, h))
+///   dv_j = sum_{h in group} sum_i p_ij dout_i           (kv = true: key row
+///   dk_j = scale sum_{h in group} sum_i p_ij (dP_ij - D_i) q_i   r, kv head h)
+LogicalResult Emitter::emitAttentionGrad(AttentionGradOp op, Value r, Value h,
+                                         bool kv) {
+  int64_t hd = op.getHeadDim();
+  int64_t group = op.getNumHeads() / op.getNumKvHeads();
+  float scale = static_cast<float>(op.getScale().convertToDouble());
+  Value qMem = memOf(op.getQ()), kMem = memOf(op.getK()),
+        vMem = memOf(op.getV()), doMem = memOf(op.getDout());
+  if (!qMem || !kMem || !vMem || !doMem)
+    return op.emitOpError("operands must be kernel inputs");
+  auto idx = [&](Value v) {
+    return b.create<arith::IndexCastOp>(loc, b.getIndexType(), v).getResult();
+  };
+  auto mulI = [&](Value a, int64_t c) {
+    return b.create<arith::MulIOp>(loc, a, cIdx(c)).getResult();
+  };
+  auto posOf = [&](Value row) -> FailureOr<Value> {
+    FailureOr<Value> p = emit(op.getPositions(), {row});
+    if (failed(p))
+      return failure();
+    return idx(*p);
+  };
+  // Keys [lo, hi) that the query at position p attends.
+  auto keyRange = [&](Value p) -> std::pair<Value, Value> {
+    Value hi = op.getCausal()
+                   ? b.create<arith::AddIOp>(loc, p, cIdx(1)).getResult()
+                   : b.create<arith::AddIOp>(loc, pos0, nt).getResult();
+    Value lo = cIdx(0);
+    if (int64_t w = static_cast<int64_t>(op.getSlidingWindow())) {
+      Value top = b.create<arith::AddIOp>(loc, p, cIdx(1));
+      Value ok =
+          b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::uge, top, cIdx(w));
+      lo = b.create<arith::SelectOp>(
+          loc, ok, b.create<arith::SubIOp>(loc, top, cIdx(w)), cIdx(0));
+    }
+    return {lo, hi};
+  };
+  auto score = [&](Value i, Value qBase, Value seq, Value j, Value kBase) {
+    Value s = dot(qMem, {i, qBase}, kMem, {seq, j, kBase}, hd);
+    return b.create<arith::MulFOp>(loc, s, cF32(scale)).getResult();
+  };
+  auto dP = [&](Value i, Value qBase, Value seq, Value j, Value kBase) {
+    return dot(doMem, {i, qBase}, vMem, {seq, j, kBase}, hd);
+  };
+  auto exp = [&](Value x) { return b.create<math::ExpOp>(loc, x).getResult(); };
+  auto sub = [&](Value a, Value c) {
+    return b.create<arith::SubFOp>(loc, a, c).getResult();
+  };
+  auto mul = [&](Value a, Value c) {
+    return b.create<arith::MulFOp>(loc, a, c).getResult();
+  };
+  auto addF = [&](Value a, Value c) {
+    return b.create<arith::AddFOp>(loc, a, c).getResult();
+  };
+  // Softmax statistics (max m, normalizer l) and D of query row i, head h.
+  auto rowStatsOf =
+      [&](Value i, Value hh,
+          Value seq) -> FailureOr<std::tuple<Value, Value, Value>> {
+    FailureOr<Value> p = posOf(i);
+    if (failed(p))
+      return failure();
+    auto [lo, hi] = keyRange(*p);
+    Value qBase = mulI(hh, hd);
+    Value kBase = mulI(b.create<arith::DivUIOp>(loc, hh, cIdx(group)), hd);
+    auto l1 = b.create<scf::ForOp>(
+        loc, lo, hi, cIdx(1),
+        ValueRange{cF32(-std::numeric_limits<double>::infinity()), cF32(0.0)});
+    {
+      OpBuilder::InsertionGuard g(b);
+      b.setInsertionPointToStart(l1.getBody());
+      Value sj = score(i, qBase, seq, l1.getInductionVar(), kBase);
+      Value m = l1.getRegionIterArgs()[0], l = l1.getRegionIterArgs()[1];
+      Value mNew = b.create<arith::MaximumFOp>(loc, m, sj);
+      Value lNew = addF(mul(l, exp(sub(m, mNew))), exp(sub(sj, mNew)));
+      b.create<scf::YieldOp>(loc, ValueRange{mNew, lNew});
+    }
+    Value m = l1.getResult(0), l = l1.getResult(1);
+    auto l2 = b.create<scf::ForOp>(loc, lo, hi, cIdx(1), ValueRange{cF32(0.0)});
+    {
+      OpBuilder::InsertionGuard g(b);
+      b.setInsertionPointToStart(l2.getBody());
+      Value j = l2.getInductionVar();
+      Value pj = b.create<arith::DivFOp>(
+          loc, exp(sub(score(i, qBase, seq, j, kBase), m)), l);
+      b.create<scf::YieldOp>(
+          loc, ValueRange{addF(l2.getRegionIterArgs()[0],
+                               mul(pj, dP(i, qBase, seq, j, kBase)))});
+    }
+    return std::make_tuple(m, l, l2.getResult(0));
+  };
+  auto zeroRow = [&](Value mem, ArrayRef<Value> base) {
+    auto zl = b.create<scf::ForOp>(loc, cIdx(0), cIdx(hd), cIdx(1));
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(zl.getBody());
+    SmallVector<Value> at(base.begin(), base.end());
+    at.back() = b.create<arith::AddIOp>(loc, at.back(), zl.getInductionVar());
+    b.create<memref::StoreOp>(loc, cF32(0.0), mem, at);
+  };
+  // mem[base..., last + d] += coef * src[srcBase..., srcLast + d]
+  auto axpy = [&](Value mem, ArrayRef<Value> base, Value coef, Value src,
+                  ArrayRef<Value> srcBase) {
+    auto dl = b.create<scf::ForOp>(loc, cIdx(0), cIdx(hd), cIdx(1));
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(dl.getBody());
+    Value d = dl.getInductionVar();
+    SmallVector<Value> at(base.begin(), base.end()),
+        from(srcBase.begin(), srcBase.end());
+    at.back() = b.create<arith::AddIOp>(loc, at.back(), d);
+    from.back() = b.create<arith::AddIOp>(loc, from.back(), d);
+    Value cur = b.create<memref::LoadOp>(loc, mem, at);
+    Value x = b.create<memref::LoadOp>(loc, src, from);
+    b.create<memref::StoreOp>(loc, addF(cur, mul(coef, x)), mem, at);
+  };
+
+  Value seq = b.create<arith::DivUIOp>(loc, r, nt);
+  if (!kv) {
+    Value dq = outputMem[0];
+    FailureOr<std::tuple<Value, Value, Value>> st = rowStatsOf(r, h, seq);
+    if (failed(st))
+      return failure();
+    auto [m, l, dsum] = *st;
+    FailureOr<Value> p = posOf(r);
+    if (failed(p))
+      return failure();
+    auto [lo, hi] = keyRange(*p);
+    Value qBase = mulI(h, hd);
+    Value kBase = mulI(b.create<arith::DivUIOp>(loc, h, cIdx(group)), hd);
+    zeroRow(dq, {r, qBase});
+    auto jl = b.create<scf::ForOp>(loc, lo, hi, cIdx(1));
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(jl.getBody());
+    Value j = jl.getInductionVar();
+    Value pj = b.create<arith::DivFOp>(
+        loc, exp(sub(score(r, qBase, seq, j, kBase), m)), l);
+    Value ds = mul(pj, sub(dP(r, qBase, seq, j, kBase), dsum));
+    axpy(dq, {r, qBase}, mul(ds, cF32(scale)), kMem, {seq, j, kBase});
+    return success();
+  }
+
+  // Key row r (position j of sequence seq), kv head h.
+  Value dk = outputMem[0], dv = outputMem[1];
+  FailureOr<Value> jp = posOf(r);
+  if (failed(jp))
+    return failure();
+  Value j = *jp;
+  Value kBase = mulI(h, hd);
+  zeroRow(dk, {seq, j, kBase});
+  zeroRow(dv, {seq, j, kBase});
+  auto gl = b.create<scf::ForOp>(loc, cIdx(0), cIdx(group), cIdx(1));
+  OpBuilder::InsertionGuard g(b);
+  b.setInsertionPointToStart(gl.getBody());
+  Value hh = b.create<arith::AddIOp>(loc, mulI(h, group), gl.getInductionVar());
+  Value qBase = mulI(hh, hd);
+  auto il = b.create<scf::ForOp>(loc, cIdx(0), nt, cIdx(1));
+  b.setInsertionPointToStart(il.getBody());
+  Value i = b.create<arith::AddIOp>(loc, b.create<arith::MulIOp>(loc, seq, nt),
+                                    il.getInductionVar());
+  FailureOr<Value> pi = posOf(i);
+  if (failed(pi))
+    return failure();
+  auto [lo, hi] = keyRange(*pi);
+  Value attends = b.create<arith::AndIOp>(
+      loc, b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::uge, j, lo),
+      b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::ult, j, hi));
+  auto ifOp = b.create<scf::IfOp>(loc, attends, /*withElseRegion=*/false);
+  b.setInsertionPointToStart(&ifOp.getThenRegion().front());
+  FailureOr<std::tuple<Value, Value, Value>> st = rowStatsOf(i, hh, seq);
+  if (failed(st))
+    return failure();
+  auto [m, l, dsum] = *st;
+  Value pij = b.create<arith::DivFOp>(
+      loc, exp(sub(score(i, qBase, seq, j, kBase), m)), l);
+  Value ds = mul(pij, sub(dP(i, qBase, seq, j, kBase), dsum));
+  axpy(dv, {seq, j, kBase}, pij, doMem, {i, qBase});
+  axpy(dk, {seq, j, kBase}, mul(ds, cF32(scale)), qMem, {i, qBase});
+  return success();
+}
+
 MemRefType memrefFor(Type t) {
   auto rt = cast<RankedTensorType>(t);
   return MemRefType::get(rt.getShape(), rt.getElementType());
@@ -1309,15 +1502,16 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
       shape = Shape::Row;
     if (isa<CrossEntropyOp>(op))
       shape = Shape::Scalar;
-    if (isa<AttentionGradOp>(op))
-      return fusion.emitOpError(
-          "attention_grad: code generation is not supported yet");
   }
   for (Value v : yield.getValues()) {
     Operation *def = v.getDefiningOp();
     if (!def)
       continue;
     unsigned res = cast<OpResult>(v).getResultNumber();
+    if (isa<AttentionGradOp>(def)) {
+      shape = res == 0 ? Shape::AttnGradQ : Shape::AttnGradKV;
+      continue;
+    }
     if (isa<LinearWeightGradOp, ColumnSumOp, EmbeddingGradOp>(def) ||
         (isa<RmsNormGradOp, LayerNormGradOp>(def) && res > 0))
       shape = Shape::Reduce;
@@ -1348,7 +1542,7 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
     }
   }
   for (Value v : yield.getValues()) {
-    if (fixedRows)
+    if (fixedRows || shape == Shape::AttnGradQ || shape == Shape::AttnGradKV)
       break;
     int64_t c;
     if (auto cw = v.getDefiningOp<CacheWriteOp>())
@@ -1363,9 +1557,24 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
              << cols << " vs " << c << ")";
     cols = c;
   }
+  AttentionGradOp attnGrad;
+  for (Operation &op : body)
+    if (auto a = dyn_cast<AttentionGradOp>(op))
+      attnGrad = a;
+  if (shape == Shape::AttnGradKV) {
+    auto y = yield.getValues();
+    if (y.size() != 2 || y[0] != attnGrad.getDk() || y[1] != attnGrad.getDv())
+      return fusion.emitOpError("an attention_grad kv kernel yields dk, dv");
+  }
+  if (shape == Shape::AttnGradQ && yield.getNumOperands() != 1)
+    return fusion.emitOpError("an attention_grad q kernel yields dq");
   int64_t parallelCols = shape == Shape::Row         ? 1
                          : shape == Shape::Attention ? attention.getNumHeads()
-                                                     : cols;
+                         : shape == Shape::AttnGradQ
+                             ? static_cast<int64_t>(attnGrad.getNumHeads())
+                         : shape == Shape::AttnGradKV
+                             ? static_cast<int64_t>(attnGrad.getNumKvHeads())
+                             : cols;
 
   SmallVector<Type> argTypes;
   for (Type t : body.getArgumentTypes())
@@ -1414,6 +1623,10 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
     case Shape::Reduce:
       em.beginPoint(r, c);
       return em.emitReduction(r, c);
+    case Shape::AttnGradQ:
+    case Shape::AttnGradKV:
+      em.beginPoint(r, c);
+      return em.emitAttentionGrad(attnGrad, r, c, shape == Shape::AttnGradKV);
     case Shape::Scalar:
       em.beginPoint(r, c);
       return em.emitScalar();

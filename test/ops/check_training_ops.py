@@ -169,4 +169,45 @@ pos = np.array([(r % NT) + 2 for r in range(T)], np.int32)
 want = np.stack([cache[r // NT, pos[r]] for r in range(R)])
 chk.check("cache_read", cr[:R], want, 0.0)
 
+# --- attention: dq (per query, head) and dk, dv (per key, kv head), GQA 2,
+# causal, with and without a sliding window; softmax recomputed.
+H, HKV, HD, S = 4, 2, 8, 9
+scale = 1.0 / np.sqrt(HD)
+pos = np.array([r % NT for r in range(T)], np.int32)
+for window in (0, 3):
+    q, dout = act((T, H * HD)), act((T, H * HD))
+    kc, vc = par((NB, S, HKV * HD)), par((NB, S, HKV * HD))
+    attrs = (f"{{num_heads = {H} : i64, num_kv_heads = {HKV} : i64, head_dim = {HD} : i64, "
+             f"scale = {scale} : f64, sliding_window = {window} : i64}}")
+    ctype = f"tensor<{NB}x{S}x{HKV * HD}xf32>"
+    dq, dk, dv = run(f"attn{window}",
+                     f"colossus.attention_grad %q, %k, %v, %p, %do {attrs} : {t((T, H * HD))}, {ctype}, tensor<{T}xi32>",
+                     [("q", q), ("k", kc), ("v", vc), ("p", pos), ("do", dout)],
+                     [t((T, H * HD)), ctype, ctype],
+                     [[(T, H * HD)], [(NB, S, HKV * HD), (NB, S, HKV * HD)]],
+                     ["f_0_attention_grad", "f_1_attention_grad"])
+
+    def attn(qa, ka, va):
+        outs = []
+        for bb in range(NB):
+            qb = qa[bb * NT:(bb + 1) * NT].reshape(NT, H, HD)
+            kb = jnp.repeat(ka[bb].reshape(NT, HKV, HD), H // HKV, axis=1)
+            vb = jnp.repeat(va[bb].reshape(NT, HKV, HD), H // HKV, axis=1)
+            sc = jnp.einsum("ihd,jhd->hij", qb, kb) * scale
+            i = jnp.arange(NT)[:, None]
+            j = jnp.arange(NT)[None, :]
+            mask = j <= i
+            if window:
+                mask = mask & (j > i - window)
+            sc = jnp.where(mask[None], sc, -jnp.inf)
+            pr = jax.nn.softmax(sc, -1)
+            outs.append(jnp.einsum("hij,jhd->ihd", pr, vb).reshape(NT, H * HD))
+        return jnp.concatenate(outs)
+    kact, vact = kc[:, :NT], vc[:, :NT]
+    _, vjp = jax.vjp(attn, q[:R], kact, vact)
+    rdq, rdk, rdv = vjp(dout[:R])
+    chk.check(f"attention_grad dq (window {window})", dq[:R], rdq, TOL)
+    chk.check(f"attention_grad dk (window {window})", dk[:, :NT], rdk, TOL)
+    chk.check(f"attention_grad dv (window {window})", dv[:, :NT], rdv, TOL)
+
 sys.exit(chk.done())
