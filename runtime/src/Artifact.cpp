@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <unordered_map>
 
 namespace colossus {
 
@@ -114,6 +115,121 @@ elementCount(const flatbuffers::Vector<int64_t> *shape) {
     n = *m;
   }
   return n;
+}
+
+/// Check 6 for a grads step (docs/artifact-format.md, "Grads steps"): its
+/// targets, loss and per-parameter gradient buffers. The tokens buffer and
+/// the params are already checked.
+Status checkGradsStep(
+    const schema::Artifact &a, const std::string &n, uint32_t s,
+    const std::unordered_map<std::string_view, uint32_t> &paramByName) {
+  const schema::Step *step = a.steps()->Get(s);
+  const uint32_t numBuf = a.buffers() ? a.buffers()->size() : 0;
+  const uint32_t numParams = a.params() ? a.params()->size() : 0;
+  const std::string label = strCat("steps[", s, "]");
+  auto describe = [&](const schema::Buffer *b) {
+    return strCat(kindName(b->kind()), ", ", schema::EnumNameDType(b->dtype()));
+  };
+
+  // targets: an i32 input buffer of its own, the size of the tokens buffer.
+  if (step->targets() >= numBuf)
+    return makeError(n, ": ", label, ".targets = ", step->targets(),
+                     " is out of range (", numBuf, " buffers)");
+  if (step->targets() == step->tokens())
+    return makeError(n, ": ", label, ".targets = ", step->targets(),
+                     " is also ", label,
+                     ".tokens; the targets need a buffer of their own");
+  const schema::Buffer *tok = a.buffers()->Get(step->tokens());
+  const schema::Buffer *tgt = a.buffers()->Get(step->targets());
+  if (tgt->kind() != schema::BufferKind::input ||
+      tgt->dtype() != schema::DType::i32)
+    return makeError(
+        n, ": ", label, ".targets: ", bufferLabel(a, step->targets()),
+        " must be an i32 input buffer (it is ", describe(tgt), ")");
+  if (tgt->size() != tok->size())
+    return makeError(n, ": ", label,
+                     ".targets: ", bufferLabel(a, step->targets()), " has ",
+                     tgt->size(), " bytes, the tokens buffer ",
+                     bufferLabel(a, step->tokens()), " has ", tok->size(),
+                     " (both hold batch * seq i32)");
+
+  // loss: an f32 output buffer holding at least one value.
+  if (step->loss() >= numBuf)
+    return makeError(n, ": ", label, ".loss = ", step->loss(),
+                     " is out of range (", numBuf, " buffers)");
+  const schema::Buffer *loss = a.buffers()->Get(step->loss());
+  if (loss->kind() != schema::BufferKind::output ||
+      loss->dtype() != schema::DType::f32)
+    return makeError(n, ": ", label, ".loss: ", bufferLabel(a, step->loss()),
+                     " must be an f32 output buffer (it is ", describe(loss),
+                     ")");
+  if (loss->size() < 4)
+    return makeError(n, ": ", label, ".loss: ", bufferLabel(a, step->loss()),
+                     " has ", loss->size(), " bytes, one f32 value needs 4");
+
+  // grads: one f32 output buffer per Param, named by its hf_name.
+  std::vector<int64_t> gradOfParam(numParams, -1);
+  std::unordered_map<uint32_t, uint32_t> gradOfBuffer; // buffer -> grads[g]
+  const uint32_t numGrads = step->grads() ? step->grads()->size() : 0;
+  for (uint32_t g = 0; g < numGrads; ++g) {
+    const schema::NamedBuffer *grad = step->grads()->Get(g);
+    std::string gl = strCat(label, ".grads[", g, "]");
+    if (!grad->name() || grad->name()->size() == 0)
+      return makeError(n, ": ", gl, " has no name");
+    gl += strCat(" '", grad->name()->str(), "'");
+    auto it = paramByName.find(grad->name()->string_view());
+    if (it == paramByName.end())
+      return makeError(n, ": ", gl,
+                       " names no parameter (no params[i]."
+                       "hf_name is '",
+                       grad->name()->str(), "')");
+    const uint32_t p = it->second;
+    if (gradOfParam[p] >= 0)
+      return makeError(n, ": ", gl, " repeats ", label, ".grads[",
+                       gradOfParam[p], "] (one gradient per parameter)");
+    gradOfParam[p] = g;
+    if (grad->buffer() >= numBuf)
+      return makeError(n, ": ", gl, ".buffer = ", grad->buffer(),
+                       " is out of range (", numBuf, " buffers)");
+    const schema::Buffer *b = a.buffers()->Get(grad->buffer());
+    if (b->kind() != schema::BufferKind::output ||
+        b->dtype() != schema::DType::f32)
+      return makeError(n, ": ", gl, ": ", bufferLabel(a, grad->buffer()),
+                       " must be an f32 output buffer (it is ", describe(b),
+                       ")");
+    if (grad->buffer() == step->loss())
+      return makeError(n, ": ", gl, ": ", bufferLabel(a, grad->buffer()),
+                       " is also ", label, ".loss");
+    auto [other, fresh] = gradOfBuffer.emplace(grad->buffer(), g);
+    if (!fresh)
+      return makeError(n, ": ", gl, ": ", bufferLabel(a, grad->buffer()),
+                       " is also the buffer of ", label, ".grads[",
+                       other->second, "]");
+    const schema::Param *param = a.params()->Get(p);
+    const schema::Buffer *pb = a.buffers()->Get(param->buffer());
+    if (b->size() != pb->size())
+      return makeError(n, ": ", gl, ": ", bufferLabel(a, grad->buffer()),
+                       " has ", b->size(), " bytes, the parameter (shape ",
+                       Artifact::shapeString(param->shape()), ", ",
+                       bufferLabel(a, param->buffer()), ") has ", pb->size());
+    if (b->shape() && b->shape()->size() > 0) {
+      bool same =
+          param->shape() && param->shape()->size() == b->shape()->size();
+      for (flatbuffers::uoffset_t d = 0; same && d < b->shape()->size(); ++d)
+        same = b->shape()->Get(d) == param->shape()->Get(d);
+      if (!same)
+        return makeError(n, ": ", gl, ": ", bufferLabel(a, grad->buffer()),
+                         " has shape ", Artifact::shapeString(b->shape()),
+                         ", the parameter's is ",
+                         Artifact::shapeString(param->shape()));
+    }
+  }
+  for (uint32_t p = 0; p < numParams; ++p)
+    if (gradOfParam[p] < 0)
+      return makeError(n, ": ", label, ".grads: no gradient for params[", p,
+                       "] '", a.params()->Get(p)->hf_name()->str(),
+                       "' (a grads step has one per parameter)");
+  return Status::success();
 }
 
 } // namespace
@@ -222,6 +338,15 @@ uint32_t Artifact::numParams() const {
   return root_->params() ? root_->params()->size() : 0;
 }
 
+const schema::Step *Artifact::findStep(schema::StepKind kind) const {
+  if (!root_->steps())
+    return nullptr;
+  for (const schema::Step *step : *root_->steps())
+    if (step->kind() == kind)
+      return step;
+  return nullptr;
+}
+
 const schema::Step *Artifact::findStep(std::string_view stepName) const {
   if (!root_->steps())
     return nullptr;
@@ -290,75 +415,6 @@ Status Artifact::checkConsistency() const {
     }
   }
 
-  // Steps and launches.
-  if (a.steps()) {
-    for (uint32_t s = 0; s < a.steps()->size(); ++s) {
-      const schema::Step *step = a.steps()->Get(s);
-      std::string label = strCat("steps[", s, "]");
-      if (step->tokens() >= numBuf)
-        return makeError(n, ": ", label, ".tokens = ", step->tokens(),
-                         " is out of range (", numBuf, " buffers)");
-      if (step->logits() >= numBuf)
-        return makeError(n, ": ", label, ".logits = ", step->logits(),
-                         " is out of range (", numBuf, " buffers)");
-      const schema::Buffer *tok = a.buffers()->Get(step->tokens());
-      if (tok->kind() != schema::BufferKind::input ||
-          tok->dtype() != schema::DType::i32)
-        return makeError(
-            n, ": ", label, ".tokens: ", bufferLabel(a, step->tokens()),
-            " must be an i32 input buffer (it is ", kindName(tok->kind()), ", ",
-            schema::EnumNameDType(tok->dtype()), ")");
-      auto tokBytes = mulU64(
-          static_cast<uint64_t>(a.batch()) * static_cast<uint64_t>(a.seq()), 4);
-      if (!tokBytes || tok->size() < *tokBytes)
-        return makeError(
-            n, ": ", label, ".tokens: ", bufferLabel(a, step->tokens()),
-            " has ", tok->size(), " bytes, batch * seq i32 needs ", *tokBytes);
-      const schema::Buffer *lg = a.buffers()->Get(step->logits());
-      if (lg->kind() != schema::BufferKind::output ||
-          lg->dtype() != schema::DType::f32)
-        return makeError(
-            n, ": ", label, ".logits: ", bufferLabel(a, step->logits()),
-            " must be an f32 output buffer (it is ", kindName(lg->kind()), ", ",
-            schema::EnumNameDType(lg->dtype()), ")");
-      auto lgBytes = mulU64(static_cast<uint64_t>(a.batch()) *
-                                static_cast<uint64_t>(a.seq()),
-                            static_cast<uint64_t>(a.model()->vocab_size()) * 4);
-      if (!lgBytes || lg->size() < *lgBytes)
-        return makeError(
-            n, ": ", label, ".logits: ", bufferLabel(a, step->logits()),
-            " has ", lg->size(), " bytes, batch * seq * vocab_size f32 needs ",
-            lgBytes ? strCat(*lgBytes) : std::string("more"));
-      if (lg->shape() && lg->shape()->size() > 0 &&
-          lg->shape()->Get(lg->shape()->size() - 1) != a.model()->vocab_size())
-        return makeError(n, ": ", label,
-                         ".logits: ", bufferLabel(a, step->logits()),
-                         " has shape ", shapeString(lg->shape()),
-                         ", its last dimension must be model.vocab_size = ",
-                         a.model()->vocab_size());
-      if (!step->launches())
-        continue;
-      for (uint32_t l = 0; l < step->launches()->size(); ++l) {
-        const schema::Launch *launch = step->launches()->Get(l);
-        std::string ll = strCat(label, ".launches[", l, "]");
-        if (launch->kernel() >= numKer)
-          return makeError(n, ": ", ll, ".kernel = ", launch->kernel(),
-                           " is out of range (", numKer, " kernels)");
-        const schema::Kernel *kernel = a.kernels()->Get(launch->kernel());
-        uint32_t nargs = launch->args() ? launch->args()->size() : 0;
-        if (nargs != kernel->num_args())
-          return makeError(n, ": ", ll, " has ", nargs, " args, kernels[",
-                           launch->kernel(), "] '", kernel->name()->str(),
-                           "' takes num_args = ", kernel->num_args());
-        for (uint32_t i = 0; i < nargs; ++i)
-          if (launch->args()->Get(i) >= numBuf)
-            return makeError(n, ": ", ll, ".args[", i,
-                             "] = ", launch->args()->Get(i),
-                             " is out of range (", numBuf, " buffers)");
-      }
-    }
-  }
-
   // Params.
   for (uint32_t p = 0; p < numParams(); ++p) {
     const schema::Param *param = a.params()->Get(p);
@@ -394,6 +450,100 @@ Status Artifact::checkConsistency() const {
     uint32_t init = static_cast<uint32_t>(param->init());
     if (init > static_cast<uint32_t>(schema::ParamInit::MAX))
       return makeError(n, ": ", label, ": unknown init ", init);
+  }
+  // Steps and launches (after the params: grads steps refer to them).
+  if (a.steps()) {
+    // hf_name -> params index (the first one when a name repeats).
+    std::unordered_map<std::string_view, uint32_t> paramByName;
+    for (uint32_t p = 0; p < numParams(); ++p)
+      paramByName.emplace(a.params()->Get(p)->hf_name()->string_view(), p);
+    const uint64_t tokensBytes =
+        static_cast<uint64_t>(a.batch()) * static_cast<uint64_t>(a.seq()) * 4;
+    std::optional<uint32_t>
+        stepOfKind[static_cast<size_t>(schema::StepKind::MAX) + 1];
+    for (uint32_t s = 0; s < a.steps()->size(); ++s) {
+      const schema::Step *step = a.steps()->Get(s);
+      std::string label = strCat("steps[", s, "]");
+      uint32_t kind = static_cast<uint32_t>(step->kind());
+      if (kind > static_cast<uint32_t>(schema::StepKind::MAX))
+        return makeError(n, ": ", label, ": unknown step kind ",
+                         static_cast<int>(step->kind()),
+                         " (this runtime knows forward and grads)");
+      if (stepOfKind[kind])
+        return makeError(n, ": ", label, " is a second ",
+                         schema::EnumNameStepKind(step->kind()),
+                         " step (steps[", *stepOfKind[kind],
+                         "] is one); an artifact has at most one step of "
+                         "each kind");
+      stepOfKind[kind] = s;
+      const bool isGrads = step->kind() == schema::StepKind::grads;
+      if (step->tokens() >= numBuf)
+        return makeError(n, ": ", label, ".tokens = ", step->tokens(),
+                         " is out of range (", numBuf, " buffers)");
+      if (!isGrads && step->logits() >= numBuf)
+        return makeError(n, ": ", label, ".logits = ", step->logits(),
+                         " is out of range (", numBuf, " buffers)");
+      const schema::Buffer *tok = a.buffers()->Get(step->tokens());
+      if (tok->kind() != schema::BufferKind::input ||
+          tok->dtype() != schema::DType::i32)
+        return makeError(
+            n, ": ", label, ".tokens: ", bufferLabel(a, step->tokens()),
+            " must be an i32 input buffer (it is ", kindName(tok->kind()), ", ",
+            schema::EnumNameDType(tok->dtype()), ")");
+      if (tok->size() < tokensBytes)
+        return makeError(n, ": ", label,
+                         ".tokens: ", bufferLabel(a, step->tokens()), " has ",
+                         tok->size(), " bytes, batch * seq i32 needs ",
+                         tokensBytes);
+      if (isGrads) {
+        COLOSSUS_RETURN_IF_ERROR(checkGradsStep(a, n, s, paramByName));
+      } else {
+        const schema::Buffer *lg = a.buffers()->Get(step->logits());
+        if (lg->kind() != schema::BufferKind::output ||
+            lg->dtype() != schema::DType::f32)
+          return makeError(
+              n, ": ", label, ".logits: ", bufferLabel(a, step->logits()),
+              " must be an f32 output buffer (it is ", kindName(lg->kind()),
+              ", ", schema::EnumNameDType(lg->dtype()), ")");
+        auto lgBytes = mulU64(
+            static_cast<uint64_t>(a.batch()) * static_cast<uint64_t>(a.seq()),
+            static_cast<uint64_t>(a.model()->vocab_size()) * 4);
+        if (!lgBytes || lg->size() < *lgBytes)
+          return makeError(n, ": ", label,
+                           ".logits: ", bufferLabel(a, step->logits()), " has ",
+                           lg->size(),
+                           " bytes, batch * seq * vocab_size f32 needs ",
+                           lgBytes ? strCat(*lgBytes) : std::string("more"));
+        if (lg->shape() && lg->shape()->size() > 0 &&
+            lg->shape()->Get(lg->shape()->size() - 1) !=
+                a.model()->vocab_size())
+          return makeError(n, ": ", label,
+                           ".logits: ", bufferLabel(a, step->logits()),
+                           " has shape ", shapeString(lg->shape()),
+                           ", its last dimension must be model.vocab_size = ",
+                           a.model()->vocab_size());
+      }
+      if (!step->launches())
+        continue;
+      for (uint32_t l = 0; l < step->launches()->size(); ++l) {
+        const schema::Launch *launch = step->launches()->Get(l);
+        std::string ll = strCat(label, ".launches[", l, "]");
+        if (launch->kernel() >= numKer)
+          return makeError(n, ": ", ll, ".kernel = ", launch->kernel(),
+                           " is out of range (", numKer, " kernels)");
+        const schema::Kernel *kernel = a.kernels()->Get(launch->kernel());
+        uint32_t nargs = launch->args() ? launch->args()->size() : 0;
+        if (nargs != kernel->num_args())
+          return makeError(n, ": ", ll, " has ", nargs, " args, kernels[",
+                           launch->kernel(), "] '", kernel->name()->str(),
+                           "' takes num_args = ", kernel->num_args());
+        for (uint32_t i = 0; i < nargs; ++i)
+          if (launch->args()->Get(i) >= numBuf)
+            return makeError(n, ": ", ll, ".args[", i,
+                             "] = ", launch->args()->Get(i),
+                             " is out of range (", numBuf, " buffers)");
+      }
+    }
   }
   return Status::success();
 }

@@ -4,6 +4,7 @@
 #include "colossus/runtime/Weights.h"
 
 #include <chrono>
+#include <cmath>
 
 namespace colossus {
 
@@ -38,9 +39,11 @@ Status Session::init(const SessionOptions &options) {
   const Artifact &a = *artifact_;
   DeviceKind kind = options.device.value_or(deviceForTarget(a.target()));
   COLOSSUS_RETURN_IF_ERROR(a.checkDevice(kind));
-  step_ = a.findStep("forward");
-  if (!step_)
-    return makeError(a.name(), ": the artifact has no step named 'forward'");
+  forwardStep_ = a.findStep(schema::StepKind::forward);
+  gradsStep_ = a.findStep(schema::StepKind::grads);
+  if (!forwardStep_ && !gradsStep_)
+    return makeError(a.name(),
+                     ": the artifact has neither a forward nor a grads step");
 
   auto device = createDevice(kind);
   if (!device)
@@ -50,15 +53,32 @@ Status Session::init(const SessionOptions &options) {
   COLOSSUS_RETURN_IF_ERROR(allocateBuffers());
 
   // Argument arrays of every launch, built once.
-  if (step_->launches()) {
-    for (const schema::Launch *launch : *step_->launches()) {
+  auto prepare = [&](const schema::Step *step,
+                     std::vector<PreparedLaunch> &out) {
+    if (!step || !step->launches())
+      return;
+    for (const schema::Launch *launch : *step->launches()) {
       PreparedLaunch p;
       p.kernel = launch->kernel();
       if (launch->args())
         for (uint32_t b : *launch->args())
           p.args.push_back(bufferPtrs_[b]);
-      launches_.push_back(std::move(p));
+      out.push_back(std::move(p));
     }
+  };
+  prepare(forwardStep_, forwardLaunches_);
+  prepare(gradsStep_, gradsLaunches_);
+
+  // The gradient buffer of every param (check 6: exactly one each).
+  if (gradsStep_ && gradsStep_->grads()) {
+    gradBufferOfParam_.assign(a.numParams(), 0);
+    for (const schema::NamedBuffer *g : *gradsStep_->grads())
+      for (uint32_t p = 0; p < a.numParams(); ++p)
+        if (a.root().params()->Get(p)->hf_name()->string_view() ==
+            g->name()->string_view()) {
+          gradBufferOfParam_[p] = g->buffer();
+          break;
+        }
   }
   return fillParams(options.weights);
 }
@@ -134,30 +154,55 @@ Status Session::resetState() {
   return Status::success();
 }
 
+Status Session::requireForward() const {
+  if (forwardStep_)
+    return Status::success();
+  return makeError(artifact_->name(),
+                   ": the artifact has no forward step (it has a grads step: "
+                   "it was compiled with --step=train); forward and generate "
+                   "need an artifact compiled with --step=forward");
+}
+
+Status Session::requireGrads() const {
+  if (gradsStep_)
+    return Status::success();
+  return makeError(artifact_->name(),
+                   ": the artifact has no grads step: compile with "
+                   "--step=train");
+}
+
 Status Session::writeTokens(const int32_t *ids, size_t count) {
+  COLOSSUS_RETURN_IF_ERROR(requireForward());
   if (count > static_cast<size_t>(artifact_->batch() * artifact_->seq()))
     return makeError("writeTokens: ", count, " tokens exceed batch * seq = ",
                      artifact_->batch() * artifact_->seq());
-  return device_->copyToDevice(bufferPtrs_[step_->tokens()], ids,
+  return device_->copyToDevice(bufferPtrs_[forwardStep_->tokens()], ids,
                                count * sizeof(int32_t));
 }
 
-Status Session::runStep(int64_t nb, int64_t nt, int64_t pos0) {
-  const int64_t B = artifact_->batch(), S = artifact_->seq();
-  if (nb < 1 || nb > B || nt < 1 || nt > S || pos0 < 0 || pos0 + nt > S)
-    return makeError("invalid active region nb = ", nb, ", nt = ", nt,
-                     ", pos0 = ", pos0, " (batch = ", B, ", seq = ", S, ")");
-  for (const PreparedLaunch &l : launches_)
+Status Session::runLaunches(const std::vector<PreparedLaunch> &launches,
+                            int64_t nb, int64_t nt, int64_t pos0) {
+  for (const PreparedLaunch &l : launches)
     COLOSSUS_RETURN_IF_ERROR(
         device_->launch(l.kernel, l.args.data(), l.args.size(), nb, nt, pos0));
   return Status::success();
 }
 
+Status Session::runStep(int64_t nb, int64_t nt, int64_t pos0) {
+  COLOSSUS_RETURN_IF_ERROR(requireForward());
+  const int64_t B = artifact_->batch(), S = artifact_->seq();
+  if (nb < 1 || nb > B || nt < 1 || nt > S || pos0 < 0 || pos0 + nt > S)
+    return makeError("invalid active region nb = ", nb, ", nt = ", nt,
+                     ", pos0 = ", pos0, " (batch = ", B, ", seq = ", S, ")");
+  return runLaunches(forwardLaunches_, nb, nt, pos0);
+}
+
 Status Session::readLogits(float *out, size_t rows) {
+  COLOSSUS_RETURN_IF_ERROR(requireForward());
   if (rows > static_cast<size_t>(artifact_->batch() * artifact_->seq()))
     return makeError("readLogits: ", rows, " rows exceed batch * seq");
   COLOSSUS_RETURN_IF_ERROR(device_->copyToHost(
-      out, bufferPtrs_[step_->logits()],
+      out, bufferPtrs_[forwardStep_->logits()],
       rows * static_cast<size_t>(vocabSize()) * sizeof(float)));
   return device_->synchronize();
 }
@@ -180,6 +225,7 @@ Status Session::checkTokens(const std::vector<int32_t> &tokens,
 
 Expected<std::vector<float>>
 Session::forward(const std::vector<int32_t> &tokens) {
+  COLOSSUS_RETURN_IF_ERROR(requireForward());
   COLOSSUS_RETURN_IF_ERROR(checkTokens(tokens, "the prompt"));
   const int64_t L = static_cast<int64_t>(tokens.size());
   COLOSSUS_RETURN_IF_ERROR(resetState());
@@ -193,6 +239,7 @@ Session::forward(const std::vector<int32_t> &tokens) {
 Expected<GenerateResult> Session::generate(const std::vector<int32_t> &prompt,
                                            int64_t maxNew,
                                            const SamplingParams &sampling) {
+  COLOSSUS_RETURN_IF_ERROR(requireForward());
   COLOSSUS_RETURN_IF_ERROR(checkTokens(prompt, "the prompt"));
   COLOSSUS_RETURN_IF_ERROR(validateSamplingParams(sampling));
   const int64_t L = static_cast<int64_t>(prompt.size());
@@ -228,6 +275,81 @@ Expected<GenerateResult> Session::generate(const std::vector<int32_t> &prompt,
   result.seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
           .count();
+  return result;
+}
+
+double gradientNorm(const std::vector<ParamGradient> &grads) {
+  double sum = 0.0;
+  for (const ParamGradient &g : grads)
+    for (float v : g.values)
+      sum += static_cast<double>(v) * static_cast<double>(v);
+  return std::sqrt(sum);
+}
+
+Expected<GradsResult> Session::grads(const int32_t *tokens,
+                                     const int32_t *targets) {
+  COLOSSUS_RETURN_IF_ERROR(requireGrads());
+  const Artifact &art = *artifact_;
+  const schema::Artifact &a = art.root();
+  const int64_t B = art.batch(), S = art.seq(), V = vocabSize();
+  const size_t count = static_cast<size_t>(B * S);
+  if (!tokens || !targets)
+    return makeError("grads: the tokens and targets must not be null");
+  for (size_t i = 0; i < count; ++i) {
+    if (tokens[i] < 0 || tokens[i] >= V)
+      return makeError("grads: token id ", tokens[i], " at index ", i,
+                       " (sample ", static_cast<int64_t>(i) / S, ", position ",
+                       static_cast<int64_t>(i) % S, ") is out of range [0, ", V,
+                       ")");
+    if ((targets[i] < 0 || targets[i] >= V) && targets[i] != kIgnoreIndex)
+      return makeError("grads: target id ", targets[i], " at index ", i,
+                       " (sample ", static_cast<int64_t>(i) / S, ", position ",
+                       static_cast<int64_t>(i) % S, ") is out of range [0, ", V,
+                       ") and is not the ignore "
+                       "index ",
+                       kIgnoreIndex);
+  }
+
+  auto start = std::chrono::steady_clock::now();
+  const schema::Step &step = *gradsStep_;
+  auto bufferSize = [&](uint32_t b) {
+    return static_cast<size_t>(a.buffers()->Get(b)->size());
+  };
+  // Fresh outputs every time: kernels may accumulate into them.
+  COLOSSUS_RETURN_IF_ERROR(resetState());
+  COLOSSUS_RETURN_IF_ERROR(
+      device_->fillZero(bufferPtrs_[step.loss()], bufferSize(step.loss())));
+  for (uint32_t b : gradBufferOfParam_)
+    if (bufferSize(b))
+      COLOSSUS_RETURN_IF_ERROR(
+          device_->fillZero(bufferPtrs_[b], bufferSize(b)));
+  COLOSSUS_RETURN_IF_ERROR(device_->copyToDevice(
+      bufferPtrs_[step.tokens()], tokens, count * sizeof(int32_t)));
+  COLOSSUS_RETURN_IF_ERROR(device_->copyToDevice(
+      bufferPtrs_[step.targets()], targets, count * sizeof(int32_t)));
+  COLOSSUS_RETURN_IF_ERROR(runLaunches(gradsLaunches_, B, S, 0));
+
+  GradsResult result;
+  COLOSSUS_RETURN_IF_ERROR(device_->copyToHost(
+      &result.loss, bufferPtrs_[step.loss()], sizeof(float)));
+  result.grads.resize(art.numParams());
+  for (uint32_t p = 0; p < art.numParams(); ++p) {
+    const schema::Param *param = a.params()->Get(p);
+    ParamGradient &g = result.grads[p];
+    g.name = param->hf_name()->str();
+    if (param->shape())
+      g.shape.assign(param->shape()->begin(), param->shape()->end());
+    const uint32_t b = gradBufferOfParam_[p];
+    g.values.resize(bufferSize(b) / sizeof(float));
+    if (!g.values.empty())
+      COLOSSUS_RETURN_IF_ERROR(device_->copyToHost(
+          g.values.data(), bufferPtrs_[b], g.values.size() * sizeof(float)));
+  }
+  COLOSSUS_RETURN_IF_ERROR(device_->synchronize());
+  result.seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+          .count();
+  result.gradNorm = gradientNorm(result.grads);
   return result;
 }
 

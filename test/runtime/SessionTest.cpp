@@ -275,15 +275,24 @@ TEST(CpuDevice, GarbageObjectIsAnError) {
   EXPECT_THAT(session.message(), HasSubstr("cpu_object is empty"));
 }
 
-TEST(CpuDevice, NeedsAForwardStep) {
+TEST(CpuDevice, NeedsAForwardOrGradsStep) {
+  // Steps are found by Step.kind; the name is informative.
   ArtifactSpec spec = tinySpec();
   spec.steps[0].name = "train";
   auto art = Artifact::loadBuffer(buildArtifact(spec), "t.colossus");
   ASSERT_TRUE(art);
   auto session = Session::create(std::move(art).value(),
                                  {std::nullopt, WeightsSpec::random(0)});
+  ASSERT_TRUE(session) << session.message();
+  EXPECT_NE((*session)->forwardStep(), nullptr);
+  spec.steps.clear();
+  art = Artifact::loadBuffer(buildArtifact(spec), "t.colossus");
+  ASSERT_TRUE(art);
+  session = Session::create(std::move(art).value(),
+                            {std::nullopt, WeightsSpec::random(0)});
   ASSERT_FALSE(session);
-  EXPECT_THAT(session.message(), HasSubstr("no step named 'forward'"));
+  EXPECT_THAT(session.message(),
+              HasSubstr("has neither a forward nor a grads step"));
 }
 
 TEST(CudaDevice, NoDriverIsAClearError) {

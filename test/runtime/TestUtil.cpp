@@ -7,6 +7,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -59,9 +61,13 @@ std::vector<uint8_t> buildArtifact(const ArtifactSpec &spec) {
     for (const LaunchSpec &l : s.launches)
       launches.push_back(
           schema::CreateLaunch(fbb, l.kernel, fbb.CreateVector(l.args)));
-    steps.push_back(schema::CreateStep(fbb, fbb.CreateString(s.name),
-                                       fbb.CreateVector(launches), s.tokens,
-                                       s.logits));
+    std::vector<flatbuffers::Offset<schema::NamedBuffer>> grads;
+    for (const auto &[name, buffer] : s.grads)
+      grads.push_back(
+          schema::CreateNamedBuffer(fbb, fbb.CreateString(name), buffer));
+    steps.push_back(schema::CreateStep(
+        fbb, fbb.CreateString(s.name), fbb.CreateVector(launches), s.tokens,
+        s.logits, s.kind, s.targets, s.loss, fbb.CreateVector(grads)));
   }
   auto model = schema::CreateModelInfo(
       fbb, fbb.CreateString("llama"), fbb.CreateString("tiny-test"), spec.vocab,
@@ -160,6 +166,84 @@ std::vector<float> tinyReference(const std::vector<float> &emb,
     }
   }
   return out;
+}
+
+ArtifactSpec tinyGradsSpec() {
+  const int64_t V = 8, S = 4, B = 2, R = B * S;
+  ArtifactSpec s;
+  s.batch = B;
+  s.seq = S;
+  s.vocab = V;
+  s.cpuObject = tinyKernelsObject();
+  KernelSpec xent;
+  xent.name = "tiny_xent";
+  xent.numArgs = 7;
+  KernelSpec grad;
+  grad.name = "tiny_xent_grad";
+  grad.numArgs = 5;
+  s.kernels = {xent, grad};
+  using K = schema::BufferKind;
+  using D = schema::DType;
+  s.buffers = {
+      {"tokens", K::input, D::i32, {R}, 0, uint64_t(R * 4)},
+      {"targets", K::input, D::i32, {R}, 0, uint64_t(R * 4)},
+      {"emb", K::param, D::f32, {V, V}, 0, uint64_t(V * V * 4)},
+      {"bias", K::param, D::f32, {V}, 0, uint64_t(V * 4)},
+      {"probs", K::arena, D::f32, {R, V}, 0, uint64_t(R * V * 4)},
+      {"loss", K::output, D::f32, {}, 0, 4},
+      {"grad.emb", K::output, D::f32, {V, V}, 0, uint64_t(V * V * 4)},
+      {"grad.bias", K::output, D::f32, {V}, 0, uint64_t(V * 4)},
+      {"probe", K::output, D::i32, {3}, 0, 12},
+  };
+  s.arenaBytes = R * V * 4;
+  s.params = {
+      {"model.embed.weight", {V, V}, 2, schema::ParamInit::normal, 0.5f},
+      {"model.bias", {V}, 3, schema::ParamInit::ones, 0.02f}};
+  StepSpec step;
+  step.name = "grads";
+  step.kind = schema::StepKind::grads;
+  step.launches = {{0, {0, 1, 2, 3, 4, 5, 8}}, {1, {1, 0, 4, 6, 7}}};
+  step.tokens = 0;
+  step.logits = 0; // unused by a grads step
+  step.targets = 1;
+  step.loss = 5;
+  step.grads = {{"model.bias", 7}, {"model.embed.weight", 6}};
+  s.steps = {step};
+  return s;
+}
+
+TinyGrads tinyGradsReference(const std::vector<float> &emb,
+                             const std::vector<float> &bias,
+                             const std::vector<int32_t> &tokens,
+                             const std::vector<int32_t> &targets) {
+  const int V = 8;
+  TinyGrads g;
+  g.emb.assign(V * V, 0.0);
+  g.bias.assign(V, 0.0);
+  size_t count = 0;
+  for (int32_t t : targets)
+    count += t != -100;
+  if (count == 0)
+    return g;
+  for (size_t r = 0; r < tokens.size(); ++r) {
+    if (targets[r] == -100)
+      continue;
+    double z[V], mx = -1e300, se = 0.0;
+    for (int v = 0; v < V; ++v) {
+      z[v] = double(emb[tokens[r] * V + v]) + double(bias[v]);
+      mx = std::max(mx, z[v]);
+    }
+    for (int v = 0; v < V; ++v)
+      se += std::exp(z[v] - mx);
+    g.loss += (mx + std::log(se) - z[targets[r]]) / double(count);
+    for (int v = 0; v < V; ++v) {
+      double d = (std::exp(z[v] - mx) / se - (v == targets[r] ? 1.0 : 0.0)) /
+                 double(count);
+      g.emb[tokens[r] * V + v] += d;
+      g.bias[v] += d;
+    }
+  }
+  return g;
 }
 
 namespace {

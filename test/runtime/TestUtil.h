@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace colossus::test {
@@ -56,6 +57,10 @@ struct StepSpec {
   std::vector<LaunchSpec> launches;
   uint32_t tokens = 0;
   uint32_t logits = 1;
+  schema::StepKind kind = schema::StepKind::forward;
+  uint32_t targets = 0;                                ///< grads steps
+  uint32_t loss = 0;                                   ///< grads steps
+  std::vector<std::pair<std::string, uint32_t>> grads; ///< name, buffer
 };
 
 struct ArtifactSpec {
@@ -95,6 +100,28 @@ std::vector<float> tinyReference(const std::vector<float> &emb,
                                  const std::vector<int32_t> &context,
                                  const std::vector<int32_t> &tokens,
                                  int64_t pos0);
+
+/// The tiny grads step (tiny_xent / tiny_xent_grad of tiny_kernels.c):
+/// V = 8, B = 2, S = 4; buffers
+///   0 tokens (input i32 [8]), 1 targets (input i32 [8]),
+///   2 emb param [8, 8] "model.embed.weight", 3 bias param [8] "model.bias",
+///   4 probs arena [8, 8], 5 loss output f32 [], 6 grad of emb output
+///   [8, 8], 7 grad of bias output [8], 8 probe output i32 [3] (nb, nt, pos0
+///   of the last launch);
+/// step "grads" of kind grads, whose grads list the bias first.
+ArtifactSpec tinyGradsSpec();
+
+/// Reference of the tiny grads step, in double: the mean cross entropy of
+/// logits[r] = emb[tokens[r]] + bias against targets[r] (-100 ignored) and
+/// its gradients with respect to emb ([8, 8]) and bias ([8]).
+struct TinyGrads {
+  double loss = 0.0;
+  std::vector<double> emb, bias;
+};
+TinyGrads tinyGradsReference(const std::vector<float> &emb,
+                             const std::vector<float> &bias,
+                             const std::vector<int32_t> &tokens,
+                             const std::vector<int32_t> &targets);
 
 /// A safetensors tensor to write.
 struct TensorData {

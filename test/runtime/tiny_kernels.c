@@ -52,3 +52,76 @@ void tiny_logits(void **args, int64_t nb, int64_t nt, int64_t pos0) {
             hid[r * V + v] + (float)pos0 + (v == hot ? 2.5f : 0.0f);
     }
 }
+
+/* A tiny grads step (kind grads, docs/artifact-format.md): the mean cross
+ * entropy of logits[r, v] = emb[tokens[r], v] + bias[v] against targets[r]
+ * over the rows r < nb * nt whose target is not the ignore index -100, and
+ * its gradients. Reference: tinyGradsReference in TestUtil.cpp.
+ *
+ *   tiny_xent(tokens, targets, emb, bias, probs, loss, probe):
+ *       probs[r, :] = softmax(logits[r, :]); loss[0] = mean of
+ *       -log probs[r, targets[r]] over the counted rows (0 when none);
+ *       probe[0..2] = nb, nt, pos0 (so the tests see the launch extents)
+ *   tiny_xent_grad(targets, tokens, probs, gemb, gbias):
+ *       d = (probs[r, :] - onehot(targets[r])) / count for counted rows;
+ *       gemb[tokens[r], :] += d; gbias[:] += d
+ * The gradient kernel accumulates: it relies on the runtime zeroing the
+ * gradient outputs before every grads step.
+ */
+#include <math.h>
+
+#define IGNORE_INDEX (-100)
+
+void tiny_xent(void **args, int64_t nb, int64_t nt, int64_t pos0) {
+  const int32_t *tokens = (const int32_t *)args[0];
+  const int32_t *targets = (const int32_t *)args[1];
+  const float *emb = (const float *)args[2];
+  const float *bias = (const float *)args[3];
+  float *probs = (float *)args[4];
+  float *loss = (float *)args[5];
+  int32_t *probe = (int32_t *)args[6];
+  double sum = 0.0;
+  int64_t count = 0;
+  for (int64_t r = 0; r < nb * nt; ++r) {
+    double z[V], mx = -INFINITY, se = 0.0;
+    for (int v = 0; v < V; ++v) {
+      z[v] = (double)emb[tokens[r] * V + v] + (double)bias[v];
+      if (z[v] > mx)
+        mx = z[v];
+    }
+    for (int v = 0; v < V; ++v)
+      se += exp(z[v] - mx);
+    for (int v = 0; v < V; ++v)
+      probs[r * V + v] = (float)(exp(z[v] - mx) / se);
+    if (targets[r] != IGNORE_INDEX) {
+      sum += mx + log(se) - z[targets[r]];
+      ++count;
+    }
+  }
+  loss[0] = count ? (float)(sum / (double)count) : 0.0f;
+  probe[0] = (int32_t)nb;
+  probe[1] = (int32_t)nt;
+  probe[2] = (int32_t)pos0;
+}
+
+void tiny_xent_grad(void **args, int64_t nb, int64_t nt, int64_t pos0) {
+  const int32_t *targets = (const int32_t *)args[0];
+  const int32_t *tokens = (const int32_t *)args[1];
+  const float *probs = (const float *)args[2];
+  float *gemb = (float *)args[3];
+  float *gbias = (float *)args[4];
+  int64_t count = 0;
+  (void)pos0;
+  for (int64_t r = 0; r < nb * nt; ++r)
+    count += targets[r] != IGNORE_INDEX;
+  for (int64_t r = 0; r < nb * nt; ++r) {
+    if (targets[r] == IGNORE_INDEX)
+      continue;
+    for (int v = 0; v < V; ++v) {
+      float d =
+          (probs[r * V + v] - (v == targets[r] ? 1.0f : 0.0f)) / (float)count;
+      gemb[tokens[r] * V + v] += d;
+      gbias[v] += d;
+    }
+  }
+}

@@ -10,7 +10,9 @@
 
 #include "colossus/runtime/Artifact.h"
 #include "colossus/runtime/Npy.h"
+#include "colossus/runtime/SafetensorsWriter.h"
 #include "colossus/runtime/Session.h"
+#include "colossus/runtime/TokenData.h"
 
 #include <nlohmann/json.hpp>
 
@@ -22,6 +24,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <optional>
@@ -46,15 +49,25 @@ usage:
                                  --logits-out FILE.npy [options]
   colossus-run ARTIFACT generate (--weights W | --init=random) --prompt-ids IDS
                                  [--max-new-tokens N] [sampling options] [--json]
+  colossus-run ARTIFACT grads    (--weights W | --init=random) --data TOKENS.bin
+                                 [--data-dtype uint16|uint32]
+                                 [--data-order sequential|random] [--seed S]
+                                 [--step-index K] [--grads-out G.safetensors]
+                                 [--json]
   colossus-run --help
 
 commands:
   info       print a JSON summary of the artifact (target, batch, seq, model,
-             kernels, arena bytes, params count); needs no weights or device
+             kernels, steps and their kind, arena bytes, params count); needs
+             no weights or device
   forward    one step over the prompt (nb=1, nt=L, pos0=0); writes the logits
              [L, vocab] as float32 .npy
   generate   prefill the prompt, then decode N new tokens one at a time; prints
              the new token ids (space-separated, or one JSON object with --json)
+  grads      (an artifact compiled with --step=train) the loss and gradients of
+             the batch of data step K (batch B and seq S of the artifact; one
+             step with nb=B, nt=S, pos0=0); prints the loss and the global
+             gradient norm, writes every gradient with --grads-out
 
 options (a value may be given as --flag VALUE or --flag=VALUE):
   --weights PATH         parameters from a .safetensors file, a sharded
@@ -63,7 +76,8 @@ options (a value may be given as --flag VALUE or --flag=VALUE):
   --init=random          parameters from a deterministic generator instead of
                          a checkpoint (per Param.init: normal(0, init_std),
                          ones, zeros), seeded by --seed
-  --seed N               seed of --init=random and of sampling (default 0)
+  --seed N               seed of --init=random, of sampling and of the random
+                         data order (default 0)
   --device cpu|cuda      device to run on (default: from the artifact target,
                          cpu -> cpu, sm_90a -> cuda)
   --prompt-ids IDS       comma-separated token ids, e.g. 1,2,3 (forward,
@@ -74,12 +88,25 @@ options (a value may be given as --flag VALUE or --flag=VALUE):
   --temperature T        generate: 0 = greedy argmax (default 0)
   --top-k K              generate: keep the K most likely tokens (0 = off)
   --top-p P              generate: nucleus sampling mass in (0, 1] (1 = off)
-  --json                 generate, forward: print one JSON object on stdout
+  --data PATH            grads: token file (flat little-endian uint16 or
+                         uint32 ids, no header)
+  --data-dtype uint16|uint32
+                         grads: the token file's dtype (default: from the
+                         sidecar PATH.json, {"dtype": "uint16"})
+  --data-order sequential|random
+                         grads: how batches are drawn (default sequential;
+                         see docs/training-runtime.md)
+  --step-index K         grads: the data step whose batch is used (default 0)
+  --grads-out FILE       grads: write the gradients (float32, the parameters'
+                         HF names and shapes) as .safetensors
+  --json                 forward, generate, grads: print one JSON object on
+                         stdout
   -h, --help             print this help and exit
 
 exit codes: 0 success; 1 error (missing or corrupt file, weights mismatch,
-device mismatch or failure, bad token id); 2 usage error (unknown flag,
-missing value, malformed number).
+device mismatch or failure, bad token id, a token file that cannot be used,
+the wrong kind of artifact for the command, cannot write an output); 2 usage
+error (unknown flag, missing value, malformed number).
 )";
 
 struct UsageError {
@@ -171,11 +198,16 @@ struct Options {
 
 // Flags taking a value, and the commands that accept them.
 const std::map<std::string, std::set<std::string>> kValueFlags = {
-    {"--weights", {"forward", "generate"}},
-    {"--init", {"forward", "generate"}},
-    {"--seed", {"forward", "generate"}},
-    {"--device", {"forward", "generate"}},
+    {"--weights", {"forward", "generate", "grads"}},
+    {"--init", {"forward", "generate", "grads"}},
+    {"--seed", {"forward", "generate", "grads"}},
+    {"--device", {"forward", "generate", "grads"}},
     {"--prompt-ids", {"forward", "generate"}},
+    {"--data", {"grads"}},
+    {"--data-dtype", {"grads"}},
+    {"--data-order", {"grads"}},
+    {"--step-index", {"grads"}},
+    {"--grads-out", {"grads"}},
     {"--logits-out", {"forward"}},
     {"--max-new-tokens", {"generate"}},
     {"--temperature", {"generate"}},
@@ -183,7 +215,7 @@ const std::map<std::string, std::set<std::string>> kValueFlags = {
     {"--top-p", {"generate"}},
 };
 const std::map<std::string, std::set<std::string>> kBoolFlags = {
-    {"--json", {"forward", "generate"}},
+    {"--json", {"forward", "generate", "grads"}},
 };
 
 Options parseArgs(int argc, char **argv) {
@@ -287,10 +319,15 @@ ojson artifactInfo(const Artifact &art) {
   j["kernels"] = kernels;
   ojson steps = ojson::array();
   if (a.steps())
-    for (const schema::Step *s : *a.steps())
-      steps.push_back(
-          {{"name", s->name() ? s->name()->str() : ""},
-           {"launches", s->launches() ? s->launches()->size() : 0}});
+    for (const schema::Step *s : *a.steps()) {
+      ojson sj;
+      sj["name"] = s->name() ? s->name()->str() : "";
+      sj["kind"] = schema::EnumNameStepKind(s->kind());
+      sj["launches"] = s->launches() ? s->launches()->size() : 0;
+      if (s->kind() == schema::StepKind::grads)
+        sj["grads"] = s->grads() ? s->grads()->size() : 0;
+      steps.push_back(sj);
+    }
   j["steps"] = steps;
   uint64_t paramBytes = 0, stateBytes = 0;
   for (uint32_t b = 0; b < art.numBuffers(); ++b) {
@@ -314,6 +351,96 @@ ojson artifactInfo(const Artifact &art) {
   return j;
 }
 
+using FlagGetter =
+    std::function<std::optional<std::string>(const std::string &)>;
+
+/// `colossus-run ART grads`: the loss and gradients of one batch.
+int runGrads(const std::string &artPath, const SessionOptions &sopts,
+             uint64_t seed, bool json, const FlagGetter &get) {
+  auto dataPath = get("--data");
+  if (!dataPath)
+    usageError("the 'grads' command needs --data TOKENS.bin");
+  TokenDataOptions dopts;
+  if (auto d = get("--data-dtype")) {
+    dopts.dtype = parseTokenDType(*d);
+    if (!dopts.dtype)
+      usageError("--data-dtype: unknown dtype '" + *d +
+                 "' (expected uint16 or uint32)");
+  }
+  DataOrder order = DataOrder::Sequential;
+  if (auto d = get("--data-order")) {
+    auto o = parseDataOrder(*d);
+    if (!o)
+      usageError("--data-order: unknown order '" + *d +
+                 "' (expected sequential or random)");
+    order = *o;
+  }
+  int64_t stepIndex = 0;
+  if (auto k = get("--step-index")) {
+    auto v = parseUInt(*k);
+    if (!v || *v > static_cast<uint64_t>(INT64_MAX))
+      usageError("--step-index: '" + *k + "' is not a non-negative integer");
+    stepIndex = static_cast<int64_t>(*v);
+  }
+  auto gradsOut = get("--grads-out");
+
+  auto artifact = Artifact::loadFile(artPath, sopts.device);
+  if (!artifact)
+    return error(artifact.message());
+  const Artifact &art = **artifact;
+  if (!art.findStep(schema::StepKind::grads))
+    return error(artPath + ": the artifact has no grads step: compile with "
+                           "--step=train");
+  const int64_t B = art.batch(), S = art.seq();
+  dopts.seq = S;
+  dopts.vocabSize = art.vocabSize();
+  auto data = TokenData::open(*dataPath, dopts);
+  if (!data)
+    return error(data.message());
+  std::vector<int32_t> tokens(static_cast<size_t>(B * S)),
+      targets(static_cast<size_t>(B * S));
+  Status filled = (*data)->fillBatch(stepIndex, B, S, order, seed,
+                                     tokens.data(), targets.data());
+  if (!filled)
+    return error(filled.message());
+
+  auto session = Session::create(std::move(artifact).value(), sopts);
+  if (!session)
+    return error(session.message());
+  Session &s = **session;
+  auto result = s.grads(tokens.data(), targets.data());
+  if (!result)
+    return error(result.message());
+
+  if (gradsOut) {
+    std::vector<TensorViewF32> views;
+    for (const ParamGradient &g : result->grads)
+      views.push_back({g.name, g.shape, g.values.data()});
+    auto written = writeSafetensorsF32(*gradsOut, views, {{"format", "pt"}});
+    if (!written)
+      return error(written.message());
+  }
+  if (json) {
+    ojson j;
+    j["loss"] = result->loss;
+    j["grad_norm"] = result->gradNorm;
+    j["tokens"] = B * S;
+    j["time_s"] = result->seconds;
+    std::cout << j.dump() << "\n";
+  } else {
+    char line[160];
+    std::snprintf(line, sizeof(line),
+                  "loss %.6f grad_norm %.6f tokens %lld (%.3f s)\n",
+                  static_cast<double>(result->loss), result->gradNorm,
+                  static_cast<long long>(B * S), result->seconds);
+    std::cout << line;
+  }
+  std::cout.flush();
+  if (!std::cout)
+    return error("cannot write to stdout");
+  return 0;
+}
+
 int run(int argc, char **argv) {
   Options o = parseArgs(argc, argv);
   if (o.help) {
@@ -323,15 +450,16 @@ int run(int argc, char **argv) {
   if (o.positional.empty())
     usageError("missing ARTIFACT and command (see --help)");
   if (o.positional.size() < 2)
-    usageError("missing command after the artifact: info, forward or "
-               "generate (see --help)");
+    usageError("missing command after the artifact: info, forward, "
+               "generate or grads (see --help)");
   if (o.positional.size() > 2)
     usageError("unexpected argument '" + o.positional[2] + "'");
   const std::string &artPath = o.positional[0];
   const std::string &command = o.positional[1];
-  if (command != "info" && command != "forward" && command != "generate")
+  if (command != "info" && command != "forward" && command != "generate" &&
+      command != "grads")
     usageError("unknown command '" + command +
-               "' (expected info, forward or generate)");
+               "' (expected info, forward, generate or grads)");
   for (const auto &[flag, value] : o.values)
     if (!kValueFlags.at(flag).count(command))
       usageError(flag + " is not an option of the '" + command + "' command");
@@ -354,7 +482,7 @@ int run(int argc, char **argv) {
     return 0;
   }
 
-  // forward / generate: parse everything before loading anything.
+  // forward / generate / grads: parse everything before loading anything.
   SessionOptions sopts;
   uint64_t seed = 0;
   if (auto s = get("--seed")) {
@@ -381,11 +509,13 @@ int run(int argc, char **argv) {
                  "' (expected cpu or cuda)");
     sopts.device = kind;
   }
+  const bool json = o.flags.count("--json") > 0;
+  if (command == "grads")
+    return runGrads(artPath, sopts, seed, json, get);
   auto idsText = get("--prompt-ids");
   if (!idsText)
     usageError("the '" + command + "' command needs --prompt-ids");
   std::vector<int32_t> ids = parsePromptIds(*idsText);
-  const bool json = o.flags.count("--json") > 0;
 
   std::optional<std::string> logitsOut;
   SamplingParams sampling;
@@ -423,7 +553,18 @@ int run(int argc, char **argv) {
     sampling.seed = seed;
   }
 
-  auto session = Session::create(artPath, sopts);
+  // The artifact first, so that a grads artifact is named as such before
+  // any weights are read.
+  auto artifact = Artifact::loadFile(artPath, sopts.device);
+  if (!artifact)
+    return error(artifact.message());
+  if (!(*artifact)->findStep(schema::StepKind::forward))
+    return error(artPath +
+                 ": the artifact has no forward step (it was "
+                 "compiled with --step=train: use the grads "
+                 "command); '" +
+                 command + "' needs an artifact compiled with --step=forward");
+  auto session = Session::create(std::move(artifact).value(), sopts);
   if (!session)
     return error(session.message());
   Session &s = **session;

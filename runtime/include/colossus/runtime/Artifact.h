@@ -10,7 +10,9 @@
 //   4. the whole-file FNV-1a checksum (ArtifactChecksum.h),
 //   5. the target fits the device (when a device is given),
 //   6. internal consistency: every index in range, argument counts, arena
-//      bounds, buffer kinds and sizes of the params / tokens / logits.
+//      bounds, buffer kinds and sizes of the params / tokens / logits; at
+//      most one step of each kind; for a grads step its targets, loss and
+//      one gradient buffer per Param (named by hf_name, the param's size).
 //
 // Every error message starts with the artifact's path.
 //
@@ -74,6 +76,8 @@ public:
 
   /// The step with this name, or nullptr.
   const schema::Step *findStep(std::string_view stepName) const;
+  /// The step of this kind (at most one, validated), or nullptr.
+  const schema::Step *findStep(schema::StepKind kind) const;
   /// Number of buffers / kernels / params (0 when the vector is absent).
   uint32_t numBuffers() const;
   uint32_t numKernels() const;

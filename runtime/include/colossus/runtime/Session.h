@@ -12,6 +12,10 @@
 //   auto logits = (*s)->forward({1, 2, 3});   // [3 * vocab] floats
 //   auto out = (*s)->generate({1, 2, 3}, 16, SamplingParams{});
 //
+// An artifact compiled with --step=train has a grads step instead of a
+// forward step (Step.kind): `grads(tokens, targets)` runs it on a whole
+// batch and returns the loss and the gradient of every parameter.
+//
 // A session is not thread-safe; use one per thread.
 //
 //===----------------------------------------------------------------------===//
@@ -58,6 +62,30 @@ struct GenerateResult {
   double seconds = 0.0; ///< wall time of prefill + decode
 };
 
+/// The ignore index of the loss: a target equal to it counts in neither the
+/// sum nor the count of the mean cross entropy (docs/training.md).
+inline constexpr int32_t kIgnoreIndex = -100;
+
+/// The gradient of one parameter, read back from a grads step.
+struct ParamGradient {
+  std::string name;           ///< Param.hf_name
+  std::vector<int64_t> shape; ///< Param.shape
+  std::vector<float> values;  ///< row-major, product(shape) floats
+};
+
+struct GradsResult {
+  float loss = 0.0f;     ///< the step's loss output (mean cross entropy)
+  double gradNorm = 0.0; ///< gradientNorm(grads), computed on the host
+  /// One per Param, in the order of Artifact.params.
+  std::vector<ParamGradient> grads;
+  double seconds = 0.0; ///< wall time: inputs in, launches, outputs out
+};
+
+/// sqrt of the sum of the squares of every value of every gradient,
+/// accumulated in double (the global norm of docs/training.md, before
+/// clipping).
+double gradientNorm(const std::vector<ParamGradient> &grads);
+
 class Session {
 public:
   /// Loads and verifies the artifact, creates the device, loads the
@@ -82,12 +110,27 @@ public:
                                     int64_t maxNew,
                                     const SamplingParams &sampling);
 
-  // ---- Lower level: one step at a time ----
-  /// Zeroes the state buffers (KV caches); forward and generate do it first.
+  /// Runs the grads step on one whole batch: `tokens` and `targets` hold
+  /// batch * seq ids each, row-major [batch, seq] (TokenData::fillBatch's
+  /// layout). Every token id must be in [0, vocab), every target in
+  /// [0, vocab) or kIgnoreIndex. Zeroes the state buffers and the loss and
+  /// gradient buffers, writes the two inputs, runs the step with
+  /// nb = batch, nt = seq, pos0 = 0, and reads the loss and every gradient.
+  /// An error when the artifact has no grads step.
+  Expected<GradsResult> grads(const int32_t *tokens, const int32_t *targets);
+
+  /// The artifact's forward / grads step (Step.kind), or nullptr.
+  const schema::Step *forwardStep() const { return forwardStep_; }
+  const schema::Step *gradsStep() const { return gradsStep_; }
+
+  // ---- Lower level: one forward step at a time ----
+  // (errors when the artifact has no forward step)
+  /// Zeroes the state buffers (KV caches); forward, generate and grads do it
+  /// first.
   Status resetState();
-  /// Writes ids into rows 0..count-1 of the step's tokens buffer.
+  /// Writes ids into rows 0..count-1 of the forward step's tokens buffer.
   Status writeTokens(const int32_t *ids, size_t count);
-  /// Runs the step's launches on the active region (validated).
+  /// Runs the forward step's launches on the active region (validated).
   Status runStep(int64_t nb, int64_t nt, int64_t pos0);
   /// Copies rows 0..rows-1 of the logits buffer ([rows, vocab] floats).
   Status readLogits(float *out, size_t rows);
@@ -108,20 +151,29 @@ private:
   Status fillParams(const WeightsSpec &weights);
   Status checkTokens(const std::vector<int32_t> &tokens,
                      const char *what) const;
+  Status requireForward() const;
+  Status requireGrads() const;
 
   struct PreparedLaunch {
     uint32_t kernel;
     std::vector<void *> args;
   };
 
+  Status runLaunches(const std::vector<PreparedLaunch> &launches, int64_t nb,
+                     int64_t nt, int64_t pos0);
+
   std::unique_ptr<Artifact> artifact_;
   std::unique_ptr<Device> device_;
-  const schema::Step *step_ = nullptr;
+  const schema::Step *forwardStep_ = nullptr;
+  const schema::Step *gradsStep_ = nullptr;
   void *arena_ = nullptr;
   std::vector<void *> ownAllocations_;
   std::vector<void *> bufferPtrs_;
   std::vector<uint32_t> stateBuffers_;
-  std::vector<PreparedLaunch> launches_;
+  std::vector<PreparedLaunch> forwardLaunches_;
+  std::vector<PreparedLaunch> gradsLaunches_;
+  /// grads step: the gradient buffer of params[i].
+  std::vector<uint32_t> gradBufferOfParam_;
 };
 
 } // namespace colossus
