@@ -94,8 +94,14 @@ std::vector<uint8_t> colossus::writeArtifact(const ArtifactInputs &in) {
   for (const PlannedLaunch &l : plan.launches)
     launches.push_back(
         s::CreateLaunch(b, kernelIndex.at(l.kernel), b.CreateVector(l.args)));
-  auto step = s::CreateStep(b, b.CreateString("forward"),
-                            b.CreateVector(launches), plan.tokens, plan.logits);
+  std::vector<fb::Offset<s::NamedBuffer>> grads;
+  for (const auto &[name, buf] : plan.gradOutputs)
+    grads.push_back(s::CreateNamedBuffer(b, b.CreateString(name), buf));
+  auto step = s::CreateStep(
+      b, b.CreateString(plan.grads ? "grads" : "forward"),
+      b.CreateVector(launches), plan.tokens, plan.grads ? 0 : plan.logits,
+      plan.grads ? s::StepKind::grads : s::StepKind::forward, plan.targets,
+      plan.loss, b.CreateVector(grads));
 
   auto model = s::CreateModelInfo(
       b, b.CreateString(c.family == ModelFamily::Llama ? "llama" : "gpt2"),

@@ -6,6 +6,8 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "llvm/ADT/DenseMap.h"
 
+#include <set>
+
 using namespace mlir;
 using namespace colossus;
 using llvm::Error;
@@ -20,7 +22,7 @@ Error err(const llvm::Twine &msg) {
 class Planner {
 public:
   explicit Planner(ModuleOp m) : module(m) {}
-  Expected<StepPlan> run();
+  Expected<StepPlan> run(StringRef stepName);
 
 private:
   unsigned addBuffer(PlannedBuffer b) {
@@ -42,6 +44,8 @@ private:
   }
   Error walkBody(Block &body, llvm::DenseMap<Value, unsigned> &env,
                  const std::string &scope, bool isStep);
+  Error bindOutputs(func::ReturnOp ret, llvm::DenseMap<Value, unsigned> &env);
+  func::FuncOp step;
 
   ModuleOp module;
   StepPlan plan;
@@ -75,13 +79,6 @@ Error Planner::walkBody(Block &body, llvm::DenseMap<Value, unsigned> &env,
           if (!arg)
             return err("internal error: cache_write on a computed cache");
           buf = launch.args[arg.getArgNumber()];
-        } else if (isStep && llvm::any_of(res.getUses(), [](OpOperand &u) {
-                     return isa<func::ReturnOp>(u.getOwner()) &&
-                            u.getOperandNumber() == 0;
-                   })) {
-          buf =
-              addBuffer(bufferFor(res.getType(), "logits", BufferKind::Output));
-          plan.logits = buf;
         } else {
           buf = addBuffer(bufferFor(
               res.getType(), scope + launch.kernel + ".out" + std::to_string(i),
@@ -123,9 +120,13 @@ Error Planner::walkBody(Block &body, llvm::DenseMap<Value, unsigned> &env,
       }
       continue;
     }
-    if (isa<func::ReturnOp>(op)) {
+    if (auto ret = dyn_cast<func::ReturnOp>(op)) {
       // Values returned by a layer stay alive until their users in the
-      // caller; liveness is extended there.
+      // caller; liveness is extended there. The step's own results become
+      // its output buffers.
+      if (isStep)
+        if (Error e = bindOutputs(ret, env))
+          return e;
       continue;
     }
     return err("cannot plan op '" + op.getName().getStringRef() +
@@ -134,10 +135,40 @@ Error Planner::walkBody(Block &body, llvm::DenseMap<Value, unsigned> &env,
   return Error::success();
 }
 
-Expected<StepPlan> Planner::run() {
-  auto step = module.lookupSymbol<func::FuncOp>("forward");
+Error Planner::bindOutputs(func::ReturnOp ret,
+                           llvm::DenseMap<Value, unsigned> &env) {
+  std::set<unsigned> seen;
+  for (auto [i, v] : llvm::enumerate(ret.getOperands())) {
+    auto it = env.find(v);
+    if (it == env.end())
+      return err("internal error: a result of the step has no buffer");
+    PlannedBuffer &b = plan.buffers[it->second];
+    if (!plan.grads && i > 0)
+      continue; // forward: the updated KV caches are their state buffers
+    if (b.kind != BufferKind::Arena || !seen.insert(it->second).second)
+      return err("internal error: step result " + llvm::Twine(i) +
+                 " is not a buffer of its own");
+    b.kind = BufferKind::Output;
+    if (i == 0) {
+      b.name = plan.grads ? "loss" : "logits";
+      (plan.grads ? plan.loss : plan.logits) = it->second;
+      continue;
+    }
+    auto name = step.getResultAttrOfType<StringAttr>(i, attrs::kParam);
+    if (!name)
+      return err("result " + llvm::Twine(i) + " of @" + step.getSymName() +
+                 " names no parameter");
+    b.name = "grad:" + name.str();
+    plan.gradOutputs.push_back({name.str(), it->second});
+  }
+  return Error::success();
+}
+
+Expected<StepPlan> Planner::run(StringRef stepName) {
+  step = module.lookupSymbol<func::FuncOp>(stepName);
   if (!step)
-    return err("the module has no @forward step function");
+    return err("the module has no @" + stepName + " step function");
+  plan.grads = stepName != "forward";
   llvm::DenseMap<Value, unsigned> env;
   for (BlockArgument arg : step.getArguments()) {
     DictionaryAttr attrs = step.getArgAttrDict(arg.getArgNumber());
@@ -163,12 +194,10 @@ Expected<StepPlan> Planner::run() {
     unsigned id = addBuffer(std::move(b));
     env[arg] = id;
     if (plan.buffers[id].kind == BufferKind::Input)
-      plan.tokens = id;
+      (plan.buffers[id].name == "targets" ? plan.targets : plan.tokens) = id;
   }
   if (Error e = walkBody(step.getBody().front(), env, "", /*isStep=*/true))
     return std::move(e);
-  if (plan.buffers[plan.logits].kind != BufferKind::Output)
-    return err("@forward does not return logits computed by a kernel");
 
   // First-fit packing of arena buffers by live interval.
   const uint64_t align = 256;
@@ -202,7 +231,7 @@ Expected<StepPlan> Planner::run() {
 
 } // namespace
 
-Expected<StepPlan> colossus::planStep(ModuleOp module) {
+Expected<StepPlan> colossus::planStep(ModuleOp module, StringRef stepName) {
   Planner p(module);
-  return p.run();
+  return p.run(stepName);
 }

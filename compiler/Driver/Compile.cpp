@@ -47,9 +47,10 @@ cl::opt<std::string>
                        "sm_90a (NVIDIA Hopper PTX + cubin)"),
               cl::init("cpu"), cl::cat(cat));
 cl::opt<std::string> stepOpt("step",
-                             cl::desc("Step to compile: forward, or train "
-                                      "(--emit=graph only so far: the loss "
-                                      "and its backward graph)"),
+                             cl::desc("Step to compile: forward (logits, "
+                                      "KV cache), or train (a grads step: "
+                                      "the loss of a batch and the gradient "
+                                      "of every parameter)"),
                              cl::init("forward"), cl::cat(cat));
 cl::opt<int64_t> batchOpt("batch", cl::desc("Batch capacity (sequences)"),
                           cl::init(1), cl::cat(cat));
@@ -152,7 +153,7 @@ llvm::json::Value reportJson(const ModelConfig &c, bool gpu,
   r["model"] = c.name;
   r["family"] = c.family == ModelFamily::Llama ? "llama" : "gpt2";
   r["target"] = gpu ? "sm_90a" : "cpu";
-  r["step"] = "forward";
+  r["step"] = plan.grads ? "grads" : "forward";
   r["batch"] = batchOpt.getValue();
   r["seq"] = seqOpt.getValue();
   r["parameters"] = c.numParameters();
@@ -262,7 +263,7 @@ int colossus::compileMain(int argc, char **argv) {
   bool train = stepOpt == "train";
   if (stepOpt != "forward" && !train) {
     llvm::errs() << "colossus-compile: error: --step=" << stepOpt
-                 << ": unknown step (expected forward)\n";
+                 << ": unknown step (expected forward or train)\n";
     return 2;
   }
   static const char *emits[] = {"graph", "fused",    "kernels",
@@ -308,18 +309,19 @@ int colossus::compileMain(int argc, char **argv) {
   if (failed(verify(*module)))
     return fail("internal error: the imported graph does not verify");
   if (train) {
-    // The loss and its backward graph exist; the optimizer step, its
-    // kernels and the train-step artifact do not yet.
+    // The grads step: the loss and the gradient of every parameter
+    // (colossus-autodiff); the loss function alone is not kept.
     PassManager ad(&ctx);
     ad.addPass(createColossusAutodiff());
-    ad.addPass(mlir::createCanonicalizerPass());
     if (failed(ad.run(*module)))
       return fail("differentiating " + modelPath + " failed");
-    if (emitOpt == "graph")
-      return writeText([&](llvm::raw_ostream &os) { module->print(os); });
-    return fail("--step=train: the loss and its gradients are built (see "
-                "--emit=graph); fusion and code generation of the training "
-                "step are not supported yet");
+    if (auto loss = module->lookupSymbol<func::FuncOp>("loss"))
+      loss.erase();
+    PassManager clean(&ctx);
+    clean.addPass(mlir::createCanonicalizerPass());
+    clean.addPass(mlir::createSymbolDCEPass());
+    if (failed(clean.run(*module)))
+      return fail("cleaning up the backward graph of " + modelPath + " failed");
   }
   if (emitOpt == "graph")
     return writeText([&](llvm::raw_ostream &os) { module->print(os); });
@@ -369,7 +371,8 @@ int colossus::compileMain(int argc, char **argv) {
     records.push_back(std::move(k));
   });
 
-  llvm::Expected<StepPlan> plan = planStep(*module);
+  llvm::Expected<StepPlan> plan =
+      planStep(*module, train ? "loss_grad" : "forward");
   if (!plan)
     return fail(llvm::toString(plan.takeError()));
 

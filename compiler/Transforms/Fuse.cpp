@@ -24,6 +24,7 @@
 
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/IRMapping.h"
+#include "llvm/ADT/DenseSet.h"
 #include "llvm/ADT/SetVector.h"
 #include "llvm/ADT/TypeSwitch.h"
 
@@ -37,8 +38,16 @@ using namespace colossus;
 
 namespace {
 
+/// Splat tensor constants (such as d loss / d loss = 1) are views too.
+bool isSplatConstant(Operation *op) {
+  auto c = dyn_cast<arith::ConstantOp>(op);
+  auto attr = c ? dyn_cast<SplatElementsAttr>(c.getValue()) : nullptr;
+  return attr && attr.getElementType().isF32();
+}
+
 bool isView(Operation *op) {
-  return isa<PositionsOp, SliceOp, PadColumnsOp, CacheReadOp>(op);
+  return isa<PositionsOp, SliceOp, PadColumnsOp, CacheReadOp>(op) ||
+         isSplatConstant(op);
 }
 
 /// A view that something other than a colossus op reads (a return, a call)
@@ -178,6 +187,10 @@ private:
   void materialize(Group &g);
 
   Block &block;
+  /// Values indexed by parameter rows rather than token rows: gradients
+  /// reduced over the tokens, and elementwise combinations of them (the
+  /// sum of a tied embedding's two gradients).
+  llvm::DenseSet<Value> weightShaped;
   llvm::DenseMap<Operation *, Group *> groupOf;
   std::vector<std::unique_ptr<Group>> groups;
 };
@@ -369,6 +382,13 @@ void Fuser::materialize(Group &g) {
   auto fusion = b.create<FusionOp>(g.root->getLoc(), resultTypes,
                                    b.getStringAttr(kindOf(g.root)),
                                    inputs.getArrayRef(), FlatSymbolRefAttr());
+  // Elementwise work on parameter-shaped values runs over all their rows,
+  // not over the step's active tokens.
+  if (isElementwise(g.root) && weightShaped.count(g.root->getResult(0)))
+    fusion->setAttr("colossus.fixed_rows",
+                    b.getI64IntegerAttr(
+                        cast<RankedTensorType>(g.root->getResult(0).getType())
+                            .getDimSize(0)));
   Block *body = new Block();
   fusion.getBody().push_back(body);
   IRMapping map;
@@ -395,6 +415,18 @@ void Fuser::materialize(Group &g) {
 
 void Fuser::run() {
   splitMultiSpaceOps();
+  for (Operation &op : block) {
+    if (isa<LinearWeightGradOp, EmbeddingGradOp, ColumnSumOp>(op))
+      weightShaped.insert(op.getResult(0));
+    else if (isa<RmsNormGradOp, LayerNormGradOp>(op))
+      for (Value r : op.getResults().drop_front())
+        weightShaped.insert(r);
+    else if (isElementwise(&op) && op.getNumOperands() > 0 &&
+             llvm::all_of(op.getOperands(),
+                          [&](Value v) { return weightShaped.count(v); }))
+      for (Value r : op.getResults())
+        weightShaped.insert(r);
+  }
   SmallVector<Operation *> order;
   for (Operation &op : block)
     if (op.getDialect() && isa<ColossusDialect>(op.getDialect()) &&
@@ -415,13 +447,15 @@ void Fuser::run() {
   for (auto &g : groups)
     if (!g->ops.empty())
       materialize(*g);
-  // Views left without users.
-  SmallVector<Operation *> dead;
-  for (Operation &op : llvm::reverse(block))
-    if (isView(&op) && op.use_empty())
-      dead.push_back(&op);
-  for (Operation *op : dead)
-    op->erase();
+  // Views left without users (erasing one can free the view it read).
+  for (bool erased = true; erased;) {
+    erased = false;
+    for (Operation &op : llvm::make_early_inc_range(llvm::reverse(block)))
+      if (isView(&op) && op.use_empty()) {
+        op.erase();
+        erased = true;
+      }
+  }
 }
 
 struct ColossusFusePass final

@@ -341,6 +341,12 @@ FailureOr<Value> Emitter::emitOp(Operation *op, ArrayRef<Value> idx,
   FailureOr<Value> grad = emitGradOp(op, idx, result, handled);
   if (handled)
     return grad;
+  if (auto c = dyn_cast<arith::ConstantOp>(op)) {
+    if (auto splat = dyn_cast<SplatElementsAttr>(c.getValue()))
+      return b.create<arith::ConstantOp>(loc, splat.getSplatValue<TypedAttr>())
+          .getResult();
+    return op->emitOpError("only splat constants can be computed in kernels");
+  }
   if (isa<PositionsOp>(op)) {
     Value p = positionOfRow(idx[0]);
     return b.create<arith::IndexCastOp>(loc, b.getI32Type(), p).getResult();
@@ -910,8 +916,10 @@ LogicalResult Emitter::emitGradRowStats(Value r) {
       });
       if (failed(count))
         return failure();
-      Value dloss =
-          load(inputMem.lookup(cast<BlockArgument>(g.getDloss())), {});
+      FailureOr<Value> dlossOr = emit(g.getDloss(), {});
+      if (failed(dlossOr))
+        return failure();
+      Value dloss = *dlossOr;
       Value hasAny = b.create<arith::CmpFOp>(loc, arith::CmpFPredicate::OGT,
                                              *count, cF32(0.0));
       Value scale = b.create<arith::SelectOp>(
@@ -1253,10 +1261,38 @@ LogicalResult Emitter::emitAttentionGrad(AttentionGradOp op, Value r, Value h,
   int64_t hd = op.getHeadDim();
   int64_t group = op.getNumHeads() / op.getNumKvHeads();
   float scale = static_cast<float>(op.getScale().convertToDouble());
+  // Operands are group inputs (vector dot products) or views over them
+  // (GPT-2's q is a column slice of the fused qkv projection).
   Value qMem = memOf(op.getQ()), kMem = memOf(op.getK()),
         vMem = memOf(op.getV()), doMem = memOf(op.getDout());
-  if (!qMem || !kMem || !vMem || !doMem)
-    return op.emitOpError("operands must be kernel inputs");
+  bool failedEmit = false;
+  auto dotOf = [&](Value a, Value aMem, ArrayRef<Value> aIdx, Value bv,
+                   Value bMem, ArrayRef<Value> bIdx) -> Value {
+    if (aMem && bMem)
+      return dot(aMem, aIdx, bMem, bIdx, hd);
+    auto loop = b.create<scf::ForOp>(loc, cIdx(0), cIdx(hd), cIdx(1),
+                                     ValueRange{cF32(0.0)});
+    llvm::DenseMap<Value, Value> saved = memo;
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(loop.getBody());
+    Value d = loop.getInductionVar();
+    SmallVector<Value> ai(aIdx.begin(), aIdx.end()),
+        bi(bIdx.begin(), bIdx.end());
+    ai.back() = b.create<arith::AddIOp>(loc, ai.back(), d);
+    bi.back() = b.create<arith::AddIOp>(loc, bi.back(), d);
+    FailureOr<Value> x = emit(a, ai), y = emit(bv, bi);
+    memo = saved;
+    if (failed(x) || failed(y)) {
+      failedEmit = true;
+      b.create<scf::YieldOp>(loc, loop.getRegionIterArgs()[0]);
+    } else {
+      b.create<scf::YieldOp>(loc, ValueRange{b.create<arith::AddFOp>(
+                                      loc, loop.getRegionIterArgs()[0],
+                                      b.create<arith::MulFOp>(loc, *x, *y))});
+    }
+    b.setInsertionPointAfter(loop);
+    return loop.getResult(0);
+  };
   auto idx = [&](Value v) {
     return b.create<arith::IndexCastOp>(loc, b.getIndexType(), v).getResult();
   };
@@ -1285,11 +1321,13 @@ LogicalResult Emitter::emitAttentionGrad(AttentionGradOp op, Value r, Value h,
     return {lo, hi};
   };
   auto score = [&](Value i, Value qBase, Value seq, Value j, Value kBase) {
-    Value s = dot(qMem, {i, qBase}, kMem, {seq, j, kBase}, hd);
+    Value s =
+        dotOf(op.getQ(), qMem, {i, qBase}, op.getK(), kMem, {seq, j, kBase});
     return b.create<arith::MulFOp>(loc, s, cF32(scale)).getResult();
   };
   auto dP = [&](Value i, Value qBase, Value seq, Value j, Value kBase) {
-    return dot(doMem, {i, qBase}, vMem, {seq, j, kBase}, hd);
+    return dotOf(op.getDout(), doMem, {i, qBase}, op.getV(), vMem,
+                 {seq, j, kBase});
   };
   auto exp = [&](Value x) { return b.create<math::ExpOp>(loc, x).getResult(); };
   auto sub = [&](Value a, Value c) {
@@ -1348,6 +1386,7 @@ LogicalResult Emitter::emitAttentionGrad(AttentionGradOp op, Value r, Value h,
   // mem[base..., last + d] += coef * src[srcBase..., srcLast + d]
   auto axpy = [&](Value mem, ArrayRef<Value> base, Value coef, Value src,
                   ArrayRef<Value> srcBase) {
+    llvm::DenseMap<Value, Value> saved = memo;
     auto dl = b.create<scf::ForOp>(loc, cIdx(0), cIdx(hd), cIdx(1));
     OpBuilder::InsertionGuard g(b);
     b.setInsertionPointToStart(dl.getBody());
@@ -1357,8 +1396,13 @@ LogicalResult Emitter::emitAttentionGrad(AttentionGradOp op, Value r, Value h,
     at.back() = b.create<arith::AddIOp>(loc, at.back(), d);
     from.back() = b.create<arith::AddIOp>(loc, from.back(), d);
     Value cur = b.create<memref::LoadOp>(loc, mem, at);
-    Value x = b.create<memref::LoadOp>(loc, src, from);
-    b.create<memref::StoreOp>(loc, addF(cur, mul(coef, x)), mem, at);
+    FailureOr<Value> x = emit(src, from);
+    memo = saved;
+    if (failed(x)) {
+      failedEmit = true;
+      return;
+    }
+    b.create<memref::StoreOp>(loc, addF(cur, mul(coef, *x)), mem, at);
   };
 
   Value seq = b.create<arith::DivUIOp>(loc, r, nt);
@@ -1382,8 +1426,8 @@ LogicalResult Emitter::emitAttentionGrad(AttentionGradOp op, Value r, Value h,
     Value pj = b.create<arith::DivFOp>(
         loc, exp(sub(score(r, qBase, seq, j, kBase), m)), l);
     Value ds = mul(pj, sub(dP(r, qBase, seq, j, kBase), dsum));
-    axpy(dq, {r, qBase}, mul(ds, cF32(scale)), kMem, {seq, j, kBase});
-    return success();
+    axpy(dq, {r, qBase}, mul(ds, cF32(scale)), op.getK(), {seq, j, kBase});
+    return failure(failedEmit);
   }
 
   // Key row r (position j of sequence seq), kv head h.
@@ -1420,9 +1464,9 @@ LogicalResult Emitter::emitAttentionGrad(AttentionGradOp op, Value r, Value h,
   Value pij = b.create<arith::DivFOp>(
       loc, exp(sub(score(i, qBase, seq, j, kBase), m)), l);
   Value ds = mul(pij, sub(dP(i, qBase, seq, j, kBase), dsum));
-  axpy(dv, {seq, j, kBase}, pij, doMem, {i, qBase});
-  axpy(dk, {seq, j, kBase}, mul(ds, cF32(scale)), qMem, {i, qBase});
-  return success();
+  axpy(dv, {seq, j, kBase}, pij, op.getDout(), {i, qBase});
+  axpy(dk, {seq, j, kBase}, mul(ds, cF32(scale)), op.getQ(), {i, qBase});
+  return failure(failedEmit);
 }
 
 MemRefType memrefFor(Type t) {
@@ -1530,6 +1574,11 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
   // Reduce and scalar kernels run over a fixed number of rows: the first
   // dimension of their results.
   int64_t fixedRows = 0;
+  if (auto fr = fusion->getAttrOfType<IntegerAttr>("colossus.fixed_rows")) {
+    if (shape != Shape::Pointwise)
+      return fusion.emitOpError("fixed rows only for elementwise kernels");
+    fixedRows = fr.getInt();
+  }
   if (shape == Shape::Reduce || shape == Shape::Scalar) {
     for (Value v : yield.getValues()) {
       auto t = cast<RankedTensorType>(v.getType());
@@ -1542,7 +1591,8 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
     }
   }
   for (Value v : yield.getValues()) {
-    if (fixedRows || shape == Shape::AttnGradQ || shape == Shape::AttnGradKV)
+    if ((fixedRows && shape != Shape::Pointwise) || shape == Shape::AttnGradQ ||
+        shape == Shape::AttnGradKV)
       break;
     int64_t c;
     if (auto cw = v.getDefiningOp<CacheWriteOp>())

@@ -29,18 +29,22 @@ struct PlannedLaunch {
 };
 
 struct StepPlan {
+  bool grads = false; // a grads step (loss + gradients) rather than forward
   std::vector<PlannedBuffer> buffers;
   std::vector<PlannedLaunch> launches;
   uint64_t arenaBytes = 0;
   uint64_t arenaBytesWithoutReuse = 0;
-  unsigned tokens = 0, logits = 0;
+  unsigned tokens = 0, logits = 0, targets = 0, loss = 0;
+  std::vector<std::pair<std::string, unsigned>> gradOutputs; // param -> buffer
 };
 
-/// Unrolls the step function `@forward` (calls to layer functions included)
-/// into a launch sequence over buffers, then packs the activation buffers
-/// into one arena by liveness (first fit, 256-byte aligned). Every
-/// colossus.fusion must carry its `kernel` symbol.
-llvm::Expected<StepPlan> planStep(mlir::ModuleOp module);
+/// Unrolls a step function (calls to layer functions included) into a launch
+/// sequence over buffers, then packs the activation buffers into one arena
+/// by liveness (first fit, 256-byte aligned). Every colossus.fusion must
+/// carry its `kernel` symbol. `@forward` returns logits (then KV caches);
+/// `@loss_grad` returns the loss then one gradient per `colossus.param`.
+llvm::Expected<StepPlan> planStep(mlir::ModuleOp module,
+                                  llvm::StringRef stepName = "forward");
 
 } // namespace colossus
 
