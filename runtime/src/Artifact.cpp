@@ -4,6 +4,7 @@
 #include "colossus/runtime/ArtifactChecksum.h"
 
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <fcntl.h>
@@ -229,6 +230,116 @@ Status checkGradsStep(
       return makeError(n, ": ", label, ".grads: no gradient for params[", p,
                        "] '", a.params()->Get(p)->hf_name()->str(),
                        "' (a grads step has one per parameter)");
+  return Status::success();
+}
+
+/// Check 6 for an update step (docs/artifact-format.md, "Update steps"): its
+/// hyper input and grad_norm output. Its launches are checked with every
+/// step's; the grads step, Artifact.optimizer and the opt_state buffers after
+/// all steps (checkTrainingState).
+Status checkUpdateStep(const schema::Artifact &a, const std::string &n,
+                       uint32_t s) {
+  const schema::Step *step = a.steps()->Get(s);
+  const uint32_t numBuf = a.buffers() ? a.buffers()->size() : 0;
+  const std::string label = strCat("steps[", s, "]");
+  auto describe = [&](const schema::Buffer *b) {
+    return strCat(kindName(b->kind()), ", ", schema::EnumNameDType(b->dtype()));
+  };
+  if (step->hyper() >= numBuf)
+    return makeError(n, ": ", label, ".hyper = ", step->hyper(),
+                     " is out of range (", numBuf, " buffers)");
+  const schema::Buffer *hyper = a.buffers()->Get(step->hyper());
+  if (hyper->kind() != schema::BufferKind::input ||
+      hyper->dtype() != schema::DType::f32)
+    return makeError(n, ": ", label, ".hyper: ", bufferLabel(a, step->hyper()),
+                     " must be an f32 input buffer (it is ", describe(hyper),
+                     ")");
+  if (hyper->size() != 16)
+    return makeError(n, ": ", label, ".hyper: ", bufferLabel(a, step->hyper()),
+                     " has ", hyper->size(),
+                     " bytes, f32[4] [lr, 1 - beta1^t, 1 - beta2^t, "
+                     "max_grad_norm] needs 16");
+  if (step->grad_norm() >= numBuf)
+    return makeError(n, ": ", label, ".grad_norm = ", step->grad_norm(),
+                     " is out of range (", numBuf, " buffers)");
+  const schema::Buffer *gn = a.buffers()->Get(step->grad_norm());
+  if (gn->kind() != schema::BufferKind::output ||
+      gn->dtype() != schema::DType::f32)
+    return makeError(n, ": ", label,
+                     ".grad_norm: ", bufferLabel(a, step->grad_norm()),
+                     " must be an f32 output buffer (it is ", describe(gn),
+                     ")");
+  if (gn->size() < 4)
+    return makeError(n, ": ", label,
+                     ".grad_norm: ", bufferLabel(a, step->grad_norm()),
+                     " has ", gn->size(), " bytes, one f32 value needs 4");
+  return Status::success();
+}
+
+/// With an update step: a grads step, Artifact.optimizer, and for every
+/// Param the f32 opt_state buffers "<hf_name>.exp_avg" and
+/// "<hf_name>.exp_avg_sq" of the param's size.
+Status checkTrainingState(const schema::Artifact &a, const std::string &n,
+                          uint32_t updateIndex, bool hasGrads) {
+  const std::string label = strCat("steps[", updateIndex, "]");
+  if (!hasGrads)
+    return makeError(n, ": ", label,
+                     " is an update step but the artifact has no grads step "
+                     "(the update reads the grads step's gradients)");
+  if (!a.optimizer())
+    return makeError(n, ": ", label,
+                     " is an update step but the artifact has no optimizer "
+                     "table (Artifact.optimizer: beta1, beta2, eps, "
+                     "weight_decay)");
+  const schema::Optimizer &o = *a.optimizer();
+  auto inUnit = [](float x) { return x >= 0.0f && x < 1.0f; };
+  if (!inUnit(o.beta1()) || !inUnit(o.beta2()))
+    return makeError(n, ": optimizer: beta1 = ", o.beta1(), ", beta2 = ",
+                     o.beta2(), ": each must be in [0, 1)");
+  if (!(o.eps() >= 0.0f) || !(o.weight_decay() >= 0.0f) ||
+      !std::isfinite(o.eps()) || !std::isfinite(o.weight_decay()))
+    return makeError(n, ": optimizer: eps = ", o.eps(), ", weight_decay = ",
+                     o.weight_decay(), ": each must be finite and >= 0");
+  const uint32_t numBuf = a.buffers() ? a.buffers()->size() : 0;
+  std::unordered_map<std::string_view, uint32_t> optByName;
+  for (uint32_t b = 0; b < numBuf; ++b) {
+    const schema::Buffer *buf = a.buffers()->Get(b);
+    if (buf->kind() != schema::BufferKind::opt_state)
+      continue;
+    if (!buf->name() || buf->name()->size() == 0)
+      return makeError(n, ": buffers[", b,
+                       "] is an opt_state buffer without a name (opt_state "
+                       "buffers are named <hf_name>.exp_avg / .exp_avg_sq)");
+    if (buf->dtype() != schema::DType::f32)
+      return makeError(n, ": ", bufferLabel(a, b),
+                       ": an opt_state buffer must be f32 (it is ",
+                       schema::EnumNameDType(buf->dtype()), ")");
+    auto [it, fresh] = optByName.emplace(buf->name()->string_view(), b);
+    if (!fresh)
+      return makeError(n, ": ", bufferLabel(a, b), " repeats the name of ",
+                       bufferLabel(a, it->second),
+                       " (opt_state buffers are found by name)");
+  }
+  const uint32_t numParams = a.params() ? a.params()->size() : 0;
+  for (uint32_t p = 0; p < numParams; ++p) {
+    const schema::Param *param = a.params()->Get(p);
+    const schema::Buffer *pb = a.buffers()->Get(param->buffer());
+    for (const char *suffix : {".exp_avg", ".exp_avg_sq"}) {
+      std::string want = param->hf_name()->str() + suffix;
+      auto it = optByName.find(want);
+      if (it == optByName.end())
+        return makeError(n, ": params[", p, "] '", param->hf_name()->str(),
+                         "': no opt_state buffer named '", want,
+                         "' (an update step needs exp_avg and exp_avg_sq "
+                         "for every parameter)");
+      const schema::Buffer *ob = a.buffers()->Get(it->second);
+      if (ob->size() != pb->size())
+        return makeError(n, ": ", bufferLabel(a, it->second), " has ",
+                         ob->size(), " bytes, the parameter params[", p,
+                         "] (shape ", Artifact::shapeString(param->shape()),
+                         ") has ", pb->size());
+    }
+  }
   return Status::success();
 }
 
@@ -468,7 +579,7 @@ Status Artifact::checkConsistency() const {
       if (kind > static_cast<uint32_t>(schema::StepKind::MAX))
         return makeError(n, ": ", label, ": unknown step kind ",
                          static_cast<int>(step->kind()),
-                         " (this runtime knows forward and grads)");
+                         " (this runtime knows forward, grads and update)");
       if (stepOfKind[kind])
         return makeError(n, ": ", label, " is a second ",
                          schema::EnumNameStepKind(step->kind()),
@@ -477,6 +588,9 @@ Status Artifact::checkConsistency() const {
                          "each kind");
       stepOfKind[kind] = s;
       const bool isGrads = step->kind() == schema::StepKind::grads;
+      if (step->kind() == schema::StepKind::update) {
+        COLOSSUS_RETURN_IF_ERROR(checkUpdateStep(a, n, s));
+      } else {
       if (step->tokens() >= numBuf)
         return makeError(n, ": ", label, ".tokens = ", step->tokens(),
                          " is out of range (", numBuf, " buffers)");
@@ -523,6 +637,7 @@ Status Artifact::checkConsistency() const {
                            ", its last dimension must be model.vocab_size = ",
                            a.model()->vocab_size());
       }
+      }
       if (!step->launches())
         continue;
       for (uint32_t l = 0; l < step->launches()->size(); ++l) {
@@ -544,6 +659,12 @@ Status Artifact::checkConsistency() const {
                              " is out of range (", numBuf, " buffers)");
       }
     }
+    const uint32_t updateKind = static_cast<uint32_t>(schema::StepKind::update);
+    if (stepOfKind[updateKind])
+      COLOSSUS_RETURN_IF_ERROR(checkTrainingState(
+          a, n, *stepOfKind[updateKind],
+          stepOfKind[static_cast<uint32_t>(schema::StepKind::grads)]
+              .has_value()));
   }
   return Status::success();
 }

@@ -5,6 +5,8 @@
 
 #include <chrono>
 #include <cmath>
+#include <string_view>
+#include <unordered_map>
 
 namespace colossus {
 
@@ -41,6 +43,7 @@ Status Session::init(const SessionOptions &options) {
   COLOSSUS_RETURN_IF_ERROR(a.checkDevice(kind));
   forwardStep_ = a.findStep(schema::StepKind::forward);
   gradsStep_ = a.findStep(schema::StepKind::grads);
+  updateStep_ = a.findStep(schema::StepKind::update);
   if (!forwardStep_ && !gradsStep_)
     return makeError(a.name(),
                      ": the artifact has neither a forward nor a grads step");
@@ -68,6 +71,22 @@ Status Session::init(const SessionOptions &options) {
   };
   prepare(forwardStep_, forwardLaunches_);
   prepare(gradsStep_, gradsLaunches_);
+  prepare(updateStep_, updateLaunches_);
+
+  // The opt_state buffers of every param (check 6: both exist by name).
+  if (updateStep_) {
+    std::unordered_map<std::string_view, uint32_t> byName;
+    for (uint32_t b = 0; b < a.numBuffers(); ++b) {
+      const schema::Buffer *buf = a.root().buffers()->Get(b);
+      if (buf->kind() == schema::BufferKind::opt_state && buf->name())
+        byName.emplace(buf->name()->string_view(), b);
+    }
+    for (uint32_t p = 0; p < a.numParams(); ++p) {
+      std::string name = a.root().params()->Get(p)->hf_name()->str();
+      optStateOfParam_.emplace_back(byName.at(name + ".exp_avg"),
+                                    byName.at(name + ".exp_avg_sq"));
+    }
+  }
 
   // The gradient buffer of every param (check 6: exactly one each).
   if (gradsStep_ && gradsStep_->grads()) {
@@ -287,7 +306,8 @@ double gradientNorm(const std::vector<ParamGradient> &grads) {
 }
 
 Expected<GradsResult> Session::grads(const int32_t *tokens,
-                                     const int32_t *targets) {
+                                     const int32_t *targets,
+                                     bool readGradients) {
   COLOSSUS_RETURN_IF_ERROR(requireGrads());
   const Artifact &art = *artifact_;
   const schema::Artifact &a = art.root();
@@ -332,8 +352,8 @@ Expected<GradsResult> Session::grads(const int32_t *tokens,
   GradsResult result;
   COLOSSUS_RETURN_IF_ERROR(device_->copyToHost(
       &result.loss, bufferPtrs_[step.loss()], sizeof(float)));
-  result.grads.resize(art.numParams());
-  for (uint32_t p = 0; p < art.numParams(); ++p) {
+  result.grads.resize(readGradients ? art.numParams() : 0);
+  for (uint32_t p = 0; readGradients && p < art.numParams(); ++p) {
     const schema::Param *param = a.params()->Get(p);
     ParamGradient &g = result.grads[p];
     g.name = param->hf_name()->str();
@@ -351,6 +371,92 @@ Expected<GradsResult> Session::grads(const int32_t *tokens,
           .count();
   result.gradNorm = gradientNorm(result.grads);
   return result;
+}
+
+Status Session::requireUpdate() const {
+  if (updateStep_)
+    return Status::success();
+  return makeError(artifact_->name(),
+                   ": the artifact has no update step: compile with "
+                   "--step=train (a colossus-compile that emits the update "
+                   "step)");
+}
+
+Expected<double> Session::update(double lr, int64_t t, double maxGradNorm) {
+  COLOSSUS_RETURN_IF_ERROR(requireUpdate());
+  if (t < 1)
+    return makeError("update: the optimizer step t = ", t, " must be >= 1");
+  if (!std::isfinite(lr) || !std::isfinite(maxGradNorm))
+    return makeError("update: lr = ", lr, " and max_grad_norm = ", maxGradNorm,
+                     " must be finite");
+  const schema::Optimizer &o = *artifact_->root().optimizer();
+  const double td = static_cast<double>(t);
+  const float hyper[4] = {
+      static_cast<float>(lr),
+      static_cast<float>(1.0 - std::pow(static_cast<double>(o.beta1()), td)),
+      static_cast<float>(1.0 - std::pow(static_cast<double>(o.beta2()), td)),
+      static_cast<float>(maxGradNorm > 0.0 ? maxGradNorm : 0.0)};
+  const schema::Step &step = *updateStep_;
+  const uint32_t gn = step.grad_norm();
+  COLOSSUS_RETURN_IF_ERROR(device_->fillZero(
+      bufferPtrs_[gn], artifact_->root().buffers()->Get(gn)->size()));
+  COLOSSUS_RETURN_IF_ERROR(
+      device_->copyToDevice(bufferPtrs_[step.hyper()], hyper, sizeof(hyper)));
+  COLOSSUS_RETURN_IF_ERROR(runLaunches(updateLaunches_, 1, 1, 0));
+  float norm = 0.0f;
+  COLOSSUS_RETURN_IF_ERROR(
+      device_->copyToHost(&norm, bufferPtrs_[gn], sizeof(float)));
+  COLOSSUS_RETURN_IF_ERROR(device_->synchronize());
+  return static_cast<double>(norm);
+}
+
+Status Session::copyBuffer(uint32_t buffer, void *out) {
+  const size_t size = artifact_->root().buffers()->Get(buffer)->size();
+  if (size)
+    COLOSSUS_RETURN_IF_ERROR(
+        device_->copyToHost(out, bufferPtrs_[buffer], size));
+  return device_->synchronize();
+}
+
+Status Session::fillBuffer(uint32_t buffer, const void *in) {
+  const size_t size = artifact_->root().buffers()->Get(buffer)->size();
+  if (size)
+    COLOSSUS_RETURN_IF_ERROR(
+        device_->copyToDevice(bufferPtrs_[buffer], in, size));
+  return device_->synchronize();
+}
+
+Status Session::readParam(uint32_t param, float *out) {
+  if (param >= artifact_->numParams())
+    return makeError("readParam: params[", param, "] is out of range (",
+                     artifact_->numParams(), " params)");
+  return copyBuffer(artifact_->root().params()->Get(param)->buffer(), out);
+}
+
+Status Session::writeParam(uint32_t param, const float *values) {
+  if (param >= artifact_->numParams())
+    return makeError("writeParam: params[", param, "] is out of range (",
+                     artifact_->numParams(), " params)");
+  return fillBuffer(artifact_->root().params()->Get(param)->buffer(), values);
+}
+
+Status Session::readOptState(uint32_t param, float *expAvg, float *expAvgSq) {
+  COLOSSUS_RETURN_IF_ERROR(requireUpdate());
+  if (param >= optStateOfParam_.size())
+    return makeError("readOptState: params[", param, "] is out of range (",
+                     optStateOfParam_.size(), " params)");
+  COLOSSUS_RETURN_IF_ERROR(copyBuffer(optStateOfParam_[param].first, expAvg));
+  return copyBuffer(optStateOfParam_[param].second, expAvgSq);
+}
+
+Status Session::writeOptState(uint32_t param, const float *expAvg,
+                              const float *expAvgSq) {
+  COLOSSUS_RETURN_IF_ERROR(requireUpdate());
+  if (param >= optStateOfParam_.size())
+    return makeError("writeOptState: params[", param, "] is out of range (",
+                     optStateOfParam_.size(), " params)");
+  COLOSSUS_RETURN_IF_ERROR(fillBuffer(optStateOfParam_[param].first, expAvg));
+  return fillBuffer(optStateOfParam_[param].second, expAvgSq);
 }
 
 } // namespace colossus

@@ -655,9 +655,9 @@ TEST_F(GradsCli, UsageErrorsExitWith2) {
               2, "--data is not an option of the 'forward' command");
   expectError(art + " generate --init=random --prompt-ids 1 --grads-out g", 2,
               "--grads-out is not an option of the 'generate' command");
-  expectError(art + " train", 2,
-              "unknown command 'train' (expected info, forward, generate or "
-              "grads)");
+  expectError(art + " fit", 2,
+              "unknown command 'fit' (expected info, forward, generate, "
+              "grads or train)");
 }
 
 TEST_F(GradsCli, BadInputsExitWith1) {

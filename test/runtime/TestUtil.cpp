@@ -67,7 +67,8 @@ std::vector<uint8_t> buildArtifact(const ArtifactSpec &spec) {
           schema::CreateNamedBuffer(fbb, fbb.CreateString(name), buffer));
     steps.push_back(schema::CreateStep(
         fbb, fbb.CreateString(s.name), fbb.CreateVector(launches), s.tokens,
-        s.logits, s.kind, s.targets, s.loss, fbb.CreateVector(grads)));
+        s.logits, s.kind, s.targets, s.loss, fbb.CreateVector(grads), s.hyper,
+        s.gradNorm));
   }
   auto model = schema::CreateModelInfo(
       fbb, fbb.CreateString("llama"), fbb.CreateString("tiny-test"), spec.vocab,
@@ -80,6 +81,11 @@ std::vector<uint8_t> buildArtifact(const ArtifactSpec &spec) {
   auto buffersOff = fbb.CreateVector(buffers);
   auto paramsOff = fbb.CreateVector(params);
   auto stepsOff = fbb.CreateVector(steps);
+  flatbuffers::Offset<schema::Optimizer> optimizerOff;
+  if (spec.optimizer)
+    optimizerOff = schema::CreateOptimizer(
+        fbb, spec.optimizer->beta1, spec.optimizer->beta2, spec.optimizer->eps,
+        spec.optimizer->weightDecay);
   schema::ArtifactBuilder ab(fbb);
   ab.add_schema_version(spec.schemaVersion);
   ab.add_producer(producer);
@@ -94,6 +100,8 @@ std::vector<uint8_t> buildArtifact(const ArtifactSpec &spec) {
   ab.add_params(paramsOff);
   ab.add_steps(stepsOff);
   ab.add_checksum(0);
+  if (spec.optimizer)
+    ab.add_optimizer(optimizerOff);
   schema::FinishArtifactBuffer(fbb, ab.Finish());
   std::vector<uint8_t> bytes(fbb.GetBufferPointer(),
                              fbb.GetBufferPointer() + fbb.GetSize());
@@ -209,6 +217,40 @@ ArtifactSpec tinyGradsSpec() {
   step.loss = 5;
   step.grads = {{"model.bias", 7}, {"model.embed.weight", 6}};
   s.steps = {step};
+  return s;
+}
+
+ArtifactSpec tinyTrainSpec() {
+  const int64_t V = 8;
+  ArtifactSpec s = tinyGradsSpec();
+  KernelSpec adamw;
+  adamw.name = "tiny_adamw";
+  adamw.numArgs = 10;
+  adamw.rows = schema::RowExtent::fixed;
+  adamw.fixedRows = 1;
+  adamw.cols = 1;
+  s.kernels.push_back(adamw);
+  using K = schema::BufferKind;
+  using D = schema::DType;
+  s.buffers.push_back({"model.embed.weight.exp_avg", K::opt_state, D::f32,
+                       {V, V}, 0, uint64_t(V * V * 4)});
+  s.buffers.push_back({"model.embed.weight.exp_avg_sq", K::opt_state, D::f32,
+                       {V, V}, 0, uint64_t(V * V * 4)});
+  s.buffers.push_back(
+      {"model.bias.exp_avg", K::opt_state, D::f32, {V}, 0, uint64_t(V * 4)});
+  s.buffers.push_back(
+      {"model.bias.exp_avg_sq", K::opt_state, D::f32, {V}, 0, uint64_t(V * 4)});
+  s.buffers.push_back({"hyper", K::input, D::f32, {4}, 0, 16});
+  s.buffers.push_back({"grad_norm", K::output, D::f32, {1}, 0, 4});
+  StepSpec update;
+  update.name = "update";
+  update.kind = schema::StepKind::update;
+  update.launches = {{2, {6, 7, 2, 3, 9, 10, 11, 12, 13, 14}}};
+  update.logits = 0;
+  update.hyper = 13;
+  update.gradNorm = 14;
+  s.steps.push_back(update);
+  s.optimizer = OptimizerSpec{};
   return s;
 }
 

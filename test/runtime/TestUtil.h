@@ -12,6 +12,7 @@
 #include "colossus/schema/colossus_generated.h"
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -61,6 +62,12 @@ struct StepSpec {
   uint32_t targets = 0;                                ///< grads steps
   uint32_t loss = 0;                                   ///< grads steps
   std::vector<std::pair<std::string, uint32_t>> grads; ///< name, buffer
+  uint32_t hyper = 0;                                  ///< update steps
+  uint32_t gradNorm = 0;                               ///< update steps
+};
+
+struct OptimizerSpec {
+  float beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f, weightDecay = 0.1f;
 };
 
 struct ArtifactSpec {
@@ -76,6 +83,7 @@ struct ArtifactSpec {
   std::vector<ParamSpec> params;
   std::vector<StepSpec> steps;
   bool stampChecksum = true;
+  std::optional<OptimizerSpec> optimizer; ///< Artifact.optimizer
 };
 
 /// Serialises the spec (file identifier CLSS, ForceDefaults) and stamps the
@@ -110,6 +118,14 @@ std::vector<float> tinyReference(const std::vector<float> &emb,
 ///   of the last launch);
 /// step "grads" of kind grads, whose grads list the bias first.
 ArtifactSpec tinyGradsSpec();
+
+/// tinyGradsSpec plus an update step (tiny_adamw of tiny_kernels.c, AdamW
+/// with the project's defaults) and Artifact.optimizer; extra buffers
+///   9 "model.embed.weight.exp_avg", 10 "model.embed.weight.exp_avg_sq",
+///   11 "model.bias.exp_avg", 12 "model.bias.exp_avg_sq" (opt_state f32),
+///   13 hyper (input f32 [4]), 14 grad_norm (output f32 [1]);
+/// steps "grads" then "update" (kind update).
+ArtifactSpec tinyTrainSpec();
 
 /// Reference of the tiny grads step, in double: the mean cross entropy of
 /// logits[r] = emb[tokens[r]] + bias against targets[r] (-100 ignored) and

@@ -125,3 +125,61 @@ void tiny_xent_grad(void **args, int64_t nb, int64_t nt, int64_t pos0) {
     }
   }
 }
+
+/* A tiny update step (kind update, docs/artifact-format.md) for the params of
+ * the tiny grads step, with the project's AdamW defaults compiled in
+ * (beta1 0.9, beta2 0.95, eps 1e-8, weight decay 0.1 on the rank-2 emb only):
+ *
+ *   tiny_adamw(gemb, gbias, emb, bias, m_emb, v_emb, m_bias, v_bias, hyper,
+ *              gnorm):
+ *       hyper = [lr, 1 - beta1^t, 1 - beta2^t, max_grad_norm];
+ *       gnorm[0] = global norm of (gemb, gbias), accumulated in double;
+ *       clipping by max_grad_norm / (norm + 1e-6) when norm > max > 0
+ *       (the gradient buffers are left as they are); AdamW in double from
+ *       the stored f32 values, as adamwStepRef of OptimizerRef.h.
+ * Launched with nb = nt = 1.
+ */
+static void tiny_adamw_tensor(float *p, const float *g, float *m, float *v,
+                              int64_t n, double coef, const float *hyper,
+                              int decay) {
+  const double b1 = 0.9, b2 = 0.95, eps = 1e-8, wd = 0.1;
+  const double lr = hyper[0], bc1 = hyper[1], bc2 = hyper[2];
+  const double shrink = decay ? 1.0 - lr * wd : 1.0;
+  for (int64_t i = 0; i < n; ++i) {
+    double gi = (double)g[i];
+    if (coef != 1.0)
+      gi = (double)(float)(gi * coef);
+    m[i] = (float)(b1 * m[i] + (1.0 - b1) * gi);
+    v[i] = (float)(b2 * v[i] + (1.0 - b2) * gi * gi);
+    double mhat = (double)m[i] / bc1, vhat = (double)v[i] / bc2;
+    double x = (double)p[i] * shrink;
+    x -= lr * mhat / (sqrt(vhat) + eps);
+    p[i] = (float)x;
+  }
+}
+
+void tiny_adamw(void **args, int64_t nb, int64_t nt, int64_t pos0) {
+  const float *gemb = (const float *)args[0];
+  const float *gbias = (const float *)args[1];
+  float *emb = (float *)args[2];
+  float *bias = (float *)args[3];
+  const float *hyper = (const float *)args[8];
+  float *gnorm = (float *)args[9];
+  (void)nb;
+  (void)nt;
+  (void)pos0;
+  double sum = 0.0;
+  for (int i = 0; i < V * V; ++i)
+    sum += (double)gemb[i] * (double)gemb[i];
+  for (int i = 0; i < V; ++i)
+    sum += (double)gbias[i] * (double)gbias[i];
+  double norm = sqrt(sum);
+  gnorm[0] = (float)norm;
+  double maxNorm = hyper[3], coef = 1.0;
+  if (maxNorm > 0.0 && norm > maxNorm)
+    coef = maxNorm / (norm + 1e-6);
+  tiny_adamw_tensor(emb, gemb, (float *)args[4], (float *)args[5], V * V, coef,
+                    hyper, 1);
+  tiny_adamw_tensor(bias, gbias, (float *)args[6], (float *)args[7], V, coef,
+                    hyper, 0);
+}

@@ -9,7 +9,9 @@
 //===----------------------------------------------------------------------===//
 
 #include "colossus/runtime/Artifact.h"
+#include "colossus/runtime/Checkpoint.h"
 #include "colossus/runtime/Npy.h"
+#include "colossus/runtime/OptimizerRef.h"
 #include "colossus/runtime/SafetensorsWriter.h"
 #include "colossus/runtime/Session.h"
 #include "colossus/runtime/TokenData.h"
@@ -54,6 +56,13 @@ usage:
                                  [--data-order sequential|random] [--seed S]
                                  [--step-index K] [--grads-out G.safetensors]
                                  [--json]
+  colossus-run ARTIFACT train    (--weights W | --init=random) --data TOKENS.bin
+                                 --steps N [--seed S] [--data-dtype ...]
+                                 [--data-order random|sequential] [--lr PEAK]
+                                 [--warmup K] [--min-lr LR] [--schedule-steps T]
+                                 [--max-grad-norm M]
+                                 [--checkpoint-dir D [--checkpoint-every K]]
+                                 [--resume] [--grads-out G.safetensors] [--json]
   colossus-run --help
 
 commands:
@@ -68,6 +77,14 @@ commands:
              the batch of data step K (batch B and seq S of the artifact; one
              step with nb=B, nt=S, pos0=0); prints the loss and the global
              gradient norm, writes every gradient with --grads-out
+
+  train      (an artifact with grads and update steps, --step=train) N
+             optimizer steps: for s = first .. N-1 the batch of data step s,
+             the grads step, then the AdamW update step with t = s + 1 and
+             lr(t) of the warmup + cosine schedule; prints one line per step
+             (one JSON object per line with --json); checkpoints with
+             --checkpoint-dir, continues from the newest valid one with
+             --resume (see docs/training-runtime.md)
 
 options (a value may be given as --flag VALUE or --flag=VALUE):
   --weights PATH         parameters from a .safetensors file, a sharded
@@ -88,19 +105,37 @@ options (a value may be given as --flag VALUE or --flag=VALUE):
   --temperature T        generate: 0 = greedy argmax (default 0)
   --top-k K              generate: keep the K most likely tokens (0 = off)
   --top-p P              generate: nucleus sampling mass in (0, 1] (1 = off)
-  --data PATH            grads: token file (flat little-endian uint16 or
+  --data PATH            grads, train: token file (flat little-endian uint16 or
                          uint32 ids, no header)
   --data-dtype uint16|uint32
-                         grads: the token file's dtype (default: from the
+                         grads, train: the token file's dtype (default: from the
                          sidecar PATH.json, {"dtype": "uint16"})
   --data-order sequential|random
-                         grads: how batches are drawn (default sequential;
-                         see docs/training-runtime.md)
+                         how batches are drawn (grads: default sequential;
+                         train: default random; see docs/training-runtime.md)
   --step-index K         grads: the data step whose batch is used (default 0)
-  --grads-out FILE       grads: write the gradients (float32, the parameters'
+  --grads-out FILE       grads, train (first step, before the update): write
+                         the gradients (float32, the parameters'
                          HF names and shapes) as .safetensors
-  --json                 forward, generate, grads: print one JSON object on
-                         stdout
+  --steps N              train: the run's total number of optimizer steps
+                         (also with --resume)
+  --lr PEAK              train: peak learning rate (default 3e-4)
+  --warmup K             train: linear warmup steps (default 0)
+  --min-lr LR            train: final learning rate of the cosine decay
+                         (default 0.1 * PEAK)
+  --schedule-steps T     train: the schedule's total (default --steps N);
+                         a run that is to be resumed later with a larger
+                         --steps must use the final total here
+  --max-grad-norm M      train: clip the global gradient norm to M (default
+                         1.0; 0 = no clipping)
+  --checkpoint-dir D     train: write checkpoints into D (D/step-%08d)
+  --checkpoint-every K   train: a checkpoint every K steps (default: only
+                         after the last step)
+  --resume               train: continue from the newest valid checkpoint of
+                         --checkpoint-dir (damaged ones are skipped with a
+                         warning); --weights / --init are then not needed
+  --json                 forward, generate, grads, train: print JSON objects
+                         on stdout (train: one per step)
   -h, --help             print this help and exit
 
 exit codes: 0 success; 1 error (missing or corrupt file, weights mismatch,
@@ -198,16 +233,24 @@ struct Options {
 
 // Flags taking a value, and the commands that accept them.
 const std::map<std::string, std::set<std::string>> kValueFlags = {
-    {"--weights", {"forward", "generate", "grads"}},
-    {"--init", {"forward", "generate", "grads"}},
-    {"--seed", {"forward", "generate", "grads"}},
-    {"--device", {"forward", "generate", "grads"}},
+    {"--weights", {"forward", "generate", "grads", "train"}},
+    {"--init", {"forward", "generate", "grads", "train"}},
+    {"--seed", {"forward", "generate", "grads", "train"}},
+    {"--device", {"forward", "generate", "grads", "train"}},
     {"--prompt-ids", {"forward", "generate"}},
-    {"--data", {"grads"}},
-    {"--data-dtype", {"grads"}},
-    {"--data-order", {"grads"}},
+    {"--data", {"grads", "train"}},
+    {"--data-dtype", {"grads", "train"}},
+    {"--data-order", {"grads", "train"}},
     {"--step-index", {"grads"}},
-    {"--grads-out", {"grads"}},
+    {"--grads-out", {"grads", "train"}},
+    {"--steps", {"train"}},
+    {"--lr", {"train"}},
+    {"--warmup", {"train"}},
+    {"--min-lr", {"train"}},
+    {"--max-grad-norm", {"train"}},
+    {"--schedule-steps", {"train"}},
+    {"--checkpoint-dir", {"train"}},
+    {"--checkpoint-every", {"train"}},
     {"--logits-out", {"forward"}},
     {"--max-new-tokens", {"generate"}},
     {"--temperature", {"generate"}},
@@ -215,7 +258,8 @@ const std::map<std::string, std::set<std::string>> kValueFlags = {
     {"--top-p", {"generate"}},
 };
 const std::map<std::string, std::set<std::string>> kBoolFlags = {
-    {"--json", {"forward", "generate", "grads"}},
+    {"--json", {"forward", "generate", "grads", "train"}},
+    {"--resume", {"train"}},
 };
 
 Options parseArgs(int argc, char **argv) {
@@ -326,16 +370,26 @@ ojson artifactInfo(const Artifact &art) {
       sj["launches"] = s->launches() ? s->launches()->size() : 0;
       if (s->kind() == schema::StepKind::grads)
         sj["grads"] = s->grads() ? s->grads()->size() : 0;
+      if (s->kind() == schema::StepKind::update && a.optimizer()) {
+        ojson oj;
+        oj["beta1"] = a.optimizer()->beta1();
+        oj["beta2"] = a.optimizer()->beta2();
+        oj["eps"] = a.optimizer()->eps();
+        oj["weight_decay"] = a.optimizer()->weight_decay();
+        sj["optimizer"] = oj;
+      }
       steps.push_back(sj);
     }
   j["steps"] = steps;
-  uint64_t paramBytes = 0, stateBytes = 0;
+  uint64_t paramBytes = 0, stateBytes = 0, optStateBytes = 0;
   for (uint32_t b = 0; b < art.numBuffers(); ++b) {
     const schema::Buffer *buf = a.buffers()->Get(b);
     if (buf->kind() == schema::BufferKind::param)
       paramBytes += buf->size();
     if (buf->kind() == schema::BufferKind::state)
       stateBytes += buf->size();
+    if (buf->kind() == schema::BufferKind::opt_state)
+      optStateBytes += buf->size();
   }
   j["arena_bytes"] = a.arena_bytes();
   j["num_buffers"] = art.numBuffers();
@@ -346,6 +400,7 @@ ojson artifactInfo(const Artifact &art) {
   j["param_elements"] = paramElems;
   j["param_bytes"] = paramBytes;
   j["state_bytes"] = stateBytes;
+  j["opt_state_bytes"] = optStateBytes;
   j["cpu_object_bytes"] = a.cpu_object() ? a.cpu_object()->size() : 0;
   j["file_bytes"] = art.bytes().size();
   return j;
@@ -441,6 +496,316 @@ int runGrads(const std::string &artPath, const SessionOptions &sopts,
   return 0;
 }
 
+/// Parses the data flags shared by grads and train.
+void parseDataFlags(const FlagGetter &get, TokenDataOptions &dopts,
+                    DataOrder &order) {
+  if (auto d = get("--data-dtype")) {
+    dopts.dtype = parseTokenDType(*d);
+    if (!dopts.dtype)
+      usageError("--data-dtype: unknown dtype '" + *d +
+                 "' (expected uint16 or uint32)");
+  }
+  if (auto d = get("--data-order")) {
+    auto o = parseDataOrder(*d);
+    if (!o)
+      usageError("--data-order: unknown order '" + *d +
+                 "' (expected sequential or random)");
+    order = *o;
+  }
+}
+
+double positiveOrZeroDouble(const FlagGetter &get, const std::string &flag,
+                            double fallback) {
+  auto v = get(flag);
+  if (!v)
+    return fallback;
+  auto d = parseDouble(*v);
+  if (!d || *d < 0)
+    usageError(flag + ": '" + *v + "' is not a number >= 0");
+  return *d;
+}
+
+int64_t countFlag(const FlagGetter &get, const std::string &flag,
+                  int64_t fallback, int64_t min) {
+  auto v = get(flag);
+  if (!v)
+    return fallback;
+  auto n = parseUInt(*v);
+  if (!n || *n > static_cast<uint64_t>(INT64_MAX) ||
+      static_cast<int64_t>(*n) < min)
+    usageError(flag + ": '" + *v + "' is not an integer >= " +
+               std::to_string(min));
+  return static_cast<int64_t>(*n);
+}
+
+std::string baseName(const std::string &path) {
+  size_t slash = path.find_last_of('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+/// `colossus-run ART train`: grads + update steps over a token file.
+int runTrain(const std::string &artPath, SessionOptions sopts, uint64_t seed,
+             bool json, bool resume, bool haveWeights, const FlagGetter &get) {
+  auto dataPath = get("--data");
+  if (!dataPath)
+    usageError("the 'train' command needs --data TOKENS.bin");
+  if (!get("--steps"))
+    usageError("the 'train' command needs --steps N");
+  const int64_t N = countFlag(get, "--steps", 0, 1);
+  TokenDataOptions dopts;
+  DataOrder order = DataOrder::Random;
+  parseDataFlags(get, dopts, order);
+  LrSchedule schedule;
+  schedule.peak = positiveOrZeroDouble(get, "--lr", 3e-4);
+  schedule.minLr = positiveOrZeroDouble(get, "--min-lr", 0.1 * schedule.peak);
+  schedule.warmup = countFlag(get, "--warmup", 0, 0);
+  schedule.total = countFlag(get, "--schedule-steps", N, 1);
+  const double maxGradNorm = positiveOrZeroDouble(get, "--max-grad-norm", 1.0);
+  auto ckptDir = get("--checkpoint-dir");
+  const bool everyGiven = get("--checkpoint-every").has_value();
+  const int64_t every = countFlag(get, "--checkpoint-every", 0, 1);
+  if (everyGiven && !ckptDir)
+    usageError("--checkpoint-every needs --checkpoint-dir D");
+  if (resume && !ckptDir)
+    usageError("--resume needs --checkpoint-dir D");
+  if (!resume && !haveWeights)
+    usageError("the 'train' command needs --weights PATH or --init=random");
+  auto gradsOut = get("--grads-out");
+
+  auto artifact = Artifact::loadFile(artPath, sopts.device);
+  if (!artifact)
+    return error(artifact.message());
+  const Artifact &art = **artifact;
+  if (!art.findStep(schema::StepKind::grads) ||
+      !art.findStep(schema::StepKind::update))
+    return error(artPath + ": the artifact has no " +
+                 (art.findStep(schema::StepKind::grads) ? "update"
+                                                        : "grads and update") +
+                 " step: compile with --step=train (a colossus-compile that "
+                 "emits the update step)");
+  const int64_t B = art.batch(), S = art.seq();
+  dopts.seq = S;
+  dopts.vocabSize = art.vocabSize();
+  auto data = TokenData::open(*dataPath, dopts);
+  if (!data)
+    return error(data.message());
+  TokenData &tokens = **data;
+
+  const std::string orderName =
+      order == DataOrder::Random ? "random" : "sequential";
+  ojson dataJ;
+  dataJ["file"] = baseName(*dataPath);
+  dataJ["tokens"] = tokens.numTokens();
+  dataJ["dtype"] = tokenDTypeName(tokens.dtype());
+  dataJ["order"] = orderName;
+  dataJ["seed"] = seed;
+  dataJ["batch"] = B;
+  dataJ["seq"] = S;
+  dataJ["grad_accum"] = 1;
+  ojson scheduleJ;
+  scheduleJ["lr"] = schedule.peak;
+  scheduleJ["min_lr"] = schedule.minLr;
+  scheduleJ["warmup"] = schedule.warmup;
+  scheduleJ["total"] = schedule.total;
+  scheduleJ["max_grad_norm"] = maxGradNorm;
+  dataJ["schedule"] = scheduleJ;
+
+  // --resume: the newest valid checkpoint, before the session (it decides
+  // whether --weights / --init are needed).
+  std::optional<LoadedCheckpoint> ckpt;
+  if (resume) {
+    auto latest = loadLatestCheckpoint(*ckptDir);
+    if (!latest)
+      return error(latest.message());
+    for (const std::string &w : latest->warnings)
+      std::fprintf(stderr, "colossus-run: warning: %s\n", w.c_str());
+    if (latest->checkpoint) {
+      ckpt = std::move(latest->checkpoint);
+      ojson saved = ojson::parse(ckpt->dataJson, nullptr, false);
+      if (saved.is_discarded() || !saved.is_object())
+        return error(ckpt->path + "/state.json: \"data\" is not an object");
+      for (const char *key :
+           {"tokens", "dtype", "order", "seed", "batch", "seq"}) {
+        if (!saved.contains(key) || saved[key] != dataJ[key])
+          return error(
+              ckpt->path + "/state.json: data." + key + " is " +
+              (saved.contains(key) ? saved[key].dump() : "missing") +
+              ", this run has " + dataJ[key].dump() +
+              " (the batches would differ; resume with the same data, "
+              "--data-order, --seed and artifact)");
+      }
+      if (saved.contains("schedule") &&
+          nlohmann::json::parse(saved["schedule"].dump()) !=
+              nlohmann::json::parse(scheduleJ.dump()))
+        std::fprintf(stderr,
+                     "colossus-run: warning: %s: the schedule differs from "
+                     "the checkpoint's (%s, this run %s)\n",
+                     ckpt->path.c_str(), saved["schedule"].dump().c_str(),
+                     scheduleJ.dump().c_str());
+    } else if (!haveWeights) {
+      usageError("--resume found no checkpoint in " + *ckptDir +
+                 ": give --weights PATH or --init=random to start");
+    } else {
+      std::fprintf(stderr,
+                   "colossus-run: warning: no checkpoint in %s, starting "
+                   "from step 0\n",
+                   ckptDir->c_str());
+    }
+  }
+  if (ckpt && !haveWeights)
+    sopts.weights = WeightsSpec::random(seed); // overwritten below
+
+  auto session = Session::create(std::move(artifact).value(), sopts);
+  if (!session)
+    return error(session.message());
+  Session &sess = **session;
+  const schema::Artifact &a = sess.artifact().root();
+  const uint32_t numParams = sess.artifact().numParams();
+  std::vector<std::vector<int64_t>> shapes(numParams);
+  std::vector<size_t> counts(numParams);
+  for (uint32_t p = 0; p < numParams; ++p) {
+    const schema::Param *param = a.params()->Get(p);
+    if (param->shape())
+      shapes[p].assign(param->shape()->begin(), param->shape()->end());
+    counts[p] = static_cast<size_t>(Artifact::numElements(param->shape()));
+  }
+
+  int64_t first = 0;
+  if (ckpt) {
+    std::vector<float> pv, m, v;
+    for (uint32_t p = 0; p < numParams; ++p) {
+      const std::string name = a.params()->Get(p)->hf_name()->str();
+      pv.resize(counts[p]);
+      m.resize(counts[p]);
+      v.resize(counts[p]);
+      Status st = readTensorF32(*ckpt->model, name, shapes[p], pv.data());
+      if (st)
+        st = readTensorF32(*ckpt->optimizer, name + ".exp_avg", shapes[p],
+                           m.data());
+      if (st)
+        st = readTensorF32(*ckpt->optimizer, name + ".exp_avg_sq", shapes[p],
+                           v.data());
+      if (!st)
+        return error(ckpt->path + ": " + st.message());
+      if (Status w = sess.writeParam(p, pv.data()); !w)
+        return error(w.message());
+      if (Status w = sess.writeOptState(p, m.data(), v.data()); !w)
+        return error(w.message());
+    }
+    first = ckpt->step;
+    if (!json)
+      std::printf("resumed from %s (step %lld)\n", ckpt->path.c_str(),
+                  static_cast<long long>(first));
+    ckpt.reset();
+  }
+
+  ojson rngJ;
+  rngJ["seed"] = seed;
+  rngJ["init"] = sopts.weights.kind == WeightsSpec::Kind::Random && haveWeights
+                     ? "random"
+                     : "weights";
+  const std::string dataText = dataJ.dump(), rngText = rngJ.dump();
+
+  auto checkpoint = [&](int64_t step) -> int {
+    std::vector<std::vector<float>> pv(numParams), m(numParams), v(numParams);
+    CheckpointContents contents;
+    contents.step = step;
+    contents.dataJson = dataText;
+    contents.rngJson = rngText;
+    for (uint32_t p = 0; p < numParams; ++p) {
+      pv[p].resize(counts[p]);
+      m[p].resize(counts[p]);
+      v[p].resize(counts[p]);
+      if (Status st = sess.readParam(p, pv[p].data()); !st)
+        return error(st.message());
+      if (Status st = sess.readOptState(p, m[p].data(), v[p].data()); !st)
+        return error(st.message());
+      contents.params.push_back(
+          {{a.params()->Get(p)->hf_name()->str(), shapes[p], pv[p].data()},
+           m[p].data(),
+           v[p].data()});
+    }
+    auto written = writeCheckpoint(*ckptDir, contents);
+    if (!written)
+      return error(written.message());
+    for (const std::string &w : written->warnings)
+      std::fprintf(stderr, "colossus-run: warning: %s\n", w.c_str());
+    if (json) {
+      ojson j;
+      j["checkpoint"] = written->path;
+      std::cout << j.dump() << "\n";
+    } else {
+      std::cout << "checkpoint " << written->path << "\n";
+    }
+    return 0;
+  };
+
+  std::vector<int32_t> inputs(static_cast<size_t>(B * S)),
+      targets(static_cast<size_t>(B * S));
+  for (int64_t s = first; s < N; ++s) {
+    const int64_t t = s + 1;
+    Status filled =
+        tokens.fillBatch(s, B, S, order, seed, inputs.data(), targets.data());
+    if (!filled)
+      return error(filled.message());
+    const bool writeGrads = gradsOut && s == first && first == 0;
+    auto start = std::chrono::steady_clock::now();
+    auto g = sess.grads(inputs.data(), targets.data(), writeGrads);
+    if (!g)
+      return error(g.message());
+    if (writeGrads) {
+      std::vector<TensorViewF32> views;
+      for (const ParamGradient &pg : g->grads)
+        views.push_back({pg.name, pg.shape, pg.values.data()});
+      auto written = writeSafetensorsF32(*gradsOut, views, {{"format", "pt"}});
+      if (!written)
+        return error(written.message());
+    }
+    const double lr = learningRateRef(schedule, t);
+    auto norm = sess.update(lr, t, maxGradNorm);
+    if (!norm)
+      return error(norm.message());
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+            .count();
+    const double tps =
+        seconds > 0 ? static_cast<double>(B * S) / seconds : 0.0;
+    if (!std::isfinite(g->loss))
+      std::fprintf(stderr, "colossus-run: warning: step %lld: loss is %f\n",
+                   static_cast<long long>(t), static_cast<double>(g->loss));
+    if (json) {
+      ojson j;
+      j["step"] = t;
+      j["loss"] = g->loss;
+      j["grad_norm"] = *norm;
+      j["lr"] = lr;
+      j["tokens"] = B * S;
+      j["time_s"] = seconds;
+      j["tokens_per_s"] = tps;
+      std::cout << j.dump() << "\n";
+    } else {
+      char line[200];
+      std::snprintf(line, sizeof(line),
+                    "step %lld/%lld loss %.6f lr %.3e grad_norm %.4f "
+                    "(%.3f s, %.0f tokens/s)\n",
+                    static_cast<long long>(t), static_cast<long long>(N),
+                    static_cast<double>(g->loss), lr, *norm, seconds, tps);
+      std::cout << line;
+    }
+    std::cout.flush();
+    if (ckptDir && ((every > 0 && t % every == 0) || t == N))
+      if (int rc = checkpoint(t); rc != 0)
+        return rc;
+  }
+  if (first >= N && !json)
+    std::cout << "nothing to do: the checkpoint is at step " << first
+              << ", --steps is " << N << "\n";
+  std::cout.flush();
+  if (!std::cout)
+    return error("cannot write to stdout");
+  return 0;
+}
+
 int run(int argc, char **argv) {
   Options o = parseArgs(argc, argv);
   if (o.help) {
@@ -451,15 +816,15 @@ int run(int argc, char **argv) {
     usageError("missing ARTIFACT and command (see --help)");
   if (o.positional.size() < 2)
     usageError("missing command after the artifact: info, forward, "
-               "generate or grads (see --help)");
+               "generate, grads or train (see --help)");
   if (o.positional.size() > 2)
     usageError("unexpected argument '" + o.positional[2] + "'");
   const std::string &artPath = o.positional[0];
   const std::string &command = o.positional[1];
   if (command != "info" && command != "forward" && command != "generate" &&
-      command != "grads")
+      command != "grads" && command != "train")
     usageError("unknown command '" + command +
-               "' (expected info, forward, generate or grads)");
+               "' (expected info, forward, generate, grads or train)");
   for (const auto &[flag, value] : o.values)
     if (!kValueFlags.at(flag).count(command))
       usageError(flag + " is not an option of the '" + command + "' command");
@@ -497,7 +862,8 @@ int run(int argc, char **argv) {
     usageError("--init: unknown value '" + *init + "' (expected random)");
   if (weights && init)
     usageError("--weights and --init=random are mutually exclusive");
-  if (!weights && !init)
+  const bool resume = o.flags.count("--resume") > 0;
+  if (!weights && !init && !(command == "train" && resume))
     usageError("the '" + command +
                "' command needs --weights PATH or --init=random");
   sopts.weights =
@@ -512,6 +878,9 @@ int run(int argc, char **argv) {
   const bool json = o.flags.count("--json") > 0;
   if (command == "grads")
     return runGrads(artPath, sopts, seed, json, get);
+  if (command == "train")
+    return runTrain(artPath, sopts, seed, json, resume,
+                    weights.has_value() || init.has_value(), get);
   auto idsText = get("--prompt-ids");
   if (!idsText)
     usageError("the '" + command + "' command needs --prompt-ids");

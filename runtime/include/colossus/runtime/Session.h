@@ -14,7 +14,9 @@
 //
 // An artifact compiled with --step=train has a grads step instead of a
 // forward step (Step.kind): `grads(tokens, targets)` runs it on a whole
-// batch and returns the loss and the gradient of every parameter.
+// batch and returns the loss and the gradient of every parameter; with an
+// update step as well, `update(lr, t, maxGradNorm)` then applies one AdamW
+// step to the parameters and optimizer state in place (the train command).
 //
 // A session is not thread-safe; use one per thread.
 //
@@ -117,7 +119,35 @@ public:
   /// gradient buffers, writes the two inputs, runs the step with
   /// nb = batch, nt = seq, pos0 = 0, and reads the loss and every gradient.
   /// An error when the artifact has no grads step.
-  Expected<GradsResult> grads(const int32_t *tokens, const int32_t *targets);
+  /// With readGradients = false the gradients stay on the device
+  /// (GradsResult.grads is empty and gradNorm 0): the train loop's case.
+  Expected<GradsResult> grads(const int32_t *tokens, const int32_t *targets,
+                              bool readGradients = true);
+
+  /// Runs the update step (an artifact compiled with --step=train by a
+  /// compiler that emits one): one AdamW update of every parameter from the
+  /// gradients the last grads() left in its output buffers. Writes the
+  /// step's hyper input [lr, 1 - beta1^t, 1 - beta2^t, maxGradNorm] (bias
+  /// corrections computed in double from Artifact.optimizer, then rounded to
+  /// f32), runs the launches with nb = nt = 1, pos0 = 0, and returns the
+  /// global gradient norm before clipping (the grad_norm output). t >= 1;
+  /// maxGradNorm <= 0 disables clipping. Parameters and optimizer state are
+  /// updated in place.
+  Expected<double> update(double lr, int64_t t, double maxGradNorm);
+
+  /// The artifact's update step, or nullptr.
+  const schema::Step *updateStep() const { return updateStep_; }
+
+  // ---- Host access to parameters and optimizer state (checkpoints) ----
+  // `param` indexes Artifact.params; `out` / `values` hold the param's
+  // element count (product of Param.shape) floats.
+  Status readParam(uint32_t param, float *out);
+  Status writeParam(uint32_t param, const float *values);
+  /// exp_avg / exp_avg_sq of a param (opt_state buffers
+  /// "<hf_name>.exp_avg" / ".exp_avg_sq"); an error without an update step.
+  Status readOptState(uint32_t param, float *expAvg, float *expAvgSq);
+  Status writeOptState(uint32_t param, const float *expAvg,
+                       const float *expAvgSq);
 
   /// The artifact's forward / grads step (Step.kind), or nullptr.
   const schema::Step *forwardStep() const { return forwardStep_; }
@@ -153,6 +183,9 @@ private:
                      const char *what) const;
   Status requireForward() const;
   Status requireGrads() const;
+  Status requireUpdate() const;
+  Status copyBuffer(uint32_t buffer, void *out);
+  Status fillBuffer(uint32_t buffer, const void *in);
 
   struct PreparedLaunch {
     uint32_t kernel;
@@ -166,6 +199,7 @@ private:
   std::unique_ptr<Device> device_;
   const schema::Step *forwardStep_ = nullptr;
   const schema::Step *gradsStep_ = nullptr;
+  const schema::Step *updateStep_ = nullptr;
   void *arena_ = nullptr;
   std::vector<void *> ownAllocations_;
   std::vector<void *> bufferPtrs_;
@@ -174,6 +208,9 @@ private:
   std::vector<PreparedLaunch> gradsLaunches_;
   /// grads step: the gradient buffer of params[i].
   std::vector<uint32_t> gradBufferOfParam_;
+  std::vector<PreparedLaunch> updateLaunches_;
+  /// update step: the exp_avg / exp_avg_sq buffers of params[i].
+  std::vector<std::pair<uint32_t, uint32_t>> optStateOfParam_;
 };
 
 } // namespace colossus
