@@ -109,6 +109,8 @@ StringRef kindOf(Operation *root) {
           [](auto) { return "reduce"; })
       .Case<AttentionGradOp>([](auto) { return "attention_grad"; })
       .Case<AdamwOp>([](auto) { return "adamw"; })
+      .Case<GlobalNormOp>([](auto) { return "global_norm"; })
+      .Case<ClipHyperOp>([](auto) { return "clip"; })
       .Default([](auto) { return "elementwise"; });
 }
 

@@ -41,7 +41,8 @@ enum class Shape {
   Reduce,
   Scalar,
   AttnGradQ,
-  AttnGradKV
+  AttnGradKV,
+  Adamw
 };
 
 class Emitter {
@@ -94,6 +95,7 @@ private:
   FailureOr<Value> rmsRstd(Value x, Value r, double eps);
 
 public:
+  LogicalResult emitAdamw(AdamwOp op, Value p, Value q);
   LogicalResult emitAttentionGrad(AttentionGradOp op, Value r, Value h,
                                   bool kv);
   LogicalResult emitReduction(Value p, Value q);
@@ -1181,7 +1183,60 @@ LogicalResult Emitter::emitReduction(Value p, Value q) {
 LogicalResult Emitter::emitScalar() {
   auto yield = cast<YieldOp>(fusion.getBody().front().getTerminator());
   if (yield.getNumOperands() != 1)
-    return fusion.emitOpError("a loss kernel has one result");
+    return fusion.emitOpError("a scalar kernel has one result");
+  if (auto gn = yield.getValues()[0].getDefiningOp<GlobalNormOp>()) {
+    // sqrt of the sum of squares of every element of every tensor.
+    Value acc = cF32(0.0);
+    for (Value t : gn.getTensors()) {
+      Value mem = memOf(t);
+      if (!mem)
+        return gn.emitOpError("operands must be kernel inputs");
+      ArrayRef<int64_t> shape = cast<MemRefType>(mem.getType()).getShape();
+      SmallVector<Value> ivs;
+      SmallVector<scf::ForOp> loops;
+      Value cur = acc;
+      for (int64_t d : shape) {
+        auto l = b.create<scf::ForOp>(loc, cIdx(0), cIdx(d), cIdx(1),
+                                      ValueRange{cur});
+        loops.push_back(l);
+        ivs.push_back(l.getInductionVar());
+        b.setInsertionPointToStart(l.getBody());
+        cur = l.getRegionIterArgs()[0];
+      }
+      Value x = load(mem, ivs);
+      Value next =
+          b.create<arith::AddFOp>(loc, cur, b.create<arith::MulFOp>(loc, x, x));
+      for (auto it = loops.rbegin(); it != loops.rend(); ++it) {
+        b.create<scf::YieldOp>(loc, next);
+        b.setInsertionPointAfter(*it);
+        next = it->getResult(0);
+      }
+      acc = next;
+    }
+    b.create<memref::StoreOp>(loc, b.create<math::SqrtOp>(loc, acc),
+                              outputMem[0], ValueRange{cIdx(0)});
+    return success();
+  }
+  if (auto ch = yield.getValues()[0].getDefiningOp<ClipHyperOp>()) {
+    Value in = memOf(ch.getHyperIn()), normMem = memOf(ch.getNorm());
+    if (!in || !normMem)
+      return ch.emitOpError("operands must be kernel inputs");
+    for (int i = 0; i < 3; ++i)
+      b.create<memref::StoreOp>(loc, load(in, {cIdx(i)}), outputMem[0],
+                                ValueRange{cIdx(i)});
+    Value maxNorm = load(in, {cIdx(3)}), norm = load(normMem, {cIdx(0)});
+    Value clip = b.create<arith::AndIOp>(
+        loc,
+        b.create<arith::CmpFOp>(loc, arith::CmpFPredicate::OGT, maxNorm,
+                                cF32(0.0)),
+        b.create<arith::CmpFOp>(loc, arith::CmpFPredicate::OGT, norm, maxNorm));
+    Value factor = b.create<arith::DivFOp>(
+        loc, maxNorm, b.create<arith::AddFOp>(loc, norm, cF32(1e-6)));
+    b.create<memref::StoreOp>(
+        loc, b.create<arith::SelectOp>(loc, clip, factor, cF32(1.0)),
+        outputMem[0], ValueRange{cIdx(3)});
+    return success();
+  }
   auto ce = yield.getValues()[0].getDefiningOp<CrossEntropyOp>();
   if (!ce)
     return fusion.emitOpError("a scalar kernel computes cross_entropy");
@@ -1469,6 +1524,47 @@ LogicalResult Emitter::emitAttentionGrad(AttentionGradOp op, Value r, Value h,
   return failure(failedEmit);
 }
 
+/// One AdamW update of element (p, q) of a parameter (PyTorch semantics):
+/// hyper = [lr, 1 - beta1^t, 1 - beta2^t, grad_scale].
+LogicalResult Emitter::emitAdamw(AdamwOp op, Value p, Value q) {
+  auto rank = cast<RankedTensorType>(op.getParam().getType()).getRank();
+  SmallVector<Value> at = rank == 2   ? SmallVector<Value>{p, q}
+                          : rank == 1 ? SmallVector<Value>{p}
+                                      : SmallVector<Value>{};
+  Value hyper = memOf(op.getHyper());
+  Value pm = memOf(op.getParam()), gm = memOf(op.getGrad()),
+        mm = memOf(op.getExpAvg()), vm = memOf(op.getExpAvgSq());
+  if (!hyper || !pm || !gm || !mm || !vm)
+    return op.emitOpError("operands must be kernel inputs");
+  auto mul = [&](Value a, Value c) {
+    return b.create<arith::MulFOp>(loc, a, c).getResult();
+  };
+  auto add = [&](Value a, Value c) {
+    return b.create<arith::AddFOp>(loc, a, c).getResult();
+  };
+  auto div = [&](Value a, Value c) {
+    return b.create<arith::DivFOp>(loc, a, c).getResult();
+  };
+  Value lr = load(hyper, {cIdx(0)}), bc1 = load(hyper, {cIdx(1)}),
+        bc2 = load(hyper, {cIdx(2)}), scale = load(hyper, {cIdx(3)});
+  double b1 = op.getBeta1().convertToDouble(),
+         b2 = op.getBeta2().convertToDouble();
+  Value g = mul(load(gm, at), scale);
+  Value m = add(mul(cF32(b1), load(mm, at)), mul(cF32(1.0 - b1), g));
+  Value v = add(mul(cF32(b2), load(vm, at)), mul(cF32(1.0 - b2), mul(g, g)));
+  Value param = load(pm, at);
+  if (double wd = op.getWeightDecay().convertToDouble())
+    param =
+        mul(param, b.create<arith::SubFOp>(loc, cF32(1.0), mul(lr, cF32(wd))));
+  Value upd = div(div(m, bc1), add(b.create<math::SqrtOp>(loc, div(v, bc2)),
+                                   cF32(op.getEps().convertToDouble())));
+  param = b.create<arith::SubFOp>(loc, param, mul(lr, upd));
+  b.create<memref::StoreOp>(loc, param, outputMem[0], at);
+  b.create<memref::StoreOp>(loc, m, outputMem[1], at);
+  b.create<memref::StoreOp>(loc, v, outputMem[2], at);
+  return success();
+}
+
 MemRefType memrefFor(Type t) {
   auto rt = cast<RankedTensorType>(t);
   return MemRefType::get(rt.getShape(), rt.getElementType());
@@ -1544,8 +1640,10 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
     if (isa<RmsNormOp, LayerNormOp, SoftmaxOp, SoftmaxGradOp,
             CrossEntropyGradOp>(op))
       shape = Shape::Row;
-    if (isa<CrossEntropyOp>(op))
+    if (isa<CrossEntropyOp, GlobalNormOp, ClipHyperOp>(op))
       shape = Shape::Scalar;
+    if (isa<AdamwOp>(op))
+      shape = Shape::Adamw;
   }
   for (Value v : yield.getValues()) {
     Operation *def = v.getDefiningOp();
@@ -1579,7 +1677,10 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
       return fusion.emitOpError("fixed rows only for elementwise kernels");
     fixedRows = fr.getInt();
   }
-  if (shape == Shape::Reduce || shape == Shape::Scalar) {
+  if (shape == Shape::Scalar) {
+    fixedRows = 1;
+    cols = 1;
+  } else if (shape == Shape::Reduce || shape == Shape::Adamw) {
     for (Value v : yield.getValues()) {
       auto t = cast<RankedTensorType>(v.getType());
       int64_t p = t.getRank() == 0 ? 1 : t.getDimSize(0);
@@ -1673,6 +1774,14 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
     case Shape::Reduce:
       em.beginPoint(r, c);
       return em.emitReduction(r, c);
+    case Shape::Adamw: {
+      em.beginPoint(r, c);
+      AdamwOp adamw;
+      for (Operation &op : body)
+        if (auto a = dyn_cast<AdamwOp>(op))
+          adamw = a;
+      return em.emitAdamw(adamw, r, c);
+    }
     case Shape::AttnGradQ:
     case Shape::AttnGradKV:
       em.beginPoint(r, c);

@@ -210,4 +210,34 @@ for window in (0, 3):
     chk.check(f"attention_grad dk (window {window})", dk[:, :NT], rdk, TOL)
     chk.check(f"attention_grad dv (window {window})", dv[:, :NT], rdv, TOL)
 
+# --- optimizer: global norm, clipping factor, AdamW (PyTorch semantics)
+ga, gb = par((6, 5), 3.0), par((7,), 3.0)
+(gn,) = run("gnorm", f"colossus.global_norm %a, %b : {t((6, 5))}, {t((7,))}",
+            [("a", ga), ("b", gb)], ["tensor<1xf32>"], [[(1,)]], ["f_0_global_norm"])
+chk.check("global_norm", gn, [np.sqrt(np.sum(ga.astype(np.float64) ** 2) + np.sum(gb.astype(np.float64) ** 2))], 1e-6)
+for max_norm, norm in ((1.0, 5.0), (10.0, 5.0), (0.0, 5.0)):
+    hin = np.array([3e-4, 0.1, 0.05, max_norm], np.float32)
+    (hy,) = run("clip", "colossus.clip_hyper %h, %n : tensor<4xf32>, tensor<1xf32>",
+                [("h", hin), ("n", np.array([norm], np.float32))], ["tensor<4xf32>"],
+                [[(4,)]], ["f_0_clip"])
+    scale = max_norm / (norm + 1e-6) if 0 < max_norm < norm else 1.0
+    chk.check(f"clip_hyper (max {max_norm})", hy, [3e-4, 0.1, 0.05, scale], 1e-7)
+for shape, wd in (((6, 5), 0.1), ((7,), 0.0)):
+    pp, gg, mm, vv = par(shape), par(shape), par(shape, 0.1), np.abs(par(shape, 0.01))
+    hyper = np.array([1e-2, 1 - 0.9 ** 3, 1 - 0.95 ** 3, 0.5], np.float32)
+    ty = t(shape)
+    np_, nm, nv = run(f"adamw{len(shape)}",
+                      f"colossus.adamw %p, %g, %m, %v, %h {{beta1 = 0.9 : f64, beta2 = 0.95 : f64, eps = 1.0e-08 : f64, weight_decay = {wd} : f64}} : {ty}, tensor<4xf32>",
+                      [("p", pp), ("g", gg), ("m", mm), ("v", vv), ("h", hyper)],
+                      [ty, ty, ty], [[shape, shape, shape]], ["f_0_adamw"])
+    f = np.float32
+    g = gg * f(0.5)
+    m = f(0.9) * mm + f(0.1) * g
+    v = f(0.95) * vv + f(0.05) * g * g
+    p = pp * f(1 - 1e-2 * wd) if wd else pp
+    p = p - f(1e-2) * ((m / hyper[1]) / (np.sqrt(v / hyper[2]) + f(1e-8)))
+    chk.check(f"adamw param {shape}", np_, p, 1e-6)
+    chk.check(f"adamw exp_avg {shape}", nm, m, 1e-6)
+    chk.check(f"adamw exp_avg_sq {shape}", nv, v, 1e-6)
+
 sys.exit(chk.done())

@@ -31,7 +31,12 @@ def mlir_type(a):
 
 
 class Kernel:
+    _count = 0
+
     def __init__(self, graph, name, workdir):
+        # A fresh file per kernel: rewriting a loaded shared object crashes.
+        Kernel._count += 1
+        name = f"{name}-{Kernel._count}"
         path = os.path.join(workdir, name + ".mlir")
         with open(path, "w") as f:
             f.write(graph)

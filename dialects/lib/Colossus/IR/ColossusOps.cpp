@@ -626,6 +626,37 @@ LogicalResult AdamwOp::verify() {
   return success();
 }
 
+LogicalResult GlobalNormOp::inferReturnTypes(MLIRContext *ctx,
+                                             std::optional<Location>, Adaptor,
+                                             SmallVectorImpl<Type> &types) {
+  types.push_back(RankedTensorType::get({1}, Float32Type::get(ctx)));
+  return success();
+}
+
+LogicalResult GlobalNormOp::verify() {
+  if (getTensors().empty())
+    return emitOpError("needs at least one tensor");
+  for (Value t : getTensors())
+    if (!rt(t).getElementType().isF32())
+      return emitOpError("tensors must be f32");
+  return success();
+}
+
+LogicalResult ClipHyperOp::inferReturnTypes(MLIRContext *ctx,
+                                            std::optional<Location>, Adaptor,
+                                            SmallVectorImpl<Type> &types) {
+  types.push_back(RankedTensorType::get({4}, Float32Type::get(ctx)));
+  return success();
+}
+
+LogicalResult ClipHyperOp::verify() {
+  if (rt(getHyperIn()).getDimSize(0) != 4)
+    return emitOpError("hyper_in must hold 4 values");
+  if (rt(getNorm()).getDimSize(0) != 1)
+    return emitOpError("norm must hold 1 value");
+  return success();
+}
+
 //===----------------------------------------------------------------------===//
 // fusion
 //===----------------------------------------------------------------------===//

@@ -454,6 +454,27 @@ def Colossus_AdamwOp : Colossus_Op<"adamw",
   }];
 }
 
+def Colossus_GlobalNormOp : Colossus_Op<"global_norm"> {
+  let summary = "the L2 norm of all the given tensors together";
+  let description = "`sqrt(sum over every tensor and element of x^2)` as `tensor<1xf32>`.";
+  let arguments = (ins Variadic<AnyRankedTensor>:$tensors);
+  let results = (outs 1DTensorOf<[F32]>:$result);
+  let assemblyFormat = "$tensors attr-dict `:` type($tensors)";
+}
+
+def Colossus_ClipHyperOp : Colossus_Op<"clip_hyper"> {
+  let summary = "AdamW step inputs with the clipping factor";
+  let description = [{
+    `hyper_in = [lr, 1 - beta1^t, 1 - beta2^t, max_norm]`, `norm: [1]`.
+    Result `[lr, 1 - beta1^t, 1 - beta2^t, scale]` with
+    `scale = max_norm / (norm + 1e-6)` when `0 < max_norm < norm`, else 1
+    (the input of `adamw`).
+  }];
+  let arguments = (ins 1DTensorOf<[F32]>:$hyper_in, 1DTensorOf<[F32]>:$norm);
+  let results = (outs 1DTensorOf<[F32]>:$result);
+  let assemblyFormat = "$hyper_in `,` $norm attr-dict `:` type($hyper_in) `,` type($norm)";
+}
+
 //===----------------------------------------------------------------------===//
 // Fusion
 //===----------------------------------------------------------------------===//
