@@ -76,6 +76,9 @@ std::vector<uint8_t> colossus::writeArtifact(const ArtifactInputs &in) {
     case BufferKind::Output:
       kind = s::BufferKind::output;
       break;
+    case BufferKind::OptState:
+      kind = s::BufferKind::opt_state;
+      break;
     }
     buffers.push_back(s::CreateBuffer(
         b, name, kind, pb.isInt32 ? s::DType::i32 : s::DType::f32, shape,
@@ -103,6 +106,28 @@ std::vector<uint8_t> colossus::writeArtifact(const ArtifactInputs &in) {
       plan.grads ? s::StepKind::grads : s::StepKind::forward, plan.targets,
       plan.loss, b.CreateVector(grads));
 
+  std::vector<fb::Offset<s::Step>> steps = {step};
+  if (plan.hasUpdate) {
+    std::vector<fb::Offset<s::Launch>> upd;
+    for (const PlannedLaunch &l : plan.updateLaunches)
+      upd.push_back(
+          s::CreateLaunch(b, kernelIndex.at(l.kernel), b.CreateVector(l.args)));
+    auto name = b.CreateString("update");
+    auto launchVec = b.CreateVector(upd);
+    s::StepBuilder sb(b);
+    sb.add_name(name);
+    sb.add_launches(launchVec);
+    sb.add_kind(s::StepKind::update);
+    sb.add_hyper(plan.hyper);
+    sb.add_grad_norm(plan.gradNorm);
+    steps.push_back(sb.Finish());
+  }
+  fb::Offset<s::Optimizer> optimizer;
+  if (in.optimizer)
+    optimizer =
+        s::CreateOptimizer(b, in.optimizer->beta1, in.optimizer->beta2,
+                           in.optimizer->eps, in.optimizer->weightDecay);
+
   auto model = s::CreateModelInfo(
       b, b.CreateString(c.family == ModelFamily::Llama ? "llama" : "gpt2"),
       b.CreateString(c.name), c.vocabSize, c.hiddenSize, c.numLayers,
@@ -116,7 +141,6 @@ std::vector<uint8_t> colossus::writeArtifact(const ArtifactInputs &in) {
     cpuObject = b.CreateVector(in.cpuObject);
   auto bufferVec = b.CreateVector(buffers);
   auto paramVec = b.CreateVector(params);
-  std::vector<fb::Offset<s::Step>> steps = {step};
   auto stepVec = b.CreateVector(steps);
 
   s::ArtifactBuilder ab(b);
@@ -134,6 +158,8 @@ std::vector<uint8_t> colossus::writeArtifact(const ArtifactInputs &in) {
   ab.add_params(paramVec);
   ab.add_steps(stepVec);
   ab.add_checksum(0);
+  if (in.optimizer)
+    ab.add_optimizer(optimizer);
   b.Finish(ab.Finish(), s::ArtifactIdentifier());
 
   std::vector<uint8_t> bytes(b.GetBufferPointer(),

@@ -6,6 +6,7 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "llvm/ADT/DenseMap.h"
 
+#include <map>
 #include <set>
 
 using namespace mlir;
@@ -46,6 +47,16 @@ private:
                  const std::string &scope, bool isStep);
   Error bindOutputs(func::ReturnOp ret, llvm::DenseMap<Value, unsigned> &env);
   func::FuncOp step;
+  int launchCount = 0;
+  bool updating = false;
+  std::vector<PlannedLaunch> *launchOut = &plan.launches;
+
+public:
+  Expected<StepPlan> runTrain();
+  Expected<StepPlan> pack();
+
+private:
+  Error planUpdate();
 
   ModuleOp module;
   StepPlan plan;
@@ -61,7 +72,7 @@ Error Planner::walkBody(Block &body, llvm::DenseMap<Value, unsigned> &env,
         return err("internal error: a colossus.fusion has no kernel");
       PlannedLaunch launch;
       launch.kernel = kernel.getValue().str();
-      int index = plan.launches.size();
+      int index = launchCount++;
       for (Value in : fusion.getInputs()) {
         auto it = env.find(in);
         if (it == env.end())
@@ -73,7 +84,18 @@ Error Planner::walkBody(Block &body, llvm::DenseMap<Value, unsigned> &env,
       auto yield = cast<YieldOp>(fusion.getBody().front().getTerminator());
       for (auto [i, res] : llvm::enumerate(fusion.getResults())) {
         unsigned buf;
-        if (auto cw = yield.getValues()[i].getDefiningOp<CacheWriteOp>()) {
+        if (auto adamw = yield.getValues()[i].getDefiningOp<AdamwOp>()) {
+          // In place: the new parameter and moments overwrite the old ones.
+          Value operand = adamw->getOperand(
+              cast<OpResult>(yield.getValues()[i]).getResultNumber() == 0
+                  ? 0
+                  : cast<OpResult>(yield.getValues()[i]).getResultNumber() + 1);
+          auto arg = dyn_cast<BlockArgument>(operand);
+          if (!arg)
+            return err("internal error: adamw on a computed parameter");
+          buf = launch.args[arg.getArgNumber()];
+        } else if (auto cw =
+                       yield.getValues()[i].getDefiningOp<CacheWriteOp>()) {
           // In place: the updated cache is the cache buffer.
           auto arg = dyn_cast<BlockArgument>(cw.getCache());
           if (!arg)
@@ -89,7 +111,7 @@ Error Planner::walkBody(Block &body, llvm::DenseMap<Value, unsigned> &env,
         launch.args.push_back(buf);
         env[res] = buf;
       }
-      plan.launches.push_back(std::move(launch));
+      launchOut->push_back(std::move(launch));
       continue;
     }
     if (auto call = dyn_cast<func::CallOp>(op)) {
@@ -143,8 +165,16 @@ Error Planner::bindOutputs(func::ReturnOp ret,
     if (it == env.end())
       return err("internal error: a result of the step has no buffer");
     PlannedBuffer &b = plan.buffers[it->second];
-    if (!plan.grads && i > 0)
-      continue; // forward: the updated KV caches are their state buffers
+    if ((!plan.grads || updating) && i > 0)
+      continue; // the updated KV caches / parameters are their own buffers
+    if (updating) {
+      if (b.kind != BufferKind::Arena)
+        return err("internal error: the gradient norm has no buffer");
+      b.kind = BufferKind::Output;
+      b.name = "grad_norm";
+      plan.gradNorm = it->second;
+      continue;
+    }
     if (b.kind != BufferKind::Arena || !seen.insert(it->second).second)
       return err("internal error: step result " + llvm::Twine(i) +
                  " is not a buffer of its own");
@@ -199,6 +229,12 @@ Expected<StepPlan> Planner::run(StringRef stepName) {
   if (Error e = walkBody(step.getBody().front(), env, "", /*isStep=*/true))
     return std::move(e);
 
+  return pack();
+}
+
+Expected<StepPlan> Planner::pack() {
+  plan.arenaBytes = 0;
+  plan.arenaBytesWithoutReuse = 0;
   // First-fit packing of arena buffers by live interval.
   const uint64_t align = 256;
   struct Placed {
@@ -230,6 +266,64 @@ Expected<StepPlan> Planner::run(StringRef stepName) {
 }
 
 } // namespace
+
+Error Planner::planUpdate() {
+  auto upd = module.lookupSymbol<func::FuncOp>("update");
+  if (!upd)
+    return err("the module has no @update step function");
+  std::map<std::string, unsigned> params, grads;
+  for (auto [i, b] : llvm::enumerate(plan.buffers))
+    if (b.kind == BufferKind::Param)
+      params[b.name] = i;
+  for (auto &[name, buf] : plan.gradOutputs)
+    grads[name] = buf;
+  llvm::DenseMap<Value, unsigned> env;
+  for (BlockArgument arg : upd.getArguments()) {
+    DictionaryAttr attrs = upd.getArgAttrDict(arg.getArgNumber());
+    auto str = [&](const char *name) -> std::string {
+      if (auto s = attrs ? attrs.getAs<StringAttr>(name) : StringAttr())
+        return s.str();
+      return "";
+    };
+    if (std::string p = str(attrs::kParam); !p.empty()) {
+      if (!params.count(p))
+        return err("@update: unknown parameter " + p);
+      env[arg] = params[p];
+    } else if (std::string g = str("colossus.grad"); !g.empty()) {
+      if (!grads.count(g))
+        return err("@update: no gradient of " + g);
+      env[arg] = grads[g];
+    } else if (std::string o = str("colossus.opt_state"); !o.empty()) {
+      env[arg] = addBuffer(bufferFor(arg.getType(), o, BufferKind::OptState));
+    } else if (str(attrs::kInput) == "hyper") {
+      env[arg] = plan.hyper =
+          addBuffer(bufferFor(arg.getType(), "hyper", BufferKind::Input));
+    } else {
+      return err("@update: argument " + llvm::Twine(arg.getArgNumber()) +
+                 " is not a parameter, gradient, optimizer state or hyper");
+    }
+  }
+  step = upd;
+  updating = true;
+  launchOut = &plan.updateLaunches;
+  plan.hasUpdate = true;
+  return walkBody(upd.getBody().front(), env, "update/", /*isStep=*/true);
+}
+
+Expected<StepPlan> Planner::runTrain() {
+  Expected<StepPlan> grads = run("loss_grad");
+  if (!grads)
+    return grads.takeError();
+  plan = std::move(*grads);
+  if (Error e = planUpdate())
+    return std::move(e);
+  return pack();
+}
+
+Expected<StepPlan> colossus::planTrainSteps(ModuleOp module) {
+  Planner p(module);
+  return p.runTrain();
+}
 
 Expected<StepPlan> colossus::planStep(ModuleOp module, StringRef stepName) {
   Planner p(module);

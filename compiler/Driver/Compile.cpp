@@ -12,6 +12,7 @@
 #include "colossus/Compiler/MemoryPlan.h"
 #include "colossus/Compiler/ModelConfig.h"
 #include "colossus/Compiler/Passes.h"
+#include "colossus/Compiler/TrainStep.h"
 
 #include "mlir/IR/AsmState.h"
 #include "mlir/IR/MLIRContext.h"
@@ -82,6 +83,20 @@ cl::opt<std::string> ptxasOpt("ptxas",
                               cl::desc("ptxas to assemble sm_90a kernels with "
                                        "(default: PATH, /usr/local/cuda/bin)"),
                               cl::init(""), cl::cat(cat));
+cl::opt<double> beta1Opt("adam-beta1",
+                         cl::desc("--step=train: AdamW beta1 (default 0.9)"),
+                         cl::init(0.9), cl::cat(cat));
+cl::opt<double> beta2Opt("adam-beta2",
+                         cl::desc("--step=train: AdamW beta2 (default 0.95)"),
+                         cl::init(0.95), cl::cat(cat));
+cl::opt<double> epsOpt("adam-eps",
+                       cl::desc("--step=train: AdamW eps (default 1e-8)"),
+                       cl::init(1e-8), cl::cat(cat));
+cl::opt<double> weightDecayOpt(
+    "weight-decay",
+    cl::desc("--step=train: AdamW decoupled weight decay for parameters of "
+             "rank >= 2 (default 0.1)"),
+    cl::init(0.1), cl::cat(cat));
 cl::opt<unsigned> blockDimOpt("block-dim",
                               cl::desc("Threads per block of sm_90a kernels"),
                               cl::init(128), cl::cat(cat));
@@ -322,6 +337,20 @@ int colossus::compileMain(int argc, char **argv) {
     clean.addPass(mlir::createSymbolDCEPass());
     if (failed(clean.run(*module)))
       return fail("cleaning up the backward graph of " + modelPath + " failed");
+    OptimizerConfig opt;
+    opt.beta1 = beta1Opt;
+    opt.beta2 = beta2Opt;
+    opt.eps = epsOpt;
+    opt.weightDecay = weightDecayOpt;
+    if (!(opt.beta1 >= 0 && opt.beta1 < 1) ||
+        !(opt.beta2 >= 0 && opt.beta2 < 1) || !(opt.eps > 0) ||
+        !(opt.weightDecay >= 0)) {
+      llvm::errs() << "colossus-compile: error: AdamW needs 0 <= beta < 1, "
+                      "eps > 0 and weight decay >= 0\n";
+      return 2;
+    }
+    if (failed(buildUpdateStep(*module, "loss_grad", opt)))
+      return fail("building the optimizer step failed");
   }
   if (emitOpt == "graph")
     return writeText([&](llvm::raw_ostream &os) { module->print(os); });
@@ -372,7 +401,7 @@ int colossus::compileMain(int argc, char **argv) {
   });
 
   llvm::Expected<StepPlan> plan =
-      planStep(*module, train ? "loss_grad" : "forward");
+      train ? planTrainSteps(*module) : planStep(*module, "forward");
   if (!plan)
     return fail(llvm::toString(plan.takeError()));
 
@@ -382,6 +411,8 @@ int colossus::compileMain(int argc, char **argv) {
   in.batch = batchOpt;
   in.seq = seqOpt;
   in.plan = &*plan;
+  if (train)
+    in.optimizer = OptimizerConfig{beta1Opt, beta2Opt, epsOpt, weightDecayOpt};
   if (gpu) {
     auto bins = buildGpuKernels(kernels, ptxasOpt);
     if (!bins)

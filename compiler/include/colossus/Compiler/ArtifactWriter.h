@@ -5,6 +5,9 @@
 #include "colossus/Compiler/Backends.h"
 #include "colossus/Compiler/MemoryPlan.h"
 #include "colossus/Compiler/ModelConfig.h"
+#include "colossus/Compiler/TrainStep.h"
+
+#include <optional>
 
 #include <string>
 #include <vector>
@@ -32,6 +35,7 @@ struct ArtifactInputs {
   std::vector<KernelRecord> kernels;
   std::vector<uint8_t> cpuObject;
   const StepPlan *plan = nullptr;
+  std::optional<OptimizerConfig> optimizer; // with an update step
 };
 
 /// Serializes the artifact (schema runtime/schema/colossus.fbs) and stamps

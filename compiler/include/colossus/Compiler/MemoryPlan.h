@@ -10,7 +10,7 @@
 
 namespace colossus {
 
-enum class BufferKind { Param, State, Arena, Input, Output };
+enum class BufferKind { Param, State, Arena, Input, Output, OptState };
 
 struct PlannedBuffer {
   std::string name;
@@ -36,6 +36,10 @@ struct StepPlan {
   uint64_t arenaBytesWithoutReuse = 0;
   unsigned tokens = 0, logits = 0, targets = 0, loss = 0;
   std::vector<std::pair<std::string, unsigned>> gradOutputs; // param -> buffer
+  // The update step (training): AdamW from the grads step's gradients.
+  bool hasUpdate = false;
+  std::vector<PlannedLaunch> updateLaunches;
+  unsigned hyper = 0, gradNorm = 0;
 };
 
 /// Unrolls a step function (calls to layer functions included) into a launch
@@ -45,6 +49,10 @@ struct StepPlan {
 /// `@loss_grad` returns the loss then one gradient per `colossus.param`.
 llvm::Expected<StepPlan> planStep(mlir::ModuleOp module,
                                   llvm::StringRef stepName = "forward");
+
+/// Plans `@loss_grad` then `@update` (built by buildUpdateStep) over the same
+/// parameter and gradient buffers.
+llvm::Expected<StepPlan> planTrainSteps(mlir::ModuleOp module);
 
 } // namespace colossus
 

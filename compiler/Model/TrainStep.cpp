@@ -1,0 +1,91 @@
+//===- TrainStep.cpp - The optimizer step of training ---------------------===//
+#include "colossus/Compiler/TrainStep.h"
+#include "colossus/Compiler/ImportModel.h"
+#include "colossus/Dialect/Colossus/IR/ColossusOps.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/Builders.h"
+
+using namespace mlir;
+using namespace colossus;
+
+LogicalResult colossus::buildUpdateStep(ModuleOp module, StringRef gradsFn,
+                                        const OptimizerConfig &opt) {
+  auto grads = module.lookupSymbol<func::FuncOp>(gradsFn);
+  if (!grads)
+    return module.emitError() << "no @" << gradsFn << " to build an update for";
+  MLIRContext *ctx = module.getContext();
+  OpBuilder b(ctx);
+  Location loc = grads.getLoc();
+
+  struct P {
+    StringAttr name;
+    StringAttr init;
+    RankedTensorType type;
+  };
+  SmallVector<P> params;
+  for (unsigned i = 0; i < grads.getNumArguments(); ++i)
+    if (auto name = grads.getArgAttrOfType<StringAttr>(i, attrs::kParam))
+      params.push_back(
+          {name, grads.getArgAttrOfType<StringAttr>(i, attrs::kInit),
+           cast<RankedTensorType>(grads.getArgument(i).getType())});
+
+  auto hyperTy = RankedTensorType::get({4}, b.getF32Type());
+  SmallVector<Type> args = {hyperTy};
+  SmallVector<DictionaryAttr> argAttrs;
+  auto dict = [&](StringRef key, StringAttr value) {
+    NamedAttrList l;
+    l.append(key, value);
+    return l.getDictionary(ctx);
+  };
+  argAttrs.push_back(dict(attrs::kInput, b.getStringAttr("hyper")));
+  for (const P &p : params) {
+    NamedAttrList pa;
+    pa.append(attrs::kParam, p.name);
+    if (p.init)
+      pa.append(attrs::kInit, p.init);
+    args.append({p.type, p.type, p.type, p.type});
+    argAttrs.push_back(pa.getDictionary(ctx));
+    argAttrs.push_back(dict("colossus.grad", p.name));
+    argAttrs.push_back(
+        dict("colossus.opt_state", b.getStringAttr(p.name.str() + ".exp_avg")));
+    argAttrs.push_back(dict("colossus.opt_state",
+                            b.getStringAttr(p.name.str() + ".exp_avg_sq")));
+  }
+  SmallVector<Type> results = {RankedTensorType::get({1}, b.getF32Type())};
+  for (int k = 0; k < 3; ++k)
+    for (const P &p : params)
+      results.push_back(p.type);
+
+  b.setInsertionPointToEnd(module.getBody());
+  auto fn =
+      b.create<func::FuncOp>(loc, "update", b.getFunctionType(args, results));
+  for (auto [i, d] : llvm::enumerate(argAttrs))
+    fn.setArgAttrs(i, d);
+  Block *entry = fn.addEntryBlock();
+  b.setInsertionPointToStart(entry);
+  SmallVector<Value> gradValues;
+  for (size_t i = 0; i < params.size(); ++i)
+    gradValues.push_back(entry->getArgument(1 + 4 * i + 1));
+  Value norm = b.create<GlobalNormOp>(loc, gradValues);
+  Value hyper = b.create<ClipHyperOp>(loc, entry->getArgument(0), norm);
+  SmallVector<Value> newP, newM, newV;
+  for (size_t i = 0; i < params.size(); ++i) {
+    Value p = entry->getArgument(1 + 4 * i), g = entry->getArgument(2 + 4 * i),
+          m = entry->getArgument(3 + 4 * i), v = entry->getArgument(4 + 4 * i);
+    double wd = params[i].type.getRank() >= 2 ? opt.weightDecay : 0.0;
+    auto a =
+        b.create<AdamwOp>(loc, p, g, m, v, hyper, b.getF64FloatAttr(opt.beta1),
+                          b.getF64FloatAttr(opt.beta2),
+                          b.getF64FloatAttr(opt.eps), b.getF64FloatAttr(wd));
+    newP.push_back(a.getNewParam());
+    newM.push_back(a.getNewExpAvg());
+    newV.push_back(a.getNewExpAvgSq());
+  }
+  SmallVector<Value> rets = {norm};
+  rets.append(newP);
+  rets.append(newM);
+  rets.append(newV);
+  b.create<func::ReturnOp>(loc, rets);
+  return success();
+}
