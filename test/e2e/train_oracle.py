@@ -164,7 +164,7 @@ def cmd_train(a) -> int:
         state = {f"{k}.exp_avg": m[k] for k in params}
         state.update({f"{k}.exp_avg_sq": v[k] for k in params})
         _save(state, a.state_out, {"step": str(a.steps)})
-    print(f"train_oracle: steps {t0 + 1}..{a.steps} in {secs:.1f} s, loss {first:.4f} -> {last:.4f}",
+    print(f"train_oracle: steps {t0 + 1}..{a.steps} in {secs:.3f} s, loss {first:.4f} -> {last:.4f}",
           file=sys.stderr)
     return 0
 
