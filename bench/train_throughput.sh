@@ -4,9 +4,8 @@
 # test/e2e/train_oracle.py, measured in the same run on the same weights and
 # batches, for the tiny Llama and a medium one (bench/medium-llama.json,
 # 4 layers, hidden 256). Batch 8 x 64 tokens, sequential data order.
-#   bash bench/train_throughput.sh [STEPS]   (default 8; colossus: steps 2..N;
-#   JAX: the time of N steps minus the time of 2, both including XLA's
-#   compilation)
+#   bash bench/train_throughput.sh [STEPS]   (default 8; both sides: the
+#   per-step times of steps 2..N, after XLA's compilation in step 1)
 # Not a test: prints the figures and `ratio:` lines (colossus / JAX).
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -28,17 +27,11 @@ for model in "$REPO/examples/tiny-llama/config.json" "$REPO/bench/medium-llama.j
       --json | grep '"step"' > "$tmp/c.jsonl"
   ours=$("$PY" -c "import json,sys; r=[json.loads(l) for l in open(sys.argv[1])][1:]; print(sum(x['tokens'] for x in r)/sum(x['time_s'] for x in r))" "$tmp/c.jsonl")
   # JAX: the time of STEPS steps minus the time of 1 step (compilation).
-  oracle() { # STEPS -> seconds the oracle reports for its steps
-    "$PY" "$REPO/test/e2e/train_oracle.py" train --config "$model" \
-        --weights "$tmp/w.safetensors" --data "$tmp/tok.bin" --dtype uint16 \
-        --batch 8 --seq 64 --steps "$1" --lr 1e-3 --warmup 0 --min-lr 1e-4 --json 2>"$tmp/err" > /dev/null
-    grep -o 'in [0-9.]* s' "$tmp/err" | awk '{print $2}'
-  }
-  # Both runs include XLA's compilation and the first step: their
-  # difference is STEPS - 2 steady-state steps.
-  t_one=$(oracle 2)
-  t_all=$(oracle "$STEPS")
-  jax=$(awk -v a="$t_all" -v b="$t_one" -v n="$STEPS" 'BEGIN {printf "%.1f", (n - 2) * 512 / (a - b)}')
-  printf '%s: colossus %.1f tokens/s, JAX (XLA CPU) %s tokens/s\n' "$name" "$ours" "$jax"
+  "$PY" "$REPO/test/e2e/train_oracle.py" train --config "$model" \
+      --weights "$tmp/w.safetensors" --data "$tmp/tok.bin" --dtype uint16 \
+      --batch 8 --seq 64 --steps "$STEPS" --lr 1e-3 --warmup 0 --min-lr 1e-4 \
+      --json 2>/dev/null > "$tmp/j.jsonl"
+  jax=$("$PY" -c "import json,sys; r=[json.loads(l) for l in open(sys.argv[1])][1:]; print(len(r)*512/sum(x['time_s'] for x in r))" "$tmp/j.jsonl")
+  printf '%s: colossus %.1f tokens/s, JAX (XLA CPU) %.1f tokens/s\n' "$name" "$ours" "$jax"
   awk -v a="$ours" -v b="$jax" -v m="$name" 'BEGIN {printf "ratio: %s %.3f\n", m, a / b}'
 done

@@ -148,13 +148,15 @@ def cmd_train(a) -> int:
     start = time.perf_counter()
     first = last = None
     for t in range(t0 + 1, a.steps + 1):
+        step_start = time.perf_counter()
         loss, grads = tr.accumulated_loss_and_grads(cfg, params, _micro_batches(tokens, t - 1, a))
         lr = tr.lr_at(t, a.lr, a.warmup, total, a.min_lr)
         params, m, v, norm = tr.optimizer_step(params, grads, m, v, t, lr, a.max_grad_norm, **adam)
         first = loss if first is None else first
         last = loss
         if a.json:
-            print(json.dumps({"step": t, "loss": loss, "grad_norm": norm, "lr": lr}), flush=True)
+            print(json.dumps({"step": t, "loss": loss, "grad_norm": norm, "lr": lr,
+                              "time_s": time.perf_counter() - step_start}), flush=True)
         else:
             print(f"step {t:5d}  loss {loss:.6f}  grad_norm {norm:.6f}  lr {lr:.6g}", flush=True)
     secs = time.perf_counter() - start
