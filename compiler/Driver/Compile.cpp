@@ -180,6 +180,34 @@ llvm::json::Value reportJson(const ModelConfig &c, bool gpu,
   return llvm::json::Value(std::move(r));
 }
 
+/// Fusion and kernel generation, the stages every input goes through.
+/// Returns an exit code when the command ends here (--emit=fused|kernels, or
+/// an error); otherwise sets `kernels` to the generated kernels module.
+std::optional<int> fuseAndKernelize(ModuleOp module, ModuleOp &kernels) {
+  PassManager pm(module.getContext());
+  if (failed(applyPassManagerCLOptions(pm)))
+    return fail("bad pass manager options");
+  pm.addNestedPass<func::FuncOp>(createColossusFuse());
+  if (emitOpt != "fused") {
+    ColossusKernelizeOptions kopts;
+    kopts.target = targetOpt;
+    kopts.blockDim = blockDimOpt;
+    pm.addPass(createColossusKernelize(kopts));
+  }
+  if (failed(pm.run(module)))
+    return fail("compilation of " + modelPath + " failed");
+  if (emitOpt == "fused")
+    return writeText([&](llvm::raw_ostream &os) { module.print(os); });
+  for (auto m : module.getOps<ModuleOp>())
+    if (m.getSymName() == "kernels")
+      kernels = m;
+  if (!kernels)
+    return fail("no kernels were generated");
+  if (emitOpt == "kernels")
+    return writeText([&](llvm::raw_ostream &os) { kernels.print(os); });
+  return std::nullopt;
+}
+
 /// `colossus-compile GRAPH.mlir`: the kernels of a hand-written graph (any
 /// functions holding colossus ops), for compiler engineers and the op-level
 /// numerics tests: --emit=fused|kernels|ptx, or --emit=cpu-object to write
@@ -203,28 +231,9 @@ int compileKernelsOnly(bool gpu) {
       parseSourceFile<ModuleOp>(modelPath, sourceMgr, ParserConfig(&ctx));
   if (!module)
     return fail("cannot parse " + modelPath);
-  PassManager pm(&ctx);
-  if (failed(applyPassManagerCLOptions(pm)))
-    return fail("bad pass manager options");
-  pm.addNestedPass<func::FuncOp>(createColossusFuse());
-  if (emitOpt != "fused") {
-    ColossusKernelizeOptions kopts;
-    kopts.target = targetOpt;
-    kopts.blockDim = blockDimOpt;
-    pm.addPass(createColossusKernelize(kopts));
-  }
-  if (failed(pm.run(*module)))
-    return fail("compilation of " + modelPath + " failed");
-  if (emitOpt == "fused")
-    return writeText([&](llvm::raw_ostream &os) { module->print(os); });
   ModuleOp kernels;
-  for (auto m : module->getOps<ModuleOp>())
-    if (m.getSymName() == "kernels")
-      kernels = m;
-  if (!kernels)
-    return fail("no kernels were generated");
-  if (emitOpt == "kernels")
-    return writeText([&](llvm::raw_ostream &os) { kernels.print(os); });
+  if (std::optional<int> rc = fuseAndKernelize(*module, kernels))
+    return *rc;
   if (gpu) {
     auto bins = buildGpuKernels(kernels, ptxasOpt);
     if (!bins)
@@ -355,29 +364,9 @@ int colossus::compileMain(int argc, char **argv) {
   if (emitOpt == "graph")
     return writeText([&](llvm::raw_ostream &os) { module->print(os); });
 
-  PassManager pm(&ctx);
-  if (failed(applyPassManagerCLOptions(pm)))
-    return fail("bad pass manager options");
-  pm.addNestedPass<func::FuncOp>(createColossusFuse());
-  if (emitOpt != "fused") {
-    ColossusKernelizeOptions kopts;
-    kopts.target = targetOpt;
-    kopts.blockDim = blockDimOpt;
-    pm.addPass(createColossusKernelize(kopts));
-  }
-  if (failed(pm.run(*module)))
-    return fail("compilation of " + modelPath + " failed");
-  if (emitOpt == "fused")
-    return writeText([&](llvm::raw_ostream &os) { module->print(os); });
-
   ModuleOp kernels;
-  for (auto m : module->getOps<ModuleOp>())
-    if (m.getSymName() == "kernels")
-      kernels = m;
-  if (!kernels)
-    return fail("internal error: no kernels were generated");
-  if (emitOpt == "kernels")
-    return writeText([&](llvm::raw_ostream &os) { kernels.print(os); });
+  if (std::optional<int> rc = fuseAndKernelize(*module, kernels))
+    return *rc;
 
   std::vector<KernelRecord> records;
   kernels.walk([&](Operation *op) {

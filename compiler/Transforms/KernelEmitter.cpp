@@ -93,6 +93,8 @@ private:
   /// sum over the active rows r < nb*nt of term(r).
   FailureOr<Value> sumRows(function_ref<FailureOr<Value>(Value r)> term);
   FailureOr<Value> rmsRstd(Value x, Value r, double eps);
+  /// The row maximum and sum of exp(x - max) of logits row r.
+  FailureOr<std::pair<Value, Value>> softmaxStats(Value logits, Value r);
 
 public:
   LogicalResult emitAdamw(AdamwOp op, Value p, Value q);
@@ -798,6 +800,33 @@ FailureOr<Value> Emitter::rmsRstd(Value x, Value r, double eps) {
       .getResult();
 }
 
+FailureOr<std::pair<Value, Value>> Emitter::softmaxStats(Value logits,
+                                                         Value r) {
+  int64_t cols = cast<RankedTensorType>(logits.getType()).getDimSize(1);
+  FailureOr<Value> mx =
+      sumCols(cols, cF32(-std::numeric_limits<double>::infinity()),
+              [&](Value acc, Value c) {
+                FailureOr<Value> x = emit(logits, {r, c});
+                if (failed(x))
+                  return x;
+                return FailureOr<Value>(
+                    b.create<arith::MaximumFOp>(loc, acc, *x).getResult());
+              });
+  if (failed(mx))
+    return failure();
+  FailureOr<Value> se = sumCols(cols, cF32(0.0), [&](Value acc, Value c) {
+    FailureOr<Value> x = emit(logits, {r, c});
+    if (failed(x))
+      return x;
+    return FailureOr<Value>(b.create<arith::AddFOp>(
+        loc, acc,
+        b.create<math::ExpOp>(loc, b.create<arith::SubFOp>(loc, *x, *mx))));
+  });
+  if (failed(se))
+    return failure();
+  return std::make_pair(*mx, *se);
+}
+
 LogicalResult Emitter::emitGradRowStats(Value r) {
   for (Operation &op : fusion.getBody().front()) {
     auto add = [&](Value a, Value x) {
@@ -881,29 +910,10 @@ LogicalResult Emitter::emitGradRowStats(Value r) {
         return failure();
       rowStats[&op] = {*sv};
     } else if (auto g = dyn_cast<CrossEntropyGradOp>(op)) {
-      int64_t cols =
-          cast<RankedTensorType>(g.getLogits().getType()).getDimSize(1);
-      FailureOr<Value> mx =
-          sumCols(cols, cF32(-std::numeric_limits<double>::infinity()),
-                  [&](Value acc, Value c) {
-                    FailureOr<Value> x = emit(g.getLogits(), {r, c});
-                    if (failed(x))
-                      return x;
-                    return FailureOr<Value>(
-                        b.create<arith::MaximumFOp>(loc, acc, *x).getResult());
-                  });
-      if (failed(mx))
+      FailureOr<std::pair<Value, Value>> stats = softmaxStats(g.getLogits(), r);
+      if (failed(stats))
         return failure();
-      FailureOr<Value> se = sumCols(cols, cF32(0.0), [&](Value acc, Value c) {
-        FailureOr<Value> x = emit(g.getLogits(), {r, c});
-        if (failed(x))
-          return x;
-        return FailureOr<Value>(add(
-            acc,
-            b.create<math::ExpOp>(loc, b.create<arith::SubFOp>(loc, *x, *mx))));
-      });
-      if (failed(se))
-        return failure();
+      auto [mx, se] = *stats;
       // The number of valid targets among the active rows.
       int64_t ignore = static_cast<int64_t>(g.getIgnoreIndex());
       FailureOr<Value> count = sumRows([&](Value rr) -> FailureOr<Value> {
@@ -926,7 +936,7 @@ LogicalResult Emitter::emitGradRowStats(Value r) {
                                              *count, cF32(0.0));
       Value scale = b.create<arith::SelectOp>(
           loc, hasAny, b.create<arith::DivFOp>(loc, dloss, *count), cF32(0.0));
-      rowStats[&op] = {*mx, *se, scale};
+      rowStats[&op] = {mx, se, scale};
     }
   }
   return success();
@@ -1255,29 +1265,12 @@ LogicalResult Emitter::emitScalar() {
     Value valid = b.create<arith::CmpIOp>(
         loc, arith::CmpIPredicate::ne, *t,
         b.create<arith::ConstantOp>(loc, b.getI32IntegerAttr(ignore)));
-    FailureOr<Value> mx =
-        sumCols(cols, cF32(-std::numeric_limits<double>::infinity()),
-                [&](Value acc, Value c) {
-                  FailureOr<Value> x = emit(ce.getLogits(), {r, c});
-                  if (failed(x))
-                    return x;
-                  return FailureOr<Value>(
-                      b.create<arith::MaximumFOp>(loc, acc, *x).getResult());
-                });
-    if (failed(mx))
+    FailureOr<std::pair<Value, Value>> stats = softmaxStats(ce.getLogits(), r);
+    if (failed(stats))
       return failure();
-    FailureOr<Value> se = sumCols(cols, cF32(0.0), [&](Value acc, Value c) {
-      FailureOr<Value> x = emit(ce.getLogits(), {r, c});
-      if (failed(x))
-        return x;
-      return FailureOr<Value>(b.create<arith::AddFOp>(
-          loc, acc,
-          b.create<math::ExpOp>(loc, b.create<arith::SubFOp>(loc, *x, *mx))));
-    });
-    if (failed(se))
-      return failure();
+    auto [mx, se] = *stats;
     Value lse =
-        b.create<arith::AddFOp>(loc, *mx, b.create<math::LogOp>(loc, *se));
+        b.create<arith::AddFOp>(loc, mx, b.create<math::LogOp>(loc, se));
     Value tIdx = b.create<arith::IndexCastOp>(
         loc, b.getIndexType(),
         b.create<arith::SelectOp>(
