@@ -155,6 +155,18 @@ int error(const std::string &msg) {
   return kExitError;
 }
 
+/// --grads-out: the gradients with their HF names and shapes, f32.
+Status writeGradients(const std::string &path,
+                      const std::vector<ParamGradient> &grads) {
+  std::vector<TensorViewF32> views;
+  for (const ParamGradient &g : grads)
+    views.push_back({g.name, g.shape, g.values.data()});
+  auto written = writeSafetensorsF32(path, views, {{"format", "pt"}});
+  if (!written)
+    return Error{written.message()};
+  return Status();
+}
+
 std::optional<int64_t> parseInt(const std::string &s) {
   if (s.empty())
     return std::nullopt;
@@ -467,14 +479,9 @@ int runGrads(const std::string &artPath, const SessionOptions &sopts,
   if (!result)
     return error(result.message());
 
-  if (gradsOut) {
-    std::vector<TensorViewF32> views;
-    for (const ParamGradient &g : result->grads)
-      views.push_back({g.name, g.shape, g.values.data()});
-    auto written = writeSafetensorsF32(*gradsOut, views, {{"format", "pt"}});
-    if (!written)
-      return error(written.message());
-  }
+  if (gradsOut)
+    if (Status w = writeGradients(*gradsOut, result->grads); !w)
+      return error(w.message());
   if (json) {
     ojson j;
     j["loss"] = result->loss;
@@ -533,8 +540,8 @@ int64_t countFlag(const FlagGetter &get, const std::string &flag,
   auto n = parseUInt(*v);
   if (!n || *n > static_cast<uint64_t>(INT64_MAX) ||
       static_cast<int64_t>(*n) < min)
-    usageError(flag + ": '" + *v + "' is not an integer >= " +
-               std::to_string(min));
+    usageError(flag + ": '" + *v +
+               "' is not an integer >= " + std::to_string(min));
   return static_cast<int64_t>(*n);
 }
 
@@ -627,12 +634,11 @@ int runTrain(const std::string &artPath, SessionOptions sopts, uint64_t seed,
       for (const char *key :
            {"tokens", "dtype", "order", "seed", "batch", "seq"}) {
         if (!saved.contains(key) || saved[key] != dataJ[key])
-          return error(
-              ckpt->path + "/state.json: data." + key + " is " +
-              (saved.contains(key) ? saved[key].dump() : "missing") +
-              ", this run has " + dataJ[key].dump() +
-              " (the batches would differ; resume with the same data, "
-              "--data-order, --seed and artifact)");
+          return error(ckpt->path + "/state.json: data." + key + " is " +
+                       (saved.contains(key) ? saved[key].dump() : "missing") +
+                       ", this run has " + dataJ[key].dump() +
+                       " (the batches would differ; resume with the same data, "
+                       "--data-order, --seed and artifact)");
       }
       if (saved.contains("schedule") &&
           nlohmann::json::parse(saved["schedule"].dump()) !=
@@ -753,14 +759,9 @@ int runTrain(const std::string &artPath, SessionOptions sopts, uint64_t seed,
     auto g = sess.grads(inputs.data(), targets.data(), writeGrads);
     if (!g)
       return error(g.message());
-    if (writeGrads) {
-      std::vector<TensorViewF32> views;
-      for (const ParamGradient &pg : g->grads)
-        views.push_back({pg.name, pg.shape, pg.values.data()});
-      auto written = writeSafetensorsF32(*gradsOut, views, {{"format", "pt"}});
-      if (!written)
-        return error(written.message());
-    }
+    if (writeGrads)
+      if (Status w = writeGradients(*gradsOut, g->grads); !w)
+        return error(w.message());
     const double lr = learningRateRef(schedule, t);
     auto norm = sess.update(lr, t, maxGradNorm);
     if (!norm)
@@ -768,8 +769,7 @@ int runTrain(const std::string &artPath, SessionOptions sopts, uint64_t seed,
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
             .count();
-    const double tps =
-        seconds > 0 ? static_cast<double>(B * S) / seconds : 0.0;
+    const double tps = seconds > 0 ? static_cast<double>(B * S) / seconds : 0.0;
     if (!std::isfinite(g->loss))
       std::fprintf(stderr, "colossus-run: warning: step %lld: loss is %f\n",
                    static_cast<long long>(t), static_cast<double>(g->loss));
