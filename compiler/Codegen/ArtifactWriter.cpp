@@ -56,6 +56,10 @@ std::vector<uint8_t> colossus::writeArtifact(const ArtifactInputs &in) {
 
   std::vector<fb::Offset<s::Buffer>> buffers;
   std::vector<fb::Offset<s::Param>> params;
+  std::map<std::string, int32_t> masterOf; // param name -> master buffer
+  for (auto [i, pb] : llvm::enumerate(plan.buffers))
+    if (pb.kind == BufferKind::Master)
+      masterOf[pb.name] = static_cast<int32_t>(i);
   for (auto [i, pb] : llvm::enumerate(plan.buffers)) {
     auto name = b.CreateString(pb.name);
     auto shape = b.CreateVector(pb.shape);
@@ -79,6 +83,9 @@ std::vector<uint8_t> colossus::writeArtifact(const ArtifactInputs &in) {
     case BufferKind::OptState:
       kind = s::BufferKind::opt_state;
       break;
+    case BufferKind::Master:
+      kind = s::BufferKind::master;
+      break;
     }
     s::DType dtype = s::DType::f32;
     switch (pb.dtype) {
@@ -100,9 +107,10 @@ std::vector<uint8_t> colossus::writeArtifact(const ArtifactInputs &in) {
       s::ParamInit init = pb.init == "ones"    ? s::ParamInit::ones
                           : pb.init == "zeros" ? s::ParamInit::zeros
                                                : s::ParamInit::normal;
-      params.push_back(s::CreateParam(b, b.CreateString(pb.name),
-                                      b.CreateVector(pb.shape), i, init,
-                                      0.02f));
+      auto master = masterOf.find(pb.name);
+      params.push_back(s::CreateParam(
+          b, b.CreateString(pb.name), b.CreateVector(pb.shape), i, init, 0.02f,
+          master == masterOf.end() ? -1 : master->second));
     }
   }
 

@@ -53,6 +53,8 @@ private:
   func::FuncOp step;
   int launchCount = 0;
   bool updating = false;
+  /// The update step's parameter buffers by name.
+  std::map<std::string, unsigned> paramByName;
   std::vector<PlannedLaunch> *launchOut = &plan.launches;
 
 public:
@@ -88,7 +90,22 @@ Error Planner::walkBody(Block &body, llvm::DenseMap<Value, unsigned> &env,
       auto yield = cast<YieldOp>(fusion.getBody().front().getTerminator());
       for (auto [i, res] : llvm::enumerate(fusion.getResults())) {
         unsigned buf;
-        if (auto adamw = yield.getValues()[i].getDefiningOp<AdamwOp>()) {
+        if (auto cv = yield.getValues()[i].getDefiningOp<ConvertOp>();
+            cv && updating) {
+          // Mixed precision: the new master weights rounded to the bf16
+          // parameter overwrite the parameter buffer of the same name.
+          Value master = cv.getX();
+          if (auto a = master.getDefiningOp<AdamwOp>())
+            master = a.getParam();
+          auto arg = dyn_cast<BlockArgument>(master);
+          unsigned mb = arg ? launch.args[arg.getArgNumber()] : ~0u;
+          if (mb == ~0u || plan.buffers[mb].kind != BufferKind::Master ||
+              !paramByName.count(plan.buffers[mb].name))
+            return err("internal error: a conversion in the update step is "
+                       "not of an updated master weight");
+          buf = paramByName[plan.buffers[mb].name];
+        } else if (auto adamw =
+                       yield.getValues()[i].getDefiningOp<AdamwOp>()) {
           // In place: the new parameter and moments overwrite the old ones.
           Value operand = adamw->getOperand(
               cast<OpResult>(yield.getValues()[i]).getResultNumber() == 0
@@ -299,6 +316,12 @@ Error Planner::planUpdate() {
       env[arg] = grads[g];
     } else if (std::string o = str("colossus.opt_state"); !o.empty()) {
       env[arg] = addBuffer(bufferFor(arg.getType(), o, BufferKind::OptState));
+    } else if (std::string mw = str(attrs::kMaster); !mw.empty()) {
+      if (!params.count(mw))
+        return err("@update: master weights of unknown parameter " + mw);
+      PlannedBuffer b = bufferFor(arg.getType(), mw, BufferKind::Master);
+      b.init = str(attrs::kInit);
+      env[arg] = addBuffer(std::move(b));
     } else if (str(attrs::kInput) == "hyper") {
       env[arg] = plan.hyper =
           addBuffer(bufferFor(arg.getType(), "hyper", BufferKind::Input));
@@ -307,6 +330,7 @@ Error Planner::planUpdate() {
                  " is not a parameter, gradient, optimizer state or hyper");
     }
   }
+  paramByName = params;
   step = upd;
   updating = true;
   launchOut = &plan.updateLaunches;

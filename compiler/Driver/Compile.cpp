@@ -99,10 +99,12 @@ cl::opt<double> weightDecayOpt(
     cl::init(0.1), cl::cat(cat));
 cl::opt<std::string> precisionOpt(
     "precision",
-    cl::desc("Element type of parameters, activations and KV caches: f32 "
-             "(default) or bf16 (kernels compute in f32 and round on store; "
-             "logits stay f32)"),
-    cl::init("f32"), cl::cat(cat));
+    cl::desc("Element type of parameters, activations and KV caches: f32 or "
+             "bf16 (kernels compute in f32 and round on store; logits, the "
+             "loss, gradients of parameters, f32 master weights and the "
+             "optimizer state stay f32). Default: bf16 for sm_90a, f32 for "
+             "cpu"),
+    cl::init(""), cl::cat(cat));
 cl::opt<unsigned> blockDimOpt("block-dim",
                               cl::desc("Threads per block of sm_90a kernels"),
                               cl::init(128), cl::cat(cat));
@@ -309,6 +311,8 @@ int colossus::compileMain(int argc, char **argv) {
     llvm::errs() << "colossus-compile: error: --batch must be >= 1\n";
     return 2;
   }
+  if (precisionOpt.empty())
+    precisionOpt = gpu ? "bf16" : "f32";
   if (precisionOpt != "f32" && precisionOpt != "bf16") {
     llvm::errs() << "colossus-compile: error: --precision=" << precisionOpt
                  << ": expected f32 or bf16\n";
@@ -316,11 +320,6 @@ int colossus::compileMain(int argc, char **argv) {
   }
   Precision precision =
       precisionOpt == "bf16" ? Precision::BF16 : Precision::F32;
-  if (precision == Precision::BF16 && train)
-    return fail("--precision=bf16 --step=train is not supported yet: mixed "
-                "precision training (bf16 parameters and activations with f32 "
-                "master weights) is not implemented; compile the train step "
-                "with --precision=f32");
 
   if (llvm::StringRef(modelPath).ends_with(".mlir"))
     return compileKernelsOnly(gpu);

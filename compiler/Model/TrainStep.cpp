@@ -39,22 +39,49 @@ LogicalResult colossus::buildUpdateStep(ModuleOp module, StringRef gradsFn,
     return l.getDictionary(ctx);
   };
   argAttrs.push_back(dict(attrs::kInput, b.getStringAttr("hyper")));
+  // Per parameter: the weights AdamW updates (the parameter itself, or for a
+  // bf16 parameter its f32 master copy), the gradient, the two moments, and
+  // for a bf16 parameter the parameter, rewritten from the new master.
+  struct Slots {
+    unsigned weights, grad, m, v;
+    int lowPrecision = -1;
+  };
+  SmallVector<Slots> slots;
   for (const P &p : params) {
-    NamedAttrList pa;
-    pa.append(attrs::kParam, p.name);
+    auto f32Ty = RankedTensorType::get(p.type.getShape(), b.getF32Type());
+    bool mixed = !p.type.getElementType().isF32();
+    Slots sl;
+    NamedAttrList wa;
+    wa.append(mixed ? attrs::kMaster : attrs::kParam, p.name);
     if (p.init)
-      pa.append(attrs::kInit, p.init);
-    args.append({p.type, p.type, p.type, p.type});
-    argAttrs.push_back(pa.getDictionary(ctx));
+      wa.append(attrs::kInit, p.init);
+    sl.weights = args.size();
+    args.push_back(f32Ty);
+    argAttrs.push_back(wa.getDictionary(ctx));
+    sl.grad = args.size();
+    args.push_back(f32Ty);
     argAttrs.push_back(dict("colossus.grad", p.name));
+    sl.m = args.size();
+    args.push_back(f32Ty);
     argAttrs.push_back(
         dict("colossus.opt_state", b.getStringAttr(p.name.str() + ".exp_avg")));
+    sl.v = args.size();
+    args.push_back(f32Ty);
     argAttrs.push_back(dict("colossus.opt_state",
                             b.getStringAttr(p.name.str() + ".exp_avg_sq")));
+    if (mixed) {
+      sl.lowPrecision = args.size();
+      args.push_back(p.type);
+      argAttrs.push_back(dict(attrs::kParam, p.name));
+    }
+    slots.push_back(sl);
   }
   SmallVector<Type> results = {RankedTensorType::get({1}, b.getF32Type())};
   for (int k = 0; k < 3; ++k)
     for (const P &p : params)
+      results.push_back(RankedTensorType::get(p.type.getShape(), b.getF32Type()));
+  for (const P &p : params)
+    if (!p.type.getElementType().isF32())
       results.push_back(p.type);
 
   b.setInsertionPointToEnd(module.getBody());
@@ -65,14 +92,16 @@ LogicalResult colossus::buildUpdateStep(ModuleOp module, StringRef gradsFn,
   Block *entry = fn.addEntryBlock();
   b.setInsertionPointToStart(entry);
   SmallVector<Value> gradValues;
-  for (size_t i = 0; i < params.size(); ++i)
-    gradValues.push_back(entry->getArgument(1 + 4 * i + 1));
+  for (const Slots &sl : slots)
+    gradValues.push_back(entry->getArgument(sl.grad));
   Value norm = b.create<GlobalNormOp>(loc, gradValues);
   Value hyper = b.create<ClipHyperOp>(loc, entry->getArgument(0), norm);
-  SmallVector<Value> newP, newM, newV;
-  for (size_t i = 0; i < params.size(); ++i) {
-    Value p = entry->getArgument(1 + 4 * i), g = entry->getArgument(2 + 4 * i),
-          m = entry->getArgument(3 + 4 * i), v = entry->getArgument(4 + 4 * i);
+  SmallVector<Value> newP, newM, newV, newLow;
+  unsigned lowResult = 1 + 3 * params.size();
+  for (auto [i, sl] : llvm::enumerate(slots)) {
+    Value p = entry->getArgument(sl.weights),
+          g = entry->getArgument(sl.grad), m = entry->getArgument(sl.m),
+          v = entry->getArgument(sl.v);
     double wd = params[i].type.getRank() >= 2 ? opt.weightDecay : 0.0;
     auto a =
         b.create<AdamwOp>(loc, p, g, m, v, hyper, b.getF64FloatAttr(opt.beta1),
@@ -81,11 +110,18 @@ LogicalResult colossus::buildUpdateStep(ModuleOp module, StringRef gradsFn,
     newP.push_back(a.getNewParam());
     newM.push_back(a.getNewExpAvg());
     newV.push_back(a.getNewExpAvgSq());
+    if (sl.lowPrecision >= 0) {
+      newLow.push_back(b.create<ConvertOp>(
+          loc, a.getNewParam(),
+          TypeAttr::get(params[i].type.getElementType())));
+      fn.setResultAttr(lowResult++, attrs::kParam, params[i].name);
+    }
   }
   SmallVector<Value> rets = {norm};
   rets.append(newP);
   rets.append(newM);
   rets.append(newV);
+  rets.append(newLow);
   b.create<func::ReturnOp>(loc, rets);
   return success();
 }

@@ -160,14 +160,28 @@ LogicalResult Differentiator::vjp(OpBuilder &b, Operation *op,
     return acc(o.getTable(),
                b.create<EmbeddingGradOp>(loc, o.getIds(), g(), vocab));
   }
-  if (auto o = dyn_cast<CacheWriteOp>(op))
-    return acc(o.getX(), b.create<CacheReadOp>(loc, g(), o.getPositions()));
+  if (auto o = dyn_cast<CacheWriteOp>(op)) {
+    // The cache's adjoint is f32 (attention_grad's dk, dv); the rows read
+    // back take x's type.
+    Value rows = b.create<CacheReadOp>(loc, g(), o.getPositions());
+    Type e = getElementTypeOrSelf(o.getX().getType());
+    if (getElementTypeOrSelf(rows.getType()) != e)
+      rows = b.create<ConvertOp>(loc, rows, TypeAttr::get(e));
+    return acc(o.getX(), rows);
+  }
   if (auto o = dyn_cast<AttentionOp>(op)) {
     auto ag = b.create<AttentionGradOp>(
         loc, o.getQ(), o.getK(), o.getV(), o.getPositions(), g(),
         o.getNumHeadsAttr(), o.getNumKvHeadsAttr(), o.getHeadDimAttr(),
         o.getScaleAttr(), o.getCausalAttr(), o.getSlidingWindowAttr());
-    if (failed(acc(o.getQ(), ag.getDq())) || failed(acc(o.getK(), ag.getDk())))
+    // The gradients are f32. dq takes q's type (bf16 in a bf16 model); the
+    // caches' adjoints stay f32 up to the cache_write rule, which converts
+    // the rows it reads back.
+    Value dq = ag.getDq();
+    Type qe = getElementTypeOrSelf(o.getQ().getType());
+    if (getElementTypeOrSelf(dq.getType()) != qe)
+      dq = b.create<ConvertOp>(loc, dq, TypeAttr::get(qe));
+    if (failed(acc(o.getQ(), dq)) || failed(acc(o.getK(), ag.getDk())))
       return failure();
     return acc(o.getV(), ag.getDv());
   }
@@ -279,6 +293,9 @@ FailureOr<func::FuncOp> Differentiator::getOrBuildVjp(func::FuncOp callee) {
     grads.push_back(gv);
   }
   b.create<func::ReturnOp>(fn.getLoc(), grads);
+  // The gradients' types: a parameter's is f32 even when the parameter is
+  // bf16 (its gradient is a sum over the rows, kept in f32).
+  fn.setFunctionType(b.getFunctionType(args, ValueRange(grads).getTypes()));
   return fn;
 }
 
@@ -343,6 +360,8 @@ FailureOr<func::FuncOp> Differentiator::buildGrad(func::FuncOp fn) {
     outs.push_back(gv);
   }
   b.create<func::ReturnOp>(fn.getLoc(), outs);
+  grad.setFunctionType(
+      b.getFunctionType(ft.getInputs(), ValueRange(outs).getTypes()));
   return grad;
 }
 

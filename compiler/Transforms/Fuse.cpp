@@ -258,6 +258,19 @@ bool Fuser::tryAbsorbSiblingCacheWrite(Group &g, CacheWriteOp cw) {
 }
 
 void Fuser::grow(Group &g) {
+  // Mixed precision: the bf16 copy of an AdamW-updated master weight is
+  // written by the update's kernel (one pass over the parameter).
+  if (auto adamw = dyn_cast<AdamwOp>(g.root)) {
+    for (Operation *u : adamw.getNewParam().getUsers())
+      if (auto cv = dyn_cast<ConvertOp>(u); cv && !groupOf.count(cv) &&
+                                            cv->getBlock() == &block &&
+                                            externalUsersAfter(g, {cv}, cv)) {
+        g.ops.insert(cv);
+        groupOf[cv] = &g;
+        g.last = later(g.last, cv);
+      }
+    return;
+  }
   if (isRowOp(g.root))
     return;
   bool changed = true;

@@ -27,6 +27,7 @@
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 
+#include <array>
 #include <cmath>
 
 using namespace mlir;
@@ -1641,9 +1642,23 @@ LogicalResult Emitter::emitAdamw(AdamwOp op, Value p, Value q) {
   Value upd = div(div(m, bc1), add(b.create<math::SqrtOp>(loc, div(v, bc2)),
                                    cF32(op.getEps().convertToDouble())));
   param = b.create<arith::SubFOp>(loc, param, mul(lr, upd));
-  store(param, outputMem[0], at);
-  store(m, outputMem[1], at);
-  store(v, outputMem[2], at);
+  // The yields: the new parameter, moments, and (mixed precision) the new
+  // f32 master weights rounded to the bf16 parameter the steps read.
+  auto yield = cast<YieldOp>(fusion.getBody().front().getTerminator());
+  for (auto [i, y] : llvm::enumerate(yield.getValues())) {
+    Value value;
+    if (y.getDefiningOp() == op.getOperation())
+      value = std::array<Value, 3>{param, m,
+                                   v}[cast<OpResult>(y).getResultNumber()];
+    else if (auto cv = y.getDefiningOp<ConvertOp>();
+             cv && cv.getX() == op.getNewParam())
+      value = param;
+    else
+      return fusion.emitOpError(
+          "an adamw kernel yields the update's results and conversions of the "
+          "new parameter");
+    store(value, outputMem[i], at);
+  }
   return success();
 }
 
@@ -1708,22 +1723,14 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
                                    OpBuilder &builder) {
   Location loc = fusion.getLoc();
   Block &body = fusion.getBody().front();
-  // Forward kernels take f32 or bf16 buffers (computing in f32); the
-  // training kernels are f32 only for now.
-  bool forwardOnly = llvm::all_of(body.without_terminator(), [](Operation &op) {
-    return isa<PositionsOp, EmbeddingOp, RmsNormOp, LayerNormOp, LinearOp,
-               RopeOp, CacheWriteOp, AttentionOp, SliceOp, SoftmaxOp, SiluOp,
-               GeluOp, SwigluOp, AddOp, MulOp, ConvertOp, arith::ConstantOp>(
-        op);
-  });
+  // Buffers are f32, bf16 (loaded into f32, rounded when stored) or i32.
   for (Type t : llvm::concat<const Type>(body.getArgumentTypes(),
                                          fusion.getResultTypes())) {
     Type elem = cast<RankedTensorType>(t).getElementType();
-    if (elem.isF32() || elem.isInteger(32) || (forwardOnly && elem.isBF16()))
+    if (elem.isF32() || elem.isInteger(32) || elem.isBF16())
       continue;
     return fusion.emitOpError("element type ")
-           << elem << " is not supported by code generation yet ("
-           << (forwardOnly ? "f32 or bf16" : "f32 in training kernels") << ")";
+           << elem << " is not supported by code generation yet (f32, bf16)";
   }
 
   // Shape of the kernel.

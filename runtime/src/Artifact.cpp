@@ -206,13 +206,16 @@ Status checkGradsStep(
       return makeError(n, ": ", gl, ": ", bufferLabel(a, grad->buffer()),
                        " is also the buffer of ", label, ".grads[",
                        other->second, "]");
+    // Gradients are f32 whatever the parameter's dtype (a bf16 parameter's
+    // gradient reaches its f32 master weights).
     const schema::Param *param = a.params()->Get(p);
-    const schema::Buffer *pb = a.buffers()->Get(param->buffer());
-    if (b->size() != pb->size())
+    const uint64_t want = Artifact::numElements(param->shape()) * 4;
+    if (b->size() != want)
       return makeError(n, ": ", gl, ": ", bufferLabel(a, grad->buffer()),
-                       " has ", b->size(), " bytes, the parameter (shape ",
-                       Artifact::shapeString(param->shape()), ", ",
-                       bufferLabel(a, param->buffer()), ") has ", pb->size());
+                       " has ", b->size(), " bytes, the parameter's f32 "
+                       "gradient (shape ",
+                       Artifact::shapeString(param->shape()), ") needs ",
+                       want);
     if (b->shape() && b->shape()->size() > 0) {
       bool same =
           param->shape() && param->shape()->size() == b->shape()->size();
@@ -563,6 +566,25 @@ Status Artifact::checkConsistency() const {
     uint32_t init = static_cast<uint32_t>(param->init());
     if (init > static_cast<uint32_t>(schema::ParamInit::MAX))
       return makeError(n, ": ", label, ": unknown init ", init);
+    // Mixed precision: a bf16 parameter updated by the update step has f32
+    // master weights of the same shape.
+    if (param->master() >= 0) {
+      const auto m = static_cast<uint32_t>(param->master());
+      if (m >= numBuf)
+        return makeError(n, ": ", label, ".master = ", param->master(),
+                         " is out of range (", numBuf, " buffers)");
+      const schema::Buffer *mb = a.buffers()->Get(m);
+      if (mb->kind() != schema::BufferKind::master ||
+          mb->dtype() != schema::DType::f32 || mb->size() != *elems * 4)
+        return makeError(n, ": ", label, ".master: ", bufferLabel(a, m),
+                         " must be an f32 master buffer of ", *elems * 4,
+                         " bytes (it is ", kindName(mb->kind()), ", ",
+                         schema::EnumNameDType(mb->dtype()), ", ", mb->size(),
+                         " bytes)");
+    } else if (param->master() != -1) {
+      return makeError(n, ": ", label, ".master = ", param->master(),
+                       " (-1: none, or a buffer index)");
+    }
   }
   // Steps and launches (after the params: grads steps refer to them).
   if (a.steps()) {

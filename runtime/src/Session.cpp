@@ -164,6 +164,10 @@ Status Session::fillParams(const WeightsSpec &weights) {
       COLOSSUS_RETURN_IF_ERROR(loadParam(*source, *param, host, count));
     else
       initParam(*param, weights.seed, i, host, count);
+    if (param->master() >= 0 && count)
+      COLOSSUS_RETURN_IF_ERROR(device_->copyToDevice(
+          bufferPtrs_[static_cast<uint32_t>(param->master())], host,
+          count * 4));
     if (bf16 && count) {
       narrow.resize(count);
       for (size_t k = 0; k < count; ++k)
@@ -442,7 +446,11 @@ Status Session::readParam(uint32_t param, float *out) {
   if (param >= artifact_->numParams())
     return makeError("readParam: params[", param, "] is out of range (",
                      artifact_->numParams(), " params)");
-  const uint32_t b = artifact_->root().params()->Get(param)->buffer();
+  const schema::Param *p = artifact_->root().params()->Get(param);
+  // The weights are the f32 master copy when there is one.
+  if (p->master() >= 0)
+    return copyBuffer(static_cast<uint32_t>(p->master()), out);
+  const uint32_t b = p->buffer();
   const schema::Buffer *buf = artifact_->root().buffers()->Get(b);
   if (buf->dtype() != schema::DType::bf16)
     return copyBuffer(b, out);
@@ -457,7 +465,11 @@ Status Session::writeParam(uint32_t param, const float *values) {
   if (param >= artifact_->numParams())
     return makeError("writeParam: params[", param, "] is out of range (",
                      artifact_->numParams(), " params)");
-  const uint32_t b = artifact_->root().params()->Get(param)->buffer();
+  const schema::Param *p = artifact_->root().params()->Get(param);
+  if (p->master() >= 0)
+    COLOSSUS_RETURN_IF_ERROR(
+        fillBuffer(static_cast<uint32_t>(p->master()), values));
+  const uint32_t b = p->buffer();
   const schema::Buffer *buf = artifact_->root().buffers()->Get(b);
   if (buf->dtype() != schema::DType::bf16)
     return fillBuffer(b, values);

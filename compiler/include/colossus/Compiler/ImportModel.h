@@ -13,6 +13,7 @@ namespace attrs {
 inline constexpr const char *kParam = "colossus.param";   // HF tensor name
 inline constexpr const char *kInit = "colossus.init";     // normal|ones|zeros
 inline constexpr const char *kState = "colossus.state";   // KV cache name
+inline constexpr const char *kMaster = "colossus.master"; // f32 master copy
 inline constexpr const char *kInput = "colossus.input";   // "tokens"
 inline constexpr const char *kOutput = "colossus.output"; // "logits"
 inline constexpr const char *kBatch = "colossus.batch";

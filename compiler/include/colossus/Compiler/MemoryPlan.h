@@ -10,7 +10,7 @@
 
 namespace colossus {
 
-enum class BufferKind { Param, State, Arena, Input, Output, OptState };
+enum class BufferKind { Param, State, Arena, Input, Output, OptState, Master };
 
 struct PlannedBuffer {
   std::string name;

@@ -420,8 +420,14 @@ LogicalResult CrossEntropyGradOp::verify() {
   return rowsMatch(*this, getLogits(), getTargets(), "logits", "targets");
 }
 
+// Parameter gradients (linear_weight_grad, column_sum, the norms' weight and
+// bias gradients, embedding_grad) are sums over the token rows: they are
+// accumulated and stored in f32 whatever the activations' precision, so a
+// bf16 model's gradients reach the f32 master weights unrounded.
+
 LogicalResult
-LinearWeightGradOp::inferReturnTypes(MLIRContext *, std::optional<Location> loc,
+LinearWeightGradOp::inferReturnTypes(MLIRContext *ctx,
+                                     std::optional<Location> loc,
                                      Adaptor adaptor,
                                      SmallVectorImpl<Type> &types) {
   if (failed(inferRank(loc, getOperationName(), "x", adaptor.getX(), 2)) ||
@@ -435,7 +441,7 @@ LinearWeightGradOp::inferReturnTypes(MLIRContext *, std::optional<Location> loc,
   SmallVector<int64_t> shape =
       transposeW ? SmallVector<int64_t>{dy.getDimSize(1), x.getDimSize(1)}
                  : SmallVector<int64_t>{x.getDimSize(1), dy.getDimSize(1)};
-  types.push_back(RankedTensorType::get(shape, x.getElementType()));
+  types.push_back(RankedTensorType::get(shape, Float32Type::get(ctx)));
   return success();
 }
 
@@ -445,25 +451,33 @@ LogicalResult LinearWeightGradOp::verify() {
   return rowsMatch(*this, getX(), getDy(), "x", "dy");
 }
 
-LogicalResult ColumnSumOp::inferReturnTypes(MLIRContext *,
+LogicalResult ColumnSumOp::inferReturnTypes(MLIRContext *ctx,
                                             std::optional<Location> loc,
                                             Adaptor adaptor,
                                             SmallVectorImpl<Type> &types) {
   if (failed(inferRank(loc, getOperationName(), "x", adaptor.getX(), 2)))
     return failure();
   auto x = cast<RankedTensorType>(adaptor.getX().getType());
-  types.push_back(RankedTensorType::get({x.getDimSize(1)}, x.getElementType()));
+  types.push_back(
+      RankedTensorType::get({x.getDimSize(1)}, Float32Type::get(ctx)));
   return success();
 }
 
 LogicalResult ColumnSumOp::verify() { return success(); }
 
-LogicalResult RmsNormGradOp::inferReturnTypes(MLIRContext *,
+/// The f32 form of a parameter's type (its gradient's type).
+static Type f32Like(MLIRContext *ctx, Type t) {
+  if (auto r = dyn_cast<RankedTensorType>(t))
+    return r.clone(Float32Type::get(ctx));
+  return t;
+}
+
+LogicalResult RmsNormGradOp::inferReturnTypes(MLIRContext *ctx,
                                               std::optional<Location>,
                                               Adaptor adaptor,
                                               SmallVectorImpl<Type> &types) {
   types.push_back(adaptor.getX().getType());
-  types.push_back(adaptor.getWeight().getType());
+  types.push_back(f32Like(ctx, adaptor.getWeight().getType()));
   return success();
 }
 
@@ -475,13 +489,13 @@ LogicalResult RmsNormGradOp::verify() {
   return sameShapeAndElem(*this, getX(), getDy(), "x", "dy");
 }
 
-LogicalResult LayerNormGradOp::inferReturnTypes(MLIRContext *,
+LogicalResult LayerNormGradOp::inferReturnTypes(MLIRContext *ctx,
                                                 std::optional<Location>,
                                                 Adaptor adaptor,
                                                 SmallVectorImpl<Type> &types) {
   types.push_back(adaptor.getX().getType());
-  types.push_back(adaptor.getWeight().getType());
-  types.push_back(adaptor.getWeight().getType());
+  types.push_back(f32Like(ctx, adaptor.getWeight().getType()));
+  types.push_back(f32Like(ctx, adaptor.getWeight().getType()));
   return success();
 }
 
@@ -513,7 +527,7 @@ LogicalResult SwigluGradOp::inferReturnTypes(MLIRContext *,
 
 LogicalResult SwigluGradOp::verify() { return success(); }
 
-LogicalResult EmbeddingGradOp::inferReturnTypes(MLIRContext *,
+LogicalResult EmbeddingGradOp::inferReturnTypes(MLIRContext *ctx,
                                                 std::optional<Location> loc,
                                                 Adaptor adaptor,
                                                 SmallVectorImpl<Type> &types) {
@@ -525,7 +539,7 @@ LogicalResult EmbeddingGradOp::inferReturnTypes(MLIRContext *,
   IntegerAttr vocab = inherentAttr(adaptor.getVocabSizeAttr(),
                                    adaptor.getAttributes(), "vocab_size");
   types.push_back(RankedTensorType::get({dimFromAttr(vocab), dy.getDimSize(1)},
-                                        dy.getElementType()));
+                                        Float32Type::get(ctx)));
   return success();
 }
 
@@ -576,13 +590,15 @@ LogicalResult PadColumnsOp::verify() {
   return success();
 }
 
-LogicalResult AttentionGradOp::inferReturnTypes(MLIRContext *,
+// dq, dk and dv are sums over keys (queries) that the kernels accumulate in
+// their output rows: f32, whatever the precision of q, k and v.
+LogicalResult AttentionGradOp::inferReturnTypes(MLIRContext *ctx,
                                                 std::optional<Location>,
                                                 Adaptor adaptor,
                                                 SmallVectorImpl<Type> &types) {
-  types.push_back(adaptor.getQ().getType());
-  types.push_back(adaptor.getK().getType());
-  types.push_back(adaptor.getV().getType());
+  types.push_back(f32Like(ctx, adaptor.getQ().getType()));
+  types.push_back(f32Like(ctx, adaptor.getK().getType()));
+  types.push_back(f32Like(ctx, adaptor.getV().getType()));
   return success();
 }
 
