@@ -12,6 +12,7 @@
 #include "colossus/Compiler/MemoryPlan.h"
 #include "colossus/Compiler/ModelConfig.h"
 #include "colossus/Compiler/Passes.h"
+#include "colossus/Compiler/Roofline.h"
 #include "colossus/Compiler/TrainStep.h"
 
 #include "mlir/IR/AsmState.h"
@@ -117,12 +118,93 @@ int writeText(llvm::function_ref<void(llvm::raw_ostream &)> fn) {
   return 0;
 }
 
+/// Step totals of the roofline estimates, per device (rooflineDevices()).
+struct RooflineTotals {
+  double flops = 0, bytes = 0;
+  std::vector<double> seconds = std::vector<double>(rooflineDevices().size());
+};
+
+/// The sm_90a performance estimates of one kernel for the report:
+/// shared memory, theoretical occupancy at its block size, the compute pipe
+/// its PTX uses and its roofline time on each device for `launches`
+/// launches (the grads and update steps together in training). Adds the
+/// kernel to `totals`.
+void addGpuEstimates(llvm::json::Object &o, const KernelRecord &k, int launches,
+                     RooflineTotals &totals) {
+  // ptxas -v reports static shared memory; the launch requests the
+  // artifact's shared_mem_bytes as dynamic shared memory on top of it.
+  unsigned staticSmem = k.gpu.sharedMemBytes;
+  unsigned dynamicSmem = k.gpu.sharedMemBytes;
+  o["static_shared_mem_bytes"] = staticSmem;
+  o["dynamic_shared_mem_bytes"] = dynamicSmem;
+  Occupancy occ =
+      sm90Occupancy(k.blockDim, k.gpu.registers, staticSmem, dynamicSmem);
+  o["occupancy"] = llvm::json::Object{
+      {"blocks_per_sm", occ.blocksPerSM},
+      {"active_warps_per_sm", occ.activeWarpsPerSM},
+      {"fraction", occ.fraction},
+      {"limiter", limiterName(occ.limiter)},
+  };
+  ComputePipe pipe = classifyPtx(k.gpu.ptx);
+  o["compute_pipe"] = pipeName(pipe);
+  llvm::json::Object est;
+  est["launches"] = launches;
+  for (auto [i, d] : llvm::enumerate(rooflineDevices())) {
+    RooflineTime t =
+        rooflineTime(k.flops, k.bytes, peakFlops(d, pipe), d.hbmBytesPerSecond);
+    est[d.name] = llvm::json::Object{
+        {"seconds_per_launch", t.seconds},
+        {"seconds", t.seconds * launches},
+        {"bound", t.memoryBound ? "memory" : "compute"},
+    };
+    totals.seconds[i] += t.seconds * launches;
+  }
+  o["roofline_estimate"] = std::move(est);
+  totals.flops += k.flops * launches;
+  totals.bytes += k.bytes * launches;
+}
+
+/// The step's roofline estimate: the sum of the kernels' estimates against
+/// the floor max(FLOPs / dense BF16 tensor peak, bytes / HBM bandwidth).
+llvm::json::Object rooflineStepJson(const RooflineTotals &totals,
+                                    bool withUpdate) {
+  llvm::json::Object r;
+  r["note"] = "estimates from the kernels' FLOP and byte counts and "
+              "datasheet peaks, not measurements";
+  llvm::json::Array steps{"forward"};
+  if (withUpdate)
+    steps = llvm::json::Array{"grads", "update"};
+  r["steps"] = std::move(steps);
+  r["flops"] = totals.flops;
+  r["bytes"] = totals.bytes;
+  for (auto [i, d] : llvm::enumerate(rooflineDevices())) {
+    RooflineTime floor = rooflineTime(totals.flops, totals.bytes,
+                                      peakFlops(d, ComputePipe::TensorBf16),
+                                      d.hbmBytesPerSecond);
+    double sum = totals.seconds[i];
+    r[d.name] = llvm::json::Object{
+        {"peak_flops_fma_f32", d.fmaF32},
+        {"peak_flops_tensor_bf16", d.tensorBf16},
+        {"hbm_bytes_per_second", d.hbmBytesPerSecond},
+        {"sum_of_kernel_estimates_seconds", sum},
+        {"floor_seconds", floor.seconds},
+        {"floor_bound", floor.memoryBound ? "memory" : "compute"},
+        {"ratio", floor.seconds > 0 ? sum / floor.seconds : 0.0},
+    };
+  }
+  return r;
+}
+
 llvm::json::Value reportJson(const ModelConfig &c, bool gpu,
                              const std::vector<KernelRecord> &kernels,
                              const StepPlan &plan) {
   std::map<std::string, int> launchCount;
   for (const PlannedLaunch &l : plan.launches)
     launchCount[l.kernel]++;
+  std::map<std::string, int> updateLaunchCount;
+  for (const PlannedLaunch &l : plan.updateLaunches)
+    updateLaunchCount[l.kernel]++;
+  RooflineTotals roofline;
   llvm::json::Array ks;
   double totalFlops = 0, totalBytes = 0;
   for (const KernelRecord &k : kernels) {
@@ -146,6 +228,8 @@ llvm::json::Value reportJson(const ModelConfig &c, bool gpu,
       o["block_dim"] = k.blockDim;
       o["ptx_bytes"] = static_cast<int64_t>(k.gpu.ptx.size());
       o["cubin_bytes"] = static_cast<int64_t>(k.gpu.cubin.size());
+      addGpuEstimates(o, k, launchCount[k.name] + updateLaunchCount[k.name],
+                      roofline);
     }
     ks.push_back(std::move(o));
   }
@@ -176,6 +260,8 @@ llvm::json::Value reportJson(const ModelConfig &c, bool gpu,
   r["flops_per_step"] = totalFlops;
   r["bytes_per_step"] = totalBytes;
   r["kernels"] = std::move(ks);
+  if (gpu)
+    r["roofline_estimate"] = rooflineStepJson(roofline, plan.hasUpdate);
   r["memory_plan"] = std::move(mem);
   return llvm::json::Value(std::move(r));
 }
