@@ -1572,7 +1572,10 @@ double numElements(Type t) {
 }
 
 /// FLOPs of the group for the whole compiled shape (every row active; a
-/// causal attention row sees on average half the context).
+/// causal attention row sees on average half the context). Counted: linear
+/// and its weight gradient, attention (forward), norms and pointwise ops;
+/// not yet counted (0): attention_grad, the norm gradients, the loss and its
+/// gradient, the optimizer.
 double estimateFlops(FusionOp fusion) {
   double flops = 0;
   for (Operation &op : fusion.getBody().front()) {
@@ -1580,6 +1583,11 @@ double estimateFlops(FusionOp fusion) {
       auto x = cast<RankedTensorType>(l.getX().getType());
       double n = numElements(l.getType()) / x.getDimSize(0);
       flops += 2.0 * x.getDimSize(0) * x.getDimSize(1) * n;
+    } else if (auto g = dyn_cast<LinearWeightGradOp>(op)) {
+      // A [T, K] x [T, N] product summed over the T rows.
+      auto x = cast<RankedTensorType>(g.getX().getType());
+      auto dy = cast<RankedTensorType>(g.getDy().getType());
+      flops += 2.0 * x.getDimSize(0) * x.getDimSize(1) * dy.getDimSize(1);
     } else if (auto a = dyn_cast<AttentionOp>(op)) {
       auto k = cast<RankedTensorType>(a.getK().getType());
       double ctx =
