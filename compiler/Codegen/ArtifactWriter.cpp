@@ -80,9 +80,22 @@ std::vector<uint8_t> colossus::writeArtifact(const ArtifactInputs &in) {
       kind = s::BufferKind::opt_state;
       break;
     }
-    buffers.push_back(s::CreateBuffer(
-        b, name, kind, pb.isInt32 ? s::DType::i32 : s::DType::f32, shape,
-        pb.offset, pb.size));
+    s::DType dtype = s::DType::f32;
+    switch (pb.dtype) {
+    case PlannedBuffer::DType::F32:
+      break;
+    case PlannedBuffer::DType::F16:
+      dtype = s::DType::f16;
+      break;
+    case PlannedBuffer::DType::BF16:
+      dtype = s::DType::bf16;
+      break;
+    case PlannedBuffer::DType::I32:
+      dtype = s::DType::i32;
+      break;
+    }
+    buffers.push_back(
+        s::CreateBuffer(b, name, kind, dtype, shape, pb.offset, pb.size));
     if (pb.kind == BufferKind::Param) {
       s::ParamInit init = pb.init == "ones"    ? s::ParamInit::ones
                           : pb.init == "zeros" ? s::ParamInit::zeros

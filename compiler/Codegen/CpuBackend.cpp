@@ -128,7 +128,8 @@ Expected<std::vector<uint8_t>> colossus::buildCpuSharedObject(ModuleOp kernels,
 
   auto pm = mlir::PassManager::on<ModuleOp>(ctx);
   if (failed(parsePassPipeline(
-          "func.func(lower-vector-mask,lower-vector-multi-reduction),"
+          "func.func(lower-vector-mask,lower-vector-multi-reduction,"
+          "arith-expand{include-bf16=true}),"
           "convert-vector-to-scf,convert-linalg-to-loops,"
           "convert-math-to-libm,expand-strided-metadata,lower-affine,"
           "convert-scf-to-cf,convert-cf-to-llvm,convert-vector-to-llvm,"

@@ -35,9 +35,13 @@ private:
     PlannedBuffer b;
     b.name = std::move(name);
     b.kind = kind;
-    b.isInt32 = rt.getElementType().isInteger(32);
+    Type e = rt.getElementType();
+    b.dtype = e.isInteger(32) ? PlannedBuffer::DType::I32
+              : e.isBF16()    ? PlannedBuffer::DType::BF16
+              : e.isF16()     ? PlannedBuffer::DType::F16
+                              : PlannedBuffer::DType::F32;
     b.shape.assign(rt.getShape().begin(), rt.getShape().end());
-    uint64_t n = 4;
+    uint64_t n = e.getIntOrFloatBitWidth() / 8;
     for (int64_t d : rt.getShape())
       n *= static_cast<uint64_t>(d);
     b.size = n;

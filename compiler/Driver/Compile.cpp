@@ -98,6 +98,12 @@ cl::opt<double> weightDecayOpt(
     cl::desc("--step=train: AdamW decoupled weight decay for parameters of "
              "rank >= 2 (default 0.1)"),
     cl::init(0.1), cl::cat(cat));
+cl::opt<std::string> precisionOpt(
+    "precision",
+    cl::desc("Element type of parameters, activations and KV caches: f32 "
+             "(default) or bf16 (kernels compute in f32 and round on store; "
+             "logits stay f32)"),
+    cl::init("f32"), cl::cat(cat));
 cl::opt<unsigned> blockDimOpt("block-dim",
                               cl::desc("Threads per block of sm_90a kernels"),
                               cl::init(128), cl::cat(cat));
@@ -389,6 +395,18 @@ int colossus::compileMain(int argc, char **argv) {
     llvm::errs() << "colossus-compile: error: --batch must be >= 1\n";
     return 2;
   }
+  if (precisionOpt != "f32" && precisionOpt != "bf16") {
+    llvm::errs() << "colossus-compile: error: --precision=" << precisionOpt
+                 << ": expected f32 or bf16\n";
+    return 2;
+  }
+  Precision precision =
+      precisionOpt == "bf16" ? Precision::BF16 : Precision::F32;
+  if (precision == Precision::BF16 && train)
+    return fail("--precision=bf16 --step=train is not supported yet: mixed "
+                "precision training (bf16 parameters and activations with f32 "
+                "master weights) is not implemented; compile the train step "
+                "with --precision=f32");
 
   if (llvm::StringRef(modelPath).ends_with(".mlir"))
     return compileKernelsOnly(gpu);
@@ -415,7 +433,7 @@ int colossus::compileMain(int argc, char **argv) {
   ctx.loadAllAvailableDialects();
 
   OwningOpRef<ModuleOp> module =
-      importModel(&ctx, *config, modelPath, batchOpt, seqOpt, train);
+      importModel(&ctx, *config, modelPath, batchOpt, seqOpt, train, precision);
   if (failed(verify(*module)))
     return fail("internal error: the imported graph does not verify");
   if (train) {

@@ -28,10 +28,11 @@ struct ParamSpec {
 class Importer {
 public:
   Importer(MLIRContext *ctx, const ModelConfig &c, StringRef file,
-           int64_t batch, int64_t seq, bool train)
+           int64_t batch, int64_t seq, bool train, Precision precision)
       : ctx(ctx), c(c), b(ctx), batch(batch), seq(seq), train(train),
         fileLoc(FileLineColLoc::get(ctx, file, 1, 1)) {
     f32 = b.getF32Type();
+    act = precision == Precision::BF16 ? Type(b.getBF16Type()) : f32;
     i32 = b.getI32Type();
     T = batch * seq;
   }
@@ -43,13 +44,13 @@ private:
     return NameLoc::get(b.getStringAttr(name), fileLoc);
   }
   RankedTensorType mat(int64_t r, int64_t cols) {
-    return RankedTensorType::get({r, cols}, f32);
+    return RankedTensorType::get({r, cols}, act);
   }
   RankedTensorType tensorOf(ArrayRef<int64_t> shape) {
-    return RankedTensorType::get(shape, f32);
+    return RankedTensorType::get(shape, act);
   }
   RankedTensorType cacheType() {
-    return RankedTensorType::get({batch, seq, c.numKvHeads * c.headDim}, f32);
+    return RankedTensorType::get({batch, seq, c.numKvHeads * c.headDim}, act);
   }
 
   std::vector<ParamSpec> layerParams() const;
@@ -71,6 +72,7 @@ private:
   bool train;
   Location fileLoc;
   Type f32, i32;
+  Type act; // parameters, activations, caches: f32 or bf16
 };
 
 std::vector<ParamSpec> Importer::layerParams() const {
@@ -293,7 +295,7 @@ OwningOpRef<ModuleOp> Importer::run() {
   if (train) {
     resultTypes.push_back(RankedTensorType::get({}, f32));
   } else {
-    resultTypes.push_back(mat(T, c.vocabSize));
+    resultTypes.push_back(RankedTensorType::get({T, c.vocabSize}, f32));
     for (int64_t i = 0; i < c.numLayers; ++i) {
       resultTypes.push_back(cacheType());
       resultTypes.push_back(cacheType());
@@ -340,6 +342,8 @@ OwningOpRef<ModuleOp> Importer::run() {
     h = b.create<LayerNormOp>(loc("ln_f"), x, arg(finalNormArg),
                               arg(finalBiasArg), b.getF64FloatAttr(c.normEps));
   Value logits = b.create<LinearOp>(loc("lm_head"), h, arg(headArg), Value());
+  if (act != f32)
+    logits = b.create<ConvertOp>(loc("lm_head"), logits, TypeAttr::get(f32));
   if (train) {
     Value loss = b.create<CrossEntropyOp>(loc("loss"), logits, arg(targetsArg),
                                           IntegerAttr());
@@ -357,8 +361,9 @@ OwningOpRef<ModuleOp> Importer::run() {
 OwningOpRef<ModuleOp> colossus::importModel(MLIRContext *ctx,
                                             const ModelConfig &config,
                                             StringRef file, int64_t batch,
-                                            int64_t seq, bool train) {
+                                            int64_t seq, bool train,
+                                            Precision precision) {
   ctx->loadDialect<ColossusDialect, func::FuncDialect>();
-  Importer imp(ctx, config, file, batch, seq, train);
+  Importer imp(ctx, config, file, batch, seq, train, precision);
   return imp.run();
 }

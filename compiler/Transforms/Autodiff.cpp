@@ -95,6 +95,10 @@ LogicalResult Differentiator::vjp(OpBuilder &b, Operation *op,
       return failure();
     return acc(o.getRhs(), b.create<MulOp>(loc, g(), o.getLhs()));
   }
+  if (auto o = dyn_cast<ConvertOp>(op))
+    return acc(o.getX(), b.create<ConvertOp>(loc, g(),
+                                             TypeAttr::get(getElementTypeOrSelf(
+                                                 o.getX().getType()))));
   if (auto o = dyn_cast<SiluOp>(op))
     return acc(o.getX(), b.create<SiluGradOp>(loc, o.getX(), g()));
   if (auto o = dyn_cast<GeluOp>(op))

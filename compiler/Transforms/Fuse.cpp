@@ -60,7 +60,7 @@ bool escapes(Operation *op) {
 
 bool isElementwise(Operation *op) {
   return isa<AddOp, MulOp, SiluOp, GeluOp, SwigluOp, SiluGradOp, GeluGradOp,
-             SwigluGradOp>(op);
+             SwigluGradOp, ConvertOp>(op);
 }
 
 /// Ops whose value at one (row, column) is computable from their operands'

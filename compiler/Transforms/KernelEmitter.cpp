@@ -48,8 +48,8 @@ enum class Shape {
 class Emitter {
 public:
   Emitter(OpBuilder &b, Location loc, FusionOp fusion, ValueRange memrefs,
-          Value nb, Value nt, Value pos0)
-      : b(b), loc(loc), fusion(fusion), nb(nb), nt(nt), pos0(pos0) {
+          Value nb, Value nt, Value pos0, bool gpu)
+      : b(b), loc(loc), fusion(fusion), nb(nb), nt(nt), pos0(pos0), gpu(gpu) {
     Block &body = fusion.getBody().front();
     for (auto [arg, mem] : llvm::zip(
              body.getArguments(), memrefs.take_front(body.getNumArguments())))
@@ -79,8 +79,57 @@ private:
   bool atPoint(ArrayRef<Value> idx) const {
     return idx.size() == 2 && idx[0] == pointR && idx[1] == pointC;
   }
-  Value load(Value mem, ArrayRef<Value> idx) {
-    return b.create<memref::LoadOp>(loc, mem, idx);
+  /// Loads compute in f32: narrower floats (bf16, f16) are widened.
+  Value load(Value mem, ValueRange idx) {
+    return widen(b.create<memref::LoadOp>(loc, mem, idx));
+  }
+  Value widen(Value v) {
+    Type t = v.getType(), e = getElementTypeOrSelf(t);
+    if (!isa<FloatType>(e) || e.isF32())
+      return v;
+    Type f32 = b.getF32Type();
+    if (auto vt = dyn_cast<VectorType>(t))
+      f32 = vt.clone(f32);
+    return b.create<arith::ExtFOp>(loc, f32, v);
+  }
+  /// Stores round an f32 value to the buffer's element type.
+  void store(Value v, Value mem, ValueRange idx) {
+    Type e = cast<MemRefType>(mem.getType()).getElementType();
+    if (e != v.getType() && isa<FloatType>(e))
+      v = narrow(v, e);
+    b.create<memref::StoreOp>(loc, v, mem, idx);
+  }
+  /// f32 -> `to`, rounding to nearest even. On the cpu a bf16 result is
+  /// rounded with integer ops: x86-64 has no bf16 conversion, and LLVM would
+  /// otherwise call __truncsfbf2, which the system's libgcc may lack.
+  Value narrow(Value v, Type to) {
+    if (!to.isBF16() || gpu)
+      return b.create<arith::TruncFOp>(loc, to, v);
+    Type i32 = b.getI32Type();
+    auto c = [&](int64_t x) {
+      return b.create<arith::ConstantOp>(loc, b.getI32IntegerAttr(x));
+    };
+    // NaNs are made quiet and not rounded (rounding could carry into the
+    // sign); everything else gets + 0x7fff + lsb, then the high half. The
+    // choice is made on the addend, not the result: LLVM would turn a select
+    // right before the bitcast into a bf16 select, which x86 lowers through
+    // __truncsfbf2.
+    Value bits = b.create<arith::BitcastOp>(loc, i32, v);
+    Value isNan = b.create<arith::CmpIOp>(
+        loc, arith::CmpIPredicate::ugt,
+        b.create<arith::AndIOp>(loc, bits, c(0x7fffffff)), c(0x7f800000));
+    Value lsb = b.create<arith::AndIOp>(
+        loc, b.create<arith::ShRUIOp>(loc, bits, c(16)), c(1));
+    Value addend = b.create<arith::SelectOp>(
+        loc, isNan, c(0), b.create<arith::AddIOp>(loc, lsb, c(0x7fff)));
+    Value quiet = b.create<arith::OrIOp>(
+        loc, bits,
+        b.create<arith::ShLIOp>(loc, b.create<arith::ExtUIOp>(loc, i32, isNan),
+                                c(22)));
+    Value half = b.create<arith::ShRUIOp>(
+        loc, b.create<arith::AddIOp>(loc, quiet, addend), c(16));
+    return b.create<arith::BitcastOp>(
+        loc, to, b.create<arith::TruncIOp>(loc, b.getI16Type(), half));
   }
   FailureOr<Value> emitOp(Operation *op, ArrayRef<Value> idx,
                           unsigned result = 0);
@@ -129,6 +178,7 @@ private:
   Location loc;
   FusionOp fusion;
   Value nb, nt, pos0;
+  bool gpu;
   llvm::DenseMap<Value, Value> inputMem;
   SmallVector<Value> outputMem;
   Value pointR, pointC;
@@ -190,8 +240,13 @@ Value Emitter::dot(Value aMem, ArrayRef<Value> aIdx, Value bMem,
       OpBuilder::InsertionGuard g(b);
       b.setInsertionPointToStart(loop.getBody());
       Value d = loop.getInductionVar();
-      Value va = b.create<vector::LoadOp>(loc, vecTy, aMem, offset(aIdx, d));
-      Value vb = b.create<vector::LoadOp>(loc, vecTy, bMem, offset(bIdx, d));
+      auto vload = [&](Value mem, ArrayRef<Value> idx) {
+        auto memTy =
+            vecTy.clone(cast<MemRefType>(mem.getType()).getElementType());
+        return widen(b.create<vector::LoadOp>(loc, memTy, mem, idx));
+      };
+      Value va = vload(aMem, offset(aIdx, d));
+      Value vb = vload(bMem, offset(bIdx, d));
       Value acc =
           b.create<vector::FMAOp>(loc, va, vb, loop.getRegionIterArgs()[0]);
       b.create<scf::YieldOp>(loc, acc);
@@ -398,6 +453,17 @@ FailureOr<Value> Emitter::emitOp(Operation *op, ArrayRef<Value> idx,
         loc, *lhs, b.create<arith::AddFOp>(loc, cF32(1.0), e));
     return b.create<arith::MulFOp>(loc, silu, *rhs).getResult();
   }
+  if (auto cv = dyn_cast<ConvertOp>(op)) {
+    // Values are f32 inside a kernel; a narrowing conversion still rounds, so
+    // that a converted value used again in the group is the stored one.
+    FailureOr<Value> x = unary(cv.getX());
+    if (failed(x))
+      return failure();
+    Type to = cv.getElementType();
+    if (to.isF32() || to.getIntOrFloatBitWidth() >= 32)
+      return *x;
+    return widen(narrow(*x, to));
+  }
   if (auto s = dyn_cast<SiluOp>(op)) {
     FailureOr<Value> x = unary(s.getX());
     if (failed(x))
@@ -555,13 +621,13 @@ LogicalResult Emitter::emitStores(Value r, Value c) {
       if (failed(x) || failed(p))
         return failure();
       Value seqIdx = b.create<arith::DivUIOp>(loc, r, nt);
-      b.create<memref::StoreOp>(loc, *x, mem, ValueRange{seqIdx, *p, c});
+      store(*x, mem, ValueRange{seqIdx, *p, c});
       continue;
     }
     FailureOr<Value> x = emit(v, {r, c});
     if (failed(x))
       return failure();
-    b.create<memref::StoreOp>(loc, *x, mem, ValueRange{r, c});
+    store(*x, mem, ValueRange{r, c});
   }
   return success();
 }
@@ -641,15 +707,24 @@ LogicalResult Emitter::emitAttention(AttentionOp op, Value r, Value h) {
   Value m = pass1.getResult(0), l = pass1.getResult(1);
   Value invL = b.create<arith::DivFOp>(loc, cF32(1.0), l);
 
-  // Pass 2: out = sum_j softmax_j * v_j, accumulated in the output row.
+  // Pass 2: out = sum_j softmax_j * v_j, accumulated in the output row, or
+  // in an f32 scratch row when the output is narrower (bf16), so that the
+  // sum is rounded once.
+  bool direct = cast<MemRefType>(out.getType()).getElementType().isF32();
+  Value acc = direct ? out
+                     : b.create<memref::AllocaOp>(
+                            loc, MemRefType::get({hd}, b.getF32Type()))
+                           .getResult();
+  auto accAt = [&](Value d) -> SmallVector<Value> {
+    if (!direct)
+      return {d};
+    return {r, b.create<arith::AddIOp>(loc, qBase, d)};
+  };
   auto zero = b.create<scf::ForOp>(loc, cIdx(0), cIdx(hd), cIdx(1));
   {
     OpBuilder::InsertionGuard g(b);
     b.setInsertionPointToStart(zero.getBody());
-    b.create<memref::StoreOp>(
-        loc, cF32(0.0), out,
-        ValueRange{
-            r, b.create<arith::AddIOp>(loc, qBase, zero.getInductionVar())});
+    store(cF32(0.0), acc, accAt(zero.getInductionVar()));
   }
   auto pass2 = b.create<scf::ForOp>(loc, jStart, jEnd, cIdx(1));
   {
@@ -669,12 +744,18 @@ LogicalResult Emitter::emitAttention(AttentionOp op, Value r, Value h) {
         emit(op.getV(), {seqIdx, j, b.create<arith::AddIOp>(loc, kBase, d)});
     if (failed(v))
       return failure();
-    Value col = b.create<arith::AddIOp>(loc, qBase, d);
-    Value acc = b.create<memref::LoadOp>(loc, out, ValueRange{r, col});
-    b.create<memref::StoreOp>(
-        loc,
-        b.create<arith::AddFOp>(loc, acc, b.create<arith::MulFOp>(loc, pj, *v)),
-        out, ValueRange{r, col});
+    SmallVector<Value> at = accAt(d);
+    Value cur = load(acc, at);
+    store(
+        b.create<arith::AddFOp>(loc, cur, b.create<arith::MulFOp>(loc, pj, *v)),
+        acc, at);
+  }
+  if (!direct) {
+    auto copy = b.create<scf::ForOp>(loc, cIdx(0), cIdx(hd), cIdx(1));
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(copy.getBody());
+    Value d = copy.getInductionVar();
+    store(load(acc, {d}), out, {r, b.create<arith::AddIOp>(loc, qBase, d)});
   }
   return success();
 }
@@ -710,6 +791,17 @@ LogicalResult Emitter::emitLinalgGemm(Value rows) {
   int64_t k = cast<RankedTensorType>(lin.getX().getType()).getDimSize(1);
   int64_t n = linTy.getDimSize(1);
   Value out = outputMem[0];
+  // The contraction accumulates in the output buffer: only an f32 one keeps
+  // the sum exact enough (bf16 outputs take the scalar path, which rounds
+  // once at the store).
+  // bf16 operands take the scalar path too: the vectorized contraction would
+  // widen them in vector lowering, after the cpu pipeline expands bf16
+  // conversions into integer ops.
+  auto isF32 = [](Value mem) {
+    return cast<MemRefType>(mem.getType()).getElementType().isF32();
+  };
+  if (!isF32(out) || !isF32(xMem) || !isF32(wMem))
+    return failure();
   auto sub = [&](Value mem, int64_t cols) {
     SmallVector<OpFoldResult> offsets = {b.getIndexAttr(0), b.getIndexAttr(0)};
     SmallVector<OpFoldResult> sizes = {rows, b.getIndexAttr(cols)};
@@ -1182,9 +1274,9 @@ LogicalResult Emitter::emitReduction(Value p, Value q) {
     if (failed(acc))
       return failure();
     if (cast<MemRefType>(mem.getType()).getRank() == 1)
-      b.create<memref::StoreOp>(loc, *acc, mem, ValueRange{p});
+      store(*acc, mem, ValueRange{p});
     else
-      b.create<memref::StoreOp>(loc, *acc, mem, ValueRange{p, q});
+      store(*acc, mem, ValueRange{p, q});
   }
   return success();
 }
@@ -1223,8 +1315,7 @@ LogicalResult Emitter::emitScalar() {
       }
       acc = next;
     }
-    b.create<memref::StoreOp>(loc, b.create<math::SqrtOp>(loc, acc),
-                              outputMem[0], ValueRange{cIdx(0)});
+    store(b.create<math::SqrtOp>(loc, acc), outputMem[0], ValueRange{cIdx(0)});
     return success();
   }
   if (auto ch = yield.getValues()[0].getDefiningOp<ClipHyperOp>()) {
@@ -1232,8 +1323,7 @@ LogicalResult Emitter::emitScalar() {
     if (!in || !normMem)
       return ch.emitOpError("operands must be kernel inputs");
     for (int i = 0; i < 3; ++i)
-      b.create<memref::StoreOp>(loc, load(in, {cIdx(i)}), outputMem[0],
-                                ValueRange{cIdx(i)});
+      store(load(in, {cIdx(i)}), outputMem[0], ValueRange{cIdx(i)});
     Value maxNorm = load(in, {cIdx(3)}), norm = load(normMem, {cIdx(0)});
     Value clip = b.create<arith::AndIOp>(
         loc,
@@ -1242,9 +1332,8 @@ LogicalResult Emitter::emitScalar() {
         b.create<arith::CmpFOp>(loc, arith::CmpFPredicate::OGT, norm, maxNorm));
     Value factor = b.create<arith::DivFOp>(
         loc, maxNorm, b.create<arith::AddFOp>(loc, norm, cF32(1e-6)));
-    b.create<memref::StoreOp>(
-        loc, b.create<arith::SelectOp>(loc, clip, factor, cF32(1.0)),
-        outputMem[0], ValueRange{cIdx(3)});
+    store(b.create<arith::SelectOp>(loc, clip, factor, cF32(1.0)), outputMem[0],
+          ValueRange{cIdx(3)});
     return success();
   }
   auto ce = yield.getValues()[0].getDefiningOp<CrossEntropyOp>();
@@ -1294,7 +1383,7 @@ LogicalResult Emitter::emitScalar() {
       b.create<arith::CmpFOp>(loc, arith::CmpFPredicate::OGT, count, cF32(0.0));
   Value loss = b.create<arith::SelectOp>(
       loc, hasAny, b.create<arith::DivFOp>(loc, sum, count), cF32(0.0));
-  b.create<memref::StoreOp>(loc, loss, outputMem[0], ValueRange{});
+  store(loss, outputMem[0], ValueRange{});
   return success();
 }
 
@@ -1429,7 +1518,7 @@ LogicalResult Emitter::emitAttentionGrad(AttentionGradOp op, Value r, Value h,
     b.setInsertionPointToStart(zl.getBody());
     SmallVector<Value> at(base.begin(), base.end());
     at.back() = b.create<arith::AddIOp>(loc, at.back(), zl.getInductionVar());
-    b.create<memref::StoreOp>(loc, cF32(0.0), mem, at);
+    store(cF32(0.0), mem, at);
   };
   // mem[base..., last + d] += coef * src[srcBase..., srcLast + d]
   auto axpy = [&](Value mem, ArrayRef<Value> base, Value coef, Value src,
@@ -1443,14 +1532,14 @@ LogicalResult Emitter::emitAttentionGrad(AttentionGradOp op, Value r, Value h,
         from(srcBase.begin(), srcBase.end());
     at.back() = b.create<arith::AddIOp>(loc, at.back(), d);
     from.back() = b.create<arith::AddIOp>(loc, from.back(), d);
-    Value cur = b.create<memref::LoadOp>(loc, mem, at);
+    Value cur = load(mem, at);
     FailureOr<Value> x = emit(src, from);
     memo = saved;
     if (failed(x)) {
       failedEmit = true;
       return;
     }
-    b.create<memref::StoreOp>(loc, addF(cur, mul(coef, *x)), mem, at);
+    store(addF(cur, mul(coef, *x)), mem, at);
   };
 
   Value seq = b.create<arith::DivUIOp>(loc, r, nt);
@@ -1552,9 +1641,9 @@ LogicalResult Emitter::emitAdamw(AdamwOp op, Value p, Value q) {
   Value upd = div(div(m, bc1), add(b.create<math::SqrtOp>(loc, div(v, bc2)),
                                    cF32(op.getEps().convertToDouble())));
   param = b.create<arith::SubFOp>(loc, param, mul(lr, upd));
-  b.create<memref::StoreOp>(loc, param, outputMem[0], at);
-  b.create<memref::StoreOp>(loc, m, outputMem[1], at);
-  b.create<memref::StoreOp>(loc, v, outputMem[2], at);
+  store(param, outputMem[0], at);
+  store(m, outputMem[1], at);
+  store(v, outputMem[2], at);
   return success();
 }
 
@@ -1609,10 +1698,14 @@ double estimateFlops(FusionOp fusion) {
 /// Bytes the kernel must move at least: every input and output once.
 double estimateBytes(FusionOp fusion) {
   double bytes = 0;
+  auto size = [](Type t) {
+    auto st = cast<ShapedType>(t);
+    return st.getElementTypeBitWidth() / 8.0 * numElements(t);
+  };
   for (Value in : fusion.getInputs())
-    bytes += 4.0 * numElements(in.getType());
+    bytes += size(in.getType());
   for (Value out : fusion.getResults())
-    bytes += 4.0 * numElements(out.getType());
+    bytes += size(out.getType());
   return bytes;
 }
 
@@ -1623,12 +1716,22 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
                                    OpBuilder &builder) {
   Location loc = fusion.getLoc();
   Block &body = fusion.getBody().front();
+  // Forward kernels take f32 or bf16 buffers (computing in f32); the
+  // training kernels are f32 only for now.
+  bool forwardOnly = llvm::all_of(body.without_terminator(), [](Operation &op) {
+    return isa<PositionsOp, EmbeddingOp, RmsNormOp, LayerNormOp, LinearOp,
+               RopeOp, CacheWriteOp, AttentionOp, SliceOp, SoftmaxOp, SiluOp,
+               GeluOp, SwigluOp, AddOp, MulOp, ConvertOp, arith::ConstantOp>(
+        op);
+  });
   for (Type t : llvm::concat<const Type>(body.getArgumentTypes(),
                                          fusion.getResultTypes())) {
     Type elem = cast<RankedTensorType>(t).getElementType();
-    if (!elem.isF32() && !elem.isInteger(32))
-      return fusion.emitOpError("element type ")
-             << elem << " is not supported by code generation yet (f32 only)";
+    if (elem.isF32() || elem.isInteger(32) || (forwardOnly && elem.isBF16()))
+      continue;
+    return fusion.emitOpError("element type ")
+           << elem << " is not supported by code generation yet ("
+           << (forwardOnly ? "f32 or bf16" : "f32 in training kernels") << ")";
   }
 
   // Shape of the kernel.
@@ -1760,7 +1863,8 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
   Value nb = toIndex(entry->getArgument(nIn));
   Value nt = toIndex(entry->getArgument(nIn + 1));
   Value pos0 = toIndex(entry->getArgument(nIn + 2));
-  Emitter em(b, loc, fusion, memrefs, nb, nt, pos0);
+  Emitter em(b, loc, fusion, memrefs, nb, nt, pos0,
+             target == KernelTarget::Gpu);
   Value rows = fixedRows ? em.cIdx(fixedRows)
                          : b.create<arith::MulIOp>(loc, nb, nt).getResult();
 

@@ -538,11 +538,12 @@ Status Artifact::checkConsistency() const {
                        " is out of range (", numBuf, " buffers)");
     const schema::Buffer *b = a.buffers()->Get(param->buffer());
     if (b->kind() != schema::BufferKind::param ||
-        b->dtype() != schema::DType::f32)
+        (b->dtype() != schema::DType::f32 && b->dtype() != schema::DType::bf16))
       return makeError(n, ": ", label, ": ", bufferLabel(a, param->buffer()),
-                       " must be an f32 param buffer (it is ",
+                       " must be an f32 or bf16 param buffer (it is ",
                        kindName(b->kind()), ", ",
                        schema::EnumNameDType(b->dtype()), ")");
+    const uint64_t width = b->dtype() == schema::DType::bf16 ? 2 : 4;
     if (param->shape())
       for (int64_t d : *param->shape())
         if (d < 0)
@@ -550,13 +551,14 @@ Status Artifact::checkConsistency() const {
                            shapeString(param->shape()),
                            " has a negative dimension");
     auto elems = elementCount(param->shape());
-    auto bytes = elems ? mulU64(*elems, 4) : std::nullopt;
+    auto bytes = elems ? mulU64(*elems, width) : std::nullopt;
     if (!bytes)
       return makeError(n, ": ", label, ": shape ", shapeString(param->shape()),
                        " is too large");
     if (b->size() != *bytes)
       return makeError(n, ": ", label, ": shape ", shapeString(param->shape()),
-                       " needs ", *bytes, " bytes of f32 but ",
+                       " needs ", *bytes, " bytes of ",
+                       schema::EnumNameDType(b->dtype()), " but ",
                        bufferLabel(a, param->buffer()), ".size = ", b->size());
     uint32_t init = static_cast<uint32_t>(param->init());
     if (init > static_cast<uint32_t>(schema::ParamInit::MAX))

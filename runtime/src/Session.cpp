@@ -145,12 +145,17 @@ Status Session::fillParams(const WeightsSpec &weights) {
     source = std::move(opened).value();
   }
   std::vector<float> staging;
+  std::vector<uint16_t> narrow;
   for (uint32_t i = 0; i < artifact_->numParams(); ++i) {
     const schema::Param *param = a.params()->Get(i);
     const schema::Buffer *buffer = a.buffers()->Get(param->buffer());
-    size_t count = static_cast<size_t>(buffer->size() / 4);
+    const bool bf16 = buffer->dtype() == schema::DType::bf16;
+    size_t count = static_cast<size_t>(buffer->size() / (bf16 ? 2 : 4));
     void *dst = bufferPtrs_[param->buffer()];
-    float *host = static_cast<float *>(device_->hostAddress(dst));
+    // f32 parameters are filled in place where the device memory is host
+    // memory; bf16 ones are read as f32 and rounded (to nearest even).
+    float *host =
+        bf16 ? nullptr : static_cast<float *>(device_->hostAddress(dst));
     if (!host && count) {
       staging.resize(count);
       host = staging.data();
@@ -159,8 +164,15 @@ Status Session::fillParams(const WeightsSpec &weights) {
       COLOSSUS_RETURN_IF_ERROR(loadParam(*source, *param, host, count));
     else
       initParam(*param, weights.seed, i, host, count);
-    if (host == staging.data() && count)
+    if (bf16 && count) {
+      narrow.resize(count);
+      for (size_t k = 0; k < count; ++k)
+        narrow[k] = floatToBfloat16(host[k]);
+      COLOSSUS_RETURN_IF_ERROR(
+          device_->copyToDevice(dst, narrow.data(), count * 2));
+    } else if (host == staging.data() && count) {
       COLOSSUS_RETURN_IF_ERROR(device_->copyToDevice(dst, host, count * 4));
+    }
   }
   return device_->synchronize();
 }
@@ -430,14 +442,29 @@ Status Session::readParam(uint32_t param, float *out) {
   if (param >= artifact_->numParams())
     return makeError("readParam: params[", param, "] is out of range (",
                      artifact_->numParams(), " params)");
-  return copyBuffer(artifact_->root().params()->Get(param)->buffer(), out);
+  const uint32_t b = artifact_->root().params()->Get(param)->buffer();
+  const schema::Buffer *buf = artifact_->root().buffers()->Get(b);
+  if (buf->dtype() != schema::DType::bf16)
+    return copyBuffer(b, out);
+  std::vector<uint16_t> narrow(buf->size() / 2);
+  COLOSSUS_RETURN_IF_ERROR(copyBuffer(b, narrow.data()));
+  for (size_t k = 0; k < narrow.size(); ++k)
+    out[k] = bfloat16ToFloat(narrow[k]);
+  return Status::success();
 }
 
 Status Session::writeParam(uint32_t param, const float *values) {
   if (param >= artifact_->numParams())
     return makeError("writeParam: params[", param, "] is out of range (",
                      artifact_->numParams(), " params)");
-  return fillBuffer(artifact_->root().params()->Get(param)->buffer(), values);
+  const uint32_t b = artifact_->root().params()->Get(param)->buffer();
+  const schema::Buffer *buf = artifact_->root().buffers()->Get(b);
+  if (buf->dtype() != schema::DType::bf16)
+    return fillBuffer(b, values);
+  std::vector<uint16_t> narrow(buf->size() / 2);
+  for (size_t k = 0; k < narrow.size(); ++k)
+    narrow[k] = floatToBfloat16(values[k]);
+  return fillBuffer(b, narrow.data());
 }
 
 Status Session::readOptState(uint32_t param, float *expAvg, float *expAvgSq) {

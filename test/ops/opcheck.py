@@ -47,8 +47,10 @@ class Kernel:
             raise RuntimeError(f"colossus-compile failed:\n{graph}\n{r.stderr}")
         self.lib = ctypes.CDLL(so)
 
-    def __call__(self, symbol, inputs, out_shapes, nb, nt, pos0=0):
-        outs = [np.zeros(s, dtype=np.float32) for s in out_shapes]
+    def __call__(self, symbol, inputs, out_shapes, nb, nt, pos0=0,
+                 out_dtypes=None):
+        dtypes = out_dtypes or [np.float32] * len(out_shapes)
+        outs = [np.zeros(s, dtype=d) for s, d in zip(out_shapes, dtypes)]
         arrays = [np.ascontiguousarray(a) for a in inputs] + outs
         ptrs = (ctypes.c_void_p * len(arrays))(
             *[a.ctypes.data_as(ctypes.c_void_p) for a in arrays])

@@ -200,7 +200,7 @@ TEST(Artifact, RejectsInconsistentBuffers) {
   {
     ArtifactSpec s = tinySpec();
     s.params[0].buffer = 4; // a state buffer
-    EXPECT_THAT(loadError(s), HasSubstr("must be an f32 param buffer"));
+    EXPECT_THAT(loadError(s), HasSubstr("must be an f32 or bf16 param buffer"));
   }
   {
     ArtifactSpec s = tinySpec();

@@ -410,6 +410,14 @@ ojson artifactInfo(const Artifact &art) {
   for (uint32_t p = 0; p < art.numParams(); ++p)
     paramElems += Artifact::numElements(a.params()->Get(p)->shape());
   j["param_elements"] = paramElems;
+  // The parameters' element type ("mixed" if they differ; none: "none").
+  std::string paramDtype = "none";
+  for (uint32_t p = 0; p < art.numParams(); ++p) {
+    std::string d = schema::EnumNameDType(
+        a.buffers()->Get(a.params()->Get(p)->buffer())->dtype());
+    paramDtype = p == 0 || paramDtype == d ? d : "mixed";
+  }
+  j["param_dtype"] = paramDtype;
   j["param_bytes"] = paramBytes;
   j["state_bytes"] = stateBytes;
   j["opt_state_bytes"] = optStateBytes;

@@ -606,3 +606,11 @@ func.func @yield_outside_fusion(%a: tensor<8x64xf32>) {
   // expected-error @+1 {{'colossus.yield' op expects parent op 'colossus.fusion'}}
   colossus.yield %a : tensor<8x64xf32>
 }
+
+// -----
+
+func.func @convert_to_integer(%x: tensor<8x64xbf16>) {
+  // expected-error @+1 {{'colossus.convert' op attribute 'element_type' failed to satisfy constraint: type attribute of floating-point}}
+  %0 = colossus.convert %x to i32 : tensor<8x64xbf16>
+  return
+}

@@ -268,3 +268,13 @@ func.func @fusion_multi_result(%x: tensor<8x64xf32>, %w: tensor<64xf32>) -> (ten
   }
   return %0#0, %0#1 : tensor<8x64xf32>, tensor<8x64xf32>
 }
+
+// CHECK-LABEL: func.func @convert
+// CHECK: %[[C:.+]] = colossus.convert %{{.+}} to f32 : tensor<8x256xbf16>
+// CHECK: colossus.convert %[[C]] to bf16 : tensor<8x256xf32>
+// GENERIC: "colossus.convert"(%{{.*}}) <{element_type = f32}> : (tensor<8x256xbf16>) -> tensor<8x256xf32>
+func.func @convert(%x: tensor<8x256xbf16>) -> tensor<8x256xbf16> {
+  %0 = colossus.convert %x to f32 : tensor<8x256xbf16>
+  %1 = colossus.convert %0 to bf16 : tensor<8x256xf32>
+  return %1 : tensor<8x256xbf16>
+}

@@ -20,16 +20,21 @@ inline constexpr const char *kSeq = "colossus.seq";
 inline constexpr const char *kModel = "colossus.model";
 } // namespace attrs
 
+/// The element type of parameters, activations and KV caches. Logits, the
+/// loss and the statistics kernels keep internally are f32 either way.
+enum class Precision { F32, BF16 };
+
 /// Builds the forward step of `config` for a batch capacity `batch` and a
 /// sequence capacity `seq`: one private func per distinct layer kind, called
 /// once per layer from the public step function `@forward`. With `train`,
 /// the public function is `@loss(tokens, targets, params..., caches...)`
 /// returning the mean token cross entropy, ready for colossus-autodiff.
-mlir::OwningOpRef<mlir::ModuleOp> importModel(mlir::MLIRContext *ctx,
-                                              const ModelConfig &config,
-                                              llvm::StringRef file,
-                                              int64_t batch, int64_t seq,
-                                              bool train = false);
+/// With Precision::BF16 the parameters, activations and caches are bf16 and
+/// the output projection's result is converted to f32 logits.
+mlir::OwningOpRef<mlir::ModuleOp>
+importModel(mlir::MLIRContext *ctx, const ModelConfig &config,
+            llvm::StringRef file, int64_t batch, int64_t seq,
+            bool train = false, Precision precision = Precision::F32);
 
 } // namespace colossus
 

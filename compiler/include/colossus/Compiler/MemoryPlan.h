@@ -15,7 +15,8 @@ enum class BufferKind { Param, State, Arena, Input, Output, OptState };
 struct PlannedBuffer {
   std::string name;
   BufferKind kind;
-  bool isInt32 = false;
+  /// Element type, as the artifact's Buffer.dtype names it.
+  enum class DType { F32, F16, BF16, I32 } dtype = DType::F32;
   std::vector<int64_t> shape;
   uint64_t size = 0;   // bytes
   uint64_t offset = 0; // arena buffers

@@ -344,6 +344,20 @@ LogicalResult MulOp::verify() {
   return sameShapeAndElem(*this, getLhs(), getRhs(), "lhs", "rhs");
 }
 
+LogicalResult ConvertOp::inferReturnTypes(MLIRContext *,
+                                          std::optional<Location>,
+                                          Adaptor adaptor,
+                                          SmallVectorImpl<Type> &types) {
+  auto x = dyn_cast<RankedTensorType>(adaptor.getX().getType());
+  TypeAttr to = adaptor.getElementTypeAttr();
+  if (!x || !to)
+    return failure();
+  types.push_back(x.clone(to.getValue()));
+  return success();
+}
+
+LogicalResult ConvertOp::verify() { return success(); }
+
 //===----------------------------------------------------------------------===//
 // Training ops
 //===----------------------------------------------------------------------===//

@@ -240,6 +240,26 @@ def Colossus_MulOp : Colossus_BinaryOp<"mul"> {
   let summary = "elementwise product";
 }
 
+def Colossus_ConvertOp : Colossus_Op<"convert"> {
+  let summary = "elementwise conversion to another float type";
+  let description = [{
+    `result[r, c] = x[r, c]` converted to `element_type` (round to nearest
+    even when narrowing, exact when widening). Mixed precision uses it where
+    a bf16 value meets an f32 one: the f32 logits of a bf16 model's output
+    projection, the f32 gradients of bf16 parameters. Kernels compute in f32
+    and round when they store, so inside a fusion group a conversion costs
+    nothing; it decides the type of the buffer the group writes.
+
+    ```mlir
+    %logits = colossus.convert %y to f32 : tensor<32x256xbf16>
+    ```
+  }];
+  let arguments = (ins RankedTensorOf<[AnyFloat]>:$x,
+                       TypeAttrOf<AnyFloat>:$element_type);
+  let results = (outs RankedTensorOf<[AnyFloat]>:$result);
+  let assemblyFormat = "$x `to` $element_type attr-dict `:` type($x)";
+}
+
 
 //===----------------------------------------------------------------------===//
 // Training: loss, vector-Jacobian products, optimizer
