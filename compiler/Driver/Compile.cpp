@@ -240,7 +240,14 @@ llvm::json::Value reportJson(const ModelConfig &c, bool gpu,
     ks.push_back(std::move(o));
   }
   uint64_t paramBytes = 0, stateBytes = 0;
+  std::map<std::string, int64_t> arenaShapes;
   for (const PlannedBuffer &b : plan.buffers) {
+    if (b.kind == BufferKind::Arena) {
+      std::string key;
+      for (int64_t d : b.shape)
+        key += (key.empty() ? "" : "x") + std::to_string(d);
+      arenaShapes[key.empty() ? "scalar" : key]++;
+    }
     if (b.kind == BufferKind::Param)
       paramBytes += b.size;
     if (b.kind == BufferKind::State)
@@ -254,6 +261,10 @@ llvm::json::Value reportJson(const ModelConfig &c, bool gpu,
   mem["param_bytes"] = static_cast<int64_t>(paramBytes);
   mem["state_bytes"] = static_cast<int64_t>(stateBytes);
   mem["buffers"] = static_cast<int64_t>(plan.buffers.size());
+  llvm::json::Object byShape;
+  for (auto &[shape, n] : arenaShapes)
+    byShape[shape] = n;
+  mem["arena_buffers_by_shape"] = std::move(byShape);
   llvm::json::Object r;
   r["model"] = c.name;
   r["family"] = c.family == ModelFamily::Llama ? "llama" : "gpt2";

@@ -163,10 +163,29 @@ LogicalResult Differentiator::vjp(OpBuilder &b, Operation *op,
   if (auto o = dyn_cast<CacheWriteOp>(op))
     return acc(o.getX(), b.create<CacheReadOp>(loc, g(), o.getPositions()));
   if (auto o = dyn_cast<AttentionOp>(op)) {
+    // FlashAttention-2: the (cloned or recomputed) forward attention also
+    // produces its per-(row, head) log-sum-exp, which the backward reads
+    // with the forward output instead of recomputing the softmax statistics.
+    Value dout = g();
+    if (!o.getSaveLse()) {
+      OpBuilder fb(o);
+      auto withLse = fb.create<AttentionOp>(
+          loc, o.getQ(), o.getK(), o.getV(), o.getPositions(),
+          o.getNumHeadsAttr(), o.getNumKvHeadsAttr(), o.getHeadDimAttr(),
+          o.getScaleAttr(), o.getCausalAttr(), o.getSlidingWindowAttr(),
+          fb.getUnitAttr());
+      o.getResult().replaceAllUsesWith(withLse.getResult());
+      // The adjoint map must not keep a key to the erased result.
+      adj.erase(o.getResult());
+      adj[withLse.getResult()] = dout;
+      o.erase();
+      o = withLse;
+    }
     auto ag = b.create<AttentionGradOp>(
-        loc, o.getQ(), o.getK(), o.getV(), o.getPositions(), g(),
-        o.getNumHeadsAttr(), o.getNumKvHeadsAttr(), o.getHeadDimAttr(),
-        o.getScaleAttr(), o.getCausalAttr(), o.getSlidingWindowAttr());
+        loc, o.getQ(), o.getK(), o.getV(), o.getPositions(), dout,
+        o.getResult(), o.getLse(), o.getNumHeadsAttr(), o.getNumKvHeadsAttr(),
+        o.getHeadDimAttr(), o.getScaleAttr(), o.getCausalAttr(),
+        o.getSlidingWindowAttr());
     if (failed(acc(o.getQ(), ag.getDq())) || failed(acc(o.getK(), ag.getDk())))
       return failure();
     return acc(o.getV(), ag.getDv());

@@ -126,6 +126,17 @@ dloss = np.array(1.7, dtype=np.float32)
              [("lg", logits), ("tg", targets), ("dl", dloss)], [t((T, V))], [[(T, V)]],
              ["f_0_loss_grad"])
 chk.check("cross_entropy_grad", out[:R], vjp(jnp.float32(1.7))[0], TOL)
+# The loss and its gradient together: colossus-fuse makes them one row kernel
+# (cross_entropy_rows: per-row loss terms, dlogits) and a sum of the terms.
+pair = (f"func.func @f(%lg: {t((T, V))}, %tg: tensor<{T}xi32>, %dl: tensor<f32>) -> (tensor<f32>, {t((T, V))}) {{\n"
+        f"  %l = colossus.cross_entropy %lg, %tg : {t((T, V))}, tensor<{T}xi32>\n"
+        f"  %g = colossus.cross_entropy_grad %lg, %tg, %dl : {t((T, V))}, tensor<{T}xi32>, tensor<f32>\n"
+        f"  return %l, %g : tensor<f32>, {t((T, V))}\n}}\n")
+k = Kernel(pair, "cepair", chk.workdir)
+terms, dlg = k("f_0_loss_grad", [logits, targets, dloss], [(T,), (T, V)], NB, NT, 0)
+(ploss,) = k("f_1_loss", [terms], [()], NB, NT, 0)
+chk.check("cross_entropy_rows + row_sum: loss", np.asarray(ploss), rloss, 1e-6)
+chk.check("cross_entropy_rows: dlogits", dlg[:R], vjp(jnp.float32(1.7))[0], TOL)
 
 # --- linear: weight gradients in both layouts, bias gradient
 x, dy = act((T, D)), act((T, N))
@@ -169,42 +180,57 @@ pos = np.array([(r % NT) + 2 for r in range(T)], np.int32)
 want = np.stack([cache[r // NT, pos[r]] for r in range(R)])
 chk.check("cache_read", cr[:R], want, 0.0)
 
-# --- attention: dq (per query, head) and dk, dv (per key, kv head), GQA 2,
-# causal, with and without a sliding window; softmax recomputed.
+# --- attention: the forward with save_lse (output and per-(row, head)
+# log-sum-exp), then dq (per query, head) and dk, dv (per key, kv head) from
+# those saved statistics; GQA 2, causal, with and without a sliding window.
 H, HKV, HD, S = 4, 2, 8, 9
 scale = 1.0 / np.sqrt(HD)
 pos = np.array([r % NT for r in range(T)], np.int32)
 for window in (0, 3):
     q, dout = act((T, H * HD)), act((T, H * HD))
     kc, vc = par((NB, S, HKV * HD)), par((NB, S, HKV * HD))
-    attrs = (f"{{num_heads = {H} : i64, num_kv_heads = {HKV} : i64, head_dim = {HD} : i64, "
-             f"scale = {scale} : f64, sliding_window = {window} : i64}}")
+    attrs = (f"num_heads = {H} : i64, num_kv_heads = {HKV} : i64, head_dim = {HD} : i64, "
+             f"scale = {scale} : f64, sliding_window = {window} : i64")
     ctype = f"tensor<{NB}x{S}x{HKV * HD}xf32>"
+    out, lse = run(f"attnf{window}",
+                   f"colossus.attention %q, %k, %v, %p {{{attrs}, save_lse}} : {t((T, H * HD))}, {ctype}, {ctype}, tensor<{T}xi32>",
+                   [("q", q), ("k", kc), ("v", vc), ("p", pos)],
+                   [t((T, H * HD)), t((T, H))], [[(T, H * HD), (T, H)]],
+                   ["f_0_attention"])
     dq, dk, dv = run(f"attn{window}",
-                     f"colossus.attention_grad %q, %k, %v, %p, %do {attrs} : {t((T, H * HD))}, {ctype}, tensor<{T}xi32>",
-                     [("q", q), ("k", kc), ("v", vc), ("p", pos), ("do", dout)],
+                     f"colossus.attention_grad %q, %k, %v, %p, %do, %o, %lse {{{attrs}}} : {t((T, H * HD))}, {ctype}, tensor<{T}xi32>, {t((T, H))}",
+                     [("q", q), ("k", kc), ("v", vc), ("p", pos), ("do", dout),
+                      ("o", out), ("lse", lse)],
                      [t((T, H * HD)), ctype, ctype],
                      [[(T, H * HD)], [(NB, S, HKV * HD), (NB, S, HKV * HD)]],
                      ["f_0_attention_grad", "f_1_attention_grad"])
 
-    def attn(qa, ka, va):
-        outs = []
+    def scores(qa, ka):
+        res = []
         for bb in range(NB):
             qb = qa[bb * NT:(bb + 1) * NT].reshape(NT, H, HD)
             kb = jnp.repeat(ka[bb].reshape(NT, HKV, HD), H // HKV, axis=1)
-            vb = jnp.repeat(va[bb].reshape(NT, HKV, HD), H // HKV, axis=1)
             sc = jnp.einsum("ihd,jhd->hij", qb, kb) * scale
             i = jnp.arange(NT)[:, None]
             j = jnp.arange(NT)[None, :]
             mask = j <= i
             if window:
                 mask = mask & (j > i - window)
-            sc = jnp.where(mask[None], sc, -jnp.inf)
+            res.append(jnp.where(mask[None], sc, -jnp.inf))
+        return res
+
+    def attn(qa, ka, va):
+        outs = []
+        for bb, sc in enumerate(scores(qa, ka)):
+            vb = jnp.repeat(va[bb].reshape(NT, HKV, HD), H // HKV, axis=1)
             pr = jax.nn.softmax(sc, -1)
             outs.append(jnp.einsum("hij,jhd->ihd", pr, vb).reshape(NT, H * HD))
         return jnp.concatenate(outs)
     kact, vact = kc[:, :NT], vc[:, :NT]
-    _, vjp = jax.vjp(attn, q[:R], kact, vact)
+    rout, vjp = jax.vjp(attn, q[:R], kact, vact)
+    rlse = jnp.concatenate([jax.nn.logsumexp(sc, -1).T for sc in scores(q[:R], kact)])
+    chk.check(f"attention out (window {window})", out[:R], rout, TOL)
+    chk.check(f"attention lse (window {window})", lse[:R], rlse, TOL)
     rdq, rdk, rdv = vjp(dout[:R])
     chk.check(f"attention_grad dq (window {window})", dq[:R], rdq, TOL)
     chk.check(f"attention_grad dk (window {window})", dk[:, :NT], rdk, TOL)

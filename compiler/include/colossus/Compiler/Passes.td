@@ -16,7 +16,10 @@ def ColossusFuse : Pass<"colossus-fuse", "mlir::func::FuncOp"> {
     - `attention`: one `attention` op (QK^T, mask, softmax, PV; GQA);
     - `cache_write`: both cache writes of a layer that share positions;
     - `rope`, `embedding`, `softmax`, `elementwise`: the op with the chain of
-      elementwise ops that only it feeds.
+      elementwise ops that only it feeds;
+    - `loss_grad` + `loss`: a `cross_entropy` and a `cross_entropy_grad` of
+      the same logits and targets become `cross_entropy_rows` (one row kernel
+      for the per-row loss terms and dlogits) and `row_sum` (the loss).
     `positions` and `slice` are views: they are cloned into every group that
     reads them and never form a kernel of their own.
   }];
