@@ -868,3 +868,27 @@ func.func @rope_inverse_head_dim_columns(%x: tensor<8x60xf32>, %pos: tensor<8xi3
   %0 = colossus.rope %x, %pos {head_dim = 16 : i64, layout = #colossus<rope_layout rotate_half>, theta = 10000.0 : f64, inverse = true} : tensor<8x60xf32>, tensor<8xi32>
   return
 }
+
+// -----
+
+func.func @global_norm_hyper_size(%h: tensor<4xf32>, %a: tensor<8xf32>) {
+  // expected-error @+1 {{'colossus.global_norm' op hyper must hold 5 values: lr, 1 - beta1^t, 1 - beta2^t, max_norm, grad_scale}}
+  %0 = colossus.global_norm %h, %a : tensor<4xf32>, tensor<8xf32>
+  return
+}
+
+// -----
+
+func.func @global_norm_no_tensors(%h: tensor<5xf32>) {
+  // expected-error @+1 {{'colossus.global_norm' op needs at least one tensor}}
+  %0 = "colossus.global_norm"(%h) : (tensor<5xf32>) -> tensor<1xf32>
+  return
+}
+
+// -----
+
+func.func @clip_hyper_size(%h: tensor<4xf32>, %n: tensor<1xf32>) {
+  // expected-error @+1 {{'colossus.clip_hyper' op hyper_in must hold 5 values: lr, 1 - beta1^t, 1 - beta2^t, max_norm, grad_scale}}
+  %0 = colossus.clip_hyper %h, %n : tensor<4xf32>, tensor<1xf32>
+  return
+}
