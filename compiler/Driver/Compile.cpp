@@ -104,6 +104,12 @@ cl::opt<std::string> precisionOpt(
              "(default) or bf16 (kernels compute in f32 and round on store; "
              "logits stay f32)"),
     cl::init("f32"), cl::cat(cat));
+cl::opt<std::string> recomputeOpt(
+    "recompute",
+    cl::desc("--step=train: activations of the layers: layer (recompute each "
+             "layer's forward pass in the backward pass; default) or none "
+             "(keep the forward activations for the backward pass)"),
+    cl::init("layer"), cl::cat(cat));
 cl::opt<unsigned> blockDimOpt("block-dim",
                               cl::desc("Threads per block of sm_90a kernels"),
                               cl::init(128), cl::cat(cat));
@@ -200,6 +206,9 @@ llvm::json::Object rooflineStepJson(const RooflineTotals &totals,
   }
   return r;
 }
+/// Peak arena bytes of the train steps under the other --recompute mode
+/// (for the report), or -1 when not computed.
+int64_t otherModePeak = -1;
 
 llvm::json::Value reportJson(const ModelConfig &c, bool gpu,
                              const std::vector<KernelRecord> &kernels,
@@ -265,6 +274,15 @@ llvm::json::Value reportJson(const ModelConfig &c, bool gpu,
   for (auto &[shape, n] : arenaShapes)
     byShape[shape] = n;
   mem["arena_buffers_by_shape"] = std::move(byShape);
+  if (plan.grads) {
+    // Both --recompute modes' peaks: the chosen one is this plan's.
+    bool layer = recomputeOpt == "layer";
+    mem["recompute"] = recomputeOpt.getValue();
+    mem["peak_bytes_recompute_layer"] =
+        layer ? static_cast<int64_t>(plan.arenaBytes) : otherModePeak;
+    mem["peak_bytes_recompute_none"] =
+        layer ? otherModePeak : static_cast<int64_t>(plan.arenaBytes);
+  }
   llvm::json::Object r;
   r["model"] = c.name;
   r["family"] = c.family == ModelFamily::Llama ? "llama" : "gpt2";
@@ -309,6 +327,27 @@ std::optional<int> fuseAndKernelize(ModuleOp module, ModuleOp &kernels) {
   if (emitOpt == "kernels")
     return writeText([&](llvm::raw_ostream &os) { kernels.print(os); });
   return std::nullopt;
+}
+
+/// The train module's steps: @loss_grad (colossus-autodiff with the given
+/// recompute mode) and @update.
+LogicalResult buildTrainSteps(ModuleOp module, StringRef recompute,
+                              const OptimizerConfig &opt) {
+  MLIRContext *ctx = module.getContext();
+  PassManager ad(ctx);
+  ColossusAutodiffOptions aopts;
+  aopts.recompute = recompute.str();
+  ad.addPass(createColossusAutodiff(aopts));
+  if (failed(ad.run(module)))
+    return failure();
+  if (auto loss = module.lookupSymbol<func::FuncOp>("loss"))
+    loss.erase();
+  PassManager clean(ctx);
+  clean.addPass(mlir::createCanonicalizerPass());
+  clean.addPass(mlir::createSymbolDCEPass());
+  if (failed(clean.run(module)))
+    return failure();
+  return buildUpdateStep(module, "loss_grad", opt);
 }
 
 /// `colossus-compile GRAPH.mlir`: the kernels of a hand-written graph (any
@@ -447,20 +486,12 @@ int colossus::compileMain(int argc, char **argv) {
       importModel(&ctx, *config, modelPath, batchOpt, seqOpt, train, precision);
   if (failed(verify(*module)))
     return fail("internal error: the imported graph does not verify");
+  if (recomputeOpt != "layer" && recomputeOpt != "none") {
+    llvm::errs() << "colossus-compile: error: --recompute=" << recomputeOpt
+                 << ": expected layer or none\n";
+    return 2;
+  }
   if (train) {
-    // The grads step: the loss and the gradient of every parameter
-    // (colossus-autodiff); the loss function alone is not kept.
-    PassManager ad(&ctx);
-    ad.addPass(createColossusAutodiff());
-    if (failed(ad.run(*module)))
-      return fail("differentiating " + modelPath + " failed");
-    if (auto loss = module->lookupSymbol<func::FuncOp>("loss"))
-      loss.erase();
-    PassManager clean(&ctx);
-    clean.addPass(mlir::createCanonicalizerPass());
-    clean.addPass(mlir::createSymbolDCEPass());
-    if (failed(clean.run(*module)))
-      return fail("cleaning up the backward graph of " + modelPath + " failed");
     OptimizerConfig opt;
     opt.beta1 = beta1Opt;
     opt.beta2 = beta2Opt;
@@ -473,8 +504,33 @@ int colossus::compileMain(int argc, char **argv) {
                       "eps > 0 and weight decay >= 0\n";
       return 2;
     }
-    if (failed(buildUpdateStep(*module, "loss_grad", opt)))
-      return fail("building the optimizer step failed");
+    // The grads step: the loss and the gradient of every parameter
+    // (colossus-autodiff); the loss function alone is not kept. Then the
+    // update step.
+    if (failed(buildTrainSteps(*module, recomputeOpt, opt)))
+      return fail("building the train steps of " + modelPath + " failed");
+    if (!reportOpt.empty() && emitOpt == "artifact") {
+      // The report shows the peak of the other --recompute mode too: the
+      // same steps built and planned from a fresh import.
+      OwningOpRef<ModuleOp> other =
+          importModel(&ctx, *config, modelPath, batchOpt, seqOpt, train);
+      PassManager pm(&ctx);
+      pm.addNestedPass<func::FuncOp>(createColossusFuse());
+      ColossusKernelizeOptions kopts;
+      kopts.target = targetOpt;
+      kopts.blockDim = blockDimOpt;
+      pm.addPass(createColossusKernelize(kopts));
+      if (failed(buildTrainSteps(*other, recomputeOpt == "layer" ? "none"
+                                                                 : "layer",
+                                 opt)) ||
+          failed(pm.run(*other)))
+        return fail("planning the other --recompute mode of " + modelPath +
+                    " failed");
+      llvm::Expected<StepPlan> otherPlan = planTrainSteps(*other);
+      if (!otherPlan)
+        return fail(llvm::toString(otherPlan.takeError()));
+      otherModePeak = static_cast<int64_t>(otherPlan->arenaBytes);
+    }
   }
   if (emitOpt == "graph")
     return writeText([&](llvm::raw_ostream &os) { module->print(os); });

@@ -38,7 +38,8 @@ bool crossesCalls(Value v) {
 
 class Differentiator {
 public:
-  Differentiator(ModuleOp module) : module(module), table(module) {}
+  Differentiator(ModuleOp module, bool inlineCalls)
+      : module(module), table(module), inlineCalls(inlineCalls) {}
 
   /// Builds `@<fn>_grad` (top level) or `@<fn>_vjp` (callee).
   FailureOr<func::FuncOp> buildGrad(func::FuncOp fn);
@@ -54,10 +55,46 @@ private:
   LogicalResult accumulate(OpBuilder &b, Location loc, Value v, Value g,
                            llvm::DenseMap<Value, Value> &adj);
 
+  /// Clones `body`'s ops (not its terminator) at `b` under `map`; with
+  /// inlineCalls, a call is replaced by the callee's ops, recursively, and
+  /// its results mapped to the callee's returned values.
+  LogicalResult cloneForward(OpBuilder &b, Block &body, IRMapping &map,
+                             SmallVectorImpl<Operation *> &fwd);
+
   ModuleOp module;
   SymbolTable table;
+  bool inlineCalls;
   llvm::DenseMap<Operation *, func::FuncOp> vjps;
 };
+
+LogicalResult Differentiator::cloneForward(OpBuilder &b, Block &body,
+                                           IRMapping &map,
+                                           SmallVectorImpl<Operation *> &fwd) {
+  for (Operation &op : body.without_terminator()) {
+    auto call = dyn_cast<func::CallOp>(op);
+    if (!inlineCalls || !call) {
+      fwd.push_back(b.clone(op, map));
+      continue;
+    }
+    auto callee = table.lookup<func::FuncOp>(call.getCallee());
+    if (!callee || callee.isExternal())
+      return call.emitOpError("calls an unknown function");
+    if (!callee.getBody().hasOneBlock())
+      return callee.emitOpError("not supported yet: differentiating a "
+                                "function with control flow");
+    Block &inner = callee.getBody().front();
+    IRMapping innerMap;
+    for (auto [arg, operand] :
+         llvm::zip(inner.getArguments(), call.getOperands()))
+      innerMap.map(arg, map.lookupOrDefault(operand));
+    if (failed(cloneForward(b, inner, innerMap, fwd)))
+      return failure();
+    auto ret = cast<func::ReturnOp>(inner.getTerminator());
+    for (auto [res, v] : llvm::zip(call.getResults(), ret.getOperands()))
+      map.map(res, innerMap.lookupOrDefault(v));
+  }
+  return success();
+}
 
 LogicalResult Differentiator::accumulate(OpBuilder &b, Location loc, Value v,
                                          Value g,
@@ -340,8 +377,8 @@ FailureOr<func::FuncOp> Differentiator::buildGrad(func::FuncOp fn) {
   for (auto [from, to] : llvm::zip(body.getArguments(), entry->getArguments()))
     map.map(from, to);
   SmallVector<Operation *> fwd;
-  for (Operation &op : body.without_terminator())
-    fwd.push_back(b.clone(op, map));
+  if (failed(cloneForward(b, body, map, fwd)))
+    return failure();
   auto ret = cast<func::ReturnOp>(body.getTerminator());
   Value loss = map.lookup(ret.getOperand(0));
 
@@ -376,7 +413,12 @@ struct ColossusAutodiffPass final
       module.emitError() << "colossus-autodiff: no function @" << funcName;
       return signalPassFailure();
     }
-    Differentiator d(module);
+    if (recompute != "layer" && recompute != "none") {
+      module.emitError() << "colossus-autodiff: recompute=" << recompute
+                         << ": expected 'layer' or 'none'";
+      return signalPassFailure();
+    }
+    Differentiator d(module, /*inlineCalls=*/recompute == "none");
     if (failed(d.buildGrad(fn)))
       signalPassFailure();
   }

@@ -1398,8 +1398,11 @@ LogicalResult Emitter::emitScalar() {
   if (yield.getNumOperands() != 1)
     return fusion.emitOpError("a scalar kernel has one result");
   if (auto gn = yield.getValues()[0].getDefiningOp<GlobalNormOp>()) {
-    // sqrt of the sum of squares of every element of every tensor.
-    Value acc = cF32(0.0);
+    // sqrt of the sum of squares of every element of every tensor,
+    // accumulated in f64 (one thread, a fixed order: deterministic; an f32
+    // sum over millions of elements would lose about 1e-4 relative).
+    Type f64 = b.getF64Type();
+    Value acc = b.create<arith::ConstantOp>(loc, b.getF64FloatAttr(0.0));
     for (Value t : gn.getTensors()) {
       Value mem = memOf(t);
       if (!mem)
@@ -1416,7 +1419,7 @@ LogicalResult Emitter::emitScalar() {
         b.setInsertionPointToStart(l.getBody());
         cur = l.getRegionIterArgs()[0];
       }
-      Value x = load(mem, ivs);
+      Value x = b.create<arith::ExtFOp>(loc, f64, load(mem, ivs));
       Value next =
           b.create<arith::AddFOp>(loc, cur, b.create<arith::MulFOp>(loc, x, x));
       for (auto it = loops.rbegin(); it != loops.rend(); ++it) {
@@ -1426,7 +1429,15 @@ LogicalResult Emitter::emitScalar() {
       }
       acc = next;
     }
-    store(b.create<math::SqrtOp>(loc, acc), outputMem[0], ValueRange{cIdx(0)});
+    // The norm of the scaled gradient: grad_scale (hyper[4]) * sqrt(sum).
+    Value hyper = memOf(gn.getHyper());
+    if (!hyper)
+      return gn.emitOpError("operands must be kernel inputs");
+    Value scaled = b.create<arith::MulFOp>(
+        loc, b.create<math::SqrtOp>(loc, acc),
+        b.create<arith::ExtFOp>(loc, f64, load(hyper, {cIdx(4)})));
+    store(b.create<arith::TruncFOp>(loc, b.getF32Type(), scaled), outputMem[0],
+          ValueRange{cIdx(0)});
     return success();
   }
   if (auto ch = yield.getValues()[0].getDefiningOp<ClipHyperOp>()) {
@@ -1443,8 +1454,11 @@ LogicalResult Emitter::emitScalar() {
         b.create<arith::CmpFOp>(loc, arith::CmpFPredicate::OGT, norm, maxNorm));
     Value factor = b.create<arith::DivFOp>(
         loc, maxNorm, b.create<arith::AddFOp>(loc, norm, cF32(1e-6)));
-    store(b.create<arith::SelectOp>(loc, clip, factor, cF32(1.0)), outputMem[0],
-          ValueRange{cIdx(3)});
+    // The factor applied to the stored gradients: grad_scale * clip.
+    store(b.create<arith::MulFOp>(
+              loc, load(in, {cIdx(4)}),
+              b.create<arith::SelectOp>(loc, clip, factor, cF32(1.0))),
+          outputMem[0], ValueRange{cIdx(3)});
     return success();
   }
   if (auto rs = yield.getValues()[0].getDefiningOp<RowSumOp>()) {

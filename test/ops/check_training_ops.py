@@ -237,17 +237,23 @@ for window in (0, 3):
     chk.check(f"attention_grad dv (window {window})", dv[:, :NT], rdv, TOL)
 
 # --- optimizer: global norm, clipping factor, AdamW (PyTorch semantics)
+# hyper = [lr, 1 - b1^t, 1 - b2^t, max_norm, grad_scale]; the norm is that of
+# grad_scale * the tensors (the mean of accumulated micro-batch gradients).
 ga, gb = par((6, 5), 3.0), par((7,), 3.0)
-(gn,) = run("gnorm", f"colossus.global_norm %a, %b : {t((6, 5))}, {t((7,))}",
-            [("a", ga), ("b", gb)], ["tensor<1xf32>"], [[(1,)]], ["f_0_global_norm"])
-chk.check("global_norm", gn, [np.sqrt(np.sum(ga.astype(np.float64) ** 2) + np.sum(gb.astype(np.float64) ** 2))], 1e-6)
-for max_norm, norm in ((1.0, 5.0), (10.0, 5.0), (0.0, 5.0)):
-    hin = np.array([3e-4, 0.1, 0.05, max_norm], np.float32)
-    (hy,) = run("clip", "colossus.clip_hyper %h, %n : tensor<4xf32>, tensor<1xf32>",
+for gscale in (1.0, 0.25):
+    hin = np.array([3e-4, 0.1, 0.05, 1.0, gscale], np.float32)
+    (gn,) = run("gnorm", f"colossus.global_norm %h, %a, %b : tensor<5xf32>, {t((6, 5))}, {t((7,))}",
+                [("h", hin), ("a", ga), ("b", gb)], ["tensor<1xf32>"], [[(1,)]], ["f_0_global_norm"])
+    chk.check(f"global_norm (grad_scale {gscale})", gn,
+              [gscale * np.sqrt(np.sum(ga.astype(np.float64) ** 2) + np.sum(gb.astype(np.float64) ** 2))], 1e-6)
+for max_norm, norm, gscale in ((1.0, 5.0, 1.0), (10.0, 5.0, 1.0), (0.0, 5.0, 1.0),
+                               (1.0, 5.0, 0.5), (10.0, 5.0, 0.5)):
+    hin = np.array([3e-4, 0.1, 0.05, max_norm, gscale], np.float32)
+    (hy,) = run("clip", "colossus.clip_hyper %h, %n : tensor<5xf32>, tensor<1xf32>",
                 [("h", hin), ("n", np.array([norm], np.float32))], ["tensor<4xf32>"],
                 [[(4,)]], ["f_0_clip"])
-    scale = max_norm / (norm + 1e-6) if 0 < max_norm < norm else 1.0
-    chk.check(f"clip_hyper (max {max_norm})", hy, [3e-4, 0.1, 0.05, scale], 1e-7)
+    scale = gscale * (max_norm / (norm + 1e-6) if 0 < max_norm < norm else 1.0)
+    chk.check(f"clip_hyper (max {max_norm}, grad_scale {gscale})", hy, [3e-4, 0.1, 0.05, scale], 1e-7)
 for shape, wd in (((6, 5), 0.1), ((7,), 0.0)):
     pp, gg, mm, vv = par(shape), par(shape), par(shape, 0.1), np.abs(par(shape, 0.01))
     hyper = np.array([1e-2, 1 - 0.9 ** 3, 1 - 0.95 ** 3, 0.5], np.float32)

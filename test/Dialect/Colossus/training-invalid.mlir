@@ -879,9 +879,25 @@ func.func @attention_grad_lse_shape(%q: tensor<80x64xf32>, %k: tensor<2x40x32xf3
 
 // -----
 
+func.func @global_norm_hyper_size(%h: tensor<4xf32>, %a: tensor<8xf32>) {
+  // expected-error @+1 {{'colossus.global_norm' op hyper must hold 5 values: lr, 1 - beta1^t, 1 - beta2^t, max_norm, grad_scale}}
+  %0 = colossus.global_norm %h, %a : tensor<4xf32>, tensor<8xf32>
+  return
+}
+
+// -----
+
 func.func @attention_grad_lse_f32(%q: tensor<80x64xf32>, %k: tensor<2x40x32xf32>, %v: tensor<2x40x32xf32>, %pos: tensor<80xi32>, %dout: tensor<80x64xf32>, %out: tensor<80x64xf32>, %lse: tensor<80x4xbf16>) {
   // expected-error @+1 {{'colossus.attention_grad' op operand #6 must be 2D tensor of 32-bit float values, but got 'tensor<80x4xbf16>'}}
   %0:3 = colossus.attention_grad %q, %k, %v, %pos, %dout, %out, %lse {num_heads = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64, scale = 0.25 : f64} : tensor<80x64xf32>, tensor<2x40x32xf32>, tensor<80xi32>, tensor<80x4xbf16>
+  return
+}
+
+// -----
+
+func.func @global_norm_no_tensors(%h: tensor<5xf32>) {
+  // expected-error @+1 {{'colossus.global_norm' op needs at least one tensor}}
+  %0 = "colossus.global_norm"(%h) : (tensor<5xf32>) -> tensor<1xf32>
   return
 }
 
@@ -923,5 +939,13 @@ func.func @cross_entropy_rows_f32(%logits: tensor<8x256xbf16>, %targets: tensor<
 func.func @row_sum_rank(%x: tensor<8x2xf32>) {
   // expected-error @+1 {{'colossus.row_sum' op operand #0 must be 1D tensor of 32-bit float values, but got 'tensor<8x2xf32>'}}
   %0 = colossus.row_sum %x : tensor<8x2xf32>
+  return
+}
+
+// -----
+
+func.func @clip_hyper_size(%h: tensor<4xf32>, %n: tensor<1xf32>) {
+  // expected-error @+1 {{'colossus.clip_hyper' op hyper_in must hold 5 values: lr, 1 - beta1^t, 1 - beta2^t, max_norm, grad_scale}}
+  %0 = colossus.clip_hyper %h, %n : tensor<4xf32>, tensor<1xf32>
   return
 }

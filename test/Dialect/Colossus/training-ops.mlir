@@ -393,6 +393,18 @@ func.func @adamw_ranks(%b: tensor<64xf32>, %t: tensor<2x3x4xf32>, %s: tensor<f32
   return %0#0, %1#1, %2#2 : tensor<64xf32>, tensor<2x3x4xf32>, tensor<f32>
 }
 
+// The update step's norm and factor: hyper = [lr, 1 - beta1^t, 1 - beta2^t,
+// max_norm, grad_scale] in, adamw's 4-value hyper out.
+// CHECK-LABEL: func.func @global_norm_clip
+// CHECK: %[[N:.+]] = colossus.global_norm %{{.+}}, %{{.+}}, %{{.+}} : tensor<5xf32>, tensor<32x64xf32>, tensor<64xf32>
+// CHECK-NEXT: %[[C:.+]] = colossus.clip_hyper %{{.+}}, %[[N]] : tensor<5xf32>, tensor<1xf32>
+// CHECK-NEXT: return %[[N]], %[[C]] : tensor<1xf32>, tensor<4xf32>
+func.func @global_norm_clip(%h: tensor<5xf32>, %a: tensor<32x64xf32>, %b: tensor<64xf32>) -> (tensor<1xf32>, tensor<4xf32>) {
+  %n = colossus.global_norm %h, %a, %b : tensor<5xf32>, tensor<32x64xf32>, tensor<64xf32>
+  %c = colossus.clip_hyper %h, %n : tensor<5xf32>, tensor<1xf32>
+  return %n, %c : tensor<1xf32>, tensor<4xf32>
+}
+
 //===----------------------------------------------------------------------===//
 // rope: inverse
 //===----------------------------------------------------------------------===//

@@ -70,10 +70,19 @@ def ColossusAutodiff : Pass<"colossus-autodiff", "mlir::ModuleOp"> {
     recomputation per layer) and then runs its backward: one vjp function
     per distinct layer function, called once per layer in reverse order.
     KV-cache arguments and results (rank 3) carry no adjoint across calls.
+
+    With `recompute=none` the calls of the loss function are inlined into
+    `@<func>_grad` before the reverse sweep: the backward reads the
+    activations of the forward pass (kept alive until their last use)
+    instead of recomputing them, and no vjp function is built.
   }];
   let options = [
     Option<"funcName", "func", "std::string", /*default=*/"\"loss\"",
            "The loss function to differentiate">,
+    Option<"recompute", "recompute", "std::string", /*default=*/"\"layer\"",
+           "Activations of called layers: 'layer' (recompute each layer's "
+           "forward in its vjp) or 'none' (inline the calls and keep the "
+           "forward activations)">,
   ];
   let dependentDialects = ["::colossus::ColossusDialect",
                            "::mlir::func::FuncDialect"];

@@ -696,6 +696,9 @@ LogicalResult GlobalNormOp::inferReturnTypes(MLIRContext *ctx,
 }
 
 LogicalResult GlobalNormOp::verify() {
+  if (rt(getHyper()).getDimSize(0) != 5)
+    return emitOpError("hyper must hold 5 values: lr, 1 - beta1^t, "
+                       "1 - beta2^t, max_norm, grad_scale");
   if (getTensors().empty())
     return emitOpError("needs at least one tensor");
   for (Value t : getTensors())
@@ -712,8 +715,9 @@ LogicalResult ClipHyperOp::inferReturnTypes(MLIRContext *ctx,
 }
 
 LogicalResult ClipHyperOp::verify() {
-  if (rt(getHyperIn()).getDimSize(0) != 4)
-    return emitOpError("hyper_in must hold 4 values");
+  if (rt(getHyperIn()).getDimSize(0) != 5)
+    return emitOpError("hyper_in must hold 5 values: lr, 1 - beta1^t, "
+                       "1 - beta2^t, max_norm, grad_scale");
   if (rt(getNorm()).getDimSize(0) != 1)
     return emitOpError("norm must hold 1 value");
   return success();

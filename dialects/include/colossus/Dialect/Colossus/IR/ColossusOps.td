@@ -504,7 +504,9 @@ def Colossus_AdamwOp : Colossus_Op<"adamw",
   let summary = "one AdamW update of a parameter (PyTorch semantics)";
   let description = [{
     `hyper: tensor<4xf32>` holds `[lr, 1 - beta1^t, 1 - beta2^t,
-    grad_scale]` (grad_scale: the global-norm clipping factor).
+    grad_scale]` (grad_scale: the factor applied to the stored gradient,
+    `clip_hyper`'s: the micro-batch mean times the global-norm clipping
+    factor).
     With `g = grad * grad_scale`: `m = b1 m + (1 - b1) g`,
     `v = b2 v + (1 - b2) g^2`, `p = p (1 - lr wd) - lr (m / (1 - b1^t)) /
     (sqrt(v / (1 - b2^t)) + eps)`. Results: new `param`, `exp_avg`,
@@ -524,20 +526,30 @@ def Colossus_AdamwOp : Colossus_Op<"adamw",
 }
 
 def Colossus_GlobalNormOp : Colossus_Op<"global_norm"> {
-  let summary = "the L2 norm of all the given tensors together";
-  let description = "`sqrt(sum over every tensor and element of x^2)` as `tensor<1xf32>`.";
-  let arguments = (ins Variadic<AnyRankedTensor>:$tensors);
+  let summary = "the L2 norm of all the given tensors together, scaled";
+  let description = [{
+    `hyper: tensor<5xf32>` is the update step's input `[lr, 1 - beta1^t,
+    1 - beta2^t, max_norm, grad_scale]`. Result (`tensor<1xf32>`):
+    `grad_scale * sqrt(sum over every tensor and element of x^2)`, the norm
+    of the gradient scaled by `grad_scale` (`1/M` when the tensors hold the
+    sum of `M` micro-batch gradients: the norm of their mean).
+  }];
+  let arguments = (ins 1DTensorOf<[F32]>:$hyper,
+                       Variadic<AnyRankedTensor>:$tensors);
   let results = (outs 1DTensorOf<[F32]>:$result);
-  let assemblyFormat = "$tensors attr-dict `:` type($tensors)";
+  let assemblyFormat = [{
+    $hyper `,` $tensors attr-dict `:` type($hyper) `,` type($tensors)
+  }];
 }
 
 def Colossus_ClipHyperOp : Colossus_Op<"clip_hyper"> {
-  let summary = "AdamW step inputs with the clipping factor";
+  let summary = "AdamW step inputs with the gradient scale and clipping factor";
   let description = [{
-    `hyper_in = [lr, 1 - beta1^t, 1 - beta2^t, max_norm]`, `norm: [1]`.
-    Result `[lr, 1 - beta1^t, 1 - beta2^t, scale]` with
-    `scale = max_norm / (norm + 1e-6)` when `0 < max_norm < norm`, else 1
-    (the input of `adamw`).
+    `hyper_in = [lr, 1 - beta1^t, 1 - beta2^t, max_norm, grad_scale]`,
+    `norm: [1]` (the norm of the scaled gradient, `global_norm`'s result).
+    Result `[lr, 1 - beta1^t, 1 - beta2^t, grad_scale * clip]` with
+    `clip = max_norm / (norm + 1e-6)` when `0 < max_norm < norm`, else 1
+    (the input of `adamw`: the factor applied to the stored gradients).
   }];
   let arguments = (ins 1DTensorOf<[F32]>:$hyper_in, 1DTensorOf<[F32]>:$norm);
   let results = (outs 1DTensorOf<[F32]>:$result);
