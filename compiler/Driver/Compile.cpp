@@ -325,10 +325,13 @@ int compileKernelsOnly(bool gpu) {
     if (!bins)
       return fail(llvm::toString(bins.takeError()));
     return writeText([&](llvm::raw_ostream &os) {
-      for (auto &[name, k] : *bins)
+      for (auto &[name, k] : *bins) {
         os << "// ----- kernel " << name << " registers " << k.registers
-           << " spill_bytes " << k.spillBytes << " -----\n"
-           << k.ptx << "\n";
+           << " spill_bytes " << k.spillBytes << " -----\n";
+        if (!k.abi.empty())
+          os << "// colossus.hopper_gemm " << k.abi << "\n";
+        os << k.ptx << "\n";
+      }
     });
   }
   auto so = buildCpuSharedObject(kernels);
@@ -500,9 +503,20 @@ int colossus::compileMain(int argc, char **argv) {
     }
     if (emitOpt == "ptx")
       return writeText([&](llvm::raw_ostream &os) {
-        for (const KernelRecord &k : records)
-          os << "// ----- kernel " << k.name << " -----\n" << k.gpu.ptx << "\n";
+        for (const KernelRecord &k : records) {
+          os << "// ----- kernel " << k.name << " -----\n";
+          if (!k.gpu.abi.empty())
+            os << "// colossus.hopper_gemm " << k.gpu.abi << "\n";
+          os << k.gpu.ptx << "\n";
+        }
       });
+    // The runtime launches SIMT kernels only: it does not build the TMA
+    // tensor maps a Hopper GEMM takes, so such an artifact could not run.
+    for (const KernelRecord &k : records)
+      if (!k.gpu.abi.empty())
+        return fail("not supported yet: kernel " + k.name +
+                    " is a TMA + wgmma GEMM and the runtime does not build "
+                    "TMA tensor maps yet (use --emit=ptx; docs/hopper-gemm.md)");
   } else {
     auto so = buildCpuSharedObject(kernels);
     if (!so)

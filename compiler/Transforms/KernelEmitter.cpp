@@ -17,6 +17,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "colossus/Compiler/KernelEmitter.h"
+#include "colossus/Compiler/HopperGemm.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -1623,12 +1624,45 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
                                    OpBuilder &builder) {
   Location loc = fusion.getLoc();
   Block &body = fusion.getBody().front();
+  // sm_90a: a bf16 GEMM group becomes the TMA + wgmma kernel
+  // (docs/hopper-gemm.md); every other group takes the SIMT path below.
+  std::string hopperWhyNot;
+  if (target == KernelTarget::Gpu && fusion.getKind() == "gemm") {
+    if (std::optional<HopperGemmProblem> p =
+            matchHopperGemm(fusion, hopperWhyNot)) {
+      FailureOr<Operation *> kernelOp =
+          buildHopperGemm(fusion, *p, name, builder);
+      if (failed(kernelOp))
+        return failure();
+      SmallVector<Attribute> fused;
+      for (Operation &op : body.without_terminator())
+        fused.push_back(builder.getStringAttr(op.getName().getStringRef()));
+      Operation *k = *kernelOp;
+      k->setAttr(kattrs::kKind, fusion.getKindAttr());
+      k->setAttr(kattrs::kFusedOps, builder.getArrayAttr(fused));
+      k->setAttr(kattrs::kCols, builder.getI64IntegerAttr(p->n));
+      k->setAttr(kattrs::kNumArgs,
+                 builder.getI64IntegerAttr(body.getNumArguments() + 1));
+      k->setAttr(kattrs::kFlops,
+                 builder.getF64FloatAttr(estimateFlops(fusion)));
+      k->setAttr(kattrs::kBytes,
+                 builder.getF64FloatAttr(estimateBytes(fusion)));
+      k->setAttr(kattrs::kBlockDim,
+                 builder.getI64IntegerAttr(HopperGemmTile::kThreads));
+      return success();
+    }
+  }
   for (Type t : llvm::concat<const Type>(body.getArgumentTypes(),
                                          fusion.getResultTypes())) {
     Type elem = cast<RankedTensorType>(t).getElementType();
-    if (!elem.isF32() && !elem.isInteger(32))
-      return fusion.emitOpError("element type ")
-             << elem << " is not supported by code generation yet (f32 only)";
+    if (!elem.isF32() && !elem.isInteger(32)) {
+      auto diag = fusion.emitOpError("element type ")
+                  << elem << " is not supported by code generation yet (f32 "
+                  << "only";
+      if (!hopperWhyNot.empty())
+        diag << "; the sm_90a bf16 GEMM does not apply: " << hopperWhyNot;
+      return diag << ")";
+    }
   }
 
   // Shape of the kernel.
