@@ -49,6 +49,10 @@ constexpr int64_t kSmemSymbolAlign = 16;
 
 bool isBf16OrF32(Type t) { return t.isBF16() || t.isF32(); }
 
+const char *typeName(Type t) {
+  return !t ? "none" : t.isF32() ? "f32" : "bf16";
+}
+
 } // namespace
 
 std::optional<HopperGemmProblem>
@@ -496,11 +500,11 @@ FailureOr<Operation *> colossus::buildHopperGemm(FusionOp fusion,
   std::string abi = llvm::formatv(
       "m={0} n={1} k={2} bm={3} bn={4} bk={5} stages={6} grid={7},{8},1 "
       "block={9},1,1 dynamic_smem={10} a_arg={11} b_arg={12} bias_arg={13} "
-      "residual_arg={14} out_arg={15} out={16}",
+      "residual_arg={14} out_arg={15} out={16} bias={17} residual={18}",
       p.m, p.n, p.k, t.bm, t.bn, t.bk, t.stages, p.n / t.bn, p.m / t.bm,
       HopperGemmTile::kThreads, t.dynamicSmemBytes(), p.xArg, p.weightArg,
       p.biasArg, p.residualArg, body.getNumArguments(),
-      p.outElem.isF32() ? "f32" : "bf16");
+      typeName(p.outElem), typeName(p.biasElem), typeName(p.residualElem));
   fn->setAttr(kHopperGemmAbiAttr, builder.getStringAttr(abi));
   return fn.getOperation();
 }
