@@ -402,8 +402,14 @@ void GemmBuilder::epilogue(ArrayRef<Value> accs, ValueRange args, Value rows,
   Value bias = p.biasArg >= 0 ? args[p.biasArg] : Value();
   Value residual = p.residualArg >= 0 ? args[p.residualArg] : Value();
   auto pairOf = [&](Type elem) { return VectorType::get({2}, elem); };
+  // A pair starts at an even column of a row of N (a multiple of 64)
+  // elements: aligned to two elements when the buffer is.
+  auto pairAlign = [](Type elem) {
+    return llvm::MaybeAlign(elem.getIntOrFloatBitWidth() / 4);
+  };
   auto loadPair = [&](Value mem, Type elem, ValueRange at) -> Value {
-    Value v = vector::LoadOp::create(b, loc, pairOf(elem), mem, at);
+    Value v = vector::LoadOp::create(b, loc, pairOf(elem), mem, at,
+                                     /*nontemporal=*/false, pairAlign(elem));
     if (!elem.isF32())
       v = arith::ExtFOp::create(b, loc, pairOf(f32), v);
     return v;
@@ -431,7 +437,8 @@ void GemmBuilder::epilogue(ArrayRef<Value> accs, ValueRange args, Value rows,
               b, loc, v, loadPair(residual, p.residualElem, {row, col}));
         if (!p.outElem.isF32())
           v = arith::TruncFOp::create(b, loc, pairOf(p.outElem), v);
-        vector::StoreOp::create(b, loc, v, out, ValueRange{row, col});
+        vector::StoreOp::create(b, loc, v, out, ValueRange{row, col},
+                                /*nontemporal=*/false, pairAlign(p.outElem));
       }
     }
   }
