@@ -110,6 +110,13 @@ cl::opt<std::string> recomputeOpt(
              "layer's forward pass in the backward pass; default) or none "
              "(keep the forward activations for the backward pass)"),
     cl::init("layer"), cl::cat(cat));
+cl::opt<bool> hopperGemmOpt(
+    "hopper-gemm",
+    cl::desc("sm_90a, experimental: compile bf16 GEMM groups that fit into "
+             "the TMA + wgmma kernel (docs/hopper-gemm.md); only --emit=ptx "
+             "or kernels, since the runtime does not build its tensor maps "
+             "yet"),
+    cl::init(false), cl::cat(cat));
 cl::opt<unsigned> blockDimOpt("block-dim",
                               cl::desc("Threads per block of sm_90a kernels"),
                               cl::init(128), cl::cat(cat));
@@ -313,6 +320,7 @@ std::optional<int> fuseAndKernelize(ModuleOp module, ModuleOp &kernels) {
     ColossusKernelizeOptions kopts;
     kopts.target = targetOpt;
     kopts.blockDim = blockDimOpt;
+    kopts.hopperGemm = hopperGemmOpt;
     pm.addPass(createColossusKernelize(kopts));
   }
   if (failed(pm.run(module)))
@@ -381,10 +389,13 @@ int compileKernelsOnly(bool gpu) {
     if (!bins)
       return fail(llvm::toString(bins.takeError()));
     return writeText([&](llvm::raw_ostream &os) {
-      for (auto &[name, k] : *bins)
+      for (auto &[name, k] : *bins) {
         os << "// ----- kernel " << name << " registers " << k.registers
-           << " spill_bytes " << k.spillBytes << " -----\n"
-           << k.ptx << "\n";
+           << " spill_bytes " << k.spillBytes << " -----\n";
+        if (!k.abi.empty())
+          os << "// colossus.hopper_gemm " << k.abi << "\n";
+        os << k.ptx << "\n";
+      }
     });
   }
   auto so = buildCpuSharedObject(kernels);
@@ -513,12 +524,14 @@ int colossus::compileMain(int argc, char **argv) {
       // The report shows the peak of the other --recompute mode too: the
       // same steps built and planned from a fresh import.
       OwningOpRef<ModuleOp> other =
-          importModel(&ctx, *config, modelPath, batchOpt, seqOpt, train);
+          importModel(&ctx, *config, modelPath, batchOpt, seqOpt, train,
+                      precision);
       PassManager pm(&ctx);
       pm.addNestedPass<func::FuncOp>(createColossusFuse());
       ColossusKernelizeOptions kopts;
       kopts.target = targetOpt;
       kopts.blockDim = blockDimOpt;
+      kopts.hopperGemm = hopperGemmOpt;
       pm.addPass(createColossusKernelize(kopts));
       if (failed(buildTrainSteps(*other, recomputeOpt == "layer" ? "none"
                                                                  : "layer",
@@ -585,9 +598,20 @@ int colossus::compileMain(int argc, char **argv) {
     }
     if (emitOpt == "ptx")
       return writeText([&](llvm::raw_ostream &os) {
-        for (const KernelRecord &k : records)
-          os << "// ----- kernel " << k.name << " -----\n" << k.gpu.ptx << "\n";
+        for (const KernelRecord &k : records) {
+          os << "// ----- kernel " << k.name << " -----\n";
+          if (!k.gpu.abi.empty())
+            os << "// colossus.hopper_gemm " << k.gpu.abi << "\n";
+          os << k.gpu.ptx << "\n";
+        }
       });
+    // The runtime launches SIMT kernels only: it does not build the TMA
+    // tensor maps a Hopper GEMM takes, so such an artifact could not run.
+    for (const KernelRecord &k : records)
+      if (!k.gpu.abi.empty())
+        return fail("not supported yet: kernel " + k.name +
+                    " is a TMA + wgmma GEMM and the runtime does not build "
+                    "TMA tensor maps yet (use --emit=ptx; docs/hopper-gemm.md)");
   } else {
     auto so = buildCpuSharedObject(kernels);
     if (!so)

@@ -17,6 +17,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "colossus/Compiler/KernelEmitter.h"
+#include "colossus/Compiler/HopperGemm.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -1793,25 +1794,47 @@ double estimateBytes(FusionOp fusion) {
 
 LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
                                    KernelTarget target, unsigned blockDim,
-                                   OpBuilder &builder) {
+                                   OpBuilder &builder, bool hopperGemm) {
   Location loc = fusion.getLoc();
   Block &body = fusion.getBody().front();
-  // Forward kernels take f32 or bf16 buffers (computing in f32); the
-  // training kernels are f32 only for now.
-  bool forwardOnly = llvm::all_of(body.without_terminator(), [](Operation &op) {
-    return isa<PositionsOp, EmbeddingOp, RmsNormOp, LayerNormOp, LinearOp,
-               RopeOp, CacheWriteOp, AttentionOp, SliceOp, SoftmaxOp, SiluOp,
-               GeluOp, SwigluOp, AddOp, MulOp, ConvertOp, arith::ConstantOp>(
-        op);
-  });
+  // sm_90a with hopperGemm: a bf16 GEMM group becomes the TMA + wgmma kernel
+  // (docs/hopper-gemm.md); every other group takes the SIMT path below.
+  std::string hopperWhyNot;
+  if (target == KernelTarget::Gpu && hopperGemm && fusion.getKind() == "gemm") {
+    if (std::optional<HopperGemmProblem> p =
+            matchHopperGemm(fusion, hopperWhyNot)) {
+      FailureOr<Operation *> kernelOp =
+          buildHopperGemm(fusion, *p, name, builder);
+      if (failed(kernelOp))
+        return failure();
+      SmallVector<Attribute> fused;
+      for (Operation &op : body.without_terminator())
+        fused.push_back(builder.getStringAttr(op.getName().getStringRef()));
+      Operation *k = *kernelOp;
+      k->setAttr(kattrs::kKind, fusion.getKindAttr());
+      k->setAttr(kattrs::kFusedOps, builder.getArrayAttr(fused));
+      k->setAttr(kattrs::kCols, builder.getI64IntegerAttr(p->n));
+      k->setAttr(kattrs::kNumArgs,
+                 builder.getI64IntegerAttr(body.getNumArguments() + 1));
+      k->setAttr(kattrs::kFlops,
+                 builder.getF64FloatAttr(estimateFlops(fusion)));
+      k->setAttr(kattrs::kBytes,
+                 builder.getF64FloatAttr(estimateBytes(fusion)));
+      k->setAttr(kattrs::kBlockDim,
+                 builder.getI64IntegerAttr(HopperGemmTile::kThreads));
+      return success();
+    }
+    fusion.emitWarning("the sm_90a bf16 GEMM does not apply (")
+        << hopperWhyNot << "): a SIMT kernel is generated";
+  }
+  // Buffers are f32, bf16 (loaded into f32, rounded when stored) or i32.
   for (Type t : llvm::concat<const Type>(body.getArgumentTypes(),
                                          fusion.getResultTypes())) {
     Type elem = cast<RankedTensorType>(t).getElementType();
-    if (elem.isF32() || elem.isInteger(32) || (forwardOnly && elem.isBF16()))
+    if (elem.isF32() || elem.isInteger(32) || elem.isBF16())
       continue;
     return fusion.emitOpError("element type ")
-           << elem << " is not supported by code generation yet ("
-           << (forwardOnly ? "f32 or bf16" : "f32 in training kernels") << ")";
+           << elem << " is not supported by code generation yet (f32, bf16)";
   }
 
   // Shape of the kernel.

@@ -43,13 +43,17 @@ def ColossusKernelize : Pass<"colossus-kernelize", "mlir::ModuleOp"> {
            "Code generation target: cpu or sm_90a">,
     Option<"blockDim", "block-dim", "unsigned", /*default=*/"128",
            "Threads per block for sm_90a kernels">,
+    Option<"hopperGemm", "hopper-gemm", "bool", /*default=*/"false",
+           "sm_90a: compile bf16 GEMM groups into the TMA + wgmma kernel "
+           "(experimental; the runtime cannot launch it yet)">,
   ];
   let dependentDialects = [
     "::mlir::arith::ArithDialect", "::mlir::func::FuncDialect",
     "::mlir::gpu::GPUDialect", "::mlir::linalg::LinalgDialect",
     "::mlir::math::MathDialect",
     "::mlir::memref::MemRefDialect", "::mlir::scf::SCFDialect",
-    "::mlir::vector::VectorDialect"
+    "::mlir::vector::VectorDialect", "::mlir::nvgpu::NVGPUDialect",
+    "::mlir::NVVM::NVVMDialect", "::mlir::LLVM::LLVMDialect"
   ];
 }
 
