@@ -43,3 +43,8 @@ try:
     config.available_features.add("cuda-driver")
 except OSError:
     pass
+
+# nvcc (CUDA toolkit) builds the standalone GPU check programs of scripts/gpu.
+import shutil
+if shutil.which("nvcc", path=config.environment["PATH"]):
+    config.available_features.add("nvcc")

@@ -1,5 +1,6 @@
 //===- GpuBackend.cpp - Kernels to sm_90a PTX and cubin -------------------===//
 #include "colossus/Compiler/Backends.h"
+#include "colossus/Compiler/HopperGemm.h"
 
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/IR/Builders.h"
@@ -70,6 +71,13 @@ colossus::buildGpuKernels(ModuleOp kernels, StringRef ptxasPath) {
     setenv("CUDA_HOME", root.c_str(), 0);
   }
   MLIRContext *ctx = kernels.getContext();
+  // Launch ABIs of kernels that are not plain SIMT kernels, by gpu.module.
+  std::map<std::string, std::string> abis;
+  kernels.walk([&](gpu::GPUFuncOp fn) {
+    if (auto abi = fn->getAttrOfType<StringAttr>(kHopperGemmAbiAttr))
+      if (auto gm = fn->getParentOfType<gpu::GPUModuleOp>())
+        abis[gm.getSymName().str()] = abi.str();
+  });
   OwningOpRef<ModuleOp> m = ModuleOp::create(kernels.getLoc());
   (*m)->setAttr(gpu::GPUDialect::getContainerModuleAttrName(),
                 UnitAttr::get(ctx));
@@ -93,12 +101,16 @@ colossus::buildGpuKernels(ModuleOp kernels, StringRef ptxasPath) {
   for (auto bin : m->getOps<gpu::BinaryOp>()) {
     std::string name = bin.getSymName().str();
     ArrayAttr objects = bin.getObjectsAttr();
-    if (objects.size() != 1)
+    // A kernel module may pin its own target (the Hopper GEMM needs PTX ISA
+    // 8.3); the pipeline appends the default one after it. Use the first.
+    if (objects.empty() || (objects.size() != 1 && !abis.count(name)))
       return err("internal error: kernel " + name + " has " +
                  Twine(objects.size()) + " objects");
     auto obj = cast<gpu::ObjectAttr>(objects[0]);
     GpuKernelBinary k;
     k.ptx = obj.getObject().getValue().str();
+    if (auto it = abis.find(name); it != abis.end())
+      k.abi = it->second;
 
     SmallString<128> ptxPath(dir), cubinPath(dir), logPath(dir);
     sys::path::append(ptxPath, name + ".ptx");

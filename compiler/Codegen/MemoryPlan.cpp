@@ -50,6 +50,7 @@ private:
   Error walkBody(Block &body, llvm::DenseMap<Value, unsigned> &env,
                  const std::string &scope, bool isStep);
   Error bindOutputs(func::ReturnOp ret, llvm::DenseMap<Value, unsigned> &env);
+  static Value inPlaceLogits(FusionOp fusion, unsigned i);
   func::FuncOp step;
   int launchCount = 0;
   bool updating = false;
@@ -68,6 +69,27 @@ private:
   StepPlan plan;
   unsigned callCount = 0;
 };
+
+/// The logits operand of the fusion when its result `i` is the dlogits of a
+/// cross_entropy_rows that may overwrite them: an activation read by this
+/// fusion only.
+Value Planner::inPlaceLogits(FusionOp fusion, unsigned i) {
+  auto yield = cast<YieldOp>(fusion.getBody().front().getTerminator());
+  Value y = yield.getValues()[i];
+  auto rows = y.getDefiningOp<CrossEntropyRowsOp>();
+  if (!rows || y != rows.getDlogits())
+    return Value();
+  auto arg = dyn_cast<BlockArgument>(rows.getLogits());
+  if (!arg)
+    return Value();
+  Value logits = fusion.getInputs()[arg.getArgNumber()];
+  if (!logits.hasOneUse())
+    return Value();
+  auto fused = logits.getDefiningOp<FusionOp>();
+  if (!fused)
+    return Value();
+  return logits;
+}
 
 Error Planner::walkBody(Block &body, llvm::DenseMap<Value, unsigned> &env,
                         const std::string &scope, bool isStep) {
@@ -122,6 +144,13 @@ Error Planner::walkBody(Block &body, llvm::DenseMap<Value, unsigned> &env,
           if (!arg)
             return err("internal error: cache_write on a computed cache");
           buf = launch.args[arg.getArgNumber()];
+        } else if (Value logits = inPlaceLogits(fusion, i);
+                   logits &&
+                   plan.buffers[env.lookup(logits)].kind == BufferKind::Arena) {
+          // In place: dlogits overwrite the logits that nothing else reads
+          // (the kernel reads each element before writing it), so the step
+          // holds one vocabulary-sized buffer.
+          buf = env.lookup(logits);
         } else {
           buf = addBuffer(bufferFor(
               res.getType(), scope + launch.kernel + ".out" + std::to_string(i),

@@ -12,6 +12,7 @@
 #include "colossus/Compiler/MemoryPlan.h"
 #include "colossus/Compiler/ModelConfig.h"
 #include "colossus/Compiler/Passes.h"
+#include "colossus/Compiler/Roofline.h"
 #include "colossus/Compiler/TrainStep.h"
 
 #include "mlir/IR/AsmState.h"
@@ -105,6 +106,19 @@ cl::opt<std::string> precisionOpt(
              "optimizer state stay f32). Default: bf16 for sm_90a, f32 for "
              "cpu"),
     cl::init(""), cl::cat(cat));
+cl::opt<std::string> recomputeOpt(
+    "recompute",
+    cl::desc("--step=train: activations of the layers: layer (recompute each "
+             "layer's forward pass in the backward pass; default) or none "
+             "(keep the forward activations for the backward pass)"),
+    cl::init("layer"), cl::cat(cat));
+cl::opt<bool> hopperGemmOpt(
+    "hopper-gemm",
+    cl::desc("sm_90a, experimental: compile bf16 GEMM groups that fit into "
+             "the TMA + wgmma kernel (docs/hopper-gemm.md); only --emit=ptx "
+             "or kernels, since the runtime does not build its tensor maps "
+             "yet"),
+    cl::init(false), cl::cat(cat));
 cl::opt<unsigned> blockDimOpt("block-dim",
                               cl::desc("Threads per block of sm_90a kernels"),
                               cl::init(128), cl::cat(cat));
@@ -125,12 +139,96 @@ int writeText(llvm::function_ref<void(llvm::raw_ostream &)> fn) {
   return 0;
 }
 
+/// Step totals of the roofline estimates, per device (rooflineDevices()).
+struct RooflineTotals {
+  double flops = 0, bytes = 0;
+  std::vector<double> seconds = std::vector<double>(rooflineDevices().size());
+};
+
+/// The sm_90a performance estimates of one kernel for the report:
+/// shared memory, theoretical occupancy at its block size, the compute pipe
+/// its PTX uses and its roofline time on each device for `launches`
+/// launches (the grads and update steps together in training). Adds the
+/// kernel to `totals`.
+void addGpuEstimates(llvm::json::Object &o, const KernelRecord &k, int launches,
+                     RooflineTotals &totals) {
+  // ptxas -v reports static shared memory; the launch requests the
+  // artifact's shared_mem_bytes as dynamic shared memory on top of it.
+  unsigned staticSmem = k.gpu.sharedMemBytes;
+  unsigned dynamicSmem = k.gpu.sharedMemBytes;
+  o["static_shared_mem_bytes"] = staticSmem;
+  o["dynamic_shared_mem_bytes"] = dynamicSmem;
+  Occupancy occ =
+      sm90Occupancy(k.blockDim, k.gpu.registers, staticSmem, dynamicSmem);
+  o["occupancy"] = llvm::json::Object{
+      {"blocks_per_sm", occ.blocksPerSM},
+      {"active_warps_per_sm", occ.activeWarpsPerSM},
+      {"fraction", occ.fraction},
+      {"limiter", limiterName(occ.limiter)},
+  };
+  ComputePipe pipe = classifyPtx(k.gpu.ptx);
+  o["compute_pipe"] = pipeName(pipe);
+  llvm::json::Object est;
+  est["launches"] = launches;
+  for (auto [i, d] : llvm::enumerate(rooflineDevices())) {
+    RooflineTime t =
+        rooflineTime(k.flops, k.bytes, peakFlops(d, pipe), d.hbmBytesPerSecond);
+    est[d.name] = llvm::json::Object{
+        {"seconds_per_launch", t.seconds},
+        {"seconds", t.seconds * launches},
+        {"bound", t.memoryBound ? "memory" : "compute"},
+    };
+    totals.seconds[i] += t.seconds * launches;
+  }
+  o["roofline_estimate"] = std::move(est);
+  totals.flops += k.flops * launches;
+  totals.bytes += k.bytes * launches;
+}
+
+/// The step's roofline estimate: the sum of the kernels' estimates against
+/// the floor max(FLOPs / dense BF16 tensor peak, bytes / HBM bandwidth).
+llvm::json::Object rooflineStepJson(const RooflineTotals &totals,
+                                    bool withUpdate) {
+  llvm::json::Object r;
+  r["note"] = "estimates from the kernels' FLOP and byte counts and "
+              "datasheet peaks, not measurements";
+  llvm::json::Array steps{"forward"};
+  if (withUpdate)
+    steps = llvm::json::Array{"grads", "update"};
+  r["steps"] = std::move(steps);
+  r["flops"] = totals.flops;
+  r["bytes"] = totals.bytes;
+  for (auto [i, d] : llvm::enumerate(rooflineDevices())) {
+    RooflineTime floor = rooflineTime(totals.flops, totals.bytes,
+                                      peakFlops(d, ComputePipe::TensorBf16),
+                                      d.hbmBytesPerSecond);
+    double sum = totals.seconds[i];
+    r[d.name] = llvm::json::Object{
+        {"peak_flops_fma_f32", d.fmaF32},
+        {"peak_flops_tensor_bf16", d.tensorBf16},
+        {"hbm_bytes_per_second", d.hbmBytesPerSecond},
+        {"sum_of_kernel_estimates_seconds", sum},
+        {"floor_seconds", floor.seconds},
+        {"floor_bound", floor.memoryBound ? "memory" : "compute"},
+        {"ratio", floor.seconds > 0 ? sum / floor.seconds : 0.0},
+    };
+  }
+  return r;
+}
+/// Peak arena bytes of the train steps under the other --recompute mode
+/// (for the report), or -1 when not computed.
+int64_t otherModePeak = -1;
+
 llvm::json::Value reportJson(const ModelConfig &c, bool gpu,
                              const std::vector<KernelRecord> &kernels,
                              const StepPlan &plan) {
   std::map<std::string, int> launchCount;
   for (const PlannedLaunch &l : plan.launches)
     launchCount[l.kernel]++;
+  std::map<std::string, int> updateLaunchCount;
+  for (const PlannedLaunch &l : plan.updateLaunches)
+    updateLaunchCount[l.kernel]++;
+  RooflineTotals roofline;
   llvm::json::Array ks;
   double totalFlops = 0, totalBytes = 0;
   for (const KernelRecord &k : kernels) {
@@ -154,11 +252,20 @@ llvm::json::Value reportJson(const ModelConfig &c, bool gpu,
       o["block_dim"] = k.blockDim;
       o["ptx_bytes"] = static_cast<int64_t>(k.gpu.ptx.size());
       o["cubin_bytes"] = static_cast<int64_t>(k.gpu.cubin.size());
+      addGpuEstimates(o, k, launchCount[k.name] + updateLaunchCount[k.name],
+                      roofline);
     }
     ks.push_back(std::move(o));
   }
   uint64_t paramBytes = 0, stateBytes = 0;
+  std::map<std::string, int64_t> arenaShapes;
   for (const PlannedBuffer &b : plan.buffers) {
+    if (b.kind == BufferKind::Arena) {
+      std::string key;
+      for (int64_t d : b.shape)
+        key += (key.empty() ? "" : "x") + std::to_string(d);
+      arenaShapes[key.empty() ? "scalar" : key]++;
+    }
     if (b.kind == BufferKind::Param)
       paramBytes += b.size;
     if (b.kind == BufferKind::State)
@@ -172,6 +279,19 @@ llvm::json::Value reportJson(const ModelConfig &c, bool gpu,
   mem["param_bytes"] = static_cast<int64_t>(paramBytes);
   mem["state_bytes"] = static_cast<int64_t>(stateBytes);
   mem["buffers"] = static_cast<int64_t>(plan.buffers.size());
+  llvm::json::Object byShape;
+  for (auto &[shape, n] : arenaShapes)
+    byShape[shape] = n;
+  mem["arena_buffers_by_shape"] = std::move(byShape);
+  if (plan.grads) {
+    // Both --recompute modes' peaks: the chosen one is this plan's.
+    bool layer = recomputeOpt == "layer";
+    mem["recompute"] = recomputeOpt.getValue();
+    mem["peak_bytes_recompute_layer"] =
+        layer ? static_cast<int64_t>(plan.arenaBytes) : otherModePeak;
+    mem["peak_bytes_recompute_none"] =
+        layer ? otherModePeak : static_cast<int64_t>(plan.arenaBytes);
+  }
   llvm::json::Object r;
   r["model"] = c.name;
   r["family"] = c.family == ModelFamily::Llama ? "llama" : "gpt2";
@@ -184,6 +304,8 @@ llvm::json::Value reportJson(const ModelConfig &c, bool gpu,
   r["flops_per_step"] = totalFlops;
   r["bytes_per_step"] = totalBytes;
   r["kernels"] = std::move(ks);
+  if (gpu)
+    r["roofline_estimate"] = rooflineStepJson(roofline, plan.hasUpdate);
   r["memory_plan"] = std::move(mem);
   return llvm::json::Value(std::move(r));
 }
@@ -200,6 +322,7 @@ std::optional<int> fuseAndKernelize(ModuleOp module, ModuleOp &kernels) {
     ColossusKernelizeOptions kopts;
     kopts.target = targetOpt;
     kopts.blockDim = blockDimOpt;
+    kopts.hopperGemm = hopperGemmOpt;
     pm.addPass(createColossusKernelize(kopts));
   }
   if (failed(pm.run(module)))
@@ -214,6 +337,27 @@ std::optional<int> fuseAndKernelize(ModuleOp module, ModuleOp &kernels) {
   if (emitOpt == "kernels")
     return writeText([&](llvm::raw_ostream &os) { kernels.print(os); });
   return std::nullopt;
+}
+
+/// The train module's steps: @loss_grad (colossus-autodiff with the given
+/// recompute mode) and @update.
+LogicalResult buildTrainSteps(ModuleOp module, StringRef recompute,
+                              const OptimizerConfig &opt) {
+  MLIRContext *ctx = module.getContext();
+  PassManager ad(ctx);
+  ColossusAutodiffOptions aopts;
+  aopts.recompute = recompute.str();
+  ad.addPass(createColossusAutodiff(aopts));
+  if (failed(ad.run(module)))
+    return failure();
+  if (auto loss = module.lookupSymbol<func::FuncOp>("loss"))
+    loss.erase();
+  PassManager clean(ctx);
+  clean.addPass(mlir::createCanonicalizerPass());
+  clean.addPass(mlir::createSymbolDCEPass());
+  if (failed(clean.run(module)))
+    return failure();
+  return buildUpdateStep(module, "loss_grad", opt);
 }
 
 /// `colossus-compile GRAPH.mlir`: the kernels of a hand-written graph (any
@@ -247,10 +391,13 @@ int compileKernelsOnly(bool gpu) {
     if (!bins)
       return fail(llvm::toString(bins.takeError()));
     return writeText([&](llvm::raw_ostream &os) {
-      for (auto &[name, k] : *bins)
+      for (auto &[name, k] : *bins) {
         os << "// ----- kernel " << name << " registers " << k.registers
-           << " spill_bytes " << k.spillBytes << " -----\n"
-           << k.ptx << "\n";
+           << " spill_bytes " << k.spillBytes << " -----\n";
+        if (!k.abi.empty())
+          os << "// colossus.hopper_gemm " << k.abi << "\n";
+        os << k.ptx << "\n";
+      }
     });
   }
   auto so = buildCpuSharedObject(kernels);
@@ -349,20 +496,12 @@ int colossus::compileMain(int argc, char **argv) {
       importModel(&ctx, *config, modelPath, batchOpt, seqOpt, train, precision);
   if (failed(verify(*module)))
     return fail("internal error: the imported graph does not verify");
+  if (recomputeOpt != "layer" && recomputeOpt != "none") {
+    llvm::errs() << "colossus-compile: error: --recompute=" << recomputeOpt
+                 << ": expected layer or none\n";
+    return 2;
+  }
   if (train) {
-    // The grads step: the loss and the gradient of every parameter
-    // (colossus-autodiff); the loss function alone is not kept.
-    PassManager ad(&ctx);
-    ad.addPass(createColossusAutodiff());
-    if (failed(ad.run(*module)))
-      return fail("differentiating " + modelPath + " failed");
-    if (auto loss = module->lookupSymbol<func::FuncOp>("loss"))
-      loss.erase();
-    PassManager clean(&ctx);
-    clean.addPass(mlir::createCanonicalizerPass());
-    clean.addPass(mlir::createSymbolDCEPass());
-    if (failed(clean.run(*module)))
-      return fail("cleaning up the backward graph of " + modelPath + " failed");
     OptimizerConfig opt;
     opt.beta1 = beta1Opt;
     opt.beta2 = beta2Opt;
@@ -375,8 +514,35 @@ int colossus::compileMain(int argc, char **argv) {
                       "eps > 0 and weight decay >= 0\n";
       return 2;
     }
-    if (failed(buildUpdateStep(*module, "loss_grad", opt)))
-      return fail("building the optimizer step failed");
+    // The grads step: the loss and the gradient of every parameter
+    // (colossus-autodiff); the loss function alone is not kept. Then the
+    // update step.
+    if (failed(buildTrainSteps(*module, recomputeOpt, opt)))
+      return fail("building the train steps of " + modelPath + " failed");
+    if (!reportOpt.empty() && emitOpt == "artifact") {
+      // The report shows the peak of the other --recompute mode too: the
+      // same steps built and planned from a fresh import.
+      OwningOpRef<ModuleOp> other =
+          importModel(&ctx, *config, modelPath, batchOpt, seqOpt, train,
+                      precision);
+      PassManager pm(&ctx);
+      pm.addNestedPass<func::FuncOp>(createColossusFuse());
+      ColossusKernelizeOptions kopts;
+      kopts.target = targetOpt;
+      kopts.blockDim = blockDimOpt;
+      kopts.hopperGemm = hopperGemmOpt;
+      pm.addPass(createColossusKernelize(kopts));
+      if (failed(buildTrainSteps(*other, recomputeOpt == "layer" ? "none"
+                                                                 : "layer",
+                                 opt)) ||
+          failed(pm.run(*other)))
+        return fail("planning the other --recompute mode of " + modelPath +
+                    " failed");
+      llvm::Expected<StepPlan> otherPlan = planTrainSteps(*other);
+      if (!otherPlan)
+        return fail(llvm::toString(otherPlan.takeError()));
+      otherModePeak = static_cast<int64_t>(otherPlan->arenaBytes);
+    }
   }
   if (emitOpt == "graph")
     return writeText([&](llvm::raw_ostream &os) { module->print(os); });
@@ -431,9 +597,20 @@ int colossus::compileMain(int argc, char **argv) {
     }
     if (emitOpt == "ptx")
       return writeText([&](llvm::raw_ostream &os) {
-        for (const KernelRecord &k : records)
-          os << "// ----- kernel " << k.name << " -----\n" << k.gpu.ptx << "\n";
+        for (const KernelRecord &k : records) {
+          os << "// ----- kernel " << k.name << " -----\n";
+          if (!k.gpu.abi.empty())
+            os << "// colossus.hopper_gemm " << k.gpu.abi << "\n";
+          os << k.gpu.ptx << "\n";
+        }
       });
+    // The runtime launches SIMT kernels only: it does not build the TMA
+    // tensor maps a Hopper GEMM takes, so such an artifact could not run.
+    for (const KernelRecord &k : records)
+      if (!k.gpu.abi.empty())
+        return fail("not supported yet: kernel " + k.name +
+                    " is a TMA + wgmma GEMM and the runtime does not build "
+                    "TMA tensor maps yet (use --emit=ptx; docs/hopper-gemm.md)");
   } else {
     auto so = buildCpuSharedObject(kernels);
     if (!so)

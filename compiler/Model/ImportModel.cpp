@@ -119,11 +119,14 @@ Value Importer::rope(Value x, Value pos, StringRef name) {
 }
 
 Value Importer::attention(Value q, Value k, Value v, Value pos) {
-  return b.create<AttentionOp>(
-      loc("self_attn"), q, k, v, pos, b.getI64IntegerAttr(c.numHeads),
-      b.getI64IntegerAttr(c.numKvHeads), b.getI64IntegerAttr(c.headDim),
-      b.getF64FloatAttr(1.0 / std::sqrt(static_cast<double>(c.headDim))),
-      b.getBoolAttr(true), b.getI64IntegerAttr(c.slidingWindow));
+  return b
+      .create<AttentionOp>(
+          loc("self_attn"), q, k, v, pos, b.getI64IntegerAttr(c.numHeads),
+          b.getI64IntegerAttr(c.numKvHeads), b.getI64IntegerAttr(c.headDim),
+          b.getF64FloatAttr(1.0 / std::sqrt(static_cast<double>(c.headDim))),
+          b.getBoolAttr(true), b.getI64IntegerAttr(c.slidingWindow),
+          /*save_lse=*/UnitAttr())
+      .getResult();
 }
 
 /// A private layer function `(x, layer params..., k cache, v cache) ->

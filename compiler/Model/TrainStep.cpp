@@ -30,7 +30,7 @@ LogicalResult colossus::buildUpdateStep(ModuleOp module, StringRef gradsFn,
           {name, grads.getArgAttrOfType<StringAttr>(i, attrs::kInit),
            cast<RankedTensorType>(grads.getArgument(i).getType())});
 
-  auto hyperTy = RankedTensorType::get({4}, b.getF32Type());
+  auto hyperTy = RankedTensorType::get({5}, b.getF32Type());
   SmallVector<Type> args = {hyperTy};
   SmallVector<DictionaryAttr> argAttrs;
   auto dict = [&](StringRef key, StringAttr value) {
@@ -94,7 +94,10 @@ LogicalResult colossus::buildUpdateStep(ModuleOp module, StringRef gradsFn,
   SmallVector<Value> gradValues;
   for (const Slots &sl : slots)
     gradValues.push_back(entry->getArgument(sl.grad));
-  Value norm = b.create<GlobalNormOp>(loc, gradValues);
+  // hyper = [lr, 1 - beta1^t, 1 - beta2^t, max_norm, grad_scale]: the grad
+  // buffers hold the sum of grad_scale^-1 micro-batch gradients; the norm,
+  // clipping and AdamW see their mean without a pass that rescales them.
+  Value norm = b.create<GlobalNormOp>(loc, entry->getArgument(0), gradValues);
   Value hyper = b.create<ClipHyperOp>(loc, entry->getArgument(0), norm);
   SmallVector<Value> newP, newM, newV, newLow;
   unsigned lowResult = 1 + 3 * params.size();

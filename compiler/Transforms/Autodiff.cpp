@@ -38,7 +38,8 @@ bool crossesCalls(Value v) {
 
 class Differentiator {
 public:
-  Differentiator(ModuleOp module) : module(module), table(module) {}
+  Differentiator(ModuleOp module, bool inlineCalls)
+      : module(module), table(module), inlineCalls(inlineCalls) {}
 
   /// Builds `@<fn>_grad` (top level) or `@<fn>_vjp` (callee).
   FailureOr<func::FuncOp> buildGrad(func::FuncOp fn);
@@ -54,10 +55,46 @@ private:
   LogicalResult accumulate(OpBuilder &b, Location loc, Value v, Value g,
                            llvm::DenseMap<Value, Value> &adj);
 
+  /// Clones `body`'s ops (not its terminator) at `b` under `map`; with
+  /// inlineCalls, a call is replaced by the callee's ops, recursively, and
+  /// its results mapped to the callee's returned values.
+  LogicalResult cloneForward(OpBuilder &b, Block &body, IRMapping &map,
+                             SmallVectorImpl<Operation *> &fwd);
+
   ModuleOp module;
   SymbolTable table;
+  bool inlineCalls;
   llvm::DenseMap<Operation *, func::FuncOp> vjps;
 };
+
+LogicalResult Differentiator::cloneForward(OpBuilder &b, Block &body,
+                                           IRMapping &map,
+                                           SmallVectorImpl<Operation *> &fwd) {
+  for (Operation &op : body.without_terminator()) {
+    auto call = dyn_cast<func::CallOp>(op);
+    if (!inlineCalls || !call) {
+      fwd.push_back(b.clone(op, map));
+      continue;
+    }
+    auto callee = table.lookup<func::FuncOp>(call.getCallee());
+    if (!callee || callee.isExternal())
+      return call.emitOpError("calls an unknown function");
+    if (!callee.getBody().hasOneBlock())
+      return callee.emitOpError("not supported yet: differentiating a "
+                                "function with control flow");
+    Block &inner = callee.getBody().front();
+    IRMapping innerMap;
+    for (auto [arg, operand] :
+         llvm::zip(inner.getArguments(), call.getOperands()))
+      innerMap.map(arg, map.lookupOrDefault(operand));
+    if (failed(cloneForward(b, inner, innerMap, fwd)))
+      return failure();
+    auto ret = cast<func::ReturnOp>(inner.getTerminator());
+    for (auto [res, v] : llvm::zip(call.getResults(), ret.getOperands()))
+      map.map(res, innerMap.lookupOrDefault(v));
+  }
+  return success();
+}
 
 LogicalResult Differentiator::accumulate(OpBuilder &b, Location loc, Value v,
                                          Value g,
@@ -170,10 +207,29 @@ LogicalResult Differentiator::vjp(OpBuilder &b, Operation *op,
     return acc(o.getX(), rows);
   }
   if (auto o = dyn_cast<AttentionOp>(op)) {
+    // FlashAttention-2: the (cloned or recomputed) forward attention also
+    // produces its per-(row, head) log-sum-exp, which the backward reads
+    // with the forward output instead of recomputing the softmax statistics.
+    Value dout = g();
+    if (!o.getSaveLse()) {
+      OpBuilder fb(o);
+      auto withLse = fb.create<AttentionOp>(
+          loc, o.getQ(), o.getK(), o.getV(), o.getPositions(),
+          o.getNumHeadsAttr(), o.getNumKvHeadsAttr(), o.getHeadDimAttr(),
+          o.getScaleAttr(), o.getCausalAttr(), o.getSlidingWindowAttr(),
+          fb.getUnitAttr());
+      o.getResult().replaceAllUsesWith(withLse.getResult());
+      // The adjoint map must not keep a key to the erased result.
+      adj.erase(o.getResult());
+      adj[withLse.getResult()] = dout;
+      o.erase();
+      o = withLse;
+    }
     auto ag = b.create<AttentionGradOp>(
-        loc, o.getQ(), o.getK(), o.getV(), o.getPositions(), g(),
-        o.getNumHeadsAttr(), o.getNumKvHeadsAttr(), o.getHeadDimAttr(),
-        o.getScaleAttr(), o.getCausalAttr(), o.getSlidingWindowAttr());
+        loc, o.getQ(), o.getK(), o.getV(), o.getPositions(), dout,
+        o.getResult(), o.getLse(), o.getNumHeadsAttr(), o.getNumKvHeadsAttr(),
+        o.getHeadDimAttr(), o.getScaleAttr(), o.getCausalAttr(),
+        o.getSlidingWindowAttr());
     // The gradients are f32. dq takes q's type (bf16 in a bf16 model); the
     // caches' adjoints stay f32 up to the cache_write rule, which converts
     // the rows it reads back.
@@ -338,8 +394,8 @@ FailureOr<func::FuncOp> Differentiator::buildGrad(func::FuncOp fn) {
   for (auto [from, to] : llvm::zip(body.getArguments(), entry->getArguments()))
     map.map(from, to);
   SmallVector<Operation *> fwd;
-  for (Operation &op : body.without_terminator())
-    fwd.push_back(b.clone(op, map));
+  if (failed(cloneForward(b, body, map, fwd)))
+    return failure();
   auto ret = cast<func::ReturnOp>(body.getTerminator());
   Value loss = map.lookup(ret.getOperand(0));
 
@@ -376,7 +432,12 @@ struct ColossusAutodiffPass final
       module.emitError() << "colossus-autodiff: no function @" << funcName;
       return signalPassFailure();
     }
-    Differentiator d(module);
+    if (recompute != "layer" && recompute != "none") {
+      module.emitError() << "colossus-autodiff: recompute=" << recompute
+                         << ": expected 'layer' or 'none'";
+      return signalPassFailure();
+    }
+    Differentiator d(module, /*inlineCalls=*/recompute == "none");
     if (failed(d.buildGrad(fn)))
       signalPassFailure();
   }

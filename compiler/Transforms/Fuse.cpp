@@ -75,7 +75,7 @@ bool isRowOp(Operation *op) {
   return isa<RmsNormOp, LayerNormOp, SoftmaxOp, AttentionOp, RmsNormGradOp,
              LayerNormGradOp, SoftmaxGradOp, CrossEntropyOp, CrossEntropyGradOp,
              LinearWeightGradOp, ColumnSumOp, EmbeddingGradOp, AttentionGradOp,
-             AdamwOp>(op);
+             AdamwOp, CrossEntropyRowsOp, RowSumOp>(op);
 }
 
 /// The (rows, columns) a kernel computing `op` iterates over.
@@ -103,8 +103,9 @@ StringRef kindOf(Operation *root) {
       .Case<CacheWriteOp>([](auto) { return "cache_write"; })
       .Case<RmsNormGradOp, LayerNormGradOp>([](auto) { return "norm_grad"; })
       .Case<SoftmaxGradOp>([](auto) { return "softmax_grad"; })
-      .Case<CrossEntropyOp>([](auto) { return "loss"; })
-      .Case<CrossEntropyGradOp>([](auto) { return "loss_grad"; })
+      .Case<CrossEntropyOp, RowSumOp>([](auto) { return "loss"; })
+      .Case<CrossEntropyGradOp, CrossEntropyRowsOp>(
+          [](auto) { return "loss_grad"; })
       .Case<LinearWeightGradOp, ColumnSumOp, EmbeddingGradOp>(
           [](auto) { return "reduce"; })
       .Case<AttentionGradOp>([](auto) { return "attention_grad"; })
@@ -186,6 +187,7 @@ private:
   void grow(Group &g);
   void mergeResidualIntoNorms();
   void splitMultiSpaceOps();
+  void fuseLossWithGrad();
   void materialize(Group &g);
 
   Block &block;
@@ -324,6 +326,41 @@ void Fuser::splitMultiSpaceOps() {
   }
 }
 
+/// Softmax cross entropy: the loss and its gradient of the same logits read
+/// each logits row once, in one row kernel (`cross_entropy_rows`: per-row
+/// loss terms and dlogits), followed by a cheap sum of the terms
+/// (`row_sum`). The memory plan then writes dlogits over the logits.
+void Fuser::fuseLossWithGrad() {
+  SmallVector<CrossEntropyGradOp> grads;
+  for (Operation &op : block)
+    if (auto g = dyn_cast<CrossEntropyGradOp>(op))
+      grads.push_back(g);
+  for (CrossEntropyGradOp g : grads) {
+    CrossEntropyOp ce;
+    for (Operation *user : g.getLogits().getUsers())
+      if (auto c = dyn_cast<CrossEntropyOp>(user);
+          c && c->getBlock() == &block && c.getTargets() == g.getTargets() &&
+          c.getIgnoreIndex() == g.getIgnoreIndex() && c->isBeforeInBlock(g))
+        ce = c;
+    // The loss moves to where the gradient is computed: its users must
+    // come after that.
+    if (!ce || llvm::any_of(ce->getUsers(), [&](Operation *user) {
+          Operation *u = block.findAncestorOpInBlock(*user);
+          return !u || !g->isBeforeInBlock(u);
+        }))
+      continue;
+    OpBuilder b(g);
+    auto rows =
+        b.create<CrossEntropyRowsOp>(g.getLoc(), g.getLogits(), g.getTargets(),
+                                     g.getDloss(), g.getIgnoreIndexAttr());
+    auto sum = b.create<RowSumOp>(ce.getLoc(), rows.getTerms());
+    g.getResult().replaceAllUsesWith(rows.getDlogits());
+    ce.getResult().replaceAllUsesWith(sum.getResult());
+    g.erase();
+    ce.erase();
+  }
+}
+
 /// Norm (+ residual add): a norm whose input is computed by a group of
 /// elementwise ops only (typically the residual add, when no GEMM epilogue
 /// took it) joins that group, which becomes a row kernel writing both the sum
@@ -429,6 +466,7 @@ void Fuser::materialize(Group &g) {
 }
 
 void Fuser::run() {
+  fuseLossWithGrad();
   splitMultiSpaceOps();
   for (Operation &op : block) {
     if (isa<LinearWeightGradOp, EmbeddingGradOp, ColumnSumOp>(op))

@@ -17,6 +17,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "colossus/Compiler/KernelEmitter.h"
+#include "colossus/Compiler/HopperGemm.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -43,7 +44,8 @@ enum class Shape {
   Scalar,
   AttnGradQ,
   AttnGradKV,
-  Adamw
+  Adamw,
+  LossRows
 };
 
 class Emitter {
@@ -145,6 +147,8 @@ private:
   FailureOr<Value> rmsRstd(Value x, Value r, double eps);
   /// The row maximum and sum of exp(x - max) of logits row r.
   FailureOr<std::pair<Value, Value>> softmaxStats(Value logits, Value r);
+  /// The number of active rows whose target is not `ignore` (f32).
+  FailureOr<Value> validTargetCount(Value targets, int64_t ignore);
 
 public:
   LogicalResult emitAdamw(AdamwOp op, Value p, Value q);
@@ -152,6 +156,7 @@ public:
                                   bool kv);
   LogicalResult emitReduction(Value p, Value q);
   LogicalResult emitScalar();
+  LogicalResult emitCrossEntropyRows(CrossEntropyRowsOp op, Value r);
 
 private:
   FailureOr<Value> emitLinear(LinearOp op, ArrayRef<Value> idx);
@@ -636,7 +641,17 @@ LogicalResult Emitter::emitStores(Value r, Value c) {
 LogicalResult Emitter::emitAttention(AttentionOp op, Value r, Value h) {
   int64_t hd = op.getHeadDim();
   int64_t group = op.getNumHeads() / op.getNumKvHeads();
-  Value out = outputMem[0];
+  // The output and, with save_lse, the log-sum-exp (when yielded).
+  Value out, lseOut;
+  auto yield = cast<YieldOp>(fusion.getBody().front().getTerminator());
+  for (auto [i, y] : llvm::enumerate(yield.getValues())) {
+    if (y == op.getResult())
+      out = outputMem[i];
+    else if (op.getLse() && y == op.getLse())
+      lseOut = outputMem[i];
+  }
+  if (!out)
+    return fusion.emitOpError("an attention kernel yields its output");
   Value seqIdx = b.create<arith::DivUIOp>(loc, r, nt);
   FailureOr<Value> p32 = emit(op.getPositions(), {r});
   if (failed(p32))
@@ -707,6 +722,9 @@ LogicalResult Emitter::emitAttention(AttentionOp op, Value r, Value h) {
   }
   Value m = pass1.getResult(0), l = pass1.getResult(1);
   Value invL = b.create<arith::DivFOp>(loc, cF32(1.0), l);
+  if (lseOut)
+    store(b.create<arith::AddFOp>(loc, m, b.create<math::LogOp>(loc, l)),
+          lseOut, ValueRange{r, h});
 
   // Pass 2: out = sum_j softmax_j * v_j, accumulated in the output row, or
   // in an f32 scratch row when the output is narrower (bf16), so that the
@@ -920,6 +938,110 @@ FailureOr<std::pair<Value, Value>> Emitter::softmaxStats(Value logits,
   return std::make_pair(*mx, *se);
 }
 
+FailureOr<Value> Emitter::validTargetCount(Value targets, int64_t ignore) {
+  return sumRows([&](Value rr) -> FailureOr<Value> {
+    FailureOr<Value> t = emit(targets, {rr});
+    if (failed(t))
+      return failure();
+    Value valid = b.create<arith::CmpIOp>(
+        loc, arith::CmpIPredicate::ne, *t,
+        b.create<arith::ConstantOp>(loc, b.getI32IntegerAttr(ignore)));
+    return b.create<arith::SelectOp>(loc, valid, cF32(1.0), cF32(0.0))
+        .getResult();
+  });
+}
+
+/// One logits row r of cross_entropy_rows: a pass over the targets for the
+/// number of valid ones, one pass over the row for its log-sum-exp (online
+/// max and normalizer), the row's loss term, then dlogits column by column.
+/// Every element of the row is read before it is written, so dlogits may
+/// share the logits buffer.
+LogicalResult Emitter::emitCrossEntropyRows(CrossEntropyRowsOp op, Value r) {
+  Value termsOut, dlOut;
+  auto yield = cast<YieldOp>(fusion.getBody().front().getTerminator());
+  for (auto [i, y] : llvm::enumerate(yield.getValues())) {
+    if (y == op.getTerms())
+      termsOut = outputMem[i];
+    else if (y == op.getDlogits())
+      dlOut = outputMem[i];
+  }
+  int64_t cols = cast<RankedTensorType>(op.getLogits().getType()).getDimSize(1);
+  int64_t ignore = static_cast<int64_t>(op.getIgnoreIndex());
+  FailureOr<Value> count = validTargetCount(op.getTargets(), ignore);
+  FailureOr<Value> t = emit(op.getTargets(), {r});
+  FailureOr<Value> dloss = emit(op.getDloss(), {});
+  if (failed(count) || failed(t) || failed(dloss))
+    return failure();
+  Value valid = b.create<arith::CmpIOp>(
+      loc, arith::CmpIPredicate::ne, *t,
+      b.create<arith::ConstantOp>(loc, b.getI32IntegerAttr(ignore)));
+  auto stats = b.create<scf::ForOp>(
+      loc, cIdx(0), cIdx(cols), cIdx(1),
+      ValueRange{cF32(-std::numeric_limits<double>::infinity()), cF32(0.0)});
+  {
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(stats.getBody());
+    llvm::DenseMap<Value, Value> saved = memo;
+    FailureOr<Value> x = emit(op.getLogits(), {r, stats.getInductionVar()});
+    memo = saved;
+    if (failed(x))
+      return failure();
+    Value m = stats.getRegionIterArgs()[0], l = stats.getRegionIterArgs()[1];
+    Value mNew = b.create<arith::MaximumFOp>(loc, m, *x);
+    Value lNew = b.create<arith::AddFOp>(
+        loc,
+        b.create<arith::MulFOp>(
+            loc, l,
+            b.create<math::ExpOp>(loc, b.create<arith::SubFOp>(loc, m, mNew))),
+        b.create<math::ExpOp>(loc, b.create<arith::SubFOp>(loc, *x, mNew)));
+    b.create<scf::YieldOp>(loc, ValueRange{mNew, lNew});
+  }
+  Value lse = b.create<arith::AddFOp>(
+      loc, stats.getResult(0), b.create<math::LogOp>(loc, stats.getResult(1)));
+  Value hasAny = b.create<arith::CmpFOp>(loc, arith::CmpFPredicate::OGT, *count,
+                                         cF32(0.0));
+  if (termsOut) {
+    Value tIdx = b.create<arith::IndexCastOp>(
+        loc, b.getIndexType(),
+        b.create<arith::SelectOp>(
+            loc, valid, *t,
+            b.create<arith::ConstantOp>(loc, b.getI32IntegerAttr(0))));
+    tIdx = b.create<arith::MinUIOp>(loc, tIdx, cIdx(cols - 1));
+    llvm::DenseMap<Value, Value> saved = memo;
+    FailureOr<Value> xt = emit(op.getLogits(), {r, tIdx});
+    memo = saved;
+    if (failed(xt))
+      return failure();
+    Value term = b.create<arith::DivFOp>(
+        loc, b.create<arith::SubFOp>(loc, lse, *xt), *count);
+    store(b.create<arith::SelectOp>(loc, valid, term, cF32(0.0)), termsOut,
+          ValueRange{r});
+  }
+  if (!dlOut)
+    return success();
+  Value scale = b.create<arith::SelectOp>(
+      loc, hasAny, b.create<arith::DivFOp>(loc, *dloss, *count), cF32(0.0));
+  auto cl = b.create<scf::ForOp>(loc, cIdx(0), cIdx(cols), cIdx(1));
+  OpBuilder::InsertionGuard g(b);
+  b.setInsertionPointToStart(cl.getBody());
+  Value c = cl.getInductionVar();
+  llvm::DenseMap<Value, Value> saved = memo;
+  FailureOr<Value> x = emit(op.getLogits(), {r, c});
+  memo = saved;
+  if (failed(x))
+    return failure();
+  Value p = b.create<math::ExpOp>(loc, b.create<arith::SubFOp>(loc, *x, lse));
+  Value isT = b.create<arith::CmpIOp>(
+      loc, arith::CmpIPredicate::eq,
+      b.create<arith::IndexCastOp>(loc, b.getI32Type(), c), *t);
+  Value onehot = b.create<arith::SelectOp>(loc, isT, cF32(1.0), cF32(0.0));
+  Value d = b.create<arith::MulFOp>(
+      loc, b.create<arith::SubFOp>(loc, p, onehot), scale);
+  store(b.create<arith::SelectOp>(loc, valid, d, cF32(0.0)), dlOut,
+        ValueRange{r, c});
+  return success();
+}
+
 LogicalResult Emitter::emitGradRowStats(Value r) {
   for (Operation &op : fusion.getBody().front()) {
     auto add = [&](Value a, Value x) {
@@ -1007,18 +1129,8 @@ LogicalResult Emitter::emitGradRowStats(Value r) {
       if (failed(stats))
         return failure();
       auto [mx, se] = *stats;
-      // The number of valid targets among the active rows.
-      int64_t ignore = static_cast<int64_t>(g.getIgnoreIndex());
-      FailureOr<Value> count = sumRows([&](Value rr) -> FailureOr<Value> {
-        FailureOr<Value> t = emit(g.getTargets(), {rr});
-        if (failed(t))
-          return failure();
-        Value valid = b.create<arith::CmpIOp>(
-            loc, arith::CmpIPredicate::ne, *t,
-            b.create<arith::ConstantOp>(loc, b.getI32IntegerAttr(ignore)));
-        return b.create<arith::SelectOp>(loc, valid, cF32(1.0), cF32(0.0))
-            .getResult();
-      });
+      FailureOr<Value> count = validTargetCount(
+          g.getTargets(), static_cast<int64_t>(g.getIgnoreIndex()));
       if (failed(count))
         return failure();
       FailureOr<Value> dlossOr = emit(g.getDloss(), {});
@@ -1288,8 +1400,11 @@ LogicalResult Emitter::emitScalar() {
   if (yield.getNumOperands() != 1)
     return fusion.emitOpError("a scalar kernel has one result");
   if (auto gn = yield.getValues()[0].getDefiningOp<GlobalNormOp>()) {
-    // sqrt of the sum of squares of every element of every tensor.
-    Value acc = cF32(0.0);
+    // sqrt of the sum of squares of every element of every tensor,
+    // accumulated in f64 (one thread, a fixed order: deterministic; an f32
+    // sum over millions of elements would lose about 1e-4 relative).
+    Type f64 = b.getF64Type();
+    Value acc = b.create<arith::ConstantOp>(loc, b.getF64FloatAttr(0.0));
     for (Value t : gn.getTensors()) {
       Value mem = memOf(t);
       if (!mem)
@@ -1306,7 +1421,7 @@ LogicalResult Emitter::emitScalar() {
         b.setInsertionPointToStart(l.getBody());
         cur = l.getRegionIterArgs()[0];
       }
-      Value x = load(mem, ivs);
+      Value x = b.create<arith::ExtFOp>(loc, f64, load(mem, ivs));
       Value next =
           b.create<arith::AddFOp>(loc, cur, b.create<arith::MulFOp>(loc, x, x));
       for (auto it = loops.rbegin(); it != loops.rend(); ++it) {
@@ -1316,7 +1431,15 @@ LogicalResult Emitter::emitScalar() {
       }
       acc = next;
     }
-    store(b.create<math::SqrtOp>(loc, acc), outputMem[0], ValueRange{cIdx(0)});
+    // The norm of the scaled gradient: grad_scale (hyper[4]) * sqrt(sum).
+    Value hyper = memOf(gn.getHyper());
+    if (!hyper)
+      return gn.emitOpError("operands must be kernel inputs");
+    Value scaled = b.create<arith::MulFOp>(
+        loc, b.create<math::SqrtOp>(loc, acc),
+        b.create<arith::ExtFOp>(loc, f64, load(hyper, {cIdx(4)})));
+    store(b.create<arith::TruncFOp>(loc, b.getF32Type(), scaled), outputMem[0],
+          ValueRange{cIdx(0)});
     return success();
   }
   if (auto ch = yield.getValues()[0].getDefiningOp<ClipHyperOp>()) {
@@ -1333,8 +1456,19 @@ LogicalResult Emitter::emitScalar() {
         b.create<arith::CmpFOp>(loc, arith::CmpFPredicate::OGT, norm, maxNorm));
     Value factor = b.create<arith::DivFOp>(
         loc, maxNorm, b.create<arith::AddFOp>(loc, norm, cF32(1e-6)));
-    store(b.create<arith::SelectOp>(loc, clip, factor, cF32(1.0)), outputMem[0],
-          ValueRange{cIdx(3)});
+    // The factor applied to the stored gradients: grad_scale * clip.
+    store(b.create<arith::MulFOp>(
+              loc, load(in, {cIdx(4)}),
+              b.create<arith::SelectOp>(loc, clip, factor, cF32(1.0))),
+          outputMem[0], ValueRange{cIdx(3)});
+    return success();
+  }
+  if (auto rs = yield.getValues()[0].getDefiningOp<RowSumOp>()) {
+    FailureOr<Value> sum =
+        sumRows([&](Value r) { return emit(rs.getX(), {r}); });
+    if (failed(sum))
+      return failure();
+    store(*sum, outputMem[0], ValueRange{});
     return success();
   }
   auto ce = yield.getValues()[0].getDefiningOp<CrossEntropyOp>();
@@ -1388,12 +1522,15 @@ LogicalResult Emitter::emitScalar() {
   return success();
 }
 
-/// attention_grad, recomputing the softmax (nothing saved by the forward):
-/// with p_ij = softmax_j(scale q_i.k_j), dP_ij = dout_i.v_j and
-/// D_i = sum_j p_ij dP_ij:
-///   dq_i = scale sum_j p_ij (dP_ij - D_i) k_j          (kv = false: (r, h))
-///   dv_j = sum_{h in group} sum_i p_ij dout_i           (kv = true: key row
+/// attention_grad in the FlashAttention-2 form: the forward saved the
+/// log-sum-exp lse_i of every (query row, head), so with
+/// p_ij = exp(scale q_i.k_j - lse_i), dP_ij = dout_i.v_j and
+/// D_i = dout_i.out_i (out: the forward output):
+///   dq_i = scale sum_j p_ij (dP_ij - D_i) k_j           (kv = false: (r, h))
+///   dv_j = sum_{h in group} sum_i p_ij dout_i            (kv = true: key row
 ///   dk_j = scale sum_{h in group} sum_i p_ij (dP_ij - D_i) q_i   r, kv head h)
+/// Each thread does O(context * head_dim) work; the dk/dv loop visits only
+/// the queries that attend the key (causal: later ones; window: the next w).
 LogicalResult Emitter::emitAttentionGrad(AttentionGradOp op, Value r, Value h,
                                          bool kv) {
   int64_t hd = op.getHeadDim();
@@ -1402,15 +1539,26 @@ LogicalResult Emitter::emitAttentionGrad(AttentionGradOp op, Value r, Value h,
   // Operands are group inputs (vector dot products) or views over them
   // (GPT-2's q is a column slice of the fused qkv projection).
   Value qMem = memOf(op.getQ()), kMem = memOf(op.getK()),
-        vMem = memOf(op.getV()), doMem = memOf(op.getDout());
+        vMem = memOf(op.getV()), doMem = memOf(op.getDout()),
+        outMem = memOf(op.getOut());
   bool failedEmit = false;
+  // A value at an index inside the current loop nest (never memoized).
+  auto at = [&](Value v, ArrayRef<Value> i) -> Value {
+    llvm::DenseMap<Value, Value> saved = memo;
+    FailureOr<Value> x = emit(v, i);
+    memo = saved;
+    if (failed(x)) {
+      failedEmit = true;
+      return cF32(0.0);
+    }
+    return *x;
+  };
   auto dotOf = [&](Value a, Value aMem, ArrayRef<Value> aIdx, Value bv,
                    Value bMem, ArrayRef<Value> bIdx) -> Value {
     if (aMem && bMem)
       return dot(aMem, aIdx, bMem, bIdx, hd);
     auto loop = b.create<scf::ForOp>(loc, cIdx(0), cIdx(hd), cIdx(1),
                                      ValueRange{cF32(0.0)});
-    llvm::DenseMap<Value, Value> saved = memo;
     OpBuilder::InsertionGuard g(b);
     b.setInsertionPointToStart(loop.getBody());
     Value d = loop.getInductionVar();
@@ -1418,16 +1566,10 @@ LogicalResult Emitter::emitAttentionGrad(AttentionGradOp op, Value r, Value h,
         bi(bIdx.begin(), bIdx.end());
     ai.back() = b.create<arith::AddIOp>(loc, ai.back(), d);
     bi.back() = b.create<arith::AddIOp>(loc, bi.back(), d);
-    FailureOr<Value> x = emit(a, ai), y = emit(bv, bi);
-    memo = saved;
-    if (failed(x) || failed(y)) {
-      failedEmit = true;
-      b.create<scf::YieldOp>(loc, loop.getRegionIterArgs()[0]);
-    } else {
-      b.create<scf::YieldOp>(loc, ValueRange{b.create<arith::AddFOp>(
-                                      loc, loop.getRegionIterArgs()[0],
-                                      b.create<arith::MulFOp>(loc, *x, *y))});
-    }
+    Value x = at(a, ai), y = at(bv, bi);
+    b.create<scf::YieldOp>(loc, ValueRange{b.create<arith::AddFOp>(
+                                    loc, loop.getRegionIterArgs()[0],
+                                    b.create<arith::MulFOp>(loc, x, y))});
     b.setInsertionPointAfter(loop);
     return loop.getResult(0);
   };
@@ -1436,36 +1578,6 @@ LogicalResult Emitter::emitAttentionGrad(AttentionGradOp op, Value r, Value h,
   };
   auto mulI = [&](Value a, int64_t c) {
     return b.create<arith::MulIOp>(loc, a, cIdx(c)).getResult();
-  };
-  auto posOf = [&](Value row) -> FailureOr<Value> {
-    FailureOr<Value> p = emit(op.getPositions(), {row});
-    if (failed(p))
-      return failure();
-    return idx(*p);
-  };
-  // Keys [lo, hi) that the query at position p attends.
-  auto keyRange = [&](Value p) -> std::pair<Value, Value> {
-    Value hi = op.getCausal()
-                   ? b.create<arith::AddIOp>(loc, p, cIdx(1)).getResult()
-                   : b.create<arith::AddIOp>(loc, pos0, nt).getResult();
-    Value lo = cIdx(0);
-    if (int64_t w = static_cast<int64_t>(op.getSlidingWindow())) {
-      Value top = b.create<arith::AddIOp>(loc, p, cIdx(1));
-      Value ok =
-          b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::uge, top, cIdx(w));
-      lo = b.create<arith::SelectOp>(
-          loc, ok, b.create<arith::SubIOp>(loc, top, cIdx(w)), cIdx(0));
-    }
-    return {lo, hi};
-  };
-  auto score = [&](Value i, Value qBase, Value seq, Value j, Value kBase) {
-    Value s =
-        dotOf(op.getQ(), qMem, {i, qBase}, op.getK(), kMem, {seq, j, kBase});
-    return b.create<arith::MulFOp>(loc, s, cF32(scale)).getResult();
-  };
-  auto dP = [&](Value i, Value qBase, Value seq, Value j, Value kBase) {
-    return dotOf(op.getDout(), doMem, {i, qBase}, op.getV(), vMem,
-                 {seq, j, kBase});
   };
   auto exp = [&](Value x) { return b.create<math::ExpOp>(loc, x).getResult(); };
   auto sub = [&](Value a, Value c) {
@@ -1477,131 +1589,100 @@ LogicalResult Emitter::emitAttentionGrad(AttentionGradOp op, Value r, Value h,
   auto addF = [&](Value a, Value c) {
     return b.create<arith::AddFOp>(loc, a, c).getResult();
   };
-  // Softmax statistics (max m, normalizer l) and D of query row i, head h.
-  auto rowStatsOf =
-      [&](Value i, Value hh,
-          Value seq) -> FailureOr<std::tuple<Value, Value, Value>> {
-    FailureOr<Value> p = posOf(i);
-    if (failed(p))
-      return failure();
-    auto [lo, hi] = keyRange(*p);
-    Value qBase = mulI(hh, hd);
-    Value kBase = mulI(b.create<arith::DivUIOp>(loc, hh, cIdx(group)), hd);
-    auto l1 = b.create<scf::ForOp>(
-        loc, lo, hi, cIdx(1),
-        ValueRange{cF32(-std::numeric_limits<double>::infinity()), cF32(0.0)});
-    {
-      OpBuilder::InsertionGuard g(b);
-      b.setInsertionPointToStart(l1.getBody());
-      Value sj = score(i, qBase, seq, l1.getInductionVar(), kBase);
-      Value m = l1.getRegionIterArgs()[0], l = l1.getRegionIterArgs()[1];
-      Value mNew = b.create<arith::MaximumFOp>(loc, m, sj);
-      Value lNew = addF(mul(l, exp(sub(m, mNew))), exp(sub(sj, mNew)));
-      b.create<scf::YieldOp>(loc, ValueRange{mNew, lNew});
-    }
-    Value m = l1.getResult(0), l = l1.getResult(1);
-    auto l2 = b.create<scf::ForOp>(loc, lo, hi, cIdx(1), ValueRange{cF32(0.0)});
-    {
-      OpBuilder::InsertionGuard g(b);
-      b.setInsertionPointToStart(l2.getBody());
-      Value j = l2.getInductionVar();
-      Value pj = b.create<arith::DivFOp>(
-          loc, exp(sub(score(i, qBase, seq, j, kBase), m)), l);
-      b.create<scf::YieldOp>(
-          loc, ValueRange{addF(l2.getRegionIterArgs()[0],
-                               mul(pj, dP(i, qBase, seq, j, kBase)))});
-    }
-    return std::make_tuple(m, l, l2.getResult(0));
+  auto score = [&](Value i, Value qBase, Value seq, Value j, Value kBase) {
+    Value s =
+        dotOf(op.getQ(), qMem, {i, qBase}, op.getK(), kMem, {seq, j, kBase});
+    return mul(s, cF32(scale));
+  };
+  auto dP = [&](Value i, Value qBase, Value seq, Value j, Value kBase) {
+    return dotOf(op.getDout(), doMem, {i, qBase}, op.getV(), vMem,
+                 {seq, j, kBase});
+  };
+  // D_i = dout_i . out_i over the head's columns.
+  auto delta = [&](Value i, Value qBase) {
+    return dotOf(op.getDout(), doMem, {i, qBase}, op.getOut(), outMem,
+                 {i, qBase});
   };
   auto zeroRow = [&](Value mem, ArrayRef<Value> base) {
     auto zl = b.create<scf::ForOp>(loc, cIdx(0), cIdx(hd), cIdx(1));
     OpBuilder::InsertionGuard g(b);
     b.setInsertionPointToStart(zl.getBody());
-    SmallVector<Value> at(base.begin(), base.end());
-    at.back() = b.create<arith::AddIOp>(loc, at.back(), zl.getInductionVar());
-    store(cF32(0.0), mem, at);
+    SmallVector<Value> to(base.begin(), base.end());
+    to.back() = b.create<arith::AddIOp>(loc, to.back(), zl.getInductionVar());
+    store(cF32(0.0), mem, to);
   };
   // mem[base..., last + d] += coef * src[srcBase..., srcLast + d]
   auto axpy = [&](Value mem, ArrayRef<Value> base, Value coef, Value src,
                   ArrayRef<Value> srcBase) {
-    llvm::DenseMap<Value, Value> saved = memo;
     auto dl = b.create<scf::ForOp>(loc, cIdx(0), cIdx(hd), cIdx(1));
     OpBuilder::InsertionGuard g(b);
     b.setInsertionPointToStart(dl.getBody());
     Value d = dl.getInductionVar();
-    SmallVector<Value> at(base.begin(), base.end()),
+    SmallVector<Value> to(base.begin(), base.end()),
         from(srcBase.begin(), srcBase.end());
-    at.back() = b.create<arith::AddIOp>(loc, at.back(), d);
+    to.back() = b.create<arith::AddIOp>(loc, to.back(), d);
     from.back() = b.create<arith::AddIOp>(loc, from.back(), d);
-    Value cur = load(mem, at);
-    FailureOr<Value> x = emit(src, from);
-    memo = saved;
-    if (failed(x)) {
-      failedEmit = true;
-      return;
-    }
-    store(addF(cur, mul(coef, *x)), mem, at);
+    Value cur = load(mem, to);
+    store(addF(cur, mul(coef, at(src, from))), mem, to);
   };
 
   Value seq = b.create<arith::DivUIOp>(loc, r, nt);
   if (!kv) {
+    // Query row r, head h: keys [lo, hi) as in the forward kernel.
     Value dq = outputMem[0];
-    FailureOr<std::tuple<Value, Value, Value>> st = rowStatsOf(r, h, seq);
-    if (failed(st))
-      return failure();
-    auto [m, l, dsum] = *st;
-    FailureOr<Value> p = posOf(r);
-    if (failed(p))
-      return failure();
-    auto [lo, hi] = keyRange(*p);
+    Value p = idx(at(op.getPositions(), {r}));
+    Value hi = op.getCausal()
+                   ? b.create<arith::AddIOp>(loc, p, cIdx(1)).getResult()
+                   : b.create<arith::AddIOp>(loc, pos0, nt).getResult();
+    Value lo = cIdx(0);
+    if (int64_t w = static_cast<int64_t>(op.getSlidingWindow())) {
+      Value top = b.create<arith::AddIOp>(loc, p, cIdx(1));
+      Value ok =
+          b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::uge, top, cIdx(w));
+      lo = b.create<arith::SelectOp>(
+          loc, ok, b.create<arith::SubIOp>(loc, top, cIdx(w)), cIdx(0));
+    }
     Value qBase = mulI(h, hd);
     Value kBase = mulI(b.create<arith::DivUIOp>(loc, h, cIdx(group)), hd);
+    Value lse = at(op.getLse(), {r, h});
+    Value dsum = delta(r, qBase);
     zeroRow(dq, {r, qBase});
     auto jl = b.create<scf::ForOp>(loc, lo, hi, cIdx(1));
     OpBuilder::InsertionGuard g(b);
     b.setInsertionPointToStart(jl.getBody());
     Value j = jl.getInductionVar();
-    Value pj = b.create<arith::DivFOp>(
-        loc, exp(sub(score(r, qBase, seq, j, kBase), m)), l);
+    Value pj = exp(sub(score(r, qBase, seq, j, kBase), lse));
     Value ds = mul(pj, sub(dP(r, qBase, seq, j, kBase), dsum));
     axpy(dq, {r, qBase}, mul(ds, cF32(scale)), op.getK(), {seq, j, kBase});
     return failure(failedEmit);
   }
 
-  // Key row r (position j of sequence seq), kv head h.
+  // Key row r: token t_r of sequence seq, at position j = pos0 + t_r; kv
+  // head h. The queries t of the sequence that attend it: t >= t_r when
+  // causal, t < t_r + w with a sliding window w.
   Value dk = outputMem[0], dv = outputMem[1];
-  FailureOr<Value> jp = posOf(r);
-  if (failed(jp))
-    return failure();
-  Value j = *jp;
+  Value j = idx(at(op.getPositions(), {r}));
+  Value tr = b.create<arith::RemUIOp>(loc, r, nt);
+  Value tLo = op.getCausal() ? tr : cIdx(0);
+  Value tHi = nt;
+  if (int64_t w = static_cast<int64_t>(op.getSlidingWindow()))
+    tHi = b.create<arith::MinUIOp>(loc, nt,
+                                   b.create<arith::AddIOp>(loc, tr, cIdx(w)));
   Value kBase = mulI(h, hd);
   zeroRow(dk, {seq, j, kBase});
   zeroRow(dv, {seq, j, kBase});
+  Value rowBase = b.create<arith::MulIOp>(loc, seq, nt);
   auto gl = b.create<scf::ForOp>(loc, cIdx(0), cIdx(group), cIdx(1));
   OpBuilder::InsertionGuard g(b);
   b.setInsertionPointToStart(gl.getBody());
   Value hh = b.create<arith::AddIOp>(loc, mulI(h, group), gl.getInductionVar());
   Value qBase = mulI(hh, hd);
-  auto il = b.create<scf::ForOp>(loc, cIdx(0), nt, cIdx(1));
+  auto il = b.create<scf::ForOp>(loc, tLo, tHi, cIdx(1));
   b.setInsertionPointToStart(il.getBody());
-  Value i = b.create<arith::AddIOp>(loc, b.create<arith::MulIOp>(loc, seq, nt),
-                                    il.getInductionVar());
-  FailureOr<Value> pi = posOf(i);
-  if (failed(pi))
-    return failure();
-  auto [lo, hi] = keyRange(*pi);
-  Value attends = b.create<arith::AndIOp>(
-      loc, b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::uge, j, lo),
-      b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::ult, j, hi));
-  auto ifOp = b.create<scf::IfOp>(loc, attends, /*withElseRegion=*/false);
-  b.setInsertionPointToStart(&ifOp.getThenRegion().front());
-  FailureOr<std::tuple<Value, Value, Value>> st = rowStatsOf(i, hh, seq);
-  if (failed(st))
-    return failure();
-  auto [m, l, dsum] = *st;
-  Value pij = b.create<arith::DivFOp>(
-      loc, exp(sub(score(i, qBase, seq, j, kBase), m)), l);
-  Value ds = mul(pij, sub(dP(i, qBase, seq, j, kBase), dsum));
+  Value i = b.create<arith::AddIOp>(loc, rowBase, il.getInductionVar());
+  Value pij =
+      exp(sub(score(i, qBase, seq, j, kBase), at(op.getLse(), {i, hh})));
+  Value ds = mul(pij, sub(dP(i, qBase, seq, j, kBase), delta(i, qBase)));
   axpy(dv, {seq, j, kBase}, pij, op.getDout(), {i, qBase});
   axpy(dk, {seq, j, kBase}, mul(ds, cF32(scale)), op.getQ(), {i, qBase});
   return failure(failedEmit);
@@ -1676,7 +1757,10 @@ double numElements(Type t) {
 }
 
 /// FLOPs of the group for the whole compiled shape (every row active; a
-/// causal attention row sees on average half the context).
+/// causal attention row sees on average half the context). Counted: linear
+/// and its weight gradient, attention (forward), norms and pointwise ops;
+/// not yet counted (0): attention_grad, the norm gradients, the loss and its
+/// gradient, the optimizer.
 double estimateFlops(FusionOp fusion) {
   double flops = 0;
   for (Operation &op : fusion.getBody().front()) {
@@ -1684,6 +1768,11 @@ double estimateFlops(FusionOp fusion) {
       auto x = cast<RankedTensorType>(l.getX().getType());
       double n = numElements(l.getType()) / x.getDimSize(0);
       flops += 2.0 * x.getDimSize(0) * x.getDimSize(1) * n;
+    } else if (auto g = dyn_cast<LinearWeightGradOp>(op)) {
+      // A [T, K] x [T, N] product summed over the T rows.
+      auto x = cast<RankedTensorType>(g.getX().getType());
+      auto dy = cast<RankedTensorType>(g.getDy().getType());
+      flops += 2.0 * x.getDimSize(0) * x.getDimSize(1) * dy.getDimSize(1);
     } else if (auto a = dyn_cast<AttentionOp>(op)) {
       auto k = cast<RankedTensorType>(a.getK().getType());
       double ctx =
@@ -1720,9 +1809,39 @@ double estimateBytes(FusionOp fusion) {
 
 LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
                                    KernelTarget target, unsigned blockDim,
-                                   OpBuilder &builder) {
+                                   OpBuilder &builder, bool hopperGemm) {
   Location loc = fusion.getLoc();
   Block &body = fusion.getBody().front();
+  // sm_90a with hopperGemm: a bf16 GEMM group becomes the TMA + wgmma kernel
+  // (docs/hopper-gemm.md); every other group takes the SIMT path below.
+  std::string hopperWhyNot;
+  if (target == KernelTarget::Gpu && hopperGemm && fusion.getKind() == "gemm") {
+    if (std::optional<HopperGemmProblem> p =
+            matchHopperGemm(fusion, hopperWhyNot)) {
+      FailureOr<Operation *> kernelOp =
+          buildHopperGemm(fusion, *p, name, builder);
+      if (failed(kernelOp))
+        return failure();
+      SmallVector<Attribute> fused;
+      for (Operation &op : body.without_terminator())
+        fused.push_back(builder.getStringAttr(op.getName().getStringRef()));
+      Operation *k = *kernelOp;
+      k->setAttr(kattrs::kKind, fusion.getKindAttr());
+      k->setAttr(kattrs::kFusedOps, builder.getArrayAttr(fused));
+      k->setAttr(kattrs::kCols, builder.getI64IntegerAttr(p->n));
+      k->setAttr(kattrs::kNumArgs,
+                 builder.getI64IntegerAttr(body.getNumArguments() + 1));
+      k->setAttr(kattrs::kFlops,
+                 builder.getF64FloatAttr(estimateFlops(fusion)));
+      k->setAttr(kattrs::kBytes,
+                 builder.getF64FloatAttr(estimateBytes(fusion)));
+      k->setAttr(kattrs::kBlockDim,
+                 builder.getI64IntegerAttr(HopperGemmTile::kThreads));
+      return success();
+    }
+    fusion.emitWarning("the sm_90a bf16 GEMM does not apply (")
+        << hopperWhyNot << "): a SIMT kernel is generated";
+  }
   // Buffers are f32, bf16 (loaded into f32, rounded when stored) or i32.
   for (Type t : llvm::concat<const Type>(body.getArgumentTypes(),
                                          fusion.getResultTypes())) {
@@ -1743,8 +1862,10 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
     if (isa<RmsNormOp, LayerNormOp, SoftmaxOp, SoftmaxGradOp,
             CrossEntropyGradOp>(op))
       shape = Shape::Row;
-    if (isa<CrossEntropyOp, GlobalNormOp, ClipHyperOp>(op))
+    if (isa<CrossEntropyOp, GlobalNormOp, ClipHyperOp, RowSumOp>(op))
       shape = Shape::Scalar;
+    if (isa<CrossEntropyRowsOp>(op))
+      shape = Shape::LossRows;
     if (isa<AdamwOp>(op))
       shape = Shape::Adamw;
   }
@@ -1767,7 +1888,7 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
     size_t computeOps = llvm::count_if(body, [](Operation &op) {
       return !isa<PositionsOp, SliceOp, YieldOp>(op);
     });
-    if (computeOps != 1 || fusion.getNumResults() != 1)
+    if (computeOps != 1 || fusion.getNumResults() > 2)
       return fusion.emitOpError("attention must form a kernel of its own");
     shape = Shape::Attention;
   }
@@ -1796,7 +1917,8 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
   }
   for (Value v : yield.getValues()) {
     if ((fixedRows && shape != Shape::Pointwise) || shape == Shape::AttnGradQ ||
-        shape == Shape::AttnGradKV)
+        shape == Shape::AttnGradKV || shape == Shape::Attention ||
+        shape == Shape::LossRows)
       break;
     int64_t c;
     if (auto cw = v.getDefiningOp<CacheWriteOp>())
@@ -1822,7 +1944,17 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
   }
   if (shape == Shape::AttnGradQ && yield.getNumOperands() != 1)
     return fusion.emitOpError("an attention_grad q kernel yields dq");
-  int64_t parallelCols = shape == Shape::Row         ? 1
+  CrossEntropyRowsOp lossRows;
+  for (Operation &op : body)
+    if (auto l = dyn_cast<CrossEntropyRowsOp>(op))
+      lossRows = l;
+  if (shape == Shape::LossRows &&
+      llvm::count_if(body, [](Operation &op) {
+        return !isa<PositionsOp, SliceOp, YieldOp, arith::ConstantOp>(op);
+      }) != 1)
+    return fusion.emitOpError(
+        "cross_entropy_rows must form a kernel of its own");
+  int64_t parallelCols = shape == Shape::Row || shape == Shape::LossRows ? 1
                          : shape == Shape::Attention ? attention.getNumHeads()
                          : shape == Shape::AttnGradQ
                              ? static_cast<int64_t>(attnGrad.getNumHeads())
@@ -1893,6 +2025,9 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
     case Shape::Scalar:
       em.beginPoint(r, c);
       return em.emitScalar();
+    case Shape::LossRows:
+      em.beginPoint(r, Value());
+      return em.emitCrossEntropyRows(lossRows, r);
     case Shape::Row: {
       em.beginPoint(r, Value());
       if (failed(em.emitRowStats(r)))

@@ -2,8 +2,14 @@
 #include "colossus/Compiler/KernelEmitter.h"
 #include "colossus/Compiler/Passes.h"
 
+#include "colossus/Compiler/ImportModel.h"
+#include "colossus/Dialect/Colossus/IR/ColossusOps.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinOps.h"
+#include "llvm/ADT/DenseSet.h"
 
 namespace colossus {
 #define GEN_PASS_DEF_COLOSSUSKERNELIZE
@@ -14,6 +20,121 @@ using namespace mlir;
 using namespace colossus;
 
 namespace {
+
+/// Fusion results whose kernels add into their output buffer.
+using AccumulatedResults = llvm::DenseMap<Operation *, SmallVector<unsigned>>;
+
+/// Finds the fusion results that become gradient outputs of a step: the
+/// results of a function carrying a `colossus.param` attribute (the grads
+/// step built by colossus-autodiff), directly or through the results of
+/// calls (a layer's vjp). Their kernels accumulate (docs/artifact-format.md:
+/// the runtime zeroes the gradient buffers before a fresh gradient and keeps
+/// them across the micro-batches of gradient accumulation). Such a value
+/// must have no other user, and every call of a function whose result is
+/// accumulated must return that result as a gradient too.
+class GradientOutputs {
+public:
+  explicit GradientOutputs(ModuleOp module) : module(module) {}
+
+  LogicalResult run(AccumulatedResults &out) {
+    for (auto fn : module.getOps<func::FuncOp>()) {
+      if (fn.isExternal())
+        continue;
+      auto ret = cast<func::ReturnOp>(fn.getBody().back().getTerminator());
+      for (unsigned i = 0; i < fn.getNumResults(); ++i)
+        if (isGradientResult(fn, i) &&
+            failed(mark(ret.getOperand(i), ret, i, out)))
+          return failure();
+    }
+    return success();
+  }
+
+private:
+  static bool isGradientResult(func::FuncOp fn, unsigned i) {
+    return static_cast<bool>(fn.getResultAttr(i, attrs::kParam));
+  }
+
+  /// `v` is operand `index` of `ret`, returned as a gradient.
+  LogicalResult mark(Value v, Operation *ret, unsigned index,
+                     AccumulatedResults &out) {
+    if (!v.hasOneUse())
+      return ret->emitOpError("gradient result ")
+             << index
+             << " is also used by another op: its kernel cannot accumulate "
+                "into it";
+    auto res = dyn_cast<OpResult>(v);
+    if (res && isa<FusionOp>(res.getOwner())) {
+      out[res.getOwner()].push_back(res.getResultNumber());
+      return success();
+    }
+    if (auto call = res ? dyn_cast<func::CallOp>(res.getOwner()) : nullptr) {
+      auto callee = module.lookupSymbol<func::FuncOp>(call.getCallee());
+      if (!callee || callee.isExternal())
+        return call.emitOpError("calls an unknown function");
+      unsigned k = res.getResultNumber();
+      if (!visited.insert({callee, k}).second)
+        return success();
+      // Every call must return result k as a gradient: the callee's kernel
+      // accumulates for all of them.
+      WalkResult w = module.walk([&](func::CallOp other) {
+        if (other.getCallee() != callee.getSymName())
+          return WalkResult::advance();
+        Value r = other.getResult(k);
+        auto parent = other->getParentOfType<func::FuncOp>();
+        bool ok = r.hasOneUse() && isa<func::ReturnOp>(*r.user_begin()) &&
+                  isGradientResult(parent, r.use_begin()->getOperandNumber());
+        if (!ok) {
+          other.emitOpError("result ")
+              << k << " of @" << callee.getSymName()
+              << " is a gradient of another call but not of this one: its "
+                 "kernel cannot both accumulate and overwrite";
+          return WalkResult::interrupt();
+        }
+        return WalkResult::advance();
+      });
+      if (w.wasInterrupted())
+        return failure();
+      auto cret = cast<func::ReturnOp>(callee.getBody().back().getTerminator());
+      return mark(cret.getOperand(k), cret, k, out);
+    }
+    return ret->emitOpError("gradient result ")
+           << index << " is not computed by a colossus.fusion";
+  }
+
+  ModuleOp module;
+  llvm::DenseSet<std::pair<Operation *, unsigned>> visited;
+};
+
+/// Turns every `memref.store x, out[i]` into `out[i] = out[i] + x` for the
+/// output buffers `outputs` of a kernel. Each element must be written by one
+/// plain store per kernel run (true of the reduction, row and elementwise
+/// kernels that produce gradients); any other use of the buffer is refused.
+LogicalResult accumulateIntoOutputs(Block &entry, unsigned numInputs,
+                                    ArrayRef<unsigned> outputs,
+                                    FusionOp fusion) {
+  for (unsigned r : outputs) {
+    Value mem = entry.getArgument(numInputs + r);
+    SmallVector<memref::StoreOp> stores;
+    for (Operation *user : mem.getUsers()) {
+      auto st = dyn_cast<memref::StoreOp>(user);
+      if (!st || st.getMemRef() != mem)
+        return fusion.emitOpError("cannot accumulate into gradient result ")
+               << r << ": its kernel uses the output buffer in '"
+               << user->getName() << "', not only in plain stores";
+      stores.push_back(st);
+    }
+    if (stores.empty())
+      return fusion.emitOpError("cannot accumulate into gradient result ")
+             << r << ": its kernel does not store it";
+    for (memref::StoreOp st : stores) {
+      OpBuilder b(st);
+      Value old = b.create<memref::LoadOp>(st.getLoc(), mem, st.getIndices());
+      st.getValueMutable().assign(
+          b.create<arith::AddFOp>(st.getLoc(), old, st.getValue()));
+    }
+  }
+  return success();
+}
 
 struct ColossusKernelizePass final
     : public colossus::impl::ColossusKernelizeBase<ColossusKernelizePass> {
@@ -42,6 +163,10 @@ struct ColossusKernelizePass final
       kernels->setAttr(gpu::GPUDialect::getContainerModuleAttrName(),
                        b.getUnitAttr());
 
+    AccumulatedResults accumulated;
+    if (failed(GradientOutputs(module).run(accumulated)))
+      return signalPassFailure();
+
     for (auto fn : module.getOps<func::FuncOp>()) {
       unsigned idx = 0;
       WalkResult r = fn.walk([&](FusionOp fusion) {
@@ -54,8 +179,24 @@ struct ColossusKernelizePass final
           auto gm = kb.create<gpu::GPUModuleOp>(fusion.getLoc(), name);
           kb.setInsertionPointToStart(gm.getBody());
         }
-        if (failed(emitKernel(fusion, name, kt, blockDim, kb)))
+        if (failed(emitKernel(fusion, name, kt, blockDim, kb, hopperGemm)))
           return WalkResult::interrupt();
+        if (auto it = accumulated.find(fusion); it != accumulated.end()) {
+          // The kernel was created just before the insertion point.
+          Operation *kernel = kb.getInsertionBlock()->empty()
+                                  ? nullptr
+                                  : &*std::prev(kb.getInsertionPoint());
+          Block *entry = nullptr;
+          if (auto f = dyn_cast_or_null<func::FuncOp>(kernel))
+            entry = &f.getBody().front();
+          else if (auto g = dyn_cast_or_null<gpu::GPUFuncOp>(kernel))
+            entry = &g.getBody().front();
+          unsigned numInputs = fusion.getBody().front().getNumArguments();
+          if (!entry ||
+              failed(accumulateIntoOutputs(*entry, numInputs, it->second,
+                                           fusion)))
+            return WalkResult::interrupt();
+        }
         fusion.setKernelAttr(FlatSymbolRefAttr::get(&getContext(), name));
         return WalkResult::advance();
       });

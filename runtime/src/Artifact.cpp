@@ -257,11 +257,12 @@ Status checkUpdateStep(const schema::Artifact &a, const std::string &n,
     return makeError(n, ": ", label, ".hyper: ", bufferLabel(a, step->hyper()),
                      " must be an f32 input buffer (it is ", describe(hyper),
                      ")");
-  if (hyper->size() != 16)
+  if (hyper->size() != 20)
     return makeError(n, ": ", label, ".hyper: ", bufferLabel(a, step->hyper()),
                      " has ", hyper->size(),
-                     " bytes, f32[4] [lr, 1 - beta1^t, 1 - beta2^t, "
-                     "max_grad_norm] needs 16");
+                     " bytes, f32[5] [lr, 1 - beta1^t, 1 - beta2^t, "
+                     "max_grad_norm, grad_scale] needs 20 (an artifact of an "
+                     "older colossus-compile: compile it again)");
   if (step->grad_norm() >= numBuf)
     return makeError(n, ": ", label, ".grad_norm = ", step->grad_norm(),
                      " is out of range (", numBuf, " buffers)");

@@ -324,6 +324,19 @@ double gradientNorm(const std::vector<ParamGradient> &grads) {
 Expected<GradsResult> Session::grads(const int32_t *tokens,
                                      const int32_t *targets,
                                      bool readGradients) {
+  return runGrads(tokens, targets, readGradients, /*zeroGradients=*/true);
+}
+
+Expected<GradsResult> Session::accumulateGrads(const int32_t *tokens,
+                                               const int32_t *targets,
+                                               bool readGradients) {
+  return runGrads(tokens, targets, readGradients, /*zeroGradients=*/false);
+}
+
+Expected<GradsResult> Session::runGrads(const int32_t *tokens,
+                                        const int32_t *targets,
+                                        bool readGradients,
+                                        bool zeroGradients) {
   COLOSSUS_RETURN_IF_ERROR(requireGrads());
   const Artifact &art = *artifact_;
   const schema::Artifact &a = art.root();
@@ -351,12 +364,13 @@ Expected<GradsResult> Session::grads(const int32_t *tokens,
   auto bufferSize = [&](uint32_t b) {
     return static_cast<size_t>(a.buffers()->Get(b)->size());
   };
-  // Fresh outputs every time: kernels may accumulate into them.
+  // The kernels add into the gradient outputs: zeroed for a fresh gradient,
+  // kept when accumulating micro-batches. The loss is per micro-batch.
   COLOSSUS_RETURN_IF_ERROR(resetState());
   COLOSSUS_RETURN_IF_ERROR(
       device_->fillZero(bufferPtrs_[step.loss()], bufferSize(step.loss())));
   for (uint32_t b : gradBufferOfParam_)
-    if (bufferSize(b))
+    if (zeroGradients && bufferSize(b))
       COLOSSUS_RETURN_IF_ERROR(
           device_->fillZero(bufferPtrs_[b], bufferSize(b)));
   COLOSSUS_RETURN_IF_ERROR(device_->copyToDevice(
@@ -398,20 +412,25 @@ Status Session::requireUpdate() const {
                    "step)");
 }
 
-Expected<double> Session::update(double lr, int64_t t, double maxGradNorm) {
+Expected<double> Session::update(double lr, int64_t t, double maxGradNorm,
+                                 double gradScale) {
   COLOSSUS_RETURN_IF_ERROR(requireUpdate());
   if (t < 1)
     return makeError("update: the optimizer step t = ", t, " must be >= 1");
   if (!std::isfinite(lr) || !std::isfinite(maxGradNorm))
     return makeError("update: lr = ", lr, " and max_grad_norm = ", maxGradNorm,
                      " must be finite");
+  if (!std::isfinite(gradScale) || !(gradScale > 0.0))
+    return makeError("update: grad_scale = ", gradScale,
+                     " must be finite and > 0");
   const schema::Optimizer &o = *artifact_->root().optimizer();
   const double td = static_cast<double>(t);
-  const float hyper[4] = {
+  const float hyper[5] = {
       static_cast<float>(lr),
       static_cast<float>(1.0 - std::pow(static_cast<double>(o.beta1()), td)),
       static_cast<float>(1.0 - std::pow(static_cast<double>(o.beta2()), td)),
-      static_cast<float>(maxGradNorm > 0.0 ? maxGradNorm : 0.0)};
+      static_cast<float>(maxGradNorm > 0.0 ? maxGradNorm : 0.0),
+      static_cast<float>(gradScale)};
   const schema::Step &step = *updateStep_;
   const uint32_t gn = step.grad_norm();
   COLOSSUS_RETURN_IF_ERROR(device_->fillZero(

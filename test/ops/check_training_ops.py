@@ -126,6 +126,17 @@ dloss = np.array(1.7, dtype=np.float32)
              [("lg", logits), ("tg", targets), ("dl", dloss)], [t((T, V))], [[(T, V)]],
              ["f_0_loss_grad"])
 chk.check("cross_entropy_grad", out[:R], vjp(jnp.float32(1.7))[0], TOL)
+# The loss and its gradient together: colossus-fuse makes them one row kernel
+# (cross_entropy_rows: per-row loss terms, dlogits) and a sum of the terms.
+pair = (f"func.func @f(%lg: {t((T, V))}, %tg: tensor<{T}xi32>, %dl: tensor<f32>) -> (tensor<f32>, {t((T, V))}) {{\n"
+        f"  %l = colossus.cross_entropy %lg, %tg : {t((T, V))}, tensor<{T}xi32>\n"
+        f"  %g = colossus.cross_entropy_grad %lg, %tg, %dl : {t((T, V))}, tensor<{T}xi32>, tensor<f32>\n"
+        f"  return %l, %g : tensor<f32>, {t((T, V))}\n}}\n")
+k = Kernel(pair, "cepair", chk.workdir)
+terms, dlg = k("f_0_loss_grad", [logits, targets, dloss], [(T,), (T, V)], NB, NT, 0)
+(ploss,) = k("f_1_loss", [terms], [()], NB, NT, 0)
+chk.check("cross_entropy_rows + row_sum: loss", np.asarray(ploss), rloss, 1e-6)
+chk.check("cross_entropy_rows: dlogits", dlg[:R], vjp(jnp.float32(1.7))[0], TOL)
 
 # --- linear: weight gradients in both layouts, bias gradient
 x, dy = act((T, D)), act((T, N))
@@ -169,59 +180,80 @@ pos = np.array([(r % NT) + 2 for r in range(T)], np.int32)
 want = np.stack([cache[r // NT, pos[r]] for r in range(R)])
 chk.check("cache_read", cr[:R], want, 0.0)
 
-# --- attention: dq (per query, head) and dk, dv (per key, kv head), GQA 2,
-# causal, with and without a sliding window; softmax recomputed.
+# --- attention: the forward with save_lse (output and per-(row, head)
+# log-sum-exp), then dq (per query, head) and dk, dv (per key, kv head) from
+# those saved statistics; GQA 2, causal, with and without a sliding window.
 H, HKV, HD, S = 4, 2, 8, 9
 scale = 1.0 / np.sqrt(HD)
 pos = np.array([r % NT for r in range(T)], np.int32)
 for window in (0, 3):
     q, dout = act((T, H * HD)), act((T, H * HD))
     kc, vc = par((NB, S, HKV * HD)), par((NB, S, HKV * HD))
-    attrs = (f"{{num_heads = {H} : i64, num_kv_heads = {HKV} : i64, head_dim = {HD} : i64, "
-             f"scale = {scale} : f64, sliding_window = {window} : i64}}")
+    attrs = (f"num_heads = {H} : i64, num_kv_heads = {HKV} : i64, head_dim = {HD} : i64, "
+             f"scale = {scale} : f64, sliding_window = {window} : i64")
     ctype = f"tensor<{NB}x{S}x{HKV * HD}xf32>"
+    out, lse = run(f"attnf{window}",
+                   f"colossus.attention %q, %k, %v, %p {{{attrs}, save_lse}} : {t((T, H * HD))}, {ctype}, {ctype}, tensor<{T}xi32>",
+                   [("q", q), ("k", kc), ("v", vc), ("p", pos)],
+                   [t((T, H * HD)), t((T, H))], [[(T, H * HD), (T, H)]],
+                   ["f_0_attention"])
     dq, dk, dv = run(f"attn{window}",
-                     f"colossus.attention_grad %q, %k, %v, %p, %do {attrs} : {t((T, H * HD))}, {ctype}, tensor<{T}xi32>",
-                     [("q", q), ("k", kc), ("v", vc), ("p", pos), ("do", dout)],
+                     f"colossus.attention_grad %q, %k, %v, %p, %do, %o, %lse {{{attrs}}} : {t((T, H * HD))}, {ctype}, tensor<{T}xi32>, {t((T, H))}",
+                     [("q", q), ("k", kc), ("v", vc), ("p", pos), ("do", dout),
+                      ("o", out), ("lse", lse)],
                      [t((T, H * HD)), ctype, ctype],
                      [[(T, H * HD)], [(NB, S, HKV * HD), (NB, S, HKV * HD)]],
                      ["f_0_attention_grad", "f_1_attention_grad"])
 
-    def attn(qa, ka, va):
-        outs = []
+    def scores(qa, ka):
+        res = []
         for bb in range(NB):
             qb = qa[bb * NT:(bb + 1) * NT].reshape(NT, H, HD)
             kb = jnp.repeat(ka[bb].reshape(NT, HKV, HD), H // HKV, axis=1)
-            vb = jnp.repeat(va[bb].reshape(NT, HKV, HD), H // HKV, axis=1)
             sc = jnp.einsum("ihd,jhd->hij", qb, kb) * scale
             i = jnp.arange(NT)[:, None]
             j = jnp.arange(NT)[None, :]
             mask = j <= i
             if window:
                 mask = mask & (j > i - window)
-            sc = jnp.where(mask[None], sc, -jnp.inf)
+            res.append(jnp.where(mask[None], sc, -jnp.inf))
+        return res
+
+    def attn(qa, ka, va):
+        outs = []
+        for bb, sc in enumerate(scores(qa, ka)):
+            vb = jnp.repeat(va[bb].reshape(NT, HKV, HD), H // HKV, axis=1)
             pr = jax.nn.softmax(sc, -1)
             outs.append(jnp.einsum("hij,jhd->ihd", pr, vb).reshape(NT, H * HD))
         return jnp.concatenate(outs)
     kact, vact = kc[:, :NT], vc[:, :NT]
-    _, vjp = jax.vjp(attn, q[:R], kact, vact)
+    rout, vjp = jax.vjp(attn, q[:R], kact, vact)
+    rlse = jnp.concatenate([jax.nn.logsumexp(sc, -1).T for sc in scores(q[:R], kact)])
+    chk.check(f"attention out (window {window})", out[:R], rout, TOL)
+    chk.check(f"attention lse (window {window})", lse[:R], rlse, TOL)
     rdq, rdk, rdv = vjp(dout[:R])
     chk.check(f"attention_grad dq (window {window})", dq[:R], rdq, TOL)
     chk.check(f"attention_grad dk (window {window})", dk[:, :NT], rdk, TOL)
     chk.check(f"attention_grad dv (window {window})", dv[:, :NT], rdv, TOL)
 
 # --- optimizer: global norm, clipping factor, AdamW (PyTorch semantics)
+# hyper = [lr, 1 - b1^t, 1 - b2^t, max_norm, grad_scale]; the norm is that of
+# grad_scale * the tensors (the mean of accumulated micro-batch gradients).
 ga, gb = par((6, 5), 3.0), par((7,), 3.0)
-(gn,) = run("gnorm", f"colossus.global_norm %a, %b : {t((6, 5))}, {t((7,))}",
-            [("a", ga), ("b", gb)], ["tensor<1xf32>"], [[(1,)]], ["f_0_global_norm"])
-chk.check("global_norm", gn, [np.sqrt(np.sum(ga.astype(np.float64) ** 2) + np.sum(gb.astype(np.float64) ** 2))], 1e-6)
-for max_norm, norm in ((1.0, 5.0), (10.0, 5.0), (0.0, 5.0)):
-    hin = np.array([3e-4, 0.1, 0.05, max_norm], np.float32)
-    (hy,) = run("clip", "colossus.clip_hyper %h, %n : tensor<4xf32>, tensor<1xf32>",
+for gscale in (1.0, 0.25):
+    hin = np.array([3e-4, 0.1, 0.05, 1.0, gscale], np.float32)
+    (gn,) = run("gnorm", f"colossus.global_norm %h, %a, %b : tensor<5xf32>, {t((6, 5))}, {t((7,))}",
+                [("h", hin), ("a", ga), ("b", gb)], ["tensor<1xf32>"], [[(1,)]], ["f_0_global_norm"])
+    chk.check(f"global_norm (grad_scale {gscale})", gn,
+              [gscale * np.sqrt(np.sum(ga.astype(np.float64) ** 2) + np.sum(gb.astype(np.float64) ** 2))], 1e-6)
+for max_norm, norm, gscale in ((1.0, 5.0, 1.0), (10.0, 5.0, 1.0), (0.0, 5.0, 1.0),
+                               (1.0, 5.0, 0.5), (10.0, 5.0, 0.5)):
+    hin = np.array([3e-4, 0.1, 0.05, max_norm, gscale], np.float32)
+    (hy,) = run("clip", "colossus.clip_hyper %h, %n : tensor<5xf32>, tensor<1xf32>",
                 [("h", hin), ("n", np.array([norm], np.float32))], ["tensor<4xf32>"],
                 [[(4,)]], ["f_0_clip"])
-    scale = max_norm / (norm + 1e-6) if 0 < max_norm < norm else 1.0
-    chk.check(f"clip_hyper (max {max_norm})", hy, [3e-4, 0.1, 0.05, scale], 1e-7)
+    scale = gscale * (max_norm / (norm + 1e-6) if 0 < max_norm < norm else 1.0)
+    chk.check(f"clip_hyper (max {max_norm}, grad_scale {gscale})", hy, [3e-4, 0.1, 0.05, scale], 1e-7)
 for shape, wd in (((6, 5), 0.1), ((7,), 0.0)):
     pp, gg, mm, vv = par(shape), par(shape), par(shape, 0.1), np.abs(par(shape, 0.01))
     hyper = np.array([1e-2, 1 - 0.9 ** 3, 1 - 0.95 ** 3, 0.5], np.float32)

@@ -331,6 +331,37 @@ TEST_F(GradsModel, EveryCallStartsFromZeroedGradients) {
   expectMatchesReference(*other, t2, y2);
 }
 
+TEST_F(GradsModel, AccumulateGradsAddsToTheBuffers) {
+  // Gradient accumulation: grads() on one micro-batch, accumulateGrads() on
+  // the next leaves the sum of both gradients (the loss is the last one's).
+  auto s = open(art);
+  ASSERT_TRUE(s);
+  std::vector<int32_t> t2 = {7, 7, 0, 1, 2, 3, 4, 5};
+  std::vector<int32_t> y2 = {0, 1, 2, 3, 4, 5, 6, 7};
+  auto a = s->grads(tokens.data(), targets.data());
+  ASSERT_TRUE(a) << a.message();
+  auto b = s->grads(t2.data(), y2.data());
+  ASSERT_TRUE(b) << b.message();
+  auto first = s->grads(tokens.data(), targets.data(), /*readGradients=*/false);
+  ASSERT_TRUE(first) << first.message();
+  auto sum = s->accumulateGrads(t2.data(), y2.data());
+  ASSERT_TRUE(sum) << sum.message();
+  EXPECT_EQ(sum->loss, b->loss);
+  ASSERT_EQ(sum->grads.size(), 2u);
+  for (size_t p = 0; p < 2; ++p) {
+    ASSERT_EQ(sum->grads[p].values.size(), a->grads[p].values.size());
+    for (size_t i = 0; i < sum->grads[p].values.size(); ++i)
+      EXPECT_FLOAT_EQ(sum->grads[p].values[i],
+                      a->grads[p].values[i] + b->grads[p].values[i])
+          << sum->grads[p].name << "[" << i << "]";
+  }
+  // A plain grads() starts again from zero.
+  auto again = s->grads(t2.data(), y2.data());
+  ASSERT_TRUE(again) << again.message();
+  for (size_t p = 0; p < 2; ++p)
+    EXPECT_EQ(again->grads[p].values, b->grads[p].values);
+}
+
 TEST_F(GradsModel, IgnoreIndexTargets) {
   auto s = open(art);
   ASSERT_TRUE(s);

@@ -240,7 +240,7 @@ ArtifactSpec tinyTrainSpec() {
       {"model.bias.exp_avg", K::opt_state, D::f32, {V}, 0, uint64_t(V * 4)});
   s.buffers.push_back(
       {"model.bias.exp_avg_sq", K::opt_state, D::f32, {V}, 0, uint64_t(V * 4)});
-  s.buffers.push_back({"hyper", K::input, D::f32, {4}, 0, 16});
+  s.buffers.push_back({"hyper", K::input, D::f32, {5}, 0, 20});
   s.buffers.push_back({"grad_norm", K::output, D::f32, {1}, 0, 4});
   StepSpec update;
   update.name = "update";

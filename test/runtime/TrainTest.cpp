@@ -49,6 +49,11 @@ TEST(UpdateArtifact, RejectsBadHyper) {
   s.buffers[13].size = 12;
   EXPECT_THAT(loadError(s), HasSubstr("t.colossus: steps[1].hyper: "
                                       "buffers[13] 'hyper' has 12 bytes"));
+  // f32[4], the hyper of artifacts before grad_scale.
+  s.buffers[13].size = 16;
+  EXPECT_THAT(loadError(s), HasSubstr("has 16 bytes, f32[5] [lr, 1 - beta1^t, "
+                                      "1 - beta2^t, max_grad_norm, grad_scale] "
+                                      "needs 20"));
   s = tinyTrainSpec();
   s.buffers[13].kind = schema::BufferKind::output;
   EXPECT_THAT(loadError(s), HasSubstr("must be an f32 input buffer"));
@@ -232,6 +237,11 @@ TEST_F(TrainModel, UpdateErrors) {
   auto bad = s->update(1e-3, 0, 1.0);
   ASSERT_FALSE(bad);
   EXPECT_THAT(bad.message(), HasSubstr("t = 0 must be >= 1"));
+  for (double scale : {0.0, -0.5, std::nan("")}) {
+    auto badScale = s->update(1e-3, 1, 1.0, scale);
+    ASSERT_FALSE(badScale);
+    EXPECT_THAT(badScale.message(), HasSubstr("must be finite and > 0"));
+  }
 
   writeFile(dir.file("g.colossus"), buildArtifact(tinyGradsSpec()));
   auto g = Session::create(dir.file("g.colossus"),

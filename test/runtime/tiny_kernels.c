@@ -132,8 +132,9 @@ void tiny_xent_grad(void **args, int64_t nb, int64_t nt, int64_t pos0) {
  *
  *   tiny_adamw(gemb, gbias, emb, bias, m_emb, v_emb, m_bias, v_bias, hyper,
  *              gnorm):
- *       hyper = [lr, 1 - beta1^t, 1 - beta2^t, max_grad_norm];
- *       gnorm[0] = global norm of (gemb, gbias), accumulated in double;
+ *       hyper = [lr, 1 - beta1^t, 1 - beta2^t, max_grad_norm, grad_scale];
+ *       g = grad_scale * (gemb, gbias) (the mean of accumulated micro-batch
+ *       gradients); gnorm[0] = global norm of g, accumulated in double;
  *       clipping by max_grad_norm / (norm + 1e-6) when norm > max > 0
  *       (the gradient buffers are left as they are); AdamW in double from
  *       the stored f32 values, as adamwStepRef of OptimizerRef.h.
@@ -173,11 +174,12 @@ void tiny_adamw(void **args, int64_t nb, int64_t nt, int64_t pos0) {
     sum += (double)gemb[i] * (double)gemb[i];
   for (int i = 0; i < V; ++i)
     sum += (double)gbias[i] * (double)gbias[i];
-  double norm = sqrt(sum);
+  const double scale = hyper[4];
+  double norm = scale * sqrt(sum);
   gnorm[0] = (float)norm;
-  double maxNorm = hyper[3], coef = 1.0;
+  double maxNorm = hyper[3], coef = scale;
   if (maxNorm > 0.0 && norm > maxNorm)
-    coef = maxNorm / (norm + 1e-6);
+    coef = scale * (maxNorm / (norm + 1e-6));
   tiny_adamw_tensor(emb, gemb, (float *)args[4], (float *)args[5], V * V, coef,
                     hyper, 1);
   tiny_adamw_tensor(bias, gbias, (float *)args[6], (float *)args[7], V, coef,

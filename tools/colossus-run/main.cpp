@@ -60,7 +60,7 @@ usage:
                                  --steps N [--seed S] [--data-dtype ...]
                                  [--data-order random|sequential] [--lr PEAK]
                                  [--warmup K] [--min-lr LR] [--schedule-steps T]
-                                 [--max-grad-norm M]
+                                 [--max-grad-norm M] [--grad-accum M]
                                  [--checkpoint-dir D [--checkpoint-every K]]
                                  [--resume] [--grads-out G.safetensors] [--json]
   colossus-run --help
@@ -79,7 +79,9 @@ commands:
              gradient norm, writes every gradient with --grads-out
 
   train      (an artifact with grads and update steps, --step=train) N
-             optimizer steps: for s = first .. N-1 the batch of data step s,
+             optimizer steps: for s = first .. N-1 the batch of data step s
+             (with --grad-accum M: the M micro-batches of data steps s*M ..
+             s*M + M-1, their gradients accumulated and averaged),
              the grads step, then the AdamW update step with t = s + 1 and
              lr(t) of the warmup + cosine schedule; prints one line per step
              (one JSON object per line with --json); checkpoints with
@@ -128,6 +130,11 @@ options (a value may be given as --flag VALUE or --flag=VALUE):
                          --steps must use the final total here
   --max-grad-norm M      train: clip the global gradient norm to M (default
                          1.0; 0 = no clipping)
+  --grad-accum M         train: micro-batches per optimizer step (default 1):
+                         the gradient is the mean of M micro-batch gradients
+                         (batch B of the artifact each), the loss the mean of
+                         their losses; --grads-out writes the mean gradient;
+                         a resume needs the checkpoint's M
   --checkpoint-dir D     train: write checkpoints into D (D/step-%08d)
   --checkpoint-every K   train: a checkpoint every K steps (default: only
                          after the last step)
@@ -261,6 +268,7 @@ const std::map<std::string, std::set<std::string>> kValueFlags = {
     {"--min-lr", {"train"}},
     {"--max-grad-norm", {"train"}},
     {"--schedule-steps", {"train"}},
+    {"--grad-accum", {"train"}},
     {"--checkpoint-dir", {"train"}},
     {"--checkpoint-every", {"train"}},
     {"--logits-out", {"forward"}},
@@ -576,6 +584,7 @@ int runTrain(const std::string &artPath, SessionOptions sopts, uint64_t seed,
   schedule.warmup = countFlag(get, "--warmup", 0, 0);
   schedule.total = countFlag(get, "--schedule-steps", N, 1);
   const double maxGradNorm = positiveOrZeroDouble(get, "--max-grad-norm", 1.0);
+  const int64_t M = countFlag(get, "--grad-accum", 1, 1);
   auto ckptDir = get("--checkpoint-dir");
   const bool everyGiven = get("--checkpoint-every").has_value();
   const int64_t every = countFlag(get, "--checkpoint-every", 0, 1);
@@ -616,7 +625,7 @@ int runTrain(const std::string &artPath, SessionOptions sopts, uint64_t seed,
   dataJ["seed"] = seed;
   dataJ["batch"] = B;
   dataJ["seq"] = S;
-  dataJ["grad_accum"] = 1;
+  dataJ["grad_accum"] = M;
   ojson scheduleJ;
   scheduleJ["lr"] = schedule.peak;
   scheduleJ["min_lr"] = schedule.minLr;
@@ -648,6 +657,21 @@ int runTrain(const std::string &artPath, SessionOptions sopts, uint64_t seed,
                        " (the batches would differ; resume with the same data, "
                        "--data-order, --seed and artifact)");
       }
+      // Checkpoints of runs without --grad-accum record 1.
+      const int64_t savedM =
+          saved.contains("grad_accum") && saved["grad_accum"].is_number_integer()
+              ? saved["grad_accum"].get<int64_t>()
+              : -1;
+      if (savedM != M)
+        return error(ckpt->path + "/state.json: data.grad_accum is " +
+                     (saved.contains("grad_accum")
+                          ? saved["grad_accum"].dump()
+                          : std::string("missing")) +
+                     ", this run has --grad-accum " + std::to_string(M) +
+                     " (the optimizer steps would see different batches; "
+                     "resume with --grad-accum " +
+                     (savedM > 0 ? std::to_string(savedM) : std::string("M")) +
+                     ")");
       if (saved.contains("schedule") &&
           nlohmann::json::parse(saved["schedule"].dump()) !=
               nlohmann::json::parse(scheduleJ.dump()))
@@ -758,36 +782,58 @@ int runTrain(const std::string &artPath, SessionOptions sopts, uint64_t seed,
       targets(static_cast<size_t>(B * S));
   for (int64_t s = first; s < N; ++s) {
     const int64_t t = s + 1;
-    Status filled =
-        tokens.fillBatch(s, B, S, order, seed, inputs.data(), targets.data());
-    if (!filled)
-      return error(filled.message());
     const bool writeGrads = gradsOut && s == first && first == 0;
     auto start = std::chrono::steady_clock::now();
-    auto g = sess.grads(inputs.data(), targets.data(), writeGrads);
-    if (!g)
-      return error(g.message());
-    if (writeGrads)
-      if (Status w = writeGradients(*gradsOut, g->grads); !w)
+    // Micro-batch j is samples [j*B, j*B + B) of a global batch of M*B
+    // (sequential order: data step s*M + j); the grads step adds into the
+    // gradient buffers, zeroed for j = 0 only.
+    double lossSum = 0.0;
+    std::vector<ParamGradient> grads;
+    for (int64_t j = 0; j < M; ++j) {
+      Status filled = tokens.fillSamples(s, M * B, j * B, B, S, order, seed,
+                                         inputs.data(), targets.data());
+      if (!filled)
+        return error(filled.message());
+      const bool read = writeGrads && j == M - 1;
+      auto g = j == 0 ? sess.grads(inputs.data(), targets.data(), read)
+                      : sess.accumulateGrads(inputs.data(), targets.data(),
+                                             read);
+      if (!g)
+        return error(g.message());
+      lossSum += static_cast<double>(g->loss);
+      if (read)
+        grads = std::move(g->grads);
+    }
+    const double loss = lossSum / static_cast<double>(M);
+    if (writeGrads) {
+      // The accumulated mean, before clipping.
+      for (ParamGradient &pg : grads)
+        for (float &v : pg.values)
+          v = static_cast<float>(static_cast<double>(v) /
+                                 static_cast<double>(M));
+      if (Status w = writeGradients(*gradsOut, grads); !w)
         return error(w.message());
+    }
     const double lr = learningRateRef(schedule, t);
-    auto norm = sess.update(lr, t, maxGradNorm);
+    auto norm =
+        sess.update(lr, t, maxGradNorm, 1.0 / static_cast<double>(M));
     if (!norm)
       return error(norm.message());
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
             .count();
-    const double tps = seconds > 0 ? static_cast<double>(B * S) / seconds : 0.0;
-    if (!std::isfinite(g->loss))
+    const double tps =
+        seconds > 0 ? static_cast<double>(M * B * S) / seconds : 0.0;
+    if (!std::isfinite(loss))
       std::fprintf(stderr, "colossus-run: warning: step %lld: loss is %f\n",
-                   static_cast<long long>(t), static_cast<double>(g->loss));
+                   static_cast<long long>(t), loss);
     if (json) {
       ojson j;
       j["step"] = t;
-      j["loss"] = g->loss;
+      j["loss"] = loss;
       j["grad_norm"] = *norm;
       j["lr"] = lr;
-      j["tokens"] = B * S;
+      j["tokens"] = M * B * S;
       j["time_s"] = seconds;
       j["tokens_per_s"] = tps;
       std::cout << j.dump() << "\n";
@@ -797,7 +843,7 @@ int runTrain(const std::string &artPath, SessionOptions sopts, uint64_t seed,
                     "step %lld/%lld loss %.6f lr %.3e grad_norm %.4f "
                     "(%.3f s, %.0f tokens/s)\n",
                     static_cast<long long>(t), static_cast<long long>(N),
-                    static_cast<double>(g->loss), lr, *norm, seconds, tps);
+                    loss, lr, *norm, seconds, tps);
       std::cout << line;
     }
     std::cout.flush();

@@ -70,8 +70,14 @@ func.func @loss(%x: tensor<8x32xf32>, %t: tensor<8xi32>,
 
 // Attention family: rope's adjoint is the inverse rotation, attention's is
 // attention_grad, and a cache write's is a cache read at the same positions.
+// The forward attention (and only it: one op) saves its log-sum-exp, which
+// attention_grad reads with the forward output (FlashAttention-2).
 // CHECK-LABEL: func.func @loss_grad
-// CHECK: %[[DQ:.*]], %[[DK:.*]], %[[DV:.*]] = colossus.attention_grad
+// CHECK-NOT: colossus.attention %
+// CHECK: %[[O:.*]], %[[LSE:.*]] = colossus.attention %{{.*}} {{{.*}}save_lse{{.*}}} : tensor<8x32xf32>, tensor<1x8x16xf32>, tensor<1x8x16xf32>, tensor<8xi32>
+// CHECK-NOT: colossus.attention %
+// CHECK: colossus.cross_entropy %[[O]]
+// CHECK: %[[DQ:.*]], %[[DK:.*]], %[[DV:.*]] = colossus.attention_grad %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %[[O]], %[[LSE]] {{{.*}}} : tensor<8x32xf32>, tensor<1x8x16xf32>, tensor<8xi32>, tensor<8x4xf32>
 // CHECK-DAG: colossus.cache_read %[[DV]][%{{.*}}]
 // CHECK-DAG: %[[DKR:.*]] = colossus.cache_read %[[DK]][%{{.*}}]
 // CHECK-DAG: colossus.rope %[[DKR]], %{{.*}} {{{.*}}inverse = true

@@ -125,3 +125,49 @@ func.func @norm_residual(%a: tensor<8x16xf32>, %b: tensor<8x16xf32>, %g: tensor<
   %1 = colossus.rms_norm %0, %g eps = 1.0e-05 : tensor<8x16xf32>, tensor<16xf32>
   return %1, %0 : tensor<8x16xf32>, tensor<8x16xf32>
 }
+
+// -----
+
+// The loss and its gradient of the same logits: one row kernel for the
+// per-row loss terms and dlogits (cross_entropy_rows), then the sum of the
+// terms (row_sum); the original ops are gone.
+// CHECK-LABEL: func.func @loss_with_grad
+// CHECK: %[[G:.*]]:2 = colossus.fusion "loss_grad"(%{{.*}}, %{{.*}}) : (tensor<8x32xf32>, tensor<8xi32>) -> (tensor<8xf32>, tensor<8x32xf32>)
+// CHECK:   arith.constant
+// CHECK:   colossus.cross_entropy_rows
+// CHECK: %[[L:.*]] = colossus.fusion "loss"(%[[G]]#0) : (tensor<8xf32>) -> tensor<f32>
+// CHECK:   colossus.row_sum
+// CHECK-NOT: colossus.cross_entropy
+// CHECK: return %[[L]], %[[G]]#1
+func.func @loss_with_grad(%x: tensor<8x32xf32>, %t: tensor<8xi32>) -> (tensor<f32>, tensor<8x32xf32>) {
+  %l = colossus.cross_entropy %x, %t : tensor<8x32xf32>, tensor<8xi32>
+  %one = arith.constant dense<1.0> : tensor<f32>
+  %g = colossus.cross_entropy_grad %x, %t, %one : tensor<8x32xf32>, tensor<8xi32>, tensor<f32>
+  return %l, %g : tensor<f32>, tensor<8x32xf32>
+}
+
+// -----
+
+// Different ignore indices: not the same loss, left as two kernels.
+// CHECK-LABEL: func.func @loss_and_other_grad
+// CHECK: colossus.fusion "loss"
+// CHECK:   colossus.cross_entropy %
+// CHECK: colossus.fusion "loss_grad"
+// CHECK:   colossus.cross_entropy_grad
+func.func @loss_and_other_grad(%x: tensor<8x32xf32>, %t: tensor<8xi32>, %d: tensor<f32>) -> (tensor<f32>, tensor<8x32xf32>) {
+  %l = colossus.cross_entropy %x, %t : tensor<8x32xf32>, tensor<8xi32>
+  %g = colossus.cross_entropy_grad %x, %t, %d {ignore_index = 0 : i64} : tensor<8x32xf32>, tensor<8xi32>, tensor<f32>
+  return %l, %g : tensor<f32>, tensor<8x32xf32>
+}
+
+// -----
+
+// The forward attention with save_lse is one kernel with two results.
+// CHECK-LABEL: func.func @attention_lse
+// CHECK: %[[A:.*]]:2 = colossus.fusion "attention"(%{{.*}}, %{{.*}}, %{{.*}}) : (tensor<8x32xf32>, tensor<1x8x16xf32>, tensor<1x8x16xf32>) -> (tensor<8x32xf32>, tensor<8x4xf32>)
+// CHECK: return %[[A]]#0, %[[A]]#1
+func.func @attention_lse(%q: tensor<8x32xf32>, %k: tensor<1x8x16xf32>, %v: tensor<1x8x16xf32>) -> (tensor<8x32xf32>, tensor<8x4xf32>) {
+  %pos = colossus.positions 8
+  %o, %lse = colossus.attention %q, %k, %v, %pos {num_heads = 4 : i64, num_kv_heads = 2 : i64, head_dim = 8 : i64, scale = 0.35355339 : f64, save_lse} : tensor<8x32xf32>, tensor<1x8x16xf32>, tensor<1x8x16xf32>, tensor<8xi32>
+  return %o, %lse : tensor<8x32xf32>, tensor<8x4xf32>
+}

@@ -595,67 +595,67 @@ func.func @pad_columns_result_type(%x: tensor<8x64xf32>) {
 // attention_grad
 //===----------------------------------------------------------------------===//
 
-func.func @attention_grad_heads_not_divisible(%q: tensor<80x96xf32>, %k: tensor<2x40x64xf32>, %v: tensor<2x40x64xf32>, %pos: tensor<80xi32>, %dout: tensor<80x96xf32>) {
+func.func @attention_grad_heads_not_divisible(%q: tensor<80x96xf32>, %k: tensor<2x40x64xf32>, %v: tensor<2x40x64xf32>, %pos: tensor<80xi32>, %dout: tensor<80x96xf32>, %out: tensor<80x96xf32>, %lse: tensor<80x6xf32>) {
   // expected-error @+1 {{'colossus.attention_grad' op num_heads (6) must be a multiple of num_kv_heads (4)}}
-  %0:3 = colossus.attention_grad %q, %k, %v, %pos, %dout {num_heads = 6 : i64, num_kv_heads = 4 : i64, head_dim = 16 : i64, scale = 0.25 : f64} : tensor<80x96xf32>, tensor<2x40x64xf32>, tensor<80xi32>
+  %0:3 = colossus.attention_grad %q, %k, %v, %pos, %dout, %out, %lse {num_heads = 6 : i64, num_kv_heads = 4 : i64, head_dim = 16 : i64, scale = 0.25 : f64} : tensor<80x96xf32>, tensor<2x40x64xf32>, tensor<80xi32>, tensor<80x6xf32>
   return
 }
 
 // -----
 
-func.func @attention_grad_q_columns(%q: tensor<80x60xf32>, %k: tensor<2x40x32xf32>, %v: tensor<2x40x32xf32>, %pos: tensor<80xi32>, %dout: tensor<80x60xf32>) {
+func.func @attention_grad_q_columns(%q: tensor<80x60xf32>, %k: tensor<2x40x32xf32>, %v: tensor<2x40x32xf32>, %pos: tensor<80xi32>, %dout: tensor<80x60xf32>, %out: tensor<80x60xf32>, %lse: tensor<80x4xf32>) {
   // expected-error @+1 {{'colossus.attention_grad' op q has 60 columns, expected num_heads * head_dim = 64}}
-  %0:3 = colossus.attention_grad %q, %k, %v, %pos, %dout {num_heads = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64, scale = 0.25 : f64} : tensor<80x60xf32>, tensor<2x40x32xf32>, tensor<80xi32>
+  %0:3 = colossus.attention_grad %q, %k, %v, %pos, %dout, %out, %lse {num_heads = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64, scale = 0.25 : f64} : tensor<80x60xf32>, tensor<2x40x32xf32>, tensor<80xi32>, tensor<80x4xf32>
   return
 }
 
 // -----
 
 // The caches hold num_heads (not num_kv_heads) heads: a GQA mistake.
-func.func @attention_grad_k_columns(%q: tensor<80x64xf32>, %k: tensor<2x40x64xf32>, %v: tensor<2x40x64xf32>, %pos: tensor<80xi32>, %dout: tensor<80x64xf32>) {
+func.func @attention_grad_k_columns(%q: tensor<80x64xf32>, %k: tensor<2x40x64xf32>, %v: tensor<2x40x64xf32>, %pos: tensor<80xi32>, %dout: tensor<80x64xf32>, %out: tensor<80x64xf32>, %lse: tensor<80x4xf32>) {
   // expected-error @+1 {{'colossus.attention_grad' op k has 64 columns, expected num_kv_heads * head_dim = 32}}
-  %0:3 = colossus.attention_grad %q, %k, %v, %pos, %dout {num_heads = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64, scale = 0.25 : f64} : tensor<80x64xf32>, tensor<2x40x64xf32>, tensor<80xi32>
+  %0:3 = colossus.attention_grad %q, %k, %v, %pos, %dout, %out, %lse {num_heads = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64, scale = 0.25 : f64} : tensor<80x64xf32>, tensor<2x40x64xf32>, tensor<80xi32>, tensor<80x4xf32>
   return
 }
 
 // -----
 
-func.func @attention_grad_q_k_element_type(%q: tensor<80x64xf32>, %k: tensor<2x40x32xbf16>, %v: tensor<2x40x32xbf16>, %pos: tensor<80xi32>, %dout: tensor<80x64xf32>) {
+func.func @attention_grad_q_k_element_type(%q: tensor<80x64xf32>, %k: tensor<2x40x32xbf16>, %v: tensor<2x40x32xbf16>, %pos: tensor<80xi32>, %dout: tensor<80x64xf32>, %out: tensor<80x64xf32>, %lse: tensor<80x4xf32>) {
   // expected-error @+1 {{'colossus.attention_grad' op q and k must have the same element type}}
-  %0:3 = colossus.attention_grad %q, %k, %v, %pos, %dout {num_heads = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64, scale = 0.25 : f64} : tensor<80x64xf32>, tensor<2x40x32xbf16>, tensor<80xi32>
+  %0:3 = colossus.attention_grad %q, %k, %v, %pos, %dout, %out, %lse {num_heads = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64, scale = 0.25 : f64} : tensor<80x64xf32>, tensor<2x40x32xbf16>, tensor<80xi32>, tensor<80x4xf32>
   return
 }
 
 // -----
 
-func.func @attention_grad_positions(%q: tensor<80x64xf32>, %k: tensor<2x40x32xf32>, %v: tensor<2x40x32xf32>, %pos: tensor<40xi32>, %dout: tensor<80x64xf32>) {
+func.func @attention_grad_positions(%q: tensor<80x64xf32>, %k: tensor<2x40x32xf32>, %v: tensor<2x40x32xf32>, %pos: tensor<40xi32>, %dout: tensor<80x64xf32>, %out: tensor<80x64xf32>, %lse: tensor<80x4xf32>) {
   // expected-error @+1 {{'colossus.attention_grad' op positions must have one entry per row of q}}
-  %0:3 = colossus.attention_grad %q, %k, %v, %pos, %dout {num_heads = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64, scale = 0.25 : f64} : tensor<80x64xf32>, tensor<2x40x32xf32>, tensor<40xi32>
+  %0:3 = colossus.attention_grad %q, %k, %v, %pos, %dout, %out, %lse {num_heads = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64, scale = 0.25 : f64} : tensor<80x64xf32>, tensor<2x40x32xf32>, tensor<40xi32>, tensor<80x4xf32>
   return
 }
 
 // -----
 
-func.func @attention_grad_sliding_window(%q: tensor<80x64xf32>, %k: tensor<2x40x32xf32>, %v: tensor<2x40x32xf32>, %pos: tensor<80xi32>, %dout: tensor<80x64xf32>) {
+func.func @attention_grad_sliding_window(%q: tensor<80x64xf32>, %k: tensor<2x40x32xf32>, %v: tensor<2x40x32xf32>, %pos: tensor<80xi32>, %dout: tensor<80x64xf32>, %out: tensor<80x64xf32>, %lse: tensor<80x4xf32>) {
   // expected-error @+1 {{'colossus.attention_grad' op sliding_window must be >= 0}}
-  %0:3 = colossus.attention_grad %q, %k, %v, %pos, %dout {num_heads = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64, scale = 0.25 : f64, sliding_window = -1 : i64} : tensor<80x64xf32>, tensor<2x40x32xf32>, tensor<80xi32>
+  %0:3 = colossus.attention_grad %q, %k, %v, %pos, %dout, %out, %lse {num_heads = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64, scale = 0.25 : f64, sliding_window = -1 : i64} : tensor<80x64xf32>, tensor<2x40x32xf32>, tensor<80xi32>, tensor<80x4xf32>
   return
 }
 
 // -----
 
-func.func @attention_grad_scale(%q: tensor<80x64xf32>, %k: tensor<2x40x32xf32>, %v: tensor<2x40x32xf32>, %pos: tensor<80xi32>, %dout: tensor<80x64xf32>) {
+func.func @attention_grad_scale(%q: tensor<80x64xf32>, %k: tensor<2x40x32xf32>, %v: tensor<2x40x32xf32>, %pos: tensor<80xi32>, %dout: tensor<80x64xf32>, %out: tensor<80x64xf32>, %lse: tensor<80x4xf32>) {
   // expected-error @+1 {{'colossus.attention_grad' op scale must be positive}}
-  %0:3 = colossus.attention_grad %q, %k, %v, %pos, %dout {num_heads = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64, scale = -0.25 : f64} : tensor<80x64xf32>, tensor<2x40x32xf32>, tensor<80xi32>
+  %0:3 = colossus.attention_grad %q, %k, %v, %pos, %dout, %out, %lse {num_heads = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64, scale = -0.25 : f64} : tensor<80x64xf32>, tensor<2x40x32xf32>, tensor<80xi32>, tensor<80x4xf32>
   return
 }
 
 // -----
 
 // NaN is not positive.
-func.func @attention_grad_scale_nan(%q: tensor<80x64xf32>, %k: tensor<2x40x32xf32>, %v: tensor<2x40x32xf32>, %pos: tensor<80xi32>, %dout: tensor<80x64xf32>) {
+func.func @attention_grad_scale_nan(%q: tensor<80x64xf32>, %k: tensor<2x40x32xf32>, %v: tensor<2x40x32xf32>, %pos: tensor<80xi32>, %dout: tensor<80x64xf32>, %out: tensor<80x64xf32>, %lse: tensor<80x4xf32>) {
   // expected-error @+1 {{'colossus.attention_grad' op scale must be positive}}
-  %0:3 = colossus.attention_grad %q, %k, %v, %pos, %dout {num_heads = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64, scale = 0x7FF8000000000000 : f64} : tensor<80x64xf32>, tensor<2x40x32xf32>, tensor<80xi32>
+  %0:3 = colossus.attention_grad %q, %k, %v, %pos, %dout, %out, %lse {num_heads = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64, scale = 0x7FF8000000000000 : f64} : tensor<80x64xf32>, tensor<2x40x32xf32>, tensor<80xi32>, tensor<80x4xf32>
   return
 }
 
@@ -663,61 +663,61 @@ func.func @attention_grad_scale_nan(%q: tensor<80x64xf32>, %k: tensor<2x40x32xf3
 
 // A dynamic dimension is accepted where it cannot be checked; the static
 // ones still are.
-func.func @attention_grad_dynamic(%q: tensor<?x64xf32>, %k: tensor<?x?x64xf32>, %v: tensor<?x?x64xf32>, %pos: tensor<?xi32>, %dout: tensor<?x64xf32>) {
+func.func @attention_grad_dynamic(%q: tensor<?x64xf32>, %k: tensor<?x?x64xf32>, %v: tensor<?x?x64xf32>, %pos: tensor<?xi32>, %dout: tensor<?x64xf32>, %out: tensor<?x64xf32>, %lse: tensor<?x4xf32>) {
   // expected-error @+1 {{'colossus.attention_grad' op k has 64 columns, expected num_kv_heads * head_dim = 32}}
-  %0:3 = colossus.attention_grad %q, %k, %v, %pos, %dout {num_heads = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64, scale = 0.25 : f64} : tensor<?x64xf32>, tensor<?x?x64xf32>, tensor<?xi32>
+  %0:3 = colossus.attention_grad %q, %k, %v, %pos, %dout, %out, %lse {num_heads = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64, scale = 0.25 : f64} : tensor<?x64xf32>, tensor<?x?x64xf32>, tensor<?xi32>, tensor<?x4xf32>
   return
 }
 
 // -----
 
-func.func @attention_grad_zero_head_dim(%q: tensor<80x64xf32>, %k: tensor<2x40x32xf32>, %v: tensor<2x40x32xf32>, %pos: tensor<80xi32>, %dout: tensor<80x64xf32>) {
+func.func @attention_grad_zero_head_dim(%q: tensor<80x64xf32>, %k: tensor<2x40x32xf32>, %v: tensor<2x40x32xf32>, %pos: tensor<80xi32>, %dout: tensor<80x64xf32>, %out: tensor<80x64xf32>, %lse: tensor<80x4xf32>) {
   // expected-error @+1 {{attribute 'head_dim' failed to satisfy constraint: 64-bit signless integer attribute whose value is positive}}
-  %0:3 = colossus.attention_grad %q, %k, %v, %pos, %dout {num_heads = 4 : i64, num_kv_heads = 2 : i64, head_dim = 0 : i64, scale = 0.25 : f64} : tensor<80x64xf32>, tensor<2x40x32xf32>, tensor<80xi32>
+  %0:3 = colossus.attention_grad %q, %k, %v, %pos, %dout, %out, %lse {num_heads = 4 : i64, num_kv_heads = 2 : i64, head_dim = 0 : i64, scale = 0.25 : f64} : tensor<80x64xf32>, tensor<2x40x32xf32>, tensor<80xi32>, tensor<80x4xf32>
   return
 }
 
 // -----
 
-func.func @attention_grad_no_scale(%q: tensor<80x64xf32>, %k: tensor<2x40x32xf32>, %v: tensor<2x40x32xf32>, %pos: tensor<80xi32>, %dout: tensor<80x64xf32>) {
+func.func @attention_grad_no_scale(%q: tensor<80x64xf32>, %k: tensor<2x40x32xf32>, %v: tensor<2x40x32xf32>, %pos: tensor<80xi32>, %dout: tensor<80x64xf32>, %out: tensor<80x64xf32>, %lse: tensor<80x4xf32>) {
   // expected-error @+1 {{'colossus.attention_grad' op requires attribute 'scale'}}
-  %0:3 = colossus.attention_grad %q, %k, %v, %pos, %dout {num_heads = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64} : tensor<80x64xf32>, tensor<2x40x32xf32>, tensor<80xi32>
+  %0:3 = colossus.attention_grad %q, %k, %v, %pos, %dout, %out, %lse {num_heads = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64} : tensor<80x64xf32>, tensor<2x40x32xf32>, tensor<80xi32>, tensor<80x4xf32>
   return
 }
 
 // -----
 
-// The custom form has one type for k and v, and one for q and dout; the
+// The custom form has one type for k and v, and one for q, dout and out; the
 // generic form can say two, and the AllTypesMatch constraints reject them
 // before the verifier.
-func.func @attention_grad_k_v_mismatch(%q: tensor<80x64xf32>, %k: tensor<2x40x32xf32>, %v: tensor<2x48x32xf32>, %pos: tensor<80xi32>, %dout: tensor<80x64xf32>) {
+func.func @attention_grad_k_v_mismatch(%q: tensor<80x64xf32>, %k: tensor<2x40x32xf32>, %v: tensor<2x48x32xf32>, %pos: tensor<80xi32>, %dout: tensor<80x64xf32>, %out: tensor<80x64xf32>, %lse: tensor<80x4xf32>) {
   // expected-error @+1 {{'colossus.attention_grad' op failed to verify that all of {k, v} have same type}}
-  %0:3 = "colossus.attention_grad"(%q, %k, %v, %pos, %dout) <{num_heads = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64, scale = 0.25 : f64}> : (tensor<80x64xf32>, tensor<2x40x32xf32>, tensor<2x48x32xf32>, tensor<80xi32>, tensor<80x64xf32>) -> (tensor<80x64xf32>, tensor<2x40x32xf32>, tensor<2x40x32xf32>)
+  %0:3 = "colossus.attention_grad"(%q, %k, %v, %pos, %dout, %out, %lse) <{num_heads = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64, scale = 0.25 : f64}> : (tensor<80x64xf32>, tensor<2x40x32xf32>, tensor<2x48x32xf32>, tensor<80xi32>, tensor<80x64xf32>, tensor<80x64xf32>, tensor<80x4xf32>) -> (tensor<80x64xf32>, tensor<2x40x32xf32>, tensor<2x40x32xf32>)
   return
 }
 
 // -----
 
-func.func @attention_grad_q_dout_mismatch(%q: tensor<80x64xf32>, %k: tensor<2x40x32xf32>, %v: tensor<2x40x32xf32>, %pos: tensor<80xi32>, %dout: tensor<80x64xbf16>) {
-  // expected-error @+1 {{'colossus.attention_grad' op failed to verify that all of {q, dout} have same type}}
-  %0:3 = "colossus.attention_grad"(%q, %k, %v, %pos, %dout) <{num_heads = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64, scale = 0.25 : f64}> : (tensor<80x64xf32>, tensor<2x40x32xf32>, tensor<2x40x32xf32>, tensor<80xi32>, tensor<80x64xbf16>) -> (tensor<80x64xf32>, tensor<2x40x32xf32>, tensor<2x40x32xf32>)
+func.func @attention_grad_q_dout_mismatch(%q: tensor<80x64xf32>, %k: tensor<2x40x32xf32>, %v: tensor<2x40x32xf32>, %pos: tensor<80xi32>, %dout: tensor<80x64xbf16>, %out: tensor<80x64xf32>, %lse: tensor<80x4xf32>) {
+  // expected-error @+1 {{'colossus.attention_grad' op failed to verify that all of {q, dout, out} have same type}}
+  %0:3 = "colossus.attention_grad"(%q, %k, %v, %pos, %dout, %out, %lse) <{num_heads = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64, scale = 0.25 : f64}> : (tensor<80x64xf32>, tensor<2x40x32xf32>, tensor<2x40x32xf32>, tensor<80xi32>, tensor<80x64xbf16>, tensor<80x64xf32>, tensor<80x4xf32>) -> (tensor<80x64xf32>, tensor<2x40x32xf32>, tensor<2x40x32xf32>)
   return
 }
 
 // -----
 
-func.func @attention_grad_k_rank(%q: tensor<80x64xf32>, %k: tensor<40x32xf32>, %v: tensor<40x32xf32>, %pos: tensor<80xi32>, %dout: tensor<80x64xf32>) {
+func.func @attention_grad_k_rank(%q: tensor<80x64xf32>, %k: tensor<40x32xf32>, %v: tensor<40x32xf32>, %pos: tensor<80xi32>, %dout: tensor<80x64xf32>, %out: tensor<80x64xf32>, %lse: tensor<80x4xf32>) {
   // expected-error @+1 {{'colossus.attention_grad' op operand #1 must be 3D tensor of floating-point values, but got 'tensor<40x32xf32>'}}
-  %0:3 = colossus.attention_grad %q, %k, %v, %pos, %dout {num_heads = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64, scale = 0.25 : f64} : tensor<80x64xf32>, tensor<40x32xf32>, tensor<80xi32>
+  %0:3 = colossus.attention_grad %q, %k, %v, %pos, %dout, %out, %lse {num_heads = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64, scale = 0.25 : f64} : tensor<80x64xf32>, tensor<40x32xf32>, tensor<80xi32>, tensor<80x4xf32>
   return
 }
 
 // -----
 
-func.func @attention_grad_result_type(%q: tensor<80x64xf32>, %k: tensor<2x40x32xf32>, %v: tensor<2x40x32xf32>, %pos: tensor<80xi32>, %dout: tensor<80x64xf32>) {
+func.func @attention_grad_result_type(%q: tensor<80x64xf32>, %k: tensor<2x40x32xf32>, %v: tensor<2x40x32xf32>, %pos: tensor<80xi32>, %dout: tensor<80x64xf32>, %out: tensor<80x64xf32>, %lse: tensor<80x4xf32>) {
   // expected-error @+2 {{'colossus.attention_grad' op inferred type(s) 'tensor<80x64xf32>', 'tensor<2x40x32xf32>', 'tensor<2x40x32xf32>' are incompatible with return type(s) of operation 'tensor<80x64xf32>', 'tensor<2x40x32xf32>', 'tensor<2x80x32xf32>'}}
   // expected-error @+1 {{'colossus.attention_grad' op failed to infer returned types}}
-  %0:3 = "colossus.attention_grad"(%q, %k, %v, %pos, %dout) <{num_heads = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64, scale = 0.25 : f64}> : (tensor<80x64xf32>, tensor<2x40x32xf32>, tensor<2x40x32xf32>, tensor<80xi32>, tensor<80x64xf32>) -> (tensor<80x64xf32>, tensor<2x40x32xf32>, tensor<2x80x32xf32>)
+  %0:3 = "colossus.attention_grad"(%q, %k, %v, %pos, %dout, %out, %lse) <{num_heads = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64, scale = 0.25 : f64}> : (tensor<80x64xf32>, tensor<2x40x32xf32>, tensor<2x40x32xf32>, tensor<80xi32>, tensor<80x64xf32>, tensor<80x64xf32>, tensor<80x4xf32>) -> (tensor<80x64xf32>, tensor<2x40x32xf32>, tensor<2x80x32xf32>)
   return
 }
 
@@ -866,5 +866,86 @@ func.func @rope_inverse_not_bool(%x: tensor<8x64xf32>, %pos: tensor<8xi32>) {
 func.func @rope_inverse_head_dim_columns(%x: tensor<8x60xf32>, %pos: tensor<8xi32>) {
   // expected-error @+1 {{'colossus.rope' op columns (60) must be a multiple of head_dim (16)}}
   %0 = colossus.rope %x, %pos {head_dim = 16 : i64, layout = #colossus<rope_layout rotate_half>, theta = 10000.0 : f64, inverse = true} : tensor<8x60xf32>, tensor<8xi32>
+  return
+}
+
+// -----
+
+func.func @attention_grad_lse_shape(%q: tensor<80x64xf32>, %k: tensor<2x40x32xf32>, %v: tensor<2x40x32xf32>, %pos: tensor<80xi32>, %dout: tensor<80x64xf32>, %out: tensor<80x64xf32>, %lse: tensor<80x2xf32>) {
+  // expected-error @+1 {{'colossus.attention_grad' op lse must be [rows of q, num_heads] (80x4)}}
+  %0:3 = colossus.attention_grad %q, %k, %v, %pos, %dout, %out, %lse {num_heads = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64, scale = 0.25 : f64} : tensor<80x64xf32>, tensor<2x40x32xf32>, tensor<80xi32>, tensor<80x2xf32>
+  return
+}
+
+// -----
+
+func.func @global_norm_hyper_size(%h: tensor<4xf32>, %a: tensor<8xf32>) {
+  // expected-error @+1 {{'colossus.global_norm' op hyper must hold 5 values: lr, 1 - beta1^t, 1 - beta2^t, max_norm, grad_scale}}
+  %0 = colossus.global_norm %h, %a : tensor<4xf32>, tensor<8xf32>
+  return
+}
+
+// -----
+
+func.func @attention_grad_lse_f32(%q: tensor<80x64xf32>, %k: tensor<2x40x32xf32>, %v: tensor<2x40x32xf32>, %pos: tensor<80xi32>, %dout: tensor<80x64xf32>, %out: tensor<80x64xf32>, %lse: tensor<80x4xbf16>) {
+  // expected-error @+1 {{'colossus.attention_grad' op operand #6 must be 2D tensor of 32-bit float values, but got 'tensor<80x4xbf16>'}}
+  %0:3 = colossus.attention_grad %q, %k, %v, %pos, %dout, %out, %lse {num_heads = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64, scale = 0.25 : f64} : tensor<80x64xf32>, tensor<2x40x32xf32>, tensor<80xi32>, tensor<80x4xbf16>
+  return
+}
+
+// -----
+
+func.func @global_norm_no_tensors(%h: tensor<5xf32>) {
+  // expected-error @+1 {{'colossus.global_norm' op needs at least one tensor}}
+  %0 = "colossus.global_norm"(%h) : (tensor<5xf32>) -> tensor<1xf32>
+  return
+}
+
+// -----
+
+// The generic form can state an lse result the attribute does not ask for.
+func.func @attention_lse_without_save_lse(%q: tensor<80x64xf32>, %k: tensor<2x40x32xf32>, %v: tensor<2x40x32xf32>, %pos: tensor<80xi32>) {
+  // expected-error @+1 {{'colossus.attention' op has an lse result if and only if save_lse is set}}
+  %0:2 = "colossus.attention"(%q, %k, %v, %pos) <{causal = true, head_dim = 16 : i64, num_heads = 4 : i64, num_kv_heads = 2 : i64, scale = 2.500000e-01 : f64, sliding_window = 0 : i64}> : (tensor<80x64xf32>, tensor<2x40x32xf32>, tensor<2x40x32xf32>, tensor<80xi32>) -> (tensor<80x64xf32>, tensor<80x4xf32>)
+  return
+}
+
+// -----
+
+func.func @attention_lse_shape(%q: tensor<80x64xf32>, %k: tensor<2x40x32xf32>, %v: tensor<2x40x32xf32>, %pos: tensor<80xi32>) {
+  // expected-error @+1 {{'colossus.attention' op lse must be [rows of q, num_heads] (80x4)}}
+  %0:2 = "colossus.attention"(%q, %k, %v, %pos) <{causal = true, head_dim = 16 : i64, num_heads = 4 : i64, num_kv_heads = 2 : i64, save_lse, scale = 2.500000e-01 : f64, sliding_window = 0 : i64}> : (tensor<80x64xf32>, tensor<2x40x32xf32>, tensor<2x40x32xf32>, tensor<80xi32>) -> (tensor<80x64xf32>, tensor<80x8xf32>)
+  return
+}
+
+// -----
+
+func.func @cross_entropy_rows_targets(%logits: tensor<8x256xf32>, %targets: tensor<16xi32>, %dloss: tensor<f32>) {
+  // expected-error @+1 {{'colossus.cross_entropy_rows' op logits and targets must have the same number of rows (8 vs 16)}}
+  %0:2 = colossus.cross_entropy_rows %logits, %targets, %dloss : tensor<8x256xf32>, tensor<16xi32>, tensor<f32>
+  return
+}
+
+// -----
+
+func.func @cross_entropy_rows_f32(%logits: tensor<8x256xbf16>, %targets: tensor<8xi32>, %dloss: tensor<f32>) {
+  // expected-error @+1 {{'colossus.cross_entropy_rows' op operand #0 must be 2D tensor of 32-bit float values, but got 'tensor<8x256xbf16>'}}
+  %0:2 = colossus.cross_entropy_rows %logits, %targets, %dloss : tensor<8x256xbf16>, tensor<8xi32>, tensor<f32>
+  return
+}
+
+// -----
+
+func.func @row_sum_rank(%x: tensor<8x2xf32>) {
+  // expected-error @+1 {{'colossus.row_sum' op operand #0 must be 1D tensor of 32-bit float values, but got 'tensor<8x2xf32>'}}
+  %0 = colossus.row_sum %x : tensor<8x2xf32>
+  return
+}
+
+// -----
+
+func.func @clip_hyper_size(%h: tensor<4xf32>, %n: tensor<1xf32>) {
+  // expected-error @+1 {{'colossus.clip_hyper' op hyper_in must hold 5 values: lr, 1 - beta1^t, 1 - beta2^t, max_norm, grad_scale}}
+  %0 = colossus.clip_hyper %h, %n : tensor<4xf32>, tensor<1xf32>
   return
 }

@@ -295,16 +295,16 @@ func.func @pad_columns_dynamic(%x: tensor<?x?xf16>) -> tensor<?x64xf16> {
 //===----------------------------------------------------------------------===//
 
 // GQA: 4 query heads share 2 kv heads. The custom form names the types of q,
-// k and positions: v has the type of k, dout that of q. causal defaults to
-// true and sliding_window to 0; neither is printed.
+// k, positions and lse: v has the type of k, dout and out that of q. causal
+// defaults to true and sliding_window to 0; neither is printed.
 // CHECK-LABEL: func.func @attention_grad
-// CHECK-SAME: (%[[Q:.+]]: tensor<80x64xf32>, %[[K:.+]]: tensor<2x40x32xf32>, %[[V:.+]]: tensor<2x40x32xf32>, %[[POS:.+]]: tensor<80xi32>, %[[DO:.+]]: tensor<80x64xf32>)
-// CHECK: %[[DQ:.+]], %[[DK:.+]], %[[DV:.+]] = colossus.attention_grad %[[Q]], %[[K]], %[[V]], %[[POS]], %[[DO]] {head_dim = 16 : i64, num_heads = 4 : i64, num_kv_heads = 2 : i64, scale = 2.500000e-01 : f64} : tensor<80x64xf32>, tensor<2x40x32xf32>, tensor<80xi32>
+// CHECK-SAME: (%[[Q:.+]]: tensor<80x64xf32>, %[[K:.+]]: tensor<2x40x32xf32>, %[[V:.+]]: tensor<2x40x32xf32>, %[[POS:.+]]: tensor<80xi32>, %[[DO:.+]]: tensor<80x64xf32>, %[[O:.+]]: tensor<80x64xf32>, %[[LSE:.+]]: tensor<80x4xf32>)
+// CHECK: %[[DQ:.+]], %[[DK:.+]], %[[DV:.+]] = colossus.attention_grad %[[Q]], %[[K]], %[[V]], %[[POS]], %[[DO]], %[[O]], %[[LSE]] {head_dim = 16 : i64, num_heads = 4 : i64, num_kv_heads = 2 : i64, scale = 2.500000e-01 : f64} : tensor<80x64xf32>, tensor<2x40x32xf32>, tensor<80xi32>, tensor<80x4xf32>
 // CHECK-NEXT: return %[[DQ]], %[[DK]], %[[DV]] : tensor<80x64xf32>, tensor<2x40x32xf32>, tensor<2x40x32xf32>
 // GENERIC-LABEL: sym_name = "attention_grad"
-// GENERIC: "colossus.attention_grad"(%{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}) <{causal = true, head_dim = 16 : i64, num_heads = 4 : i64, num_kv_heads = 2 : i64, scale = 2.500000e-01 : f64, sliding_window = 0 : i64}> : (tensor<80x64xf32>, tensor<2x40x32xf32>, tensor<2x40x32xf32>, tensor<80xi32>, tensor<80x64xf32>) -> (tensor<80x64xf32>, tensor<2x40x32xf32>, tensor<2x40x32xf32>)
-func.func @attention_grad(%q: tensor<80x64xf32>, %k: tensor<2x40x32xf32>, %v: tensor<2x40x32xf32>, %pos: tensor<80xi32>, %dout: tensor<80x64xf32>) -> (tensor<80x64xf32>, tensor<2x40x32xf32>, tensor<2x40x32xf32>) {
-  %dq, %dk, %dv = colossus.attention_grad %q, %k, %v, %pos, %dout {num_heads = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64, scale = 0.25 : f64} : tensor<80x64xf32>, tensor<2x40x32xf32>, tensor<80xi32>
+// GENERIC: "colossus.attention_grad"(%{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}) <{causal = true, head_dim = 16 : i64, num_heads = 4 : i64, num_kv_heads = 2 : i64, scale = 2.500000e-01 : f64, sliding_window = 0 : i64}> : (tensor<80x64xf32>, tensor<2x40x32xf32>, tensor<2x40x32xf32>, tensor<80xi32>, tensor<80x64xf32>, tensor<80x64xf32>, tensor<80x4xf32>) -> (tensor<80x64xf32>, tensor<2x40x32xf32>, tensor<2x40x32xf32>)
+func.func @attention_grad(%q: tensor<80x64xf32>, %k: tensor<2x40x32xf32>, %v: tensor<2x40x32xf32>, %pos: tensor<80xi32>, %dout: tensor<80x64xf32>, %out: tensor<80x64xf32>, %lse: tensor<80x4xf32>) -> (tensor<80x64xf32>, tensor<2x40x32xf32>, tensor<2x40x32xf32>) {
+  %dq, %dk, %dv = colossus.attention_grad %q, %k, %v, %pos, %dout, %out, %lse {num_heads = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64, scale = 0.25 : f64} : tensor<80x64xf32>, tensor<2x40x32xf32>, tensor<80xi32>, tensor<80x4xf32>
   return %dq, %dk, %dv : tensor<80x64xf32>, tensor<2x40x32xf32>, tensor<2x40x32xf32>
 }
 
@@ -314,21 +314,52 @@ func.func @attention_grad(%q: tensor<80x64xf32>, %k: tensor<2x40x32xf32>, %v: te
 // CHECK-SAME: causal = false
 // CHECK-SAME: num_kv_heads = 1 : i64
 // CHECK-SAME: sliding_window = 16 : i64
-// CHECK-SAME: : tensor<80x64xbf16>, tensor<2x40x16xbf16>, tensor<80xi32>
+// CHECK-SAME: : tensor<80x64xbf16>, tensor<2x40x16xbf16>, tensor<80xi32>, tensor<80x4xf32>
 // GENERIC-LABEL: sym_name = "attention_grad_mqa_window"
 // GENERIC: "colossus.attention_grad"({{.*}}) <{causal = false, head_dim = 16 : i64, num_heads = 4 : i64, num_kv_heads = 1 : i64, scale = 1.250000e-01 : f64, sliding_window = 16 : i64}>
-func.func @attention_grad_mqa_window(%q: tensor<80x64xbf16>, %k: tensor<2x40x16xbf16>, %v: tensor<2x40x16xbf16>, %pos: tensor<80xi32>, %dout: tensor<80x64xbf16>) -> (tensor<80x64xbf16>, tensor<2x40x16xbf16>, tensor<2x40x16xbf16>) {
-  %dq, %dk, %dv = colossus.attention_grad %q, %k, %v, %pos, %dout {num_heads = 4 : i64, num_kv_heads = 1 : i64, head_dim = 16 : i64, scale = 0.125 : f64, causal = false, sliding_window = 16 : i64} : tensor<80x64xbf16>, tensor<2x40x16xbf16>, tensor<80xi32>
+func.func @attention_grad_mqa_window(%q: tensor<80x64xbf16>, %k: tensor<2x40x16xbf16>, %v: tensor<2x40x16xbf16>, %pos: tensor<80xi32>, %dout: tensor<80x64xbf16>, %out: tensor<80x64xbf16>, %lse: tensor<80x4xf32>) -> (tensor<80x64xbf16>, tensor<2x40x16xbf16>, tensor<2x40x16xbf16>) {
+  %dq, %dk, %dv = colossus.attention_grad %q, %k, %v, %pos, %dout, %out, %lse {num_heads = 4 : i64, num_kv_heads = 1 : i64, head_dim = 16 : i64, scale = 0.125 : f64, causal = false, sliding_window = 16 : i64} : tensor<80x64xbf16>, tensor<2x40x16xbf16>, tensor<80xi32>, tensor<80x4xf32>
   return %dq, %dk, %dv : tensor<80x64xbf16>, tensor<2x40x16xbf16>, tensor<2x40x16xbf16>
 }
 
 // Dynamic dimensions are accepted and carried to the results.
 // CHECK-LABEL: func.func @attention_grad_dynamic
-// CHECK: %[[DQ:.+]], %[[DK:.+]], %[[DV:.+]] = colossus.attention_grad {{.*}} : tensor<?x64xf32>, tensor<?x?x32xf32>, tensor<?xi32>
+// CHECK: %[[DQ:.+]], %[[DK:.+]], %[[DV:.+]] = colossus.attention_grad {{.*}} : tensor<?x64xf32>, tensor<?x?x32xf32>, tensor<?xi32>, tensor<?x4xf32>
 // CHECK-NEXT: return %[[DQ]], %[[DK]], %[[DV]] : tensor<?x64xf32>, tensor<?x?x32xf32>, tensor<?x?x32xf32>
-func.func @attention_grad_dynamic(%q: tensor<?x64xf32>, %k: tensor<?x?x32xf32>, %v: tensor<?x?x32xf32>, %pos: tensor<?xi32>, %dout: tensor<?x64xf32>) -> (tensor<?x64xf32>, tensor<?x?x32xf32>, tensor<?x?x32xf32>) {
-  %0:3 = colossus.attention_grad %q, %k, %v, %pos, %dout {num_heads = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64, scale = 0.25 : f64} : tensor<?x64xf32>, tensor<?x?x32xf32>, tensor<?xi32>
+func.func @attention_grad_dynamic(%q: tensor<?x64xf32>, %k: tensor<?x?x32xf32>, %v: tensor<?x?x32xf32>, %pos: tensor<?xi32>, %dout: tensor<?x64xf32>, %out: tensor<?x64xf32>, %lse: tensor<?x4xf32>) -> (tensor<?x64xf32>, tensor<?x?x32xf32>, tensor<?x?x32xf32>) {
+  %0:3 = colossus.attention_grad %q, %k, %v, %pos, %dout, %out, %lse {num_heads = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64, scale = 0.25 : f64} : tensor<?x64xf32>, tensor<?x?x32xf32>, tensor<?xi32>, tensor<?x4xf32>
   return %0#0, %0#1, %0#2 : tensor<?x64xf32>, tensor<?x?x32xf32>, tensor<?x?x32xf32>
+}
+
+// The forward attention with save_lse: a second result, the log-sum-exp
+// per (row, head), f32 even for bf16 activations.
+// CHECK-LABEL: func.func @attention_save_lse
+// CHECK: %[[O:.+]], %[[L:.+]] = colossus.attention %{{.+}}, %{{.+}}, %{{.+}}, %{{.+}} {head_dim = 16 : i64, num_heads = 4 : i64, num_kv_heads = 2 : i64, save_lse, scale = 2.500000e-01 : f64} : tensor<80x64xbf16>, tensor<2x40x32xbf16>, tensor<2x40x32xbf16>, tensor<80xi32>
+// CHECK-NEXT: return %[[O]], %[[L]] : tensor<80x64xbf16>, tensor<80x4xf32>
+// GENERIC-LABEL: sym_name = "attention_save_lse"
+// GENERIC: "colossus.attention"({{.*}}) <{causal = true, head_dim = 16 : i64, num_heads = 4 : i64, num_kv_heads = 2 : i64, save_lse, scale = 2.500000e-01 : f64, sliding_window = 0 : i64}> : ({{.*}}) -> (tensor<80x64xbf16>, tensor<80x4xf32>)
+func.func @attention_save_lse(%q: tensor<80x64xbf16>, %k: tensor<2x40x32xbf16>, %v: tensor<2x40x32xbf16>, %pos: tensor<80xi32>) -> (tensor<80x64xbf16>, tensor<80x4xf32>) {
+  %o, %lse = colossus.attention %q, %k, %v, %pos {num_heads = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64, scale = 0.25 : f64, save_lse} : tensor<80x64xbf16>, tensor<2x40x32xbf16>, tensor<2x40x32xbf16>, tensor<80xi32>
+  return %o, %lse : tensor<80x64xbf16>, tensor<80x4xf32>
+}
+
+//===----------------------------------------------------------------------===//
+// cross_entropy_rows, row_sum (formed by colossus-fuse)
+//===----------------------------------------------------------------------===//
+
+// CHECK-LABEL: func.func @cross_entropy_rows
+// CHECK: %[[T:.+]], %[[G:.+]] = colossus.cross_entropy_rows %{{.+}}, %{{.+}}, %{{.+}} : tensor<8x256xf32>, tensor<8xi32>, tensor<f32>
+// CHECK-NEXT: %[[L:.+]] = colossus.row_sum %[[T]] : tensor<8xf32>
+// CHECK-NEXT: %{{.+}}, %{{.+}} = colossus.cross_entropy_rows {{.*}} {ignore_index = 0 : i64} : tensor<8x256xf32>, tensor<8xi32>, tensor<f32>
+// CHECK-NEXT: return %[[L]], %[[G]] : tensor<f32>, tensor<8x256xf32>
+// GENERIC-LABEL: sym_name = "cross_entropy_rows"
+// GENERIC: "colossus.cross_entropy_rows"(%{{.*}}, %{{.*}}, %{{.*}}) <{ignore_index = -100 : i64}> : (tensor<8x256xf32>, tensor<8xi32>, tensor<f32>) -> (tensor<8xf32>, tensor<8x256xf32>)
+// GENERIC-NEXT: "colossus.row_sum"(%{{.*}}) : (tensor<8xf32>) -> tensor<f32>
+func.func @cross_entropy_rows(%logits: tensor<8x256xf32>, %targets: tensor<8xi32>, %dloss: tensor<f32>) -> (tensor<f32>, tensor<8x256xf32>) {
+  %terms, %dlogits = colossus.cross_entropy_rows %logits, %targets, %dloss : tensor<8x256xf32>, tensor<8xi32>, tensor<f32>
+  %loss = colossus.row_sum %terms : tensor<8xf32>
+  %t2, %d2 = colossus.cross_entropy_rows %logits, %targets, %dloss {ignore_index = 0 : i64} : tensor<8x256xf32>, tensor<8xi32>, tensor<f32>
+  return %loss, %dlogits : tensor<f32>, tensor<8x256xf32>
 }
 
 //===----------------------------------------------------------------------===//
@@ -360,6 +391,18 @@ func.func @adamw_ranks(%b: tensor<64xf32>, %t: tensor<2x3x4xf32>, %s: tensor<f32
   %1:3 = colossus.adamw %t, %t, %t, %t, %hyper {beta1 = 0.9 : f64, beta2 = 0.95 : f64, eps = 1.0e-06 : f64, weight_decay = 0.1 : f64} : tensor<2x3x4xf32>, tensor<4xf32>
   %2:3 = colossus.adamw %s, %s, %s, %s, %hyper {beta1 = 0.9 : f64, beta2 = 0.999 : f64, eps = 1.0e-08 : f64, weight_decay = 0.01 : f64} : tensor<f32>, tensor<4xf32>
   return %0#0, %1#1, %2#2 : tensor<64xf32>, tensor<2x3x4xf32>, tensor<f32>
+}
+
+// The update step's norm and factor: hyper = [lr, 1 - beta1^t, 1 - beta2^t,
+// max_norm, grad_scale] in, adamw's 4-value hyper out.
+// CHECK-LABEL: func.func @global_norm_clip
+// CHECK: %[[N:.+]] = colossus.global_norm %{{.+}}, %{{.+}}, %{{.+}} : tensor<5xf32>, tensor<32x64xf32>, tensor<64xf32>
+// CHECK-NEXT: %[[C:.+]] = colossus.clip_hyper %{{.+}}, %[[N]] : tensor<5xf32>, tensor<1xf32>
+// CHECK-NEXT: return %[[N]], %[[C]] : tensor<1xf32>, tensor<4xf32>
+func.func @global_norm_clip(%h: tensor<5xf32>, %a: tensor<32x64xf32>, %b: tensor<64xf32>) -> (tensor<1xf32>, tensor<4xf32>) {
+  %n = colossus.global_norm %h, %a, %b : tensor<5xf32>, tensor<32x64xf32>, tensor<64xf32>
+  %c = colossus.clip_hyper %h, %n : tensor<5xf32>, tensor<1xf32>
+  return %n, %c : tensor<1xf32>, tensor<4xf32>
 }
 
 //===----------------------------------------------------------------------===//

@@ -29,6 +29,9 @@ struct GpuKernelBinary {
   unsigned sharedMemBytes = 0;
   unsigned spillBytes = 0; // spill stores + spill loads
   unsigned stackBytes = 0;
+  /// Launch ABI of a kernel that is not a plain SIMT kernel (the Hopper
+  /// GEMM: docs/hopper-gemm.md), as `key=value` pairs; empty otherwise.
+  std::string abi;
 };
 
 /// sm_90a: lowers every gpu.module of the `kernels` module through NVVM to

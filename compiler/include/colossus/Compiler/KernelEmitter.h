@@ -27,9 +27,13 @@ enum class KernelTarget { Cpu, Gpu };
 /// (a module body for the cpu target, a gpu.module body for sm_90a), and
 /// records its launch facts as attributes. Emits a diagnostic on the fusion
 /// op and fails for a group it cannot generate.
+/// With `hopperGemm` (sm_90a), a bf16 GEMM group that fits becomes the
+/// TMA + wgmma kernel of docs/hopper-gemm.md (not launchable by the runtime
+/// yet); otherwise every group gets a SIMT kernel.
 mlir::LogicalResult emitKernel(FusionOp fusion, llvm::StringRef name,
                                KernelTarget target, unsigned blockDim,
-                               mlir::OpBuilder &builder);
+                               mlir::OpBuilder &builder,
+                               bool hopperGemm = false);
 
 } // namespace colossus
 

@@ -16,7 +16,10 @@ def ColossusFuse : Pass<"colossus-fuse", "mlir::func::FuncOp"> {
     - `attention`: one `attention` op (QK^T, mask, softmax, PV; GQA);
     - `cache_write`: both cache writes of a layer that share positions;
     - `rope`, `embedding`, `softmax`, `elementwise`: the op with the chain of
-      elementwise ops that only it feeds.
+      elementwise ops that only it feeds;
+    - `loss_grad` + `loss`: a `cross_entropy` and a `cross_entropy_grad` of
+      the same logits and targets become `cross_entropy_rows` (one row kernel
+      for the per-row loss terms and dlogits) and `row_sum` (the loss).
     `positions` and `slice` are views: they are cloned into every group that
     reads them and never form a kernel of their own.
   }];
@@ -40,13 +43,17 @@ def ColossusKernelize : Pass<"colossus-kernelize", "mlir::ModuleOp"> {
            "Code generation target: cpu or sm_90a">,
     Option<"blockDim", "block-dim", "unsigned", /*default=*/"128",
            "Threads per block for sm_90a kernels">,
+    Option<"hopperGemm", "hopper-gemm", "bool", /*default=*/"false",
+           "sm_90a: compile bf16 GEMM groups into the TMA + wgmma kernel "
+           "(experimental; the runtime cannot launch it yet)">,
   ];
   let dependentDialects = [
     "::mlir::arith::ArithDialect", "::mlir::func::FuncDialect",
     "::mlir::gpu::GPUDialect", "::mlir::linalg::LinalgDialect",
     "::mlir::math::MathDialect",
     "::mlir::memref::MemRefDialect", "::mlir::scf::SCFDialect",
-    "::mlir::vector::VectorDialect"
+    "::mlir::vector::VectorDialect", "::mlir::nvgpu::NVGPUDialect",
+    "::mlir::NVVM::NVVMDialect", "::mlir::LLVM::LLVMDialect"
   ];
 }
 
@@ -67,10 +74,19 @@ def ColossusAutodiff : Pass<"colossus-autodiff", "mlir::ModuleOp"> {
     recomputation per layer) and then runs its backward: one vjp function
     per distinct layer function, called once per layer in reverse order.
     KV-cache arguments and results (rank 3) carry no adjoint across calls.
+
+    With `recompute=none` the calls of the loss function are inlined into
+    `@<func>_grad` before the reverse sweep: the backward reads the
+    activations of the forward pass (kept alive until their last use)
+    instead of recomputing them, and no vjp function is built.
   }];
   let options = [
     Option<"funcName", "func", "std::string", /*default=*/"\"loss\"",
            "The loss function to differentiate">,
+    Option<"recompute", "recompute", "std::string", /*default=*/"\"layer\"",
+           "Activations of called layers: 'layer' (recompute each layer's "
+           "forward in its vjp) or 'none' (inline the calls and keep the "
+           "forward activations)">,
   ];
   let dependentDialects = ["::colossus::ColossusDialect",
                            "::mlir::func::FuncDialect"];

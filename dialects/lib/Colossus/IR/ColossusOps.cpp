@@ -249,11 +249,25 @@ LogicalResult CacheWriteOp::verify() {
 // attention
 //===----------------------------------------------------------------------===//
 
-LogicalResult AttentionOp::inferReturnTypes(MLIRContext *,
+LogicalResult AttentionOp::inferReturnTypes(MLIRContext *ctx,
                                             std::optional<Location>,
                                             Adaptor adaptor,
                                             SmallVectorImpl<Type> &types) {
   types.push_back(adaptor.getQ().getType());
+  // While parsing, the unit attribute is still in the attribute dictionary
+  // (see LinearOp::inferReturnTypes).
+  bool saveLse =
+      adaptor.getSaveLseAttr() ||
+      (adaptor.getAttributes() && adaptor.getAttributes().get("save_lse"));
+  if (saveLse) {
+    auto q = cast<RankedTensorType>(adaptor.getQ().getType());
+    IntegerAttr h = adaptor.getNumHeadsAttr();
+    if (!h && adaptor.getAttributes())
+      h = adaptor.getAttributes().getAs<IntegerAttr>("num_heads");
+    int64_t heads = h && h.getInt() > 0 ? h.getInt() : ShapedType::kDynamic;
+    types.push_back(
+        RankedTensorType::get({q.getDimSize(0), heads}, Float32Type::get(ctx)));
+  }
   return success();
 }
 
@@ -284,6 +298,12 @@ LogicalResult AttentionOp::verify() {
     return emitOpError("sliding_window must be >= 0");
   if (!(getScale().convertToDouble() > 0))
     return emitOpError("scale must be positive");
+  if (getSaveLse() != static_cast<bool>(getLse()))
+    return emitOpError("has an lse result if and only if save_lse is set");
+  if (getLse() && (!dimsMatch(rt(getLse()).getDimSize(0), q.getDimSize(0)) ||
+                   !dimsMatch(rt(getLse()).getDimSize(1), h)))
+    return emitOpError("lse must be [rows of q, num_heads] (")
+           << q.getDimSize(0) << "x" << h << ")";
   return success();
 }
 
@@ -424,6 +444,30 @@ LogicalResult CrossEntropyGradOp::verify() {
 // bias gradients, embedding_grad) are sums over the token rows: they are
 // accumulated and stored in f32 whatever the activations' precision, so a
 // bf16 model's gradients reach the f32 master weights unrounded.
+
+LogicalResult
+CrossEntropyRowsOp::inferReturnTypes(MLIRContext *ctx, std::optional<Location>,
+                                     Adaptor adaptor,
+                                     SmallVectorImpl<Type> &types) {
+  auto logits = cast<RankedTensorType>(adaptor.getLogits().getType());
+  types.push_back(
+      RankedTensorType::get({logits.getDimSize(0)}, Float32Type::get(ctx)));
+  types.push_back(logits);
+  return success();
+}
+
+LogicalResult CrossEntropyRowsOp::verify() {
+  return rowsMatch(*this, getLogits(), getTargets(), "logits", "targets");
+}
+
+LogicalResult RowSumOp::inferReturnTypes(MLIRContext *ctx,
+                                         std::optional<Location>, Adaptor,
+                                         SmallVectorImpl<Type> &types) {
+  types.push_back(RankedTensorType::get({}, Float32Type::get(ctx)));
+  return success();
+}
+
+LogicalResult RowSumOp::verify() { return success(); }
 
 LogicalResult
 LinearWeightGradOp::inferReturnTypes(MLIRContext *ctx,
@@ -623,6 +667,10 @@ LogicalResult AttentionGradOp::verify() {
                          << hkv * hd;
   if (!dimsMatch(rt(getPositions()).getDimSize(0), rt(getQ()).getDimSize(0)))
     return emitOpError("positions must have one entry per row of q");
+  if (!dimsMatch(rt(getLse()).getDimSize(0), rt(getQ()).getDimSize(0)) ||
+      !dimsMatch(rt(getLse()).getDimSize(1), h))
+    return emitOpError() << "lse must be [rows of q, num_heads] ("
+                         << rt(getQ()).getDimSize(0) << "x" << h << ")";
   // The getter returns uint64_t: read the stored signed value.
   if (getSlidingWindowAttr().getInt() < 0)
     return emitOpError("sliding_window must be >= 0");
@@ -664,6 +712,9 @@ LogicalResult GlobalNormOp::inferReturnTypes(MLIRContext *ctx,
 }
 
 LogicalResult GlobalNormOp::verify() {
+  if (rt(getHyper()).getDimSize(0) != 5)
+    return emitOpError("hyper must hold 5 values: lr, 1 - beta1^t, "
+                       "1 - beta2^t, max_norm, grad_scale");
   if (getTensors().empty())
     return emitOpError("needs at least one tensor");
   for (Value t : getTensors())
@@ -680,8 +731,9 @@ LogicalResult ClipHyperOp::inferReturnTypes(MLIRContext *ctx,
 }
 
 LogicalResult ClipHyperOp::verify() {
-  if (rt(getHyperIn()).getDimSize(0) != 4)
-    return emitOpError("hyper_in must hold 4 values");
+  if (rt(getHyperIn()).getDimSize(0) != 5)
+    return emitOpError("hyper_in must hold 5 values: lr, 1 - beta1^t, "
+                       "1 - beta2^t, max_norm, grad_scale");
   if (rt(getNorm()).getDimSize(0) != 1)
     return emitOpError("norm must hold 1 value");
   return success();

@@ -124,16 +124,31 @@ public:
   Expected<GradsResult> grads(const int32_t *tokens, const int32_t *targets,
                               bool readGradients = true);
 
+  /// As grads(), but without zeroing the gradient buffers first: the grads
+  /// step's kernels add into them (docs/artifact-format.md), so after
+  /// grads() on micro-batch 0 and accumulateGrads() on micro-batches
+  /// 1 .. M-1 they hold the sum of the M micro-batch gradients (gradient
+  /// accumulation; update() with gradScale = 1/M then uses their mean).
+  /// The loss is that of this micro-batch; with readGradients the
+  /// gradients read back (and gradNorm) are the running sums.
+  Expected<GradsResult> accumulateGrads(const int32_t *tokens,
+                                        const int32_t *targets,
+                                        bool readGradients = true);
+
   /// Runs the update step (an artifact compiled with --step=train by a
   /// compiler that emits one): one AdamW update of every parameter from the
   /// gradients the last grads() left in its output buffers. Writes the
-  /// step's hyper input [lr, 1 - beta1^t, 1 - beta2^t, maxGradNorm] (bias
-  /// corrections computed in double from Artifact.optimizer, then rounded to
-  /// f32), runs the launches with nb = nt = 1, pos0 = 0, and returns the
-  /// global gradient norm before clipping (the grad_norm output). t >= 1;
-  /// maxGradNorm <= 0 disables clipping. Parameters and optimizer state are
-  /// updated in place.
-  Expected<double> update(double lr, int64_t t, double maxGradNorm);
+  /// step's hyper input [lr, 1 - beta1^t, 1 - beta2^t, maxGradNorm,
+  /// gradScale] (bias corrections computed in double from
+  /// Artifact.optimizer, then rounded to f32), runs the launches with
+  /// nb = nt = 1, pos0 = 0, and returns the global norm of gradScale times
+  /// the stored gradients, before clipping (the grad_norm output). The
+  /// norm, the clipping and AdamW all see gradScale * gradient: 1/M after M
+  /// accumulated micro-batches (the mean gradient), 1 otherwise. t >= 1;
+  /// gradScale finite and > 0; maxGradNorm <= 0 disables clipping.
+  /// Parameters and optimizer state are updated in place.
+  Expected<double> update(double lr, int64_t t, double maxGradNorm,
+                          double gradScale = 1.0);
 
   /// The artifact's update step, or nullptr.
   const schema::Step *updateStep() const { return updateStep_; }
@@ -183,6 +198,8 @@ private:
                      const char *what) const;
   Status requireForward() const;
   Status requireGrads() const;
+  Expected<GradsResult> runGrads(const int32_t *tokens, const int32_t *targets,
+                                 bool readGradients, bool zeroGradients);
   Status requireUpdate() const;
   Status copyBuffer(uint32_t buffer, void *out);
   Status fillBuffer(uint32_t buffer, const void *in);

@@ -16,6 +16,8 @@ class Colossus_Op<string mnemonic, list<Trait> traits = []>
 }
 
 def FloatMatrix : 2DTensorOf<[AnyFloat]>;
+def F32Matrix : 2DTensorOf<[F32]>;
+def F32Vector : 1DTensorOf<[F32]>;
 def FloatVector : 1DTensorOf<[AnyFloat]>;
 def Float3D : 3DTensorOf<[AnyFloat]>;
 def TokenVector : 1DTensorOf<[I32]>;
@@ -163,6 +165,11 @@ def Colossus_AttentionOp : Colossus_Op<"attention"> {
     otherwise), and `j > p - sliding_window` when `sliding_window > 0`, using
     kv head `h / (num_heads / num_kv_heads)`:
     `out = softmax(scale * q . k_j) @ v`.
+
+    With `save_lse` (set by colossus-autodiff on the forward attention whose
+    gradient is needed) a second result `lse: tensor<T x num_heads x f32>`
+    holds each (row, head)'s log-sum-exp `m + log(sum_j exp(s_j - m))` of
+    the scaled scores, the row statistics `attention_grad` reads.
   }];
   let arguments = (ins FloatMatrix:$q, Float3D:$k, Float3D:$v,
                        TokenVector:$positions,
@@ -171,8 +178,9 @@ def Colossus_AttentionOp : Colossus_Op<"attention"> {
                        ConfinedAttr<I64Attr, [IntPositive]>:$head_dim,
                        F64Attr:$scale,
                        DefaultValuedAttr<BoolAttr, "true">:$causal,
-                       DefaultValuedAttr<I64Attr, "0">:$sliding_window);
-  let results = (outs FloatMatrix:$result);
+                       DefaultValuedAttr<I64Attr, "0">:$sliding_window,
+                       UnitAttr:$save_lse);
+  let results = (outs FloatMatrix:$result, Optional<F32Matrix>:$lse);
   let assemblyFormat = [{
     $q `,` $k `,` $v `,` $positions attr-dict `:` type($q) `,` type($k) `,`
     type($v) `,` type($positions)
@@ -296,6 +304,39 @@ def Colossus_CrossEntropyGradOp : Colossus_Op<"cross_entropy_grad"> {
     $logits `,` $targets `,` $dloss attr-dict `:` type($logits) `,`
     type($targets) `,` type($dloss)
   }];
+}
+
+def Colossus_CrossEntropyRowsOp : Colossus_Op<"cross_entropy_rows"> {
+  let summary = "cross_entropy and its gradient in one pass per logits row";
+  let description = [{
+    `logits: [T, V]`, `targets: [T]`, `dloss` as `cross_entropy_grad`. With
+    `count` the number of active rows whose target is not `ignore_index`:
+    `terms[r] = (logsumexp(logits[r]) - logits[r, t_r]) / count` for those
+    rows and 0 for ignored ones (their sum over the active rows, `row_sum`,
+    is `cross_entropy`), and `dlogits` exactly as `cross_entropy_grad`.
+    colossus-fuse forms it from a `cross_entropy` and a `cross_entropy_grad`
+    of the same logits; its kernel writes `dlogits` over the logits buffer
+    when nothing else reads the logits (the memory plan aliases them).
+  }];
+  let arguments = (ins F32Matrix:$logits, TokenVector:$targets,
+                       ScalarF32:$dloss,
+                       DefaultValuedAttr<I64Attr, "-100">:$ignore_index);
+  let results = (outs F32Vector:$terms, F32Matrix:$dlogits);
+  let assemblyFormat = [{
+    $logits `,` $targets `,` $dloss attr-dict `:` type($logits) `,`
+    type($targets) `,` type($dloss)
+  }];
+}
+
+def Colossus_RowSumOp : Colossus_Op<"row_sum"> {
+  let summary = "sum of a vector over the active rows";
+  let description = [{
+    `x: [T] f32`; the sum of `x[r]` over the active rows `r < nb * nt` as a
+    `tensor<f32>` (the loss from `cross_entropy_rows`' terms).
+  }];
+  let arguments = (ins F32Vector:$x);
+  let results = (outs ScalarF32:$result);
+  let assemblyFormat = "$x attr-dict `:` type($x)";
 }
 
 def Colossus_LinearWeightGradOp : Colossus_Op<"linear_weight_grad"> {
@@ -427,16 +468,24 @@ def Colossus_PadColumnsOp : Colossus_Op<"pad_columns"> {
 }
 
 def Colossus_AttentionGradOp : Colossus_Op<"attention_grad",
-    [AllTypesMatch<["k", "v"]>, AllTypesMatch<["q", "dout"]>]> {
-  let summary = "vector-Jacobian product of attention";
+    [AllTypesMatch<["k", "v"]>, AllTypesMatch<["q", "dout", "out"]>]> {
+  let summary = "vector-Jacobian product of attention (FlashAttention-2 form)";
   let description = [{
-    Operands and attributes as `attention`, plus `dout: [T, H * head_dim]`.
-    Results: `dq` like `q`; `dk`, `dv` like the caches (entries at the
-    positions the step's queries attend, 0 elsewhere). The softmax is
-    recomputed from q and k (FlashAttention style); nothing is saved.
+    Operands and attributes as `attention`, plus `dout: [T, H * head_dim]`
+    (the adjoint of the output), `out` (the forward output) and `lse:
+    [T, H] f32` (the forward's `save_lse` result). Results: `dq` like `q`;
+    `dk`, `dv` like the caches (entries at the positions of the step's
+    tokens; keys no query attends get 0).
+
+    With `p_ij = exp(scale q_i.k_j - lse_i)`, `dP_ij = dout_i.v_j` and
+    `D_i = dout_i.out_i`: `dq_i = scale sum_j p_ij (dP_ij - D_i) k_j`,
+    `dv_j = sum_i p_ij dout_i`, `dk_j = scale sum_i p_ij (dP_ij - D_i) q_i`
+    (sums over the query heads of the key's kv head). Nothing is recomputed
+    from q and k beyond the scores.
   }];
   let arguments = (ins FloatMatrix:$q, Float3D:$k, Float3D:$v,
                        TokenVector:$positions, FloatMatrix:$dout,
+                       FloatMatrix:$out, F32Matrix:$lse,
                        ConfinedAttr<I64Attr, [IntPositive]>:$num_heads,
                        ConfinedAttr<I64Attr, [IntPositive]>:$num_kv_heads,
                        ConfinedAttr<I64Attr, [IntPositive]>:$head_dim,
@@ -445,8 +494,8 @@ def Colossus_AttentionGradOp : Colossus_Op<"attention_grad",
                        DefaultValuedAttr<I64Attr, "0">:$sliding_window);
   let results = (outs FloatMatrix:$dq, Float3D:$dk, Float3D:$dv);
   let assemblyFormat = [{
-    $q `,` $k `,` $v `,` $positions `,` $dout attr-dict `:` type($q) `,`
-    type($k) `,` type($positions)
+    $q `,` $k `,` $v `,` $positions `,` $dout `,` $out `,` $lse attr-dict `:`
+    type($q) `,` type($k) `,` type($positions) `,` type($lse)
   }];
 }
 
@@ -455,7 +504,9 @@ def Colossus_AdamwOp : Colossus_Op<"adamw",
   let summary = "one AdamW update of a parameter (PyTorch semantics)";
   let description = [{
     `hyper: tensor<4xf32>` holds `[lr, 1 - beta1^t, 1 - beta2^t,
-    grad_scale]` (grad_scale: the global-norm clipping factor).
+    grad_scale]` (grad_scale: the factor applied to the stored gradient,
+    `clip_hyper`'s: the micro-batch mean times the global-norm clipping
+    factor).
     With `g = grad * grad_scale`: `m = b1 m + (1 - b1) g`,
     `v = b2 v + (1 - b2) g^2`, `p = p (1 - lr wd) - lr (m / (1 - b1^t)) /
     (sqrt(v / (1 - b2^t)) + eps)`. Results: new `param`, `exp_avg`,
@@ -475,20 +526,30 @@ def Colossus_AdamwOp : Colossus_Op<"adamw",
 }
 
 def Colossus_GlobalNormOp : Colossus_Op<"global_norm"> {
-  let summary = "the L2 norm of all the given tensors together";
-  let description = "`sqrt(sum over every tensor and element of x^2)` as `tensor<1xf32>`.";
-  let arguments = (ins Variadic<AnyRankedTensor>:$tensors);
+  let summary = "the L2 norm of all the given tensors together, scaled";
+  let description = [{
+    `hyper: tensor<5xf32>` is the update step's input `[lr, 1 - beta1^t,
+    1 - beta2^t, max_norm, grad_scale]`. Result (`tensor<1xf32>`):
+    `grad_scale * sqrt(sum over every tensor and element of x^2)`, the norm
+    of the gradient scaled by `grad_scale` (`1/M` when the tensors hold the
+    sum of `M` micro-batch gradients: the norm of their mean).
+  }];
+  let arguments = (ins 1DTensorOf<[F32]>:$hyper,
+                       Variadic<AnyRankedTensor>:$tensors);
   let results = (outs 1DTensorOf<[F32]>:$result);
-  let assemblyFormat = "$tensors attr-dict `:` type($tensors)";
+  let assemblyFormat = [{
+    $hyper `,` $tensors attr-dict `:` type($hyper) `,` type($tensors)
+  }];
 }
 
 def Colossus_ClipHyperOp : Colossus_Op<"clip_hyper"> {
-  let summary = "AdamW step inputs with the clipping factor";
+  let summary = "AdamW step inputs with the gradient scale and clipping factor";
   let description = [{
-    `hyper_in = [lr, 1 - beta1^t, 1 - beta2^t, max_norm]`, `norm: [1]`.
-    Result `[lr, 1 - beta1^t, 1 - beta2^t, scale]` with
-    `scale = max_norm / (norm + 1e-6)` when `0 < max_norm < norm`, else 1
-    (the input of `adamw`).
+    `hyper_in = [lr, 1 - beta1^t, 1 - beta2^t, max_norm, grad_scale]`,
+    `norm: [1]` (the norm of the scaled gradient, `global_norm`'s result).
+    Result `[lr, 1 - beta1^t, 1 - beta2^t, grad_scale * clip]` with
+    `clip = max_norm / (norm + 1e-6)` when `0 < max_norm < norm`, else 1
+    (the input of `adamw`: the factor applied to the stored gradients).
   }];
   let arguments = (ins 1DTensorOf<[F32]>:$hyper_in, 1DTensorOf<[F32]>:$norm);
   let results = (outs 1DTensorOf<[F32]>:$result);

@@ -1,0 +1,517 @@
+//===- HopperGemm.cpp - TMA + wgmma GEMM kernels for sm_90a ---------------===//
+//
+// One CTA of one warpgroup (128 threads) computes a bm x bn tile of
+// C = A * B^T over K in steps of bk = 64:
+//
+//   thread 0:  init `stages` mbarriers (count 1), fence the tensor maps,
+//              issue the TMA loads of k tiles 0 .. stages-2
+//   all:       for kt in 0 .. K/bk-1:
+//                wait mbarrier[kt % stages] (phase parity (kt / stages) & 1)
+//                wgmma.fence; bm/64 x bk/16 wgmma.mma_async (m64 n=bn k16)
+//                from 128-byte-swizzled shared memory; commit; wait_group 1
+//                (the wgmmas of tile kt-1 are done: its slot is free)
+//                bar.sync; thread 0 loads tile kt+stages-1 into that slot
+//              wait_group 0
+//   epilogue:  from the accumulator registers: + bias[col] + residual[row,
+//              col] in f32, cast, store (rows >= nb*nt are not written)
+//
+// TMA (nvgpu.tma.async.load), the mbarriers (nvgpu.mbarrier.*) and the
+// shared-memory views are nvgpu/memref ops; the wgmma instructions are
+// nvvm.wgmma.* with descriptors computed here, because nvgpu.warpgroup.mma's
+// descriptor iteration assumes a [K, N] (N-contiguous) B tile while our B is
+// the [N, K] weight (K-contiguous, "K-major" in wgmma terms).
+//
+//===----------------------------------------------------------------------===//
+#include "colossus/Compiler/HopperGemm.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/NVGPU/IR/NVGPUDialect.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
+
+#include "llvm/Support/FormatVariadic.h"
+
+using namespace mlir;
+using namespace colossus;
+
+namespace {
+
+/// The dynamic shared memory symbol. The lowering of
+/// gpu.dynamic_shared_memory reuses an existing zero-sized workgroup global
+/// of its alignment (16 bytes); declaring it external keeps the NVPTX
+/// backend from demoting it to a one-byte static variable.
+constexpr const char *kSmemSymbol = "colossus_dynamic_smem";
+constexpr int64_t kSmemSymbolAlign = 16;
+
+bool isBf16OrF32(Type t) { return t.isBF16() || t.isF32(); }
+
+const char *typeName(Type t) {
+  return !t ? "none" : t.isF32() ? "f32" : "bf16";
+}
+
+} // namespace
+
+std::optional<HopperGemmProblem>
+colossus::matchHopperGemm(FusionOp fusion, std::string &whyNot) {
+  Block &body = fusion.getBody().front();
+  auto yield = cast<YieldOp>(body.getTerminator());
+  if (yield.getNumOperands() != 1) {
+    whyNot = "the group yields more than one value";
+    return std::nullopt;
+  }
+  LinearOp linear;
+  AddOp add;
+  for (Operation &op : body.without_terminator()) {
+    if (auto l = dyn_cast<LinearOp>(op); l && !linear) {
+      linear = l;
+      continue;
+    }
+    if (auto a = dyn_cast<AddOp>(op); a && !add) {
+      add = a;
+      continue;
+    }
+    whyNot = ("'" + op.getName().getStringRef() +
+              "' in the group (only linear, bias and a residual add are "
+              "fused so far)")
+                 .str();
+    return std::nullopt;
+  }
+  if (!linear) {
+    whyNot = "no linear in the group";
+    return std::nullopt;
+  }
+  if (!linear.getTransposeW()) {
+    whyNot = "the weight is [K, N] (transpose_w = false)";
+    return std::nullopt;
+  }
+  HopperGemmProblem p;
+  auto arg = [&](Value v) -> int {
+    auto ba = dyn_cast<BlockArgument>(v);
+    return ba && ba.getOwner() == &body ? static_cast<int>(ba.getArgNumber())
+                                        : -1;
+  };
+  int x = arg(linear.getX()), w = arg(linear.getWeight());
+  if (x < 0 || w < 0) {
+    whyNot = "the linear's operands are computed inside the group";
+    return std::nullopt;
+  }
+  p.xArg = x;
+  p.weightArg = w;
+  auto xt = cast<RankedTensorType>(linear.getX().getType());
+  auto wt = cast<RankedTensorType>(linear.getWeight().getType());
+  if (!xt.getElementType().isBF16() || !wt.getElementType().isBF16()) {
+    whyNot = "the operands are not bf16";
+    return std::nullopt;
+  }
+  if (!xt.hasStaticShape() || !wt.hasStaticShape()) {
+    whyNot = "the operands do not have static shapes";
+    return std::nullopt;
+  }
+  p.m = xt.getDimSize(0);
+  p.k = xt.getDimSize(1);
+  p.n = wt.getDimSize(0);
+  if (Value bias = linear.getBias()) {
+    p.biasArg = arg(bias);
+    if (p.biasArg < 0) {
+      whyNot = "the bias is computed inside the group";
+      return std::nullopt;
+    }
+    p.biasElem = cast<RankedTensorType>(bias.getType()).getElementType();
+  }
+  Value result = linear.getResult();
+  if (add) {
+    Value other;
+    if (add.getLhs() == linear.getResult())
+      other = add.getRhs();
+    else if (add.getRhs() == linear.getResult())
+      other = add.getLhs();
+    p.residualArg = other ? arg(other) : -1;
+    if (p.residualArg < 0) {
+      whyNot = "the add is not a residual add of the linear's result and a "
+               "group input";
+      return std::nullopt;
+    }
+    p.residualElem = cast<RankedTensorType>(other.getType()).getElementType();
+    result = add.getResult();
+  }
+  if (yield.getOperand(0) != result ||
+      (add && !linear.getResult().hasOneUse())) {
+    whyNot = "the group's result is not its last op";
+    return std::nullopt;
+  }
+  p.outElem = cast<RankedTensorType>(result.getType()).getElementType();
+  if (!isBf16OrF32(p.outElem) || (p.biasArg >= 0 && !isBf16OrF32(p.biasElem)) ||
+      (p.residualArg >= 0 && !isBf16OrF32(p.residualElem))) {
+    whyNot = "bias, residual and result must be bf16 or f32";
+    return std::nullopt;
+  }
+  std::string tileWhy;
+  std::optional<HopperGemmTile> tile =
+      selectHopperGemmTile(p.m, p.n, p.k, HopperGemmLimits(), &tileWhy);
+  if (!tile) {
+    whyNot = "no tile fits [" + std::to_string(p.m) + ", " +
+             std::to_string(p.n) + ", " + std::to_string(p.k) +
+             "]: " + tileWhy;
+    return std::nullopt;
+  }
+  p.tile = *tile;
+  return p;
+}
+
+namespace {
+
+/// Builds the body of the kernel; one instance per kernel.
+class GemmBuilder {
+public:
+  GemmBuilder(OpBuilder &b, Location loc, const HopperGemmProblem &p)
+      : b(b), loc(loc), p(p), t(p.tile), ctx(b.getContext()) {
+    smemSpace =
+        gpu::AddressSpaceAttr::get(ctx, gpu::GPUDialect::getWorkgroupAddressSpace());
+    bf16 = b.getBF16Type();
+    f32 = b.getF32Type();
+    i64 = b.getI64Type();
+    tileA = MemRefType::get({t.bm, t.bk}, bf16, MemRefLayoutAttrInterface(),
+                            smemSpace);
+    tileB = MemRefType::get({t.bn, t.bk}, bf16, MemRefLayoutAttrInterface(),
+                            smemSpace);
+    tmapA = tensorMapType(tileA);
+    tmapB = tensorMapType(tileB);
+    barriers = nvgpu::MBarrierGroupType::get(ctx, smemSpace, t.stages);
+    accType = LLVM::LLVMStructType::getLiteral(
+        ctx, SmallVector<Type>(t.bn / 2, f32));
+  }
+
+  nvgpu::TensorMapDescriptorType tensorMapType(MemRefType tile) {
+    return nvgpu::TensorMapDescriptorType::get(
+        ctx, tile, nvgpu::TensorMapSwizzleKind::SWIZZLE_128B,
+        nvgpu::TensorMapL2PromoKind::L2PROMO_256B,
+        nvgpu::TensorMapOOBKind::OOB_ZERO,
+        nvgpu::TensorMapInterleaveKind::INTERLEAVE_NONE);
+  }
+
+  Value idx(int64_t v) { return arith::ConstantIndexOp::create(b, loc, v); }
+  Value cI64(int64_t v) {
+    return arith::ConstantOp::create(b, loc, b.getI64IntegerAttr(v));
+  }
+  Value add(Value x, Value y) { return arith::AddIOp::create(b, loc, x, y); }
+  Value mul(Value x, Value y) { return arith::MulIOp::create(b, loc, x, y); }
+
+  /// Emits the whole kernel body into `fn`'s entry block.
+  void build(gpu::GPUFuncOp fn, unsigned numInputs);
+
+private:
+  Value sliceA(Value slot) {
+    Value off = add(ringBase, mul(slot, idx(t.stageBytes())));
+    return memref::ViewOp::create(b, loc, tileA, smem, off, ValueRange{});
+  }
+  Value sliceB(Value slot) {
+    Value off = add(ringBase, add(mul(slot, idx(t.stageBytes())),
+                                  idx(t.bm * t.bk * 2)));
+    return memref::ViewOp::create(b, loc, tileB, smem, off, ValueRange{});
+  }
+  /// Thread 0: expect the bytes of k tile `kt` on mbarrier `slot`, then
+  /// start the two TMA loads into that slot.
+  void issueLoads(Value kt, Value slot) {
+    nvgpu::MBarrierArriveExpectTxOp::create(b, loc, bars, idx(t.stageBytes()),
+                                            slot, Value());
+    Value k0 = mul(kt, idx(t.bk));
+    nvgpu::TmaAsyncLoadOp::create(b, loc, sliceA(slot), bars, tmA,
+                                  ValueRange{k0, m0}, slot, Value(), Value());
+    nvgpu::TmaAsyncLoadOp::create(b, loc, sliceB(slot), bars, tmB,
+                                  ValueRange{k0, n0}, slot, Value(), Value());
+  }
+  /// The wgmma shared-memory descriptor of a K-major, 128-byte-swizzled
+  /// operand at shared address `addr` (bytes, i64): start address >> 4 in
+  /// bits [0, 14), leading byte offset 16 (unused by swizzled K-major
+  /// layouts) in [16, 30), stride byte offset 1024 (8 rows of 128 bytes)
+  /// >> 4 in [32, 46), base offset 0 (every tile is 1024-aligned), swizzle
+  /// mode 1 (128B) in [62, 64).
+  Value descriptor(Value addr) {
+    const int64_t hi = (int64_t(1) << 62) | (int64_t(1024 >> 4) << 32) |
+                       (int64_t(16 >> 4) << 16);
+    Value start = arith::AndIOp::create(
+        b, loc, arith::ShRUIOp::create(b, loc, addr, cI64(4)), cI64(0x3FFF));
+    return arith::OrIOp::create(b, loc, start, cI64(hi));
+  }
+  Value toI64(Value index) {
+    return arith::IndexCastUIOp::create(b, loc, i64, index);
+  }
+  void epilogue(ArrayRef<Value> accs, ValueRange args, Value rows,
+                Value tid);
+
+  OpBuilder &b;
+  Location loc;
+  const HopperGemmProblem &p;
+  const HopperGemmTile &t;
+  MLIRContext *ctx;
+  Attribute smemSpace;
+  Type bf16, f32, i64;
+  MemRefType tileA, tileB;
+  nvgpu::TensorMapDescriptorType tmapA, tmapB;
+  nvgpu::MBarrierGroupType barriers;
+  LLVM::LLVMStructType accType;
+  Value smem, ringBase, ringAddr, bars, tmA, tmB, m0, n0;
+};
+
+void GemmBuilder::build(gpu::GPUFuncOp fn, unsigned numInputs) {
+  Block *entry = &fn.getBody().front();
+  ValueRange args = entry->getArguments();
+  b.setInsertionPointToStart(entry);
+
+  Value tid = gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);
+  m0 = mul(gpu::BlockIdOp::create(b, loc, gpu::Dimension::y), idx(t.bm));
+  n0 = mul(gpu::BlockIdOp::create(b, loc, gpu::Dimension::x), idx(t.bn));
+  auto asIndex = [&](Value v) {
+    return arith::IndexCastOp::create(b, loc, b.getIndexType(), v).getResult();
+  };
+  unsigned nArgs = numInputs + 1;
+  Value rows = mul(asIndex(args[nArgs]), asIndex(args[nArgs + 1]));
+  // CTAs whose rows are all past the active rows (nb * nt) do nothing.
+  Value active = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, m0,
+                                       rows);
+  auto ifActive = scf::IfOp::create(b, loc, active, /*withElse=*/false);
+  b.setInsertionPointToStart(&ifActive.getThenRegion().front());
+
+  // The tensor maps arrive as generic pointers (CUtensorMap in device
+  // memory); nvgpu's tensor-map type lowers to exactly that pointer.
+  Value ptrA = args[p.xArg], ptrB = args[p.weightArg];
+  tmA = UnrealizedConversionCastOp::create(b, loc, tmapA, ptrA).getResult(0);
+  tmB = UnrealizedConversionCastOp::create(b, loc, tmapB, ptrB).getResult(0);
+
+  // The ring of stages in dynamic shared memory, aligned up to 1024 bytes.
+  auto dynTy = MemRefType::get({ShapedType::kDynamic}, b.getI8Type(),
+                               MemRefLayoutAttrInterface(), smemSpace);
+  smem = gpu::DynamicSharedMemoryOp::create(b, loc, dynTy);
+  Value base = memref::ExtractAlignedPointerAsIndexOp::create(b, loc, smem);
+  Value mis = arith::RemUIOp::create(b, loc, base, idx(1024));
+  ringBase = arith::RemUIOp::create(
+      b, loc, arith::SubIOp::create(b, loc, idx(1024), mis), idx(1024));
+  ringAddr = toI64(add(base, ringBase));
+
+  bars = nvgpu::MBarrierCreateOp::create(b, loc, barriers);
+  Value isLeader = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, tid,
+                                         idx(0));
+  const int64_t kTiles = p.k / t.bk;
+  {
+    auto init = scf::IfOp::create(b, loc, isLeader, false);
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(&init.getThenRegion().front());
+    for (int64_t s = 0; s < t.stages; ++s)
+      nvgpu::MBarrierInitOp::create(b, loc, bars, idx(1), idx(s), Value());
+    NVVM::FenceMbarrierInitOp::create(b, loc);
+    // The tensor maps were written by the host (a copy into device memory):
+    // order that write before the tensor-map proxy reads them (PTX ISA 8.3).
+    for (Value ptr : {ptrA, ptrB})
+      LLVM::InlineAsmOp::create(
+          b, loc, TypeRange(), ValueRange{ptr},
+          "fence.proxy.tensormap::generic.acquire.gpu [$0], 128;", "l",
+          /*has_side_effects=*/true, /*is_align_stack=*/false,
+          LLVM::tailcallkind::TailCallKind::None, LLVM::AsmDialectAttr(),
+          ArrayAttr());
+    nvgpu::TmaPrefetchOp::create(b, loc, tmA, Value());
+    nvgpu::TmaPrefetchOp::create(b, loc, tmB, Value());
+    // Prologue: k tiles 0 .. stages-2 in flight.
+    for (int64_t kt = 0; kt < std::min(t.stages - 1, kTiles); ++kt)
+      issueLoads(idx(kt), idx(kt));
+  }
+  gpu::BarrierOp::create(b, loc);
+
+  // Main loop.
+  const int64_t mBlocks = t.bm / 64;
+  SmallVector<Value> init;
+  for (int64_t i = 0; i < mBlocks; ++i)
+    init.push_back(LLVM::ZeroOp::create(b, loc, accType));
+  auto loop = scf::ForOp::create(b, loc, idx(0), idx(kTiles), idx(1), init);
+  {
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(loop.getBody());
+    Value kt = loop.getInductionVar();
+    Value slot = arith::RemUIOp::create(b, loc, kt, idx(t.stages));
+    Value use = arith::DivUIOp::create(b, loc, kt, idx(t.stages));
+    Value parity = arith::CmpIOp::create(
+        b, loc, arith::CmpIPredicate::ne,
+        arith::RemUIOp::create(b, loc, use, idx(2)), idx(0));
+    nvgpu::MBarrierTryWaitParityOp::create(b, loc, bars, parity,
+                                           idx(10000000), slot);
+    Value slotAddr =
+        arith::AddIOp::create(b, loc, ringAddr,
+                              toI64(mul(slot, idx(t.stageBytes()))));
+    Value descA = descriptor(slotAddr);
+    Value descB = descriptor(
+        arith::AddIOp::create(b, loc, slotAddr, cI64(t.bm * t.bk * 2)));
+    NVVM::WgmmaFenceAlignedOp::create(b, loc);
+    SmallVector<Value> accs(loop.getRegionIterArgs());
+    auto shape = NVVM::MMAShapeAttr::get(ctx, 64, t.bn, 16);
+    for (int64_t kk = 0; kk < t.bk / 16; ++kk) {
+      // +32 bytes per k16 step inside the swizzled 128-byte rows.
+      Value db = arith::AddIOp::create(b, loc, descB, cI64(kk * 32 >> 4));
+      for (int64_t mb = 0; mb < mBlocks; ++mb) {
+        // +64 rows of 128 bytes per m64 block.
+        Value da = arith::AddIOp::create(
+            b, loc, descA, cI64((mb * 64 * 128 + kk * 32) >> 4));
+        accs[mb] = NVVM::WgmmaMmaAsyncOp::create(
+            b, loc, accType, accs[mb], da, db, shape, NVVM::WGMMATypes::bf16,
+            NVVM::WGMMATypes::bf16, NVVM::WGMMATypes::f32,
+            NVVM::WGMMAScaleOut::one, NVVM::WGMMAScaleIn::one,
+            NVVM::WGMMAScaleIn::one, NVVM::MMALayout::row,
+            // col: B is K-major (the [N, K] weight), no transpose.
+            NVVM::MMALayout::col, NVVM::MMAIntOverflowAttr());
+      }
+    }
+    NVVM::WgmmaGroupSyncAlignedOp::create(b, loc);
+    // At most this tile's wgmmas are in flight: tile kt-1's slot is free
+    // once every warp got here.
+    NVVM::WgmmaWaitGroupSyncOp::create(b, loc, 1);
+    gpu::BarrierOp::create(b, loc);
+    Value next = add(kt, idx(t.stages - 1));
+    Value more = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult,
+                                       next, idx(kTiles));
+    auto refill = scf::IfOp::create(
+        b, loc, arith::AndIOp::create(b, loc, isLeader, more), false);
+    {
+      OpBuilder::InsertionGuard g2(b);
+      b.setInsertionPointToStart(&refill.getThenRegion().front());
+      issueLoads(next, arith::RemUIOp::create(b, loc, next, idx(t.stages)));
+    }
+    scf::YieldOp::create(b, loc, accs);
+  }
+  NVVM::WgmmaWaitGroupSyncOp::create(b, loc, 0);
+  SmallVector<Value> accs(loop.getResults());
+  epilogue(accs, args, rows, tid);
+  b.setInsertionPointToEnd(entry);
+  gpu::ReturnOp::create(b, loc);
+}
+
+/// The accumulator of an m64nN wgmma: thread t of the warpgroup (warp w =
+/// t / 32, lane l) holds, for j < N / 8, rows r0 = 16w + l/4 and r0 + 8 at
+/// columns c = 8j + 2(l % 4) and c + 1, as struct elements 4j + {0, 1}
+/// (row r0) and 4j + {2, 3} (row r0 + 8).
+void GemmBuilder::epilogue(ArrayRef<Value> accs, ValueRange args, Value rows,
+                           Value tid) {
+  Value warp = arith::DivUIOp::create(b, loc, tid, idx(32));
+  Value lane = arith::RemUIOp::create(b, loc, tid, idx(32));
+  Value rowInBlock = add(mul(warp, idx(16)),
+                         arith::DivUIOp::create(b, loc, lane, idx(4)));
+  Value colBase = add(n0, mul(arith::RemUIOp::create(b, loc, lane, idx(4)),
+                              idx(2)));
+  Value out = args[args.size() - 4];
+  Value bias = p.biasArg >= 0 ? args[p.biasArg] : Value();
+  Value residual = p.residualArg >= 0 ? args[p.residualArg] : Value();
+  auto pairOf = [&](Type elem) { return VectorType::get({2}, elem); };
+  // A pair starts at an even column of a row of N (a multiple of 64)
+  // elements: aligned to two elements when the buffer is.
+  auto pairAlign = [](Type elem) {
+    return llvm::MaybeAlign(elem.getIntOrFloatBitWidth() / 4);
+  };
+  auto loadPair = [&](Value mem, Type elem, ValueRange at) -> Value {
+    Value v = vector::LoadOp::create(b, loc, pairOf(elem), mem, at,
+                                     /*nontemporal=*/false, pairAlign(elem));
+    if (!elem.isF32())
+      v = arith::ExtFOp::create(b, loc, pairOf(f32), v);
+    return v;
+  };
+  for (int64_t mb = 0; mb < static_cast<int64_t>(accs.size()); ++mb) {
+    for (int64_t half = 0; half < 2; ++half) {
+      Value row = add(add(m0, rowInBlock), idx(mb * 64 + half * 8));
+      Value inRange = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult,
+                                            row, rows);
+      auto guard = scf::IfOp::create(b, loc, inRange, false);
+      OpBuilder::InsertionGuard g(b);
+      b.setInsertionPointToStart(&guard.getThenRegion().front());
+      for (int64_t j = 0; j < t.bn / 8; ++j) {
+        Value col = add(colBase, idx(8 * j));
+        int64_t e = 4 * j + 2 * half;
+        Value v0 = LLVM::ExtractValueOp::create(b, loc, accs[mb], e);
+        Value v1 = LLVM::ExtractValueOp::create(b, loc, accs[mb], e + 1);
+        Value v = vector::FromElementsOp::create(b, loc, pairOf(f32),
+                                                 ValueRange{v0, v1});
+        if (bias)
+          v = arith::AddFOp::create(b, loc, v,
+                                    loadPair(bias, p.biasElem, {col}));
+        if (residual)
+          v = arith::AddFOp::create(
+              b, loc, v, loadPair(residual, p.residualElem, {row, col}));
+        if (!p.outElem.isF32())
+          v = arith::TruncFOp::create(b, loc, pairOf(p.outElem), v);
+        vector::StoreOp::create(b, loc, v, out, ValueRange{row, col},
+                                /*nontemporal=*/false, pairAlign(p.outElem));
+      }
+    }
+  }
+}
+
+} // namespace
+
+FailureOr<Operation *> colossus::buildHopperGemm(FusionOp fusion,
+                                                 const HopperGemmProblem &p,
+                                                 StringRef name,
+                                                 OpBuilder &builder) {
+  Location loc = fusion.getLoc();
+  auto module = dyn_cast_or_null<gpu::GPUModuleOp>(
+      builder.getInsertionBlock()->getParentOp());
+  if (!module)
+    return fusion.emitOpError("internal error: the Hopper GEMM must be built "
+                              "in a gpu.module");
+  MLIRContext *ctx = builder.getContext();
+  ctx->getOrLoadDialect<nvgpu::NVGPUDialect>();
+  ctx->getOrLoadDialect<NVVM::NVVMDialect>();
+  ctx->getOrLoadDialect<LLVM::LLVMDialect>();
+  ctx->getOrLoadDialect<vector::VectorDialect>();
+
+  // The module's own target comes first among the lowering's objects (the
+  // sm_90a backend uses the first): PTX ISA 8.3 for the tensor-map fence.
+  module.setTargetsAttr(builder.getArrayAttr({NVVM::NVVMTargetAttr::get(
+      ctx, /*optLevel=*/3, "nvptx64-nvidia-cuda", "sm_90a", "+ptx83")}));
+  {
+    OpBuilder::InsertionGuard g(builder);
+    builder.setInsertionPointToStart(module.getBody());
+    auto smemTy = LLVM::LLVMArrayType::get(builder.getI8Type(), 0);
+    LLVM::GlobalOp::create(
+        builder, loc, smemTy, /*isConstant=*/false, LLVM::Linkage::External,
+        kSmemSymbol, Attribute(), kSmemSymbolAlign,
+        static_cast<unsigned>(NVVM::NVVMMemorySpace::Shared));
+  }
+
+  Block &body = fusion.getBody().front();
+  auto ptrTy = LLVM::LLVMPointerType::get(ctx);
+  SmallVector<Type> argTypes;
+  for (BlockArgument a : body.getArguments()) {
+    if (a.getArgNumber() == p.xArg || a.getArgNumber() == p.weightArg) {
+      argTypes.push_back(ptrTy);
+      continue;
+    }
+    auto rt = cast<RankedTensorType>(a.getType());
+    argTypes.push_back(MemRefType::get(rt.getShape(), rt.getElementType()));
+  }
+  auto rt = cast<RankedTensorType>(fusion.getResult(0).getType());
+  argTypes.push_back(MemRefType::get(rt.getShape(), rt.getElementType()));
+  Type i64 = builder.getI64Type();
+  argTypes.append({i64, i64, i64});
+  auto fn = gpu::GPUFuncOp::create(builder, loc, name,
+                                   builder.getFunctionType(argTypes, {}));
+  fn->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), builder.getUnitAttr());
+  fn.setKnownBlockSizeAttr(builder.getDenseI32ArrayAttr(
+      {static_cast<int32_t>(HopperGemmTile::kThreads), 1, 1}));
+
+  GemmBuilder gb(builder, loc, p);
+  {
+    OpBuilder::InsertionGuard g(builder);
+    gb.build(fn, body.getNumArguments());
+  }
+
+  const HopperGemmTile &t = p.tile;
+  std::string abi = llvm::formatv(
+      "m={0} n={1} k={2} bm={3} bn={4} bk={5} stages={6} grid={7},{8},1 "
+      "block={9},1,1 dynamic_smem={10} a_arg={11} b_arg={12} bias_arg={13} "
+      "residual_arg={14} out_arg={15} out={16} bias={17} residual={18}",
+      p.m, p.n, p.k, t.bm, t.bn, t.bk, t.stages, p.n / t.bn, p.m / t.bm,
+      HopperGemmTile::kThreads, t.dynamicSmemBytes(), p.xArg, p.weightArg,
+      p.biasArg, p.residualArg, body.getNumArguments(),
+      typeName(p.outElem), typeName(p.biasElem), typeName(p.residualElem));
+  fn->setAttr(kHopperGemmAbiAttr, builder.getStringAttr(abi));
+  return fn.getOperation();
+}
