@@ -117,7 +117,8 @@ LogicalResult colossus::buildUpdateStep(ModuleOp module, StringRef gradsFn,
       newLow.push_back(b.create<ConvertOp>(
           loc, a.getNewParam(),
           TypeAttr::get(params[i].type.getElementType())));
-      fn.setResultAttr(lowResult++, attrs::kParam, params[i].name);
+      // Not colossus.param: that marks the grads step's gradient results.
+      fn.setResultAttr(lowResult++, "colossus.param_copy", params[i].name);
     }
   }
   SmallVector<Value> rets = {norm};

@@ -328,6 +328,13 @@ Status checkTrainingState(const schema::Artifact &a, const std::string &n,
   for (uint32_t p = 0; p < numParams; ++p) {
     const schema::Param *param = a.params()->Get(p);
     const schema::Buffer *pb = a.buffers()->Get(param->buffer());
+    // AdamW runs on f32 weights: the parameter, or its f32 master copy.
+    if (pb->dtype() != schema::DType::f32 && param->master() < 0)
+      return makeError(n, ": params[", p, "] '", param->hf_name()->str(),
+                       "' is ", schema::EnumNameDType(pb->dtype()),
+                       " with no f32 master weights (Param.master), which "
+                       "an update step needs");
+    const uint64_t f32Bytes = Artifact::numElements(param->shape()) * 4;
     for (const char *suffix : {".exp_avg", ".exp_avg_sq"}) {
       std::string want = param->hf_name()->str() + suffix;
       auto it = optByName.find(want);
@@ -337,11 +344,11 @@ Status checkTrainingState(const schema::Artifact &a, const std::string &n,
                          "' (an update step needs exp_avg and exp_avg_sq "
                          "for every parameter)");
       const schema::Buffer *ob = a.buffers()->Get(it->second);
-      if (ob->size() != pb->size())
+      if (ob->size() != f32Bytes)
         return makeError(n, ": ", bufferLabel(a, it->second), " has ",
-                         ob->size(), " bytes, the parameter params[", p,
+                         ob->size(), " bytes, the f32 state of params[", p,
                          "] (shape ", Artifact::shapeString(param->shape()),
-                         ") has ", pb->size());
+                         ") needs ", f32Bytes);
     }
   }
   return Status::success();

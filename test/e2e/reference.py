@@ -100,6 +100,17 @@ def _act(name: str):
     raise ValueError(f"unsupported activation {name!r}")
 
 
+# Activation precision (the config key "_colossus_activations", set by the
+# training oracle's --activations flag): "bf16" rounds the output of every
+# module (norm, projection, rope, attention, activation function, product,
+# residual sum) to bfloat16, as a PyTorch model in bf16 does; the rounding's
+# derivative rounds the cotangent the same way. Logits stay float32.
+def _rounder(cfg: dict):
+    if cfg.get("_colossus_activations", "f32") == "bf16":
+        return lambda x: x.astype(jnp.bfloat16).astype(jnp.float32)
+    return lambda x: x
+
+
 def _causal_attention(q, k, v, scale):
     """q: [H, T, D]; k, v: [Hkv, T, D] (GQA: H % Hkv == 0). Returns [T, H*D]."""
     h, t, d = q.shape
@@ -219,26 +230,27 @@ def _llama_jit(cfg_json: str, j, ids):
         xr = xr * cos[None] + _rotate_half(xr) * sin[None]
         return jnp.concatenate([xr, xp], axis=-1)
 
+    r = _rounder(cfg)
     x = j["model.embed_tokens.weight"][ids]                             # [T, hidden]
     for i in range(cfg["num_hidden_layers"]):
         p = f"model.layers.{i}."
-        h = _rms_norm(x, j[p + "input_layernorm.weight"], eps)
+        h = r(_rms_norm(x, j[p + "input_layernorm.weight"], eps))
         bias = (lambda n: j[p + f"self_attn.{n}_proj.bias"]) if attn_bias else (lambda n: None)
-        q = _linear_t(h, j[p + "self_attn.q_proj.weight"], bias("q"))
-        k = _linear_t(h, j[p + "self_attn.k_proj.weight"], bias("k"))
-        v = _linear_t(h, j[p + "self_attn.v_proj.weight"], bias("v"))
+        q = r(_linear_t(h, j[p + "self_attn.q_proj.weight"], bias("q")))
+        k = r(_linear_t(h, j[p + "self_attn.k_proj.weight"], bias("k")))
+        v = r(_linear_t(h, j[p + "self_attn.v_proj.weight"], bias("v")))
         q = jnp.transpose(q.reshape(t, nh, hd), (1, 0, 2))
         k = jnp.transpose(k.reshape(t, nkv, hd), (1, 0, 2))
         v = jnp.transpose(v.reshape(t, nkv, hd), (1, 0, 2))
-        q, k = rope(q), rope(k)
-        a = _causal_attention(q, k, v, 1.0 / math.sqrt(hd))
-        x = x + _linear_t(a, j[p + "self_attn.o_proj.weight"], bias("o"))
-        h = _rms_norm(x, j[p + "post_attention_layernorm.weight"], eps)
+        q, k = r(rope(q)), r(rope(k))
+        a = r(_causal_attention(q, k, v, 1.0 / math.sqrt(hd)))
+        x = r(x + r(_linear_t(a, j[p + "self_attn.o_proj.weight"], bias("o"))))
+        h = r(_rms_norm(x, j[p + "post_attention_layernorm.weight"], eps))
         mb = (lambda n: j[p + f"mlp.{n}_proj.bias"]) if mlp_bias else (lambda n: None)
-        g = act(_linear_t(h, j[p + "mlp.gate_proj.weight"], mb("gate")))
-        u = _linear_t(h, j[p + "mlp.up_proj.weight"], mb("up"))
-        x = x + _linear_t(g * u, j[p + "mlp.down_proj.weight"], mb("down"))
-    x = _rms_norm(x, j["model.norm.weight"], eps)
+        g = r(act(r(_linear_t(h, j[p + "mlp.gate_proj.weight"], mb("gate")))))
+        u = r(_linear_t(h, j[p + "mlp.up_proj.weight"], mb("up")))
+        x = r(x + r(_linear_t(r(g * u), j[p + "mlp.down_proj.weight"], mb("down"))))
+    x = r(_rms_norm(x, j["model.norm.weight"], eps))
     # LlamaConfig.tie_word_embeddings defaults to False.
     if cfg.get("tie_word_embeddings", False):
         head = j["model.embed_tokens.weight"]
@@ -275,22 +287,23 @@ def _gpt2_jit(cfg_json: str, j, ids):
     act = _act(cfg.get("activation_function", "gelu_new"))
     scale = 1.0 / math.sqrt(hd) if cfg.get("scale_attn_weights", True) else 1.0
 
-    x = j["wte.weight"][ids] + j["wpe.weight"][jnp.arange(t)]
+    r = _rounder(cfg)
+    x = r(j["wte.weight"][ids] + j["wpe.weight"][jnp.arange(t)])
     for i in range(cfg["n_layer"]):
         p = f"h.{i}."
-        h = _layer_norm(x, j[p + "ln_1.weight"], j[p + "ln_1.bias"], eps)
-        qkv = h @ j[p + "attn.c_attn.weight"] + j[p + "attn.c_attn.bias"]      # Conv1D
+        h = r(_layer_norm(x, j[p + "ln_1.weight"], j[p + "ln_1.bias"], eps))
+        qkv = r(h @ j[p + "attn.c_attn.weight"] + j[p + "attn.c_attn.bias"])   # Conv1D
         q, k, v = jnp.split(qkv, 3, axis=-1)
         heads = lambda z: jnp.transpose(z.reshape(t, nh, hd), (1, 0, 2))      # noqa: E731
         s = scale
         if cfg.get("scale_attn_by_inverse_layer_idx", False):
             s = s / float(i + 1)
-        a = _causal_attention(heads(q), heads(k), heads(v), s)
-        x = x + a @ j[p + "attn.c_proj.weight"] + j[p + "attn.c_proj.bias"]
-        h = _layer_norm(x, j[p + "ln_2.weight"], j[p + "ln_2.bias"], eps)
-        m = act(h @ j[p + "mlp.c_fc.weight"] + j[p + "mlp.c_fc.bias"])
-        x = x + m @ j[p + "mlp.c_proj.weight"] + j[p + "mlp.c_proj.bias"]
-    x = _layer_norm(x, j["ln_f.weight"], j["ln_f.bias"], eps)
+        a = r(_causal_attention(heads(q), heads(k), heads(v), s))
+        x = r(x + r(a @ j[p + "attn.c_proj.weight"] + j[p + "attn.c_proj.bias"]))
+        h = r(_layer_norm(x, j[p + "ln_2.weight"], j[p + "ln_2.bias"], eps))
+        m = r(act(r(h @ j[p + "mlp.c_fc.weight"] + j[p + "mlp.c_fc.bias"])))
+        x = r(x + r(m @ j[p + "mlp.c_proj.weight"] + j[p + "mlp.c_proj.bias"]))
+    x = r(_layer_norm(x, j["ln_f.weight"], j["ln_f.bias"], eps))
     # GPT2LMHeadModel ties lm_head to wte (tie_word_embeddings defaults to True).
     head = j["wte.weight"] if cfg.get("tie_word_embeddings", True) else j["lm_head.weight"]
     return x @ head.T

@@ -113,19 +113,26 @@ def cmd_tensors(a) -> int:
         if x.shape != y.shape:
             print(f"train_compare: {k}: shape {list(x.shape)} vs {list(y.shape)} FAIL")
             return 1
-        scale = float(np.max(np.abs(y))) if y.size else 0.0
         d = np.abs(x - y)
         for suffix, lo, hi in a.ignore_slice:
             if k.endswith(suffix) and d.ndim >= 1:
                 d[lo:hi] = 0.0
-        diff = float(np.max(d)) if y.size else 0.0
+        if a.norm_wise:
+            # ||a - b|| / ||b|| (the bf16 comparisons: rounding noise spread
+            # over the tensor, not one worst entry).
+            scale = float(np.linalg.norm(y)) if y.size else 0.0
+            diff = float(np.linalg.norm(d)) if y.size else 0.0
+        else:
+            scale = float(np.max(np.abs(y))) if y.size else 0.0
+            diff = float(np.max(d)) if y.size else 0.0
         r = diff / scale if scale > 0 else (0.0 if diff == 0 else float("inf"))
         if r > a.max_rel:
             bad.append(k)
         if r >= worst:
             worst, worst_name = r, k
     ok = not bad
-    print(f"train_compare: {len(tb)} tensors, max_rel={worst:.3e} ({worst_name}) {'OK' if ok else 'FAIL'}")
+    what = "max_norm_rel" if a.norm_wise else "max_rel"
+    print(f"train_compare: {len(tb)} tensors, {what}={worst:.3e} ({worst_name}) {'OK' if ok else 'FAIL'}")
     if bad:
         print(f"train_compare: over {a.max_rel:g}: {', '.join(bad[:10])}")
     return 0 if ok else 1
@@ -159,6 +166,8 @@ def main(argv=None) -> int:
     p.add_argument("b")
     p.add_argument("--max-rel", type=float, default=1e-4)
     p.add_argument("--ignore-slice", type=_slice, action="append", default=[], metavar="SUFFIX:START:END")
+    p.add_argument("--norm-wise", action="store_true",
+                   help="compare ||a - b|| / ||b|| per tensor instead of max|a - b| / max|b|")
     a = ap.parse_args(argv)
     return {"learned": cmd_learned, "steps": cmd_steps, "tensors": cmd_tensors}[a.cmd](a)
 

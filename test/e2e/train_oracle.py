@@ -67,6 +67,8 @@ def _save(tensors, path: str, metadata=None) -> None:
 
 def _setup(a):
     cfg = reference.load_config(a.config)
+    if a.activations == "bf16":
+        cfg["_colossus_activations"] = "bf16"
     params = tr.trainable_params(cfg, reference.load_weights(a.weights))
     try:
         tokens = tr.read_tokens(a.data, a.dtype)
@@ -185,6 +187,10 @@ def main(argv=None) -> int:
         p.add_argument("--batch", type=int, required=True)
         p.add_argument("--seq", type=int, required=True)
         p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
+        p.add_argument("--activations", choices=["f32", "bf16"], default="f32",
+                       help="bf16: mixed precision as a PyTorch bf16 model: every module's output "
+                            "(and its gradient) rounded to bf16, the forward reading the f32 "
+                            "master weights rounded to bf16; gradients, AdamW and logits in f32")
         p.add_argument("--json", action="store_true")
         if name == "loss-grads":
             p.add_argument("--step", type=int, default=0, help="0-based optimizer step index")

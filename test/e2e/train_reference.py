@@ -186,6 +186,12 @@ def logits(cfg: dict, params: Params, inputs) -> jnp.ndarray:
         raise ValueError(f"model_type {mt!r} is not implemented by the oracle")
     cfg_json = json.dumps(cfg, sort_keys=True)
     p = {canonical_name(cfg, k): v for k, v in params.items()}
+    if cfg.get("_colossus_activations", "f32") == "bf16":
+        # Mixed precision: the forward reads the f32 master weights rounded
+        # to bf16; their gradient reaches the master weights unrounded.
+        p = {k: v + jax.lax.stop_gradient(
+                 v.astype(jnp.bfloat16).astype(jnp.float32) - v)
+             for k, v in p.items()}
     return jax.vmap(lambda ids: fn(cfg_json, p, ids))(inputs)
 
 

@@ -261,8 +261,8 @@ TEST(GradsArtifact, RejectsBadGradients) {
   }
   EXPECT_THAT(withGrads({{"model.bias", 6}, {"model.embed.weight", 7}}),
               HasSubstr("steps[0].grads[0] 'model.bias': buffers[6] "
-                        "'grad.emb' has 256 bytes, the parameter (shape [8], "
-                        "buffers[3] 'bias') has 32"));
+                        "'grad.emb' has 256 bytes, the parameter's f32 "
+                        "gradient (shape [8]) needs 32"));
   {
     ArtifactSpec s = tinyGradsSpec();
     s.buffers[6].shape = {V * V}; // right size, wrong shape

@@ -102,7 +102,7 @@ TEST(UpdateArtifact, NeedsBothOptStateBuffersOfEveryParam) {
   s.buffers[9].size = 16;
   EXPECT_THAT(loadError(s),
               HasSubstr("buffers[9] 'model.embed.weight.exp_avg' has 16 "
-                        "bytes, the parameter params[0]"));
+                        "bytes, the f32 state of params[0]"));
   s = tinyTrainSpec();
   s.buffers[10].dtype = schema::DType::f16;
   EXPECT_THAT(loadError(s), HasSubstr("an opt_state buffer must be f32"));

@@ -89,25 +89,26 @@ func.func @linear_weight_grad(%x: tensor<8x64xf32>, %dy: tensor<8x192xf32>) -> (
   return %0, %1, %2 : tensor<192x64xf32>, tensor<192x64xf32>, tensor<64x192xf32>
 }
 
-// The weight gradient has the element type of x; a dynamic row count (the
+// A parameter gradient is f32 whatever the precision of x and dy (a sum
+// over the rows, for the f32 master weights); a dynamic row count (the
 // reduced dimension) does not reach the result.
 // CHECK-LABEL: func.func @linear_weight_grad_bf16_dynamic
 // CHECK: %[[A:.+]] = colossus.linear_weight_grad %{{.+}}, %{{.+}} : tensor<?x64xbf16>, tensor<?x32xbf16>
-// CHECK-NEXT: return %[[A]] : tensor<32x64xbf16>
-func.func @linear_weight_grad_bf16_dynamic(%x: tensor<?x64xbf16>, %dy: tensor<?x32xbf16>) -> tensor<32x64xbf16> {
+// CHECK-NEXT: return %[[A]] : tensor<32x64xf32>
+func.func @linear_weight_grad_bf16_dynamic(%x: tensor<?x64xbf16>, %dy: tensor<?x32xbf16>) -> tensor<32x64xf32> {
   %0 = colossus.linear_weight_grad %x, %dy : tensor<?x64xbf16>, tensor<?x32xbf16>
-  return %0 : tensor<32x64xbf16>
+  return %0 : tensor<32x64xf32>
 }
 
 // CHECK-LABEL: func.func @column_sum
 // CHECK-SAME: (%[[X:.+]]: tensor<8x192xbf16>)
 // CHECK: %[[S:.+]] = colossus.column_sum %[[X]] : tensor<8x192xbf16>
-// CHECK-NEXT: return %[[S]] : tensor<192xbf16>
+// CHECK-NEXT: return %[[S]] : tensor<192xf32>
 // GENERIC-LABEL: sym_name = "column_sum"
-// GENERIC: "colossus.column_sum"(%{{.*}}) : (tensor<8x192xbf16>) -> tensor<192xbf16>
-func.func @column_sum(%x: tensor<8x192xbf16>) -> tensor<192xbf16> {
+// GENERIC: "colossus.column_sum"(%{{.*}}) : (tensor<8x192xbf16>) -> tensor<192xf32>
+func.func @column_sum(%x: tensor<8x192xbf16>) -> tensor<192xf32> {
   %0 = colossus.column_sum %x : tensor<8x192xbf16>
-  return %0 : tensor<192xbf16>
+  return %0 : tensor<192xf32>
 }
 
 //===----------------------------------------------------------------------===//
@@ -128,10 +129,10 @@ func.func @rms_norm_grad(%x: tensor<8x64xf32>, %w: tensor<64xf32>, %dy: tensor<8
 
 // CHECK-LABEL: func.func @rms_norm_grad_dynamic
 // CHECK: %[[DX:.+]], %[[DW:.+]] = colossus.rms_norm_grad {{.*}} eps = 0.000000e+00 : tensor<?x64xbf16>, tensor<64xbf16>
-// CHECK-NEXT: return %[[DX]], %[[DW]] : tensor<?x64xbf16>, tensor<64xbf16>
-func.func @rms_norm_grad_dynamic(%x: tensor<?x64xbf16>, %w: tensor<64xbf16>, %dy: tensor<?x64xbf16>) -> (tensor<?x64xbf16>, tensor<64xbf16>) {
+// CHECK-NEXT: return %[[DX]], %[[DW]] : tensor<?x64xbf16>, tensor<64xf32>
+func.func @rms_norm_grad_dynamic(%x: tensor<?x64xbf16>, %w: tensor<64xbf16>, %dy: tensor<?x64xbf16>) -> (tensor<?x64xbf16>, tensor<64xf32>) {
   %0:2 = colossus.rms_norm_grad %x, %w, %dy eps = 0.0 : tensor<?x64xbf16>, tensor<64xbf16>
-  return %0#0, %0#1 : tensor<?x64xbf16>, tensor<64xbf16>
+  return %0#0, %0#1 : tensor<?x64xbf16>, tensor<64xf32>
 }
 
 // dweight and dbias both have the type of the weight.
@@ -210,12 +211,12 @@ func.func @softmax_grad(%y: tensor<8x40xf32>, %dy: tensor<8x40xf32>) -> tensor<8
 // CHECK-LABEL: func.func @embedding_grad
 // CHECK-SAME: (%[[IDS:.+]]: tensor<8xi32>, %[[DY:.+]]: tensor<8x64xbf16>)
 // CHECK: %[[G:.+]] = colossus.embedding_grad %[[IDS]], %[[DY]] {vocab_size = 256 : i64} : tensor<8xi32>, tensor<8x64xbf16>
-// CHECK-NEXT: return %[[G]] : tensor<256x64xbf16>
+// CHECK-NEXT: return %[[G]] : tensor<256x64xf32>
 // GENERIC-LABEL: sym_name = "embedding_grad"
-// GENERIC: "colossus.embedding_grad"(%{{.*}}, %{{.*}}) <{vocab_size = 256 : i64}> : (tensor<8xi32>, tensor<8x64xbf16>) -> tensor<256x64xbf16>
-func.func @embedding_grad(%ids: tensor<8xi32>, %dy: tensor<8x64xbf16>) -> tensor<256x64xbf16> {
+// GENERIC: "colossus.embedding_grad"(%{{.*}}, %{{.*}}) <{vocab_size = 256 : i64}> : (tensor<8xi32>, tensor<8x64xbf16>) -> tensor<256x64xf32>
+func.func @embedding_grad(%ids: tensor<8xi32>, %dy: tensor<8x64xbf16>) -> tensor<256x64xf32> {
   %0 = colossus.embedding_grad %ids, %dy {vocab_size = 256 : i64} : tensor<8xi32>, tensor<8x64xbf16>
-  return %0 : tensor<256x64xbf16>
+  return %0 : tensor<256x64xf32>
 }
 
 // CHECK-LABEL: func.func @embedding_grad_dynamic
@@ -317,9 +318,9 @@ func.func @attention_grad(%q: tensor<80x64xf32>, %k: tensor<2x40x32xf32>, %v: te
 // CHECK-SAME: : tensor<80x64xbf16>, tensor<2x40x16xbf16>, tensor<80xi32>, tensor<80x4xf32>
 // GENERIC-LABEL: sym_name = "attention_grad_mqa_window"
 // GENERIC: "colossus.attention_grad"({{.*}}) <{causal = false, head_dim = 16 : i64, num_heads = 4 : i64, num_kv_heads = 1 : i64, scale = 1.250000e-01 : f64, sliding_window = 16 : i64}>
-func.func @attention_grad_mqa_window(%q: tensor<80x64xbf16>, %k: tensor<2x40x16xbf16>, %v: tensor<2x40x16xbf16>, %pos: tensor<80xi32>, %dout: tensor<80x64xbf16>, %out: tensor<80x64xbf16>, %lse: tensor<80x4xf32>) -> (tensor<80x64xbf16>, tensor<2x40x16xbf16>, tensor<2x40x16xbf16>) {
+func.func @attention_grad_mqa_window(%q: tensor<80x64xbf16>, %k: tensor<2x40x16xbf16>, %v: tensor<2x40x16xbf16>, %pos: tensor<80xi32>, %dout: tensor<80x64xbf16>, %out: tensor<80x64xbf16>, %lse: tensor<80x4xf32>) -> (tensor<80x64xf32>, tensor<2x40x16xf32>, tensor<2x40x16xf32>) {
   %dq, %dk, %dv = colossus.attention_grad %q, %k, %v, %pos, %dout, %out, %lse {num_heads = 4 : i64, num_kv_heads = 1 : i64, head_dim = 16 : i64, scale = 0.125 : f64, causal = false, sliding_window = 16 : i64} : tensor<80x64xbf16>, tensor<2x40x16xbf16>, tensor<80xi32>, tensor<80x4xf32>
-  return %dq, %dk, %dv : tensor<80x64xbf16>, tensor<2x40x16xbf16>, tensor<2x40x16xbf16>
+  return %dq, %dk, %dv : tensor<80x64xf32>, tensor<2x40x16xf32>, tensor<2x40x16xf32>
 }
 
 // Dynamic dimensions are accepted and carried to the results.
