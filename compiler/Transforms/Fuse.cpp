@@ -273,7 +273,13 @@ void Fuser::grow(Group &g) {
       }
     return;
   }
-  if (isRowOp(g.root))
+  // A norm gradient's dx kernel takes the elementwise ops that consume dx,
+  // such as the sum with the residual stream's adjoint (the norm backward
+  // "with the residual"); its dweight kernel reduces over the rows and
+  // takes nothing.
+  bool normGradDx = isa<RmsNormGradOp, LayerNormGradOp>(g.root) &&
+                    !g.root->getResult(0).use_empty();
+  if (isRowOp(g.root) && !normGradDx)
     return;
   bool changed = true;
   while (changed) {

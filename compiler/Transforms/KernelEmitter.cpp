@@ -1862,6 +1862,11 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
     if (isa<RmsNormOp, LayerNormOp, SoftmaxOp, SoftmaxGradOp,
             CrossEntropyGradOp>(op))
       shape = Shape::Row;
+    // A norm gradient's dx with the elementwise ops that consume it (the
+    // residual adjoint's sum): row statistics, then the columns.
+    if (isa<RmsNormGradOp, LayerNormGradOp>(op) &&
+        !op.getResult(0).use_empty())
+      shape = Shape::Row;
     if (isa<CrossEntropyOp, GlobalNormOp, ClipHyperOp, RowSumOp>(op))
       shape = Shape::Scalar;
     if (isa<CrossEntropyRowsOp>(op))

@@ -171,3 +171,22 @@ func.func @attention_lse(%q: tensor<8x32xf32>, %k: tensor<1x8x16xf32>, %v: tenso
   %o, %lse = colossus.attention %q, %k, %v, %pos {num_heads = 4 : i64, num_kv_heads = 2 : i64, head_dim = 8 : i64, scale = 0.35355339 : f64, save_lse} : tensor<8x32xf32>, tensor<1x8x16xf32>, tensor<1x8x16xf32>, tensor<8xi32>
   return %o, %lse : tensor<8x32xf32>, tensor<8x4xf32>
 }
+
+// -----
+
+// The norm backward with the residual: the dx kernel (a row kernel) also
+// sums dx with the residual stream's adjoint; dweight is its own reduction.
+// CHECK-LABEL: func.func @norm_grad_residual
+// CHECK: colossus.fusion "norm_grad"(%{{.*}}, %{{.*}}, %{{.*}}) : (tensor<8x64xf32>, tensor<64xf32>, tensor<8x64xf32>) -> tensor<64xf32>
+// CHECK: colossus.yield %{{.*}} : tensor<64xf32>
+// CHECK: %[[DX:.*]] = colossus.fusion "norm_grad"(%{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}) : (tensor<8x64xf32>, tensor<64xf32>, tensor<8x64xf32>, tensor<8x64xf32>) -> tensor<8x64xf32>
+// CHECK: %[[G:.*]], %{{.*}} = colossus.rms_norm_grad
+// CHECK-NEXT: %[[S:.*]] = colossus.add %{{.*}}, %[[G]]
+// CHECK-NEXT: colossus.yield %[[S]]
+// CHECK-NOT: colossus.fusion "elementwise"
+// CHECK: return %[[DX]]
+func.func @norm_grad_residual(%x: tensor<8x64xf32>, %w: tensor<64xf32>, %dy: tensor<8x64xf32>, %res: tensor<8x64xf32>) -> (tensor<8x64xf32>, tensor<64xf32>) {
+  %dx, %dw = colossus.rms_norm_grad %x, %w, %dy eps = 1.0e-05 : tensor<8x64xf32>, tensor<64xf32>
+  %0 = colossus.add %res, %dx : tensor<8x64xf32>
+  return %0, %dw : tensor<8x64xf32>, tensor<64xf32>
+}
