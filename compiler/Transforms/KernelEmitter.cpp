@@ -95,6 +95,20 @@ private:
       f32 = vt.clone(f32);
     return b.create<arith::ExtFOp>(loc, f32, v);
   }
+  /// One step of the online softmax statistics: with the running maximum m
+  /// and normalizer l (`ml`), and a new score x, returns {max(m, x),
+  /// l * exp(m - max) + exp(x - max)}.
+  SmallVector<Value, 2> onlineSoftmaxStep(ValueRange ml, Value x) {
+    Value m = ml[0], l = ml[1];
+    Value mNew = b.create<arith::MaximumFOp>(loc, m, x);
+    Value lNew = b.create<arith::AddFOp>(
+        loc,
+        b.create<arith::MulFOp>(
+            loc, l,
+            b.create<math::ExpOp>(loc, b.create<arith::SubFOp>(loc, m, mNew))),
+        b.create<math::ExpOp>(loc, b.create<arith::SubFOp>(loc, x, mNew)));
+    return {mNew, lNew};
+  }
   /// Stores round an f32 value to the buffer's element type.
   void store(Value v, Value mem, ValueRange idx) {
     Type e = cast<MemRefType>(mem.getType()).getElementType();
@@ -710,15 +724,7 @@ LogicalResult Emitter::emitAttention(AttentionOp op, Value r, Value h) {
     FailureOr<Value> s = score(pass1.getInductionVar());
     if (failed(s))
       return failure();
-    Value m = pass1.getRegionIterArgs()[0], l = pass1.getRegionIterArgs()[1];
-    Value mNew = b.create<arith::MaximumFOp>(loc, m, *s);
-    Value lNew = b.create<arith::AddFOp>(
-        loc,
-        b.create<arith::MulFOp>(
-            loc, l,
-            b.create<math::ExpOp>(loc, b.create<arith::SubFOp>(loc, m, mNew))),
-        b.create<math::ExpOp>(loc, b.create<arith::SubFOp>(loc, *s, mNew)));
-    b.create<scf::YieldOp>(loc, ValueRange{mNew, lNew});
+    b.create<scf::YieldOp>(loc, onlineSoftmaxStep(pass1.getRegionIterArgs(), *s));
   }
   Value m = pass1.getResult(0), l = pass1.getResult(1);
   Value invL = b.create<arith::DivFOp>(loc, cF32(1.0), l);
@@ -986,15 +992,7 @@ LogicalResult Emitter::emitCrossEntropyRows(CrossEntropyRowsOp op, Value r) {
     memo = saved;
     if (failed(x))
       return failure();
-    Value m = stats.getRegionIterArgs()[0], l = stats.getRegionIterArgs()[1];
-    Value mNew = b.create<arith::MaximumFOp>(loc, m, *x);
-    Value lNew = b.create<arith::AddFOp>(
-        loc,
-        b.create<arith::MulFOp>(
-            loc, l,
-            b.create<math::ExpOp>(loc, b.create<arith::SubFOp>(loc, m, mNew))),
-        b.create<math::ExpOp>(loc, b.create<arith::SubFOp>(loc, *x, mNew)));
-    b.create<scf::YieldOp>(loc, ValueRange{mNew, lNew});
+    b.create<scf::YieldOp>(loc, onlineSoftmaxStep(stats.getRegionIterArgs(), *x));
   }
   Value lse = b.create<arith::AddFOp>(
       loc, stats.getResult(0), b.create<math::LogOp>(loc, stats.getResult(1)));
