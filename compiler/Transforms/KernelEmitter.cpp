@@ -95,6 +95,16 @@ private:
       f32 = vt.clone(f32);
     return b.create<arith::ExtFOp>(loc, f32, v);
   }
+  /// The logits column of target `t` (an i32), clamped into [0, cols); 0
+  /// for an ignored target (`valid` false), whose column is never used.
+  Value targetColumn(Value t, Value valid, int64_t cols) {
+    Value i = b.create<arith::IndexCastOp>(
+        loc, b.getIndexType(),
+        b.create<arith::SelectOp>(
+            loc, valid, t,
+            b.create<arith::ConstantOp>(loc, b.getI32IntegerAttr(0))));
+    return b.create<arith::MinUIOp>(loc, i, cIdx(cols - 1));
+  }
   /// One step of the online softmax statistics: with the running maximum m
   /// and normalizer l (`ml`), and a new score x, returns {max(m, x),
   /// l * exp(m - max) + exp(x - max)}.
@@ -999,12 +1009,7 @@ LogicalResult Emitter::emitCrossEntropyRows(CrossEntropyRowsOp op, Value r) {
   Value hasAny = b.create<arith::CmpFOp>(loc, arith::CmpFPredicate::OGT, *count,
                                          cF32(0.0));
   if (termsOut) {
-    Value tIdx = b.create<arith::IndexCastOp>(
-        loc, b.getIndexType(),
-        b.create<arith::SelectOp>(
-            loc, valid, *t,
-            b.create<arith::ConstantOp>(loc, b.getI32IntegerAttr(0))));
-    tIdx = b.create<arith::MinUIOp>(loc, tIdx, cIdx(cols - 1));
+    Value tIdx = targetColumn(*t, valid, cols);
     llvm::DenseMap<Value, Value> saved = memo;
     FailureOr<Value> xt = emit(op.getLogits(), {r, tIdx});
     memo = saved;
@@ -1493,12 +1498,7 @@ LogicalResult Emitter::emitScalar() {
     auto [mx, se] = *stats;
     Value lse =
         b.create<arith::AddFOp>(loc, mx, b.create<math::LogOp>(loc, se));
-    Value tIdx = b.create<arith::IndexCastOp>(
-        loc, b.getIndexType(),
-        b.create<arith::SelectOp>(
-            loc, valid, *t,
-            b.create<arith::ConstantOp>(loc, b.getI32IntegerAttr(0))));
-    tIdx = b.create<arith::MinUIOp>(loc, tIdx, cIdx(cols - 1));
+    Value tIdx = targetColumn(*t, valid, cols);
     FailureOr<Value> xt = emit(ce.getLogits(), {r, tIdx});
     if (failed(xt))
       return failure();
