@@ -146,9 +146,9 @@ func.func @linear_contraction_no_transpose(%x: tensor<8x64xf32>, %w: tensor<192x
 
 // -----
 
-func.func @linear_element_type(%x: tensor<8x64xf32>, %w: tensor<32x64xbf16>) {
-  // expected-error @+1 {{'colossus.linear' op x and weight must have the same element type}}
-  %0 = colossus.linear %x, %w : tensor<8x64xf32>, tensor<32x64xbf16>
+func.func @linear_element_type(%x: tensor<8x64xbf16>, %w: tensor<32x64xf32>) {
+  // expected-error @+1 {{'colossus.linear' op x and weight must have the same element type (or f32 x with a bf16 weight)}}
+  %0 = colossus.linear %x, %w : tensor<8x64xbf16>, tensor<32x64xf32>
   return
 }
 

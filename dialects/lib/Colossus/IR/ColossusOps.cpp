@@ -159,8 +159,13 @@ LogicalResult LinearOp::inferReturnTypes(MLIRContext *,
 
 LogicalResult LinearOp::verify() {
   RankedTensorType x = rt(getX()), w = rt(getWeight());
-  if (x.getElementType() != w.getElementType())
-    return emitOpError("x and weight must have the same element type");
+  // Mixed precision allows one pair of differing types: an f32 x (the loss
+  // gradient) against a bf16 weight (the output projection); the result has
+  // x's type.
+  if (x.getElementType() != w.getElementType() &&
+      !(x.getElementType().isF32() && w.getElementType().isBF16()))
+    return emitOpError("x and weight must have the same element type (or "
+                       "f32 x with a bf16 weight)");
   int64_t k = getTransposeW() ? w.getDimSize(1) : w.getDimSize(0);
   int64_t n = getTransposeW() ? w.getDimSize(0) : w.getDimSize(1);
   if (!dimsMatch(x.getDimSize(1), k))
@@ -490,8 +495,10 @@ LinearWeightGradOp::inferReturnTypes(MLIRContext *ctx,
 }
 
 LogicalResult LinearWeightGradOp::verify() {
-  if (rt(getX()).getElementType() != rt(getDy()).getElementType())
-    return emitOpError("x and dy must have the same element type");
+  Type xe = rt(getX()).getElementType(), de = rt(getDy()).getElementType();
+  if (xe != de && !(xe.isBF16() && de.isF32()))
+    return emitOpError("x and dy must have the same element type (or bf16 x "
+                       "with an f32 dy)");
   return rowsMatch(*this, getX(), getDy(), "x", "dy");
 }
 
