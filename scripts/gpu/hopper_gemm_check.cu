@@ -2,7 +2,7 @@
 // `colossus-compile GRAPH.mlir --target=sm_90a --emit=ptx` on the GPU,
 // checks it against a float64 CPU reference and times it.
 //
-//   nvcc -arch=sm_90a -O2 -o hopper_gemm_check scripts/gpu/hopper_gemm_check.cu -lcuda
+//   nvcc -arch=sm_90a -O2 -o hopper_gemm_check scripts/gpu/hopper_gemm_check.cu -lcuda -lpthread
 //   ./hopper_gemm_check KERNELS.ptx [--kernel NAME] [--repeats N] [--rows R]
 //
 // The kernel's launch ABI (docs/hopper-gemm.md) is read from the
@@ -23,6 +23,7 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -319,17 +320,21 @@ int main(int argc, char **argv) {
     while (rows.size() < 512)
       rows.push_back(pick(rng));
   }
-  double errSq = 0, refSq = 0, maxAbs = 0;
-  long long touched = 0;
-  for (long long r : rows) {
+  // The rows are split among the host's threads (the 8192^3 check reads
+  // 512 rows of 67M multiply-adds each); each thread keeps its own sums.
+  struct Partial {
+    double errSq = 0, refSq = 0, maxAbs = 0;
+    long long touched = 0;
+  };
+  auto checkRow = [&](long long r, Partial &p) {
     if (r >= activeRows) {
       // Untouched: still the 0xFF sentinel bytes.
       for (long long c = 0; c < n; ++c) {
         size_t i = size_t(r) * n + c;
         for (int b = 0; b < (outF32 ? 4 : 2); ++b)
-          touched += hC[i * (outF32 ? 4 : 2) + b] != 0xFF;
+          p.touched += hC[i * (outF32 ? 4 : 2) + b] != 0xFF;
       }
-      continue;
+      return;
     }
     for (long long c = 0; c < n; ++c) {
       double acc = 0;
@@ -342,10 +347,29 @@ int main(int argc, char **argv) {
         acc += res[size_t(r) * n + c];
       double got = outAt(size_t(r) * n + c);
       double d = std::isfinite(got) ? got - acc : 1e30;
-      errSq += d * d;
-      refSq += acc * acc;
-      maxAbs = std::max(maxAbs, std::fabs(d));
+      p.errSq += d * d;
+      p.refSq += acc * acc;
+      p.maxAbs = std::max(p.maxAbs, std::fabs(d));
     }
+  };
+  unsigned numThreads = std::max(1u, std::min<unsigned>(
+      std::thread::hardware_concurrency(), unsigned(rows.size())));
+  std::vector<Partial> partials(numThreads);
+  std::vector<std::thread> threads;
+  for (unsigned t = 0; t < numThreads; ++t)
+    threads.emplace_back([&, t]() {
+      for (size_t i = t; i < rows.size(); i += numThreads)
+        checkRow(rows[i], partials[t]);
+    });
+  for (std::thread &t : threads)
+    t.join();
+  double errSq = 0, refSq = 0, maxAbs = 0;
+  long long touched = 0;
+  for (const Partial &p : partials) {
+    errSq += p.errSq;
+    refSq += p.refSq;
+    maxAbs = std::max(maxAbs, p.maxAbs);
+    touched += p.touched;
   }
   double rel = std::sqrt(errSq / std::max(refSq, 1e-300));
   // bf16 output: one rounding (relative 2^-9) dominates; f32 output: the f32

@@ -1,0 +1,263 @@
+#!/usr/bin/env bash
+# Prepares, on a machine with the compiler (LLVM/MLIR) and no GPU, everything
+# the one-call GPU check (scripts/gpu-check.sh, docs/gpu-check.md) needs on a
+# GPU machine that has no LLVM: a git-ignored bundle folder (default
+# build/gpu-bundle) holding
+#   artifacts/  sm_90a artifacts: tiny-llama and bench/medium-llama.json,
+#               forward and train step, --precision f32 and bf16; the train
+#               step of bench/llama-1b.json (bf16, batch 1 x 2048)
+#   expected/   what the same models compiled for the cpu give here, through
+#               colossus-run: forward logits (.npy) of a fixed prompt, loss
+#               and gradients (--grads-out) of one fixed batch
+#   data/       tiny-llama's weights (test/e2e/make_weights.py, seed 3) and
+#               tokens (test/e2e/make_tokens.py); medium-llama uses the
+#               runtime's --init=random --seed 3 (the same values on every
+#               machine): with make_weights.py's N(0, 0.3) matrices its 256-wide
+#               layers are so ill-conditioned that bf16 and f32 gradients
+#               differ by 83%, which would leave a bf16 check no power
+#   gemm/       PTX of the sm_90a TMA + wgmma GEMM (--hopper-gemm --emit=ptx)
+#               for 4096^3 and 8192^3 bf16 (scripts/gpu/gemm-bench.mlir) and
+#               the epilogue shapes of test/Compiler/Hopper/Inputs/gemm.mlir
+#   include/    FlatBuffers and nlohmann-json headers and the generated
+#               schema header: the runtime builds there with
+#               -DCOLOSSUS_BUILD_COMPILER=OFF -DCOLOSSUS_BUNDLED_INCLUDE=...
+#   bin/        colossus-run built here from those headers alone (the
+#               fallback when the source build fails there; needs the glibc
+#               and libstdc++ symbol versions the manifest records)
+#   manifest.json  the checks to run, tolerances, sizes and sha256 of files
+#
+#   bash scripts/gpu-prepare.sh [BUNDLE_DIR]
+#
+# Needs a configured and built build folder (scripts/build.sh; BUILD_DIR
+# overrides build/), the venv (.venv) and ptxas. Verifies the runtime-only
+# build from the bundle's headers in $BUILD_DIR/gpu-runtime (compiler and
+# tests off) and that no system FlatBuffers/nlohmann header was used. Ends
+# with `scripts/gpu-check.sh --dry-run BUNDLE_DIR`.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+BUILD_DIR="${BUILD_DIR:-$REPO/build}"
+BUNDLE="${1:-$REPO/build/gpu-bundle}"
+PY="$REPO/.venv/bin/python"
+BIN="$BUILD_DIR/bin"
+MAX_MIB=60
+
+case "$BUNDLE" in
+  -h|--help) awk 'NR > 1 && /^#/ {sub(/^# ?/, ""); print; next} NR > 1 {exit}' "${BASH_SOURCE[0]}"; exit 0 ;;
+  -*) echo "gpu-prepare.sh: unknown option $BUNDLE (usage: gpu-prepare.sh [BUNDLE_DIR])" >&2; exit 2 ;;
+esac
+[[ -x "$PY" ]] || { echo "gpu-prepare.sh: no $PY (run scripts/setup.sh)" >&2; exit 1; }
+[[ -f "$BUILD_DIR/CMakeCache.txt" ]] || { echo "gpu-prepare.sh: $BUILD_DIR is not configured (run scripts/build.sh)" >&2; exit 1; }
+# The bundle travels as a carry path: inside the repository it must be ignored.
+case "$(realpath -m "$BUNDLE")/" in
+  "$REPO"/*)
+    git -C "$REPO" check-ignore -q "$(realpath -m "$BUNDLE")" \
+      || { echo "gpu-prepare.sh: $BUNDLE is inside the repository but not git-ignored" >&2; exit 1; } ;;
+esac
+
+log "building colossus-compile and colossus-run in $BUILD_DIR"
+cmake --build "$BUILD_DIR" --target colossus-compile colossus-run -j "$(colossus_jobs)" >/dev/null
+CC="$BIN/colossus-compile"
+RUN="$BIN/colossus-run"
+command -v ptxas >/dev/null || { echo "gpu-prepare.sh: ptxas not found (CUDA toolkit)" >&2; exit 1; }
+
+rm -rf "$BUNDLE"
+mkdir -p "$BUNDLE"/{artifacts,expected,data,gemm,include/colossus/schema,bin,licenses}
+BUNDLE="$(cd "$BUNDLE" && pwd)"
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+
+# ---- headers for the runtime-only build there -------------------------------
+log "headers: FlatBuffers, nlohmann-json, the generated schema header"
+hdr_dir() { # the folder the compiler finds <$1> in
+  printf '#include <%s>\n' "$1" | ${CXX:-c++} -std=c++17 -x c++ -M - 2>/dev/null |
+    tr ' ' '\n' | awk -v h="/$1" 'substr($0, length($0) - length(h) + 1) == h && !found {found = 1; print substr($0, 1, length($0) - length(h))}'
+}
+fb_root="$(hdr_dir flatbuffers/flatbuffers.h)"
+js_root="$(hdr_dir nlohmann/json.hpp)"
+[[ -n "$fb_root" && -n "$js_root" ]] || { echo "gpu-prepare.sh: FlatBuffers or nlohmann-json headers not found" >&2; exit 1; }
+cp -r "$fb_root/flatbuffers" "$BUNDLE/include/"
+rm -rf "$BUNDLE/include/flatbuffers/pch"
+cp -r "$js_root/nlohmann" "$BUNDLE/include/"
+cp "$BUILD_DIR/include/colossus/schema/colossus_generated.h" "$BUNDLE/include/colossus/schema/"
+for p in libflatbuffers-dev nlohmann-json3-dev; do
+  [[ -f /usr/share/doc/$p/copyright ]] && cp "/usr/share/doc/$p/copyright" "$BUNDLE/licenses/$p.copyright"
+done
+fb_version="$(awk '/#define FLATBUFFERS_VERSION_(MAJOR|MINOR|REVISION) / {v[$2] = $3} END {print v["FLATBUFFERS_VERSION_MAJOR"] "." v["FLATBUFFERS_VERSION_MINOR"] "." v["FLATBUFFERS_VERSION_REVISION"]}' "$BUNDLE/include/flatbuffers/base.h")"
+
+# ---- the runtime-only build from those headers alone --------------------------
+RT="$BUILD_DIR/gpu-runtime"
+log "runtime-only build from the bundle's headers in $RT (compiler and tests off)"
+rm -rf "$RT"
+gen=(); command -v ninja >/dev/null && gen=(-G Ninja)
+cmake "${gen[@]}" -S "$REPO" -B "$RT" -DCMAKE_BUILD_TYPE=Release \
+    -DCOLOSSUS_BUILD_COMPILER=OFF -DCOLOSSUS_BUILD_TESTS=OFF \
+    -DCOLOSSUS_BUNDLED_INCLUDE="$BUNDLE/include" >"$tmp/rt-cfg.log" 2>&1 \
+  || { cat "$tmp/rt-cfg.log" >&2; exit 1; }
+cmake --build "$RT" --target colossus-run -j "$(colossus_jobs)" >"$tmp/rt-build.log" 2>&1 \
+  || { cat "$tmp/rt-build.log" >&2; exit 1; }
+# Every FlatBuffers / nlohmann header the build read came from the bundle.
+if [[ -f "$RT/build.ninja" ]]; then
+  ninja -C "$RT" -t deps >"$tmp/deps"
+  if grep -E '^ +/usr/(local/)?include/(flatbuffers|nlohmann)/' "$tmp/deps" >"$tmp/leak"; then
+    echo "gpu-prepare.sh: the runtime-only build read system headers:" >&2; head "$tmp/leak" >&2; exit 1
+  fi
+  grep -q 'include/flatbuffers/flatbuffers.h$' "$tmp/deps" && grep -q 'include/nlohmann/json.hpp$' "$tmp/deps" \
+    || { echo "gpu-prepare.sh: ninja's deps do not show the bundle's headers" >&2; exit 1; }
+fi
+cp "$RT/bin/colossus-run" "$BUNDLE/bin/colossus-run"
+strip "$BUNDLE/bin/colossus-run" 2>/dev/null || true
+# What the fallback binary needs of the GPU machine's C and C++ libraries.
+glibc_req="$(objdump -T "$BUNDLE/bin/colossus-run" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -1)"
+glibcxx_req="$(objdump -T "$BUNDLE/bin/colossus-run" | grep -o 'GLIBCXX_[0-9.]*' | sed 's/GLIBCXX_//' | sort -uV | tail -1)"
+"$BUNDLE/bin/colossus-run" --help >/dev/null
+
+# ---- data ---------------------------------------------------------------------
+log "data: tokens and weights"
+"$PY" "$REPO/test/e2e/make_tokens.py" --out "$BUNDLE/data/tokens.bin" >/dev/null
+"$PY" "$REPO/test/e2e/make_weights.py" --config "$REPO/examples/tiny-llama/config.json" --seed 3 \
+    --out "$BUNDLE/data/tiny-llama.safetensors" >/dev/null 2>&1
+MODELS=(tiny-llama:examples/tiny-llama/config.json medium-llama:bench/medium-llama.json)
+weights_of() { # the colossus-run flags giving model $1 its parameters
+  case "$1" in
+    tiny-llama) echo "--weights $BUNDLE/data/tiny-llama.safetensors" ;;
+    *) echo "--init=random --seed 3" ;;
+  esac
+}
+
+# ---- artifacts and the cpu's results --------------------------------------------
+PROMPT=17,3,250,96,41,7,128,64,200,33,5,99,180,2,77,150,11,240,61,19,88,130,45,222
+FWD_SEQ=64; TRAIN_BATCH=8; TRAIN_SEQ=64
+for m in "${MODELS[@]}"; do
+  name="${m%%:*}"; cfg="$REPO/${m#*:}"
+  for prec in f32 bf16; do
+    log "$name $prec: compile (cpu, sm_90a) and run on the cpu"
+    for target in cpu sm_90a; do
+      "$CC" "$cfg" --target=$target --precision=$prec --step=forward --batch 1 --seq $FWD_SEQ \
+          -o "$tmp/$name-$prec-forward.$target.colossus"
+      "$CC" "$cfg" --target=$target --precision=$prec --step=train --batch $TRAIN_BATCH --seq $TRAIN_SEQ \
+          -o "$tmp/$name-$prec-train.$target.colossus"
+    done
+    cp "$tmp/$name-$prec-forward.sm_90a.colossus" "$tmp/$name-$prec-train.sm_90a.colossus" "$BUNDLE/artifacts/"
+    # shellcheck disable=SC2046
+    "$RUN" "$tmp/$name-$prec-forward.cpu.colossus" forward $(weights_of "$name") \
+        --prompt-ids "$PROMPT" --logits-out "$BUNDLE/expected/$name-$prec-forward.logits.npy" >/dev/null
+    # shellcheck disable=SC2046
+    "$RUN" "$tmp/$name-$prec-train.cpu.colossus" grads $(weights_of "$name") \
+        --data "$BUNDLE/data/tokens.bin" --data-order sequential \
+        --grads-out "$BUNDLE/expected/$name-$prec-grads.safetensors" --json \
+        >"$BUNDLE/expected/$name-$prec-grads.json"
+  done
+done
+
+log "llama-1b (bench/llama-1b.json): train step, bf16, batch 1 x 2048, sm_90a"
+"$CC" "$REPO/bench/llama-1b.json" --target=sm_90a --precision=bf16 --step=train --batch 1 --seq 2048 \
+    -o "$BUNDLE/artifacts/llama-1b-bf16-train.sm_90a.colossus"
+
+# Parameter counts for the MFU (all parameters, embeddings included).
+params_of() { "$RUN" "$1" info | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["param_elements"])'; }
+p_medium="$(params_of "$BUNDLE/artifacts/medium-llama-bf16-train.sm_90a.colossus")"
+p_1b="$(params_of "$BUNDLE/artifacts/llama-1b-bf16-train.sm_90a.colossus")"
+
+# ---- Hopper GEMM PTX ------------------------------------------------------------
+log "Hopper GEMM PTX (--hopper-gemm --emit=ptx)"
+"$CC" "$REPO/scripts/gpu/gemm-bench.mlir" --target=sm_90a --hopper-gemm --emit=ptx -o "$BUNDLE/gemm/gemm-bench.ptx"
+"$CC" "$REPO/test/Compiler/Hopper/Inputs/gemm.mlir" --target=sm_90a --hopper-gemm --emit=ptx -o "$BUNDLE/gemm/gemm-epilogues.ptx"
+for k in gemm_4096_0_gemm gemm_8192_0_gemm; do
+  grep -q "^// ----- kernel $k " "$BUNDLE/gemm/gemm-bench.ptx" || { echo "gpu-prepare.sh: no kernel $k in gemm-bench.ptx" >&2; exit 1; }
+done
+for k in bias_res_0_gemm small_0_gemm; do
+  grep -q "^// ----- kernel $k " "$BUNDLE/gemm/gemm-epilogues.ptx" || { echo "gpu-prepare.sh: no kernel $k in gemm-epilogues.ptx" >&2; exit 1; }
+done
+
+# ---- manifest -------------------------------------------------------------------
+log "manifest"
+commit="$(git -C "$REPO" rev-parse HEAD)"
+dirty=false; [[ -n "$(git -C "$REPO" status --porcelain --untracked-files=no)" ]] && dirty=true
+schema_sha="$(sha256sum "$REPO/runtime/schema/colossus.fbs" | awk '{print $1}')"
+"$PY" - "$BUNDLE" <<PYEOF
+import json, os, sys
+sys.path.insert(0, "$REPO/scripts/gpu")
+import gpu_check  # the comparisons the check itself uses
+bundle = sys.argv[1]
+E = lambda rel: os.path.join(bundle, rel)
+# Tolerances: norm-wise relative error ||gpu - cpu|| / ||cpu||. f32: fixed.
+# bf16: the cpu's bf16 and f32 results differ by d (rounding noise alone);
+# the GPU's bf16 run rounds at the same points but sums in another order, so
+# it may sit up to about d from the cpu's bf16 result: tol = max(floor, 2 d).
+# A wrong kernel is off by O(1).
+numerics = []
+for name in ("tiny-llama", "medium-llama"):
+    params = ({"weights": f"data/{name}.safetensors"} if name == "tiny-llama"
+              else {"init": "random", "seed": 3})
+    d_logits = gpu_check.compare_logits(E(f"expected/{name}-bf16-forward.logits.npy"),
+                                        E(f"expected/{name}-f32-forward.logits.npy"))["rel_error"]
+    d_grads = gpu_check.compare_grads(E(f"expected/{name}-bf16-grads.safetensors"),
+                                      E(f"expected/{name}-f32-grads.safetensors"))
+    l16 = json.load(open(E(f"expected/{name}-bf16-grads.json")))["loss"]
+    l32 = json.load(open(E(f"expected/{name}-f32-grads.json")))["loss"]
+    d_loss = abs(l16 - l32) / abs(l32)
+    tol = {
+        "f32": {"logits": 1e-4, "grads": 1e-3, "loss": 1e-4, "basis": "fixed"},
+        "bf16": {"logits": max(1e-2, 2 * d_logits),
+                 "grads": max(2e-2, 2 * d_grads["worst_tensor_rel_error"]),
+                 "loss": max(1e-3, 2 * d_loss),
+                 "basis": f"max(floor, 2 x the cpu's bf16-vs-f32 distance: logits {d_logits:.3g}, "
+                          f"worst gradient {d_grads['worst_tensor_rel_error']:.3g}, loss {d_loss:.3g})"},
+    }
+    for prec in ("f32", "bf16"):
+        numerics.append({
+            "name": f"{name} {prec} forward logits", "kind": "forward", "precision": prec, **params,
+            "artifact": f"artifacts/{name}-{prec}-forward.sm_90a.colossus",
+            "prompt_ids": "$PROMPT",
+            "expected": f"expected/{name}-{prec}-forward.logits.npy",
+            "tol": tol[prec]["logits"], "tol_basis": tol[prec]["basis"]})
+        numerics.append({
+            "name": f"{name} {prec} grads (batch $TRAIN_BATCH x $TRAIN_SEQ)", "kind": "grads", "precision": prec,
+            **params, "artifact": f"artifacts/{name}-{prec}-train.sm_90a.colossus", "data": "data/tokens.bin",
+            "expected": f"expected/{name}-{prec}-grads.safetensors",
+            "expected_json": f"expected/{name}-{prec}-grads.json",
+            "tol": tol[prec]["grads"], "tol_loss": tol[prec]["loss"], "tol_basis": tol[prec]["basis"]})
+manifest = {
+    "bundle_version": 1,
+    "git_commit": "$commit",
+    "git_dirty": $( $dirty && echo True || echo False ),
+    "schema_sha256": "$schema_sha",
+    "flatbuffers_version": "$fb_version",
+    "runtime_binary": {"path": "bin/colossus-run", "glibc_min": "$glibc_req",
+                       "glibcxx_min": "$glibcxx_req"},
+    "numerics": numerics,
+    "gemm": [
+        {"name": "bf16 GEMM 4096^3", "ptx": "gemm/gemm-bench.ptx", "kernel": "gemm_4096_0_gemm",
+         "m": 4096, "n": 4096, "k": 4096, "repeats": 50, "peer": True},
+        {"name": "bf16 GEMM 8192^3", "ptx": "gemm/gemm-bench.ptx", "kernel": "gemm_8192_0_gemm",
+         "m": 8192, "n": 8192, "k": 8192, "repeats": 30, "peer": True},
+        {"name": "bf16 GEMM 1024x768x512 +bias +residual, 1000 rows", "ptx": "gemm/gemm-epilogues.ptx",
+         "kernel": "bias_res_0_gemm", "m": 1024, "n": 768, "k": 512, "rows": 1000, "repeats": 5, "peer": False},
+        {"name": "bf16 GEMM 256x256x192", "ptx": "gemm/gemm-epilogues.ptx", "kernel": "small_0_gemm",
+         "m": 256, "n": 256, "k": 192, "repeats": 5, "peer": False},
+    ],
+    "attention": {"batch": 1, "heads": 32, "head_dim": 128, "seqs": [4096, 16384], "causal": True,
+                  "colossus": "not measured (no standalone colossus attention harness yet)"},
+    "train": [
+        {"name": "medium-llama bf16 train step (batch $TRAIN_BATCH x $TRAIN_SEQ)",
+         "artifact": "artifacts/medium-llama-bf16-train.sm_90a.colossus",
+         "init": "random", "seed": 3, "data": "data/tokens.bin",
+         "steps": 10, "param_elements": $p_medium, "timeout_s": 90},
+        {"name": "llama-1b bf16 train step (batch 1 x 2048)",
+         "artifact": "artifacts/llama-1b-bf16-train.sm_90a.colossus",
+         "init": "random", "data": "data/tokens.bin",
+         "steps": 4, "param_elements": $p_1b, "timeout_s": 150},
+    ],
+}
+json.dump(manifest, open(E("manifest.json"), "w"), indent=1)
+PYEOF
+"$PY" "$REPO/scripts/gpu/gpu_check.py" seal "$BUNDLE"
+
+mib="$(du -sm "$BUNDLE" | awk '{print $1}')"
+log "bundle $BUNDLE: ${mib} MiB"
+if (( mib > MAX_MIB )); then
+  echo "gpu-prepare.sh: the bundle is ${mib} MiB, over the ${MAX_MIB} MiB it may take" >&2
+  exit 1
+fi
+bash "$REPO/scripts/gpu-check.sh" --dry-run "$BUNDLE"
