@@ -36,6 +36,18 @@ if config.ptxas and os.path.exists(config.ptxas):
 if os.path.exists(config.python):
     config.available_features.add("jax")
 
+# nvdisasm from PyPI's nvidia-cuda-nvdisasm (scripts/requirements.txt), in
+# the virtual environment next to config.python; or a CUDA toolkit's.
+import glob
+nvdisasm = sorted(glob.glob(os.path.join(
+    os.path.dirname(os.path.dirname(config.python)), "lib", "python3*",
+    "site-packages", "nvidia", "cu*", "bin", "nvdisasm")))
+if not nvdisasm and os.path.exists("/usr/local/cuda/bin/nvdisasm"):
+    nvdisasm = ["/usr/local/cuda/bin/nvdisasm"]
+if nvdisasm:
+    config.available_features.add("nvdisasm")
+    config.substitutions.append(("%nvdisasm", nvdisasm[-1]))
+
 # A machine with an NVIDIA driver (libcuda) can run sm_90a artifacts.
 try:
     import ctypes
