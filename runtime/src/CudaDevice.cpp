@@ -7,13 +7,15 @@
 // entry points are resolved with dlsym, using the `_v2` names where the
 // driver has them.
 //
-// At load: cuInit, device 0, compute capability check (sm_90a needs 9.0),
-// primary context (cuDevicePrimaryCtxRetain + cuCtxSetCurrent), one stream,
-// one module per kernel (cuModuleLoadData of the cubin, the PTX only if the
-// cubin does not load), cuModuleGetFunction, and cuFuncSetAttribute for
-// dynamic shared memory above 48 KiB. Buffers are cuMemAlloc'ed once by the
-// executor. A launch is one cuLaunchKernel on the stream with a 1-D grid of
-// ceil(R * cols / block_dim) blocks (docs/artifact-format.md).
+// COLOSSUS_LIBCUDA, when set, names the one library to open instead (tests:
+// test/runtime/FakeCuda.cpp). At load: cuInit, device 0, compute capability
+// check (sm_90a needs 9.0), primary context (cuDevicePrimaryCtxRetain +
+// cuCtxSetCurrent), one stream, one module per kernel (cuModuleLoadData of the
+// cubin, the PTX only if the cubin does not load and the driver is new enough
+// for its PTX ISA), cuModuleGetFunction, and cuFuncSetAttribute for dynamic
+// shared memory above 48 KiB. Buffers are cuMemAlloc'ed once by the executor. A
+// launch is one cuLaunchKernel on the stream with a 1-D grid of ceil(R * cols /
+// block_dim) blocks (docs/artifact-format.md).
 //
 // The device is used from one thread at a time (the one that created it).
 //
@@ -21,8 +23,10 @@
 
 #include "colossus/runtime/Device.h"
 
+#include <cstdlib>
 #include <cstring>
 #include <dlfcn.h>
+#include <string_view>
 #include <vector>
 
 namespace colossus {
@@ -103,7 +107,13 @@ public:
   /// dlopen + cuInit + device 0 + primary context + stream.
   Status init() {
     std::string errors;
-    for (const char *name : {"libcuda.so.1", "libcuda.so"}) {
+    // COLOSSUS_LIBCUDA names the driver library to open instead (the tests'
+    // fake driver, or a driver outside the loader's search path).
+    std::vector<std::string> names = {"libcuda.so.1", "libcuda.so"};
+    if (const char *env = std::getenv("COLOSSUS_LIBCUDA"); env && *env)
+      names = {env};
+    for (const std::string &nameStr : names) {
+      const char *name = nameStr.c_str();
       lib_ = ::dlopen(name, RTLD_NOW | RTLD_LOCAL);
       if (lib_)
         break;
@@ -111,13 +121,15 @@ public:
       errors += strCat(errors.empty() ? "" : "; ", e ? e : name);
     }
     if (!lib_)
-      return makeError("no CUDA driver: libcuda.so.1 could not be loaded (",
-                       errors,
+      return makeError("no CUDA driver: ", names.front(),
+                       " could not be loaded (", errors,
                        "); run on a machine with an NVIDIA driver or use an "
                        "artifact compiled for --target=cpu");
     COLOSSUS_RETURN_IF_ERROR(resolveSymbols());
 
     COLOSSUS_RETURN_IF_ERROR(check(api_.cuInit(0), "cuInit"));
+    COLOSSUS_RETURN_IF_ERROR(
+        check(api_.cuDriverGetVersion(&driverVersion_), "cuDriverGetVersion"));
     int count = 0;
     COLOSSUS_RETURN_IF_ERROR(
         check(api_.cuDeviceGetCount(&count), "cuDeviceGetCount"));
@@ -191,6 +203,19 @@ public:
         }
       }
       if (!module && kernel->ptx() && kernel->ptx()->size() > 0) {
+        // JIT the PTX only when this driver can: a PTX ISA newer than the
+        // driver is refused with the versions instead of the JIT's error.
+        int isaMajor = 0, isaMinor = 0;
+        int needed =
+            ptxDriverVersion(kernel->ptx()->string_view(), isaMajor, isaMinor);
+        if (needed > driverVersion_)
+          return makeError(
+              label, ": ", cubinError.empty() ? "" : cubinError + "; ",
+              "its PTX (ISA ", isaMajor, ".", isaMinor,
+              ") cannot be JIT-compiled by this driver: it needs CUDA ",
+              needed / 1000, ".", (needed % 1000) / 10,
+              " or newer, the driver is CUDA ", driverVersion_ / 1000, ".",
+              (driverVersion_ % 1000) / 10);
         char log[8192] = {0};
         CUjit_option opts[] = {CU_JIT_ERROR_LOG_BUFFER,
                                CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES};
@@ -329,6 +354,33 @@ private:
     unsigned sharedBytes = 0;
   };
 
+  /// The oldest driver (cuDriverGetVersion's 1000 * major + 10 * minor)
+  /// whose JIT reads the PTX's `.version X.Y`; 0 when the version is
+  /// missing or not in the table (then the JIT is tried).
+  static int ptxDriverVersion(std::string_view ptx, int &major, int &minor) {
+    size_t at = ptx.find(".version ");
+    if (at == std::string_view::npos)
+      return 0;
+    const char *p = ptx.data() + at + 9, *end = ptx.data() + ptx.size();
+    major = minor = 0;
+    while (p < end && *p >= '0' && *p <= '9')
+      major = major * 10 + (*p++ - '0');
+    if (p < end && *p == '.')
+      ++p;
+    while (p < end && *p >= '0' && *p <= '9')
+      minor = minor * 10 + (*p++ - '0');
+    // PTX ISA -> CUDA release (the PTX ISA manual's release notes).
+    static const struct {
+      int major, minor, driver;
+    } table[] = {{7, 8, 11080}, {8, 0, 12000}, {8, 1, 12010}, {8, 2, 12020},
+                 {8, 3, 12030}, {8, 4, 12040}, {8, 5, 12050}, {8, 6, 12070},
+                 {8, 7, 12080}, {8, 8, 12090}, {9, 0, 13000}};
+    for (const auto &e : table)
+      if (e.major == major && e.minor == minor)
+        return e.driver;
+    return 0;
+  }
+
   static CUdeviceptr toDev(const void *p) {
     return static_cast<CUdeviceptr>(reinterpret_cast<uintptr_t>(p));
   }
@@ -412,6 +464,7 @@ private:
   int ccMajor_ = 0;
   int ccMinor_ = 0;
   int maxSharedOptin_ = 48 * 1024;
+  int driverVersion_ = 0;
   std::vector<CUmodule> modules_;
   std::vector<KernelInfo> kernels_;
   std::vector<CUdeviceptr> argValues_;
