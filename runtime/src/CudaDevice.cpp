@@ -15,7 +15,10 @@
 // for its PTX ISA), cuModuleGetFunction, and cuFuncSetAttribute for dynamic
 // shared memory above 48 KiB. Buffers are cuMemAlloc'ed once by the executor. A
 // launch is one cuLaunchKernel on the stream with a 1-D grid of ceil(R * cols /
-// block_dim) blocks (docs/artifact-format.md).
+// block_dim) blocks (docs/artifact-format.md). A step (runStep) is timed
+// with two events and, unless CudaOptions::graphs is off, captured once per
+// (step, nb, nt, pos0) as a CUDA graph and replayed with cuGraphLaunch
+// (bounded LRU cache of instances).
 //
 // The device is used from one thread at a time (the one that created it).
 //
@@ -23,6 +26,7 @@
 
 #include "colossus/runtime/Device.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <dlfcn.h>
@@ -40,10 +44,16 @@ struct CUctx_st;
 struct CUmod_st;
 struct CUfunc_st;
 struct CUstream_st;
+struct CUevent_st;
+struct CUgraph_st;
+struct CUgraphExec_st;
 using CUcontext = CUctx_st *;
 using CUmodule = CUmod_st *;
 using CUfunction = CUfunc_st *;
 using CUstream = CUstream_st *;
+using CUevent = CUevent_st *;
+using CUgraph = CUgraph_st *;
+using CUgraphExec = CUgraphExec_st *;
 using CUjit_option = int;
 
 constexpr CUresult CUDA_SUCCESS = 0;
@@ -54,6 +64,8 @@ constexpr int CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8;
 constexpr CUjit_option CU_JIT_ERROR_LOG_BUFFER = 5;
 constexpr CUjit_option CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES = 6;
 constexpr unsigned CU_STREAM_DEFAULT = 0;
+constexpr unsigned CU_EVENT_DEFAULT = 0;
+constexpr int CU_STREAM_CAPTURE_MODE_THREAD_LOCAL = 1;
 
 struct DriverApi {
   CUresult (*cuInit)(unsigned);
@@ -82,17 +94,39 @@ struct DriverApi {
   CUresult (*cuLaunchKernel)(CUfunction, unsigned, unsigned, unsigned, unsigned,
                              unsigned, unsigned, unsigned, CUstream, void **,
                              void **);
+  CUresult (*cuEventCreate)(CUevent *, unsigned);
+  CUresult (*cuEventDestroy)(CUevent);
+  CUresult (*cuEventRecord)(CUevent, CUstream);
+  CUresult (*cuEventSynchronize)(CUevent);
+  CUresult (*cuEventElapsedTime)(float *, CUevent, CUevent);
+  CUresult (*cuStreamBeginCapture)(CUstream, int);
+  CUresult (*cuStreamEndCapture)(CUstream, CUgraph *);
+  CUresult (*cuGraphInstantiateWithFlags)(CUgraphExec *, CUgraph,
+                                          unsigned long long);
+  CUresult (*cuGraphLaunch)(CUgraphExec, CUstream);
+  CUresult (*cuGraphExecDestroy)(CUgraphExec);
+  CUresult (*cuGraphDestroy)(CUgraph);
   CUresult (*cuGetErrorString)(CUresult, const char **);
   CUresult (*cuGetErrorName)(CUresult, const char **);
 };
 
 class CudaDevice final : public Device {
 public:
+  explicit CudaDevice(const CudaOptions &options) : options_(options) {
+    if (options_.graphCacheSize == 0)
+      options_.graphCacheSize = 1;
+  }
+
   ~CudaDevice() override {
     if (api_.cuCtxSetCurrent && ctx_)
       api_.cuCtxSetCurrent(ctx_);
     if (stream_) {
       api_.cuStreamSynchronize(stream_);
+      for (GraphEntry &g : graphs_)
+        api_.cuGraphExecDestroy(g.exec);
+      for (CUevent e : {stepStart_, stepEnd_})
+        if (e)
+          api_.cuEventDestroy(e);
       api_.cuStreamDestroy(stream_);
     }
     for (CUmodule m : modules_)
@@ -163,6 +197,10 @@ public:
         check(api_.cuCtxSetCurrent(ctx_), "cuCtxSetCurrent"));
     COLOSSUS_RETURN_IF_ERROR(check(
         api_.cuStreamCreate(&stream_, CU_STREAM_DEFAULT), "cuStreamCreate"));
+    COLOSSUS_RETURN_IF_ERROR(check(
+        api_.cuEventCreate(&stepStart_, CU_EVENT_DEFAULT), "cuEventCreate"));
+    COLOSSUS_RETURN_IF_ERROR(check(
+        api_.cuEventCreate(&stepEnd_, CU_EVENT_DEFAULT), "cuEventCreate"));
     return Status::success();
   }
 
@@ -343,7 +381,86 @@ public:
     return check(api_.cuStreamSynchronize(stream_), "cuStreamSynchronize");
   }
 
+  /// Events around the step; with graphs, the first run of a (step, nb, nt,
+  /// pos0) is captured, instantiated and launched, later runs launch the
+  /// cached instance.
+  Status runStep(uint32_t step, const StepLaunch *launches, size_t count,
+                 int64_t nb, int64_t nt, int64_t pos0) override {
+    stepTimed_ = false;
+    COLOSSUS_RETURN_IF_ERROR(check(api_.cuEventRecord(stepStart_, stream_),
+                                   "cuEventRecord(step start)"));
+    if (options_.graphs) {
+      COLOSSUS_RETURN_IF_ERROR(runGraph(step, launches, count, nb, nt, pos0));
+    } else {
+      for (size_t i = 0; i < count; ++i)
+        COLOSSUS_RETURN_IF_ERROR(launch(launches[i].kernel, launches[i].args,
+                                        launches[i].numArgs, nb, nt, pos0));
+    }
+    COLOSSUS_RETURN_IF_ERROR(check(api_.cuEventRecord(stepEnd_, stream_),
+                                   "cuEventRecord(step end)"));
+    stepTimed_ = true;
+    return Status::success();
+  }
+
+  Expected<double> lastStepSeconds() override {
+    if (!stepTimed_)
+      return -1.0;
+    COLOSSUS_RETURN_IF_ERROR(
+        check(api_.cuEventSynchronize(stepEnd_), "cuEventSynchronize"));
+    float ms = 0.0f;
+    COLOSSUS_RETURN_IF_ERROR(
+        check(api_.cuEventElapsedTime(&ms, stepStart_, stepEnd_),
+              "cuEventElapsedTime"));
+    return static_cast<double>(ms) / 1000.0;
+  }
+
 private:
+  struct GraphEntry {
+    uint32_t step;
+    int64_t nb, nt, pos0;
+    CUgraphExec exec;
+  };
+
+  Status runGraph(uint32_t step, const StepLaunch *launches, size_t count,
+                  int64_t nb, int64_t nt, int64_t pos0) {
+    for (size_t i = 0; i < graphs_.size(); ++i) {
+      GraphEntry &g = graphs_[i];
+      if (g.step == step && g.nb == nb && g.nt == nt && g.pos0 == pos0) {
+        // Most recently used first.
+        std::rotate(graphs_.begin(), graphs_.begin() + i,
+                    graphs_.begin() + i + 1);
+        return check(api_.cuGraphLaunch(graphs_.front().exec, stream_),
+                     "cuGraphLaunch");
+      }
+    }
+    COLOSSUS_RETURN_IF_ERROR(check(
+        api_.cuStreamBeginCapture(stream_, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL),
+        "cuStreamBeginCapture"));
+    Status launched = Status::success();
+    for (size_t i = 0; i < count && launched; ++i)
+      launched = launch(launches[i].kernel, launches[i].args,
+                        launches[i].numArgs, nb, nt, pos0);
+    CUgraph graph = nullptr;
+    CUresult ended = api_.cuStreamEndCapture(stream_, &graph);
+    if (!launched) {
+      if (graph)
+        api_.cuGraphDestroy(graph);
+      return makeError("while capturing a CUDA graph of step ", step, ": ",
+                       launched.message());
+    }
+    COLOSSUS_RETURN_IF_ERROR(check(ended, "cuStreamEndCapture"));
+    CUgraphExec exec = nullptr;
+    CUresult r = api_.cuGraphInstantiateWithFlags(&exec, graph, 0);
+    api_.cuGraphDestroy(graph);
+    COLOSSUS_RETURN_IF_ERROR(check(r, "cuGraphInstantiate"));
+    if (graphs_.size() >= options_.graphCacheSize) {
+      api_.cuGraphExecDestroy(graphs_.back().exec);
+      graphs_.pop_back();
+    }
+    graphs_.insert(graphs_.begin(), GraphEntry{step, nb, nt, pos0, exec});
+    return check(api_.cuGraphLaunch(exec, stream_), "cuGraphLaunch");
+  }
+
   struct KernelInfo {
     CUfunction fn = nullptr;
     std::string name;
@@ -433,6 +550,25 @@ private:
     COLOSSUS_RETURN_IF_ERROR(
         sym(api_.cuStreamSynchronize, {"cuStreamSynchronize"}));
     COLOSSUS_RETURN_IF_ERROR(sym(api_.cuLaunchKernel, {"cuLaunchKernel"}));
+    COLOSSUS_RETURN_IF_ERROR(sym(api_.cuEventCreate, {"cuEventCreate"}));
+    COLOSSUS_RETURN_IF_ERROR(
+        sym(api_.cuEventDestroy, {"cuEventDestroy_v2", "cuEventDestroy"}));
+    COLOSSUS_RETURN_IF_ERROR(sym(api_.cuEventRecord, {"cuEventRecord"}));
+    COLOSSUS_RETURN_IF_ERROR(
+        sym(api_.cuEventSynchronize, {"cuEventSynchronize"}));
+    COLOSSUS_RETURN_IF_ERROR(
+        sym(api_.cuEventElapsedTime,
+            {"cuEventElapsedTime_v2", "cuEventElapsedTime"}));
+    COLOSSUS_RETURN_IF_ERROR(
+        sym(api_.cuStreamBeginCapture, {"cuStreamBeginCapture_v2"}));
+    COLOSSUS_RETURN_IF_ERROR(
+        sym(api_.cuStreamEndCapture, {"cuStreamEndCapture"}));
+    COLOSSUS_RETURN_IF_ERROR(
+        sym(api_.cuGraphInstantiateWithFlags, {"cuGraphInstantiateWithFlags"}));
+    COLOSSUS_RETURN_IF_ERROR(sym(api_.cuGraphLaunch, {"cuGraphLaunch"}));
+    COLOSSUS_RETURN_IF_ERROR(
+        sym(api_.cuGraphExecDestroy, {"cuGraphExecDestroy"}));
+    COLOSSUS_RETURN_IF_ERROR(sym(api_.cuGraphDestroy, {"cuGraphDestroy"}));
     COLOSSUS_RETURN_IF_ERROR(sym(api_.cuGetErrorString, {"cuGetErrorString"}));
     COLOSSUS_RETURN_IF_ERROR(sym(api_.cuGetErrorName, {"cuGetErrorName"}));
     return Status::success();
@@ -465,6 +601,11 @@ private:
   int ccMinor_ = 0;
   int maxSharedOptin_ = 48 * 1024;
   int driverVersion_ = 0;
+  CudaOptions options_;
+  CUevent stepStart_ = nullptr;
+  CUevent stepEnd_ = nullptr;
+  bool stepTimed_ = false;
+  std::vector<GraphEntry> graphs_; ///< most recently used first
   std::vector<CUmodule> modules_;
   std::vector<KernelInfo> kernels_;
   std::vector<CUdeviceptr> argValues_;
@@ -474,8 +615,8 @@ private:
 
 } // namespace
 
-Expected<std::unique_ptr<Device>> createCudaDevice() {
-  auto device = std::make_unique<CudaDevice>();
+Expected<std::unique_ptr<Device>> createCudaDevice(const CudaOptions &options) {
+  auto device = std::make_unique<CudaDevice>(options);
   COLOSSUS_RETURN_IF_ERROR(device->init());
   return std::unique_ptr<Device>(std::move(device));
 }

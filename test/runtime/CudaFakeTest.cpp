@@ -142,7 +142,9 @@ TEST_F(CudaFake, OverrideOfTheDriverLibraryIsUsed) {
 
 TEST_F(CudaFake, ForwardLoadsLaunchesAndCopies) {
   {
-    auto s = open(cudaTinySpec());
+    SessionOptions plain;
+    plain.cudaGraphs = false; // one cuLaunchKernel per launch, run at once
+    auto s = open(cudaTinySpec(), plain);
     ASSERT_TRUE(s) << s.message();
     EXPECT_EQ((*s)->deviceKind(), DeviceKind::Cuda);
     EXPECT_THAT((*s)->device().description(),
@@ -177,7 +179,9 @@ TEST_F(CudaFake, ForwardLoadsLaunchesAndCopies) {
 TEST_F(CudaFake, DynamicSharedMemoryAttributeAndLimit) {
   ArtifactSpec spec = cudaTinySpec();
   spec.kernels[2].sharedMemBytes = 100000;
-  auto s = open(spec);
+  SessionOptions plain;
+  plain.cudaGraphs = false;
+  auto s = open(spec, plain);
   ASSERT_TRUE(s) << s.message();
   // CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8, only above 48 KiB.
   EXPECT_THAT(log(), HasSubstr("cuFuncSetAttribute tiny_logits 8 100000"));
@@ -283,6 +287,158 @@ TEST_F(CudaFake, LaunchAndAllocationFailuresAreErrors) {
   EXPECT_THAT(t.message(), HasSubstr("gpu.colossus: cuMemAlloc("));
   EXPECT_THAT(t.message(), HasSubstr("bytes for the activation arena) "
                                      "failed: CUDA_ERROR_UNKNOWN (2)"));
+}
+
+TEST_F(CudaFake, StepIsTimedWithEventsOnTheStream) {
+  SessionOptions plain;
+  plain.cudaGraphs = false;
+  auto s = open(cudaTinySpec(), plain);
+  ASSERT_TRUE(s) << s.message();
+  auto none = (*s)->lastStepDeviceSeconds();
+  ASSERT_TRUE(none);
+  EXPECT_LT(*none, 0.0); // no step ran yet
+  Fake::get().clearLog();
+  ASSERT_TRUE((*s)->forward({1, 2, 3}));
+  // start event, the three launches, end event.
+  std::string l = log();
+  auto start = l.find("cuEventRecord\nlaunch tiny_store_kv");
+  auto end = l.find("run tiny_logits 1,3,0\ncuEventRecord\n");
+  EXPECT_NE(start, std::string::npos) << l;
+  EXPECT_NE(end, std::string::npos) << l;
+  // The fake clock advances 0.25 ms per kernel run: 3 kernels.
+  auto t = (*s)->lastStepDeviceSeconds();
+  ASSERT_TRUE(t) << t.message();
+  EXPECT_DOUBLE_EQ(*t, 0.00075);
+
+  // The cpu device does not time steps.
+  auto art = Artifact::loadBuffer(buildArtifact(tinySpec()), "cpu.colossus");
+  ASSERT_TRUE(art);
+  auto cpu = Session::create(std::move(art).value(),
+                             {std::nullopt, WeightsSpec::random(7)});
+  ASSERT_TRUE(cpu);
+  ASSERT_TRUE((*cpu)->forward({1, 2, 3}));
+  auto c = (*cpu)->lastStepDeviceSeconds();
+  ASSERT_TRUE(c);
+  EXPECT_LT(*c, 0.0);
+}
+
+TEST_F(CudaFake, GraphIsCapturedOnceAndReplayed) {
+  auto s = open(cudaTinySpec()); // graphs are on by default
+  ASSERT_TRUE(s) << s.message();
+  const std::vector<int32_t> prompt = {3, 1, 4};
+  const std::vector<float> expected = cpuLogits(prompt);
+  Fake::get().clearLog();
+  for (int i = 0; i < 4; ++i) {
+    auto logits = (*s)->forward(prompt);
+    ASSERT_TRUE(logits) << logits.message();
+    EXPECT_EQ(*logits, expected) << "run " << i;
+  }
+  std::string l = log();
+  EXPECT_EQ(lines(l, "cuStreamBeginCapture").size(), 1u) << l;
+  EXPECT_EQ(lines(l, "cuGraphInstantiate").size(), 1u);
+  EXPECT_EQ(lines(l, "cuGraphLaunch 3 launches").size(), 4u);
+  EXPECT_EQ(lines(l, "launch ").size(), 3u); // captured, not re-launched
+  EXPECT_EQ(lines(l, "run ").size(), 12u);   // executed on every replay
+  EXPECT_EQ(lines(l, "cuEventRecord").size(), 8u);
+  // The first run: events outside the capture, the graph launched once
+  // captured.
+  EXPECT_THAT(l, HasSubstr("cuEventRecord\n"
+                           "cuStreamBeginCapture mode=1\n"
+                           "launch tiny_store_kv [captured]"));
+  EXPECT_THAT(l, HasSubstr("region=1,3,0\n"
+                           "cuStreamEndCapture 3 launches\n"
+                           "cuGraphInstantiate\n"
+                           "cuGraphLaunch 3 launches\n"
+                           "run tiny_store_kv 1,3,0\n"
+                           "run tiny_embed 1,3,0\n"
+                           "run tiny_logits 1,3,0\n"
+                           "cuEventRecord\n"));
+  auto t = (*s)->lastStepDeviceSeconds();
+  ASSERT_TRUE(t);
+  EXPECT_DOUBLE_EQ(*t, 0.00075);
+
+  // Another region is another graph; the first is still replayed.
+  Fake::get().clearLog();
+  ASSERT_TRUE((*s)->forward({3, 1}));
+  ASSERT_TRUE((*s)->forward(prompt));
+  l = log();
+  EXPECT_EQ(lines(l, "cuGraphInstantiate").size(), 1u);
+  EXPECT_EQ(lines(l, "cuGraphLaunch").size(), 2u);
+
+  // Generation: prefill then decode steps at pos0 = 3, 4 (one graph each).
+  Fake::get().clearLog();
+  auto g = (*s)->generate(prompt, 3, SamplingParams{});
+  ASSERT_TRUE(g) << g.message();
+  l = log();
+  EXPECT_EQ(lines(l, "cuGraphInstantiate").size(), 2u) << l;
+  EXPECT_THAT(l, HasSubstr("region=1,1,3\n"));
+  EXPECT_THAT(l, HasSubstr("region=1,1,4\n"));
+}
+
+TEST_F(CudaFake, GraphsCanBeTurnedOff) {
+  SessionOptions plain;
+  plain.cudaGraphs = false;
+  auto s = open(cudaTinySpec(), plain);
+  ASSERT_TRUE(s) << s.message();
+  ASSERT_TRUE((*s)->forward({1}));
+  ASSERT_TRUE((*s)->forward({1}));
+  EXPECT_EQ(lines(log(), "cuStreamBeginCapture").size(), 0u);
+  EXPECT_EQ(lines(log(), "cuGraphLaunch").size(), 0u);
+  EXPECT_EQ(lines(log(), "launch tiny_embed grid=2,1,1").size(), 2u);
+}
+
+TEST_F(CudaFake, GraphCacheIsBoundedLeastRecentlyUsed) {
+  auto art = Artifact::loadBuffer(buildArtifact(cudaTinySpec()), "g.colossus");
+  ASSERT_TRUE(art);
+  {
+    CudaOptions options;
+    options.graphCacheSize = 2;
+    auto device = createDevice(DeviceKind::Cuda, options);
+    ASSERT_TRUE(device) << device.message();
+    Device &d = **device;
+    ASSERT_TRUE(d.loadKernels(**art));
+    auto tokens = d.alloc(64, "tokens");
+    auto kv = d.alloc(64, "kv");
+    ASSERT_TRUE(tokens && kv);
+    void *args[2] = {*tokens, *kv};
+    StepLaunch launch{0, args, 2}; // tiny_store_kv
+    Fake::get().clearLog();
+    for (int64_t pos0 : {0, 1, 2, 0, 0, 2, 1}) {
+      ASSERT_TRUE(d.runStep(0, &launch, 1, 1, 1, pos0));
+      ASSERT_TRUE(d.synchronize());
+    }
+    // 0 1 2 (evicts 0) 0 (evicts 1) 0 2 1 (evicts 0): 5 captures.
+    std::string l = log();
+    EXPECT_EQ(lines(l, "cuGraphInstantiate").size(), 5u) << l;
+    EXPECT_EQ(lines(l, "cuGraphExecDestroy").size(), 3u);
+    EXPECT_EQ(lines(l, "cuGraphLaunch").size(), 7u);
+    d.free(*tokens);
+    d.free(*kv);
+  }
+  // The device destroys the graphs it keeps.
+  EXPECT_EQ(lines(log(), "cuGraphExecDestroy").size(), 5u);
+  EXPECT_EQ(Fake::get().liveObjects(), 0);
+}
+
+TEST_F(CudaFake, FailedCaptureLeavesTheStreamUsable) {
+  auto s = open(cudaTinySpec());
+  ASSERT_TRUE(s) << s.message();
+  Fake::get().fail("cuLaunchKernel", 1);
+  auto bad = (*s)->forward({2, 2});
+  ASSERT_FALSE(bad);
+  EXPECT_THAT(bad.message(),
+              HasSubstr("while capturing a CUDA graph of step 0: "
+                        "cuLaunchKernel('tiny_store_kv'"));
+  EXPECT_THAT(log(), HasSubstr("cuStreamEndCapture 0 launches"));
+  Fake::get().fail("cuLaunchKernel", 0);
+  auto good = (*s)->forward({2, 2});
+  ASSERT_TRUE(good) << good.message();
+  EXPECT_EQ(*good, cpuLogits({2, 2}));
+  Fake::get().fail("cuGraphInstantiate", 2);
+  auto other = (*s)->forward({2, 2, 2});
+  ASSERT_FALSE(other);
+  EXPECT_THAT(other.message(),
+              HasSubstr("cuda: cuGraphInstantiate failed: CUDA_ERROR_UNKNOWN"));
 }
 
 } // namespace
