@@ -186,10 +186,11 @@ std::unique_ptr<Device> createCpuDevice() {
   return std::make_unique<CpuDevice>();
 }
 
-Expected<std::unique_ptr<Device>> createDevice(DeviceKind kind) {
+Expected<std::unique_ptr<Device>> createDevice(DeviceKind kind,
+                                               const CudaOptions &options) {
   if (kind == DeviceKind::Cpu)
     return createCpuDevice();
-  return createCudaDevice();
+  return createCudaDevice(options);
 }
 
 } // namespace colossus

@@ -7,13 +7,18 @@
 // entry points are resolved with dlsym, using the `_v2` names where the
 // driver has them.
 //
-// At load: cuInit, device 0, compute capability check (sm_90a needs 9.0),
-// primary context (cuDevicePrimaryCtxRetain + cuCtxSetCurrent), one stream,
-// one module per kernel (cuModuleLoadData of the cubin, the PTX only if the
-// cubin does not load), cuModuleGetFunction, and cuFuncSetAttribute for
-// dynamic shared memory above 48 KiB. Buffers are cuMemAlloc'ed once by the
-// executor. A launch is one cuLaunchKernel on the stream with a 1-D grid of
-// ceil(R * cols / block_dim) blocks (docs/artifact-format.md).
+// COLOSSUS_LIBCUDA, when set, names the one library to open instead (tests:
+// test/runtime/FakeCuda.cpp). At load: cuInit, device 0, compute capability
+// check (sm_90a needs 9.0), primary context (cuDevicePrimaryCtxRetain +
+// cuCtxSetCurrent), one stream, one module per kernel (cuModuleLoadData of the
+// cubin, the PTX only if the cubin does not load and the driver is new enough
+// for its PTX ISA), cuModuleGetFunction, and cuFuncSetAttribute for dynamic
+// shared memory above 48 KiB. Buffers are cuMemAlloc'ed once by the executor. A
+// launch is one cuLaunchKernel on the stream with a 1-D grid of ceil(R * cols /
+// block_dim) blocks (docs/artifact-format.md). A step (runStep) is timed
+// with two events and, unless CudaOptions::graphs is off, captured once per
+// (step, nb, nt, pos0) as a CUDA graph and replayed with cuGraphLaunch
+// (bounded LRU cache of instances).
 //
 // The device is used from one thread at a time (the one that created it).
 //
@@ -21,8 +26,11 @@
 
 #include "colossus/runtime/Device.h"
 
+#include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <dlfcn.h>
+#include <string_view>
 #include <vector>
 
 namespace colossus {
@@ -36,10 +44,16 @@ struct CUctx_st;
 struct CUmod_st;
 struct CUfunc_st;
 struct CUstream_st;
+struct CUevent_st;
+struct CUgraph_st;
+struct CUgraphExec_st;
 using CUcontext = CUctx_st *;
 using CUmodule = CUmod_st *;
 using CUfunction = CUfunc_st *;
 using CUstream = CUstream_st *;
+using CUevent = CUevent_st *;
+using CUgraph = CUgraph_st *;
+using CUgraphExec = CUgraphExec_st *;
 using CUjit_option = int;
 
 constexpr CUresult CUDA_SUCCESS = 0;
@@ -50,6 +64,8 @@ constexpr int CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8;
 constexpr CUjit_option CU_JIT_ERROR_LOG_BUFFER = 5;
 constexpr CUjit_option CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES = 6;
 constexpr unsigned CU_STREAM_DEFAULT = 0;
+constexpr unsigned CU_EVENT_DEFAULT = 0;
+constexpr int CU_STREAM_CAPTURE_MODE_THREAD_LOCAL = 1;
 
 struct DriverApi {
   CUresult (*cuInit)(unsigned);
@@ -78,17 +94,39 @@ struct DriverApi {
   CUresult (*cuLaunchKernel)(CUfunction, unsigned, unsigned, unsigned, unsigned,
                              unsigned, unsigned, unsigned, CUstream, void **,
                              void **);
+  CUresult (*cuEventCreate)(CUevent *, unsigned);
+  CUresult (*cuEventDestroy)(CUevent);
+  CUresult (*cuEventRecord)(CUevent, CUstream);
+  CUresult (*cuEventSynchronize)(CUevent);
+  CUresult (*cuEventElapsedTime)(float *, CUevent, CUevent);
+  CUresult (*cuStreamBeginCapture)(CUstream, int);
+  CUresult (*cuStreamEndCapture)(CUstream, CUgraph *);
+  CUresult (*cuGraphInstantiateWithFlags)(CUgraphExec *, CUgraph,
+                                          unsigned long long);
+  CUresult (*cuGraphLaunch)(CUgraphExec, CUstream);
+  CUresult (*cuGraphExecDestroy)(CUgraphExec);
+  CUresult (*cuGraphDestroy)(CUgraph);
   CUresult (*cuGetErrorString)(CUresult, const char **);
   CUresult (*cuGetErrorName)(CUresult, const char **);
 };
 
 class CudaDevice final : public Device {
 public:
+  explicit CudaDevice(const CudaOptions &options) : options_(options) {
+    if (options_.graphCacheSize == 0)
+      options_.graphCacheSize = 1;
+  }
+
   ~CudaDevice() override {
     if (api_.cuCtxSetCurrent && ctx_)
       api_.cuCtxSetCurrent(ctx_);
     if (stream_) {
       api_.cuStreamSynchronize(stream_);
+      for (GraphEntry &g : graphs_)
+        api_.cuGraphExecDestroy(g.exec);
+      for (CUevent e : {stepStart_, stepEnd_})
+        if (e)
+          api_.cuEventDestroy(e);
       api_.cuStreamDestroy(stream_);
     }
     for (CUmodule m : modules_)
@@ -103,7 +141,13 @@ public:
   /// dlopen + cuInit + device 0 + primary context + stream.
   Status init() {
     std::string errors;
-    for (const char *name : {"libcuda.so.1", "libcuda.so"}) {
+    // COLOSSUS_LIBCUDA names the driver library to open instead (the tests'
+    // fake driver, or a driver outside the loader's search path).
+    std::vector<std::string> names = {"libcuda.so.1", "libcuda.so"};
+    if (const char *env = std::getenv("COLOSSUS_LIBCUDA"); env && *env)
+      names = {env};
+    for (const std::string &nameStr : names) {
+      const char *name = nameStr.c_str();
       lib_ = ::dlopen(name, RTLD_NOW | RTLD_LOCAL);
       if (lib_)
         break;
@@ -111,13 +155,15 @@ public:
       errors += strCat(errors.empty() ? "" : "; ", e ? e : name);
     }
     if (!lib_)
-      return makeError("no CUDA driver: libcuda.so.1 could not be loaded (",
-                       errors,
+      return makeError("no CUDA driver: ", names.front(),
+                       " could not be loaded (", errors,
                        "); run on a machine with an NVIDIA driver or use an "
                        "artifact compiled for --target=cpu");
     COLOSSUS_RETURN_IF_ERROR(resolveSymbols());
 
     COLOSSUS_RETURN_IF_ERROR(check(api_.cuInit(0), "cuInit"));
+    COLOSSUS_RETURN_IF_ERROR(
+        check(api_.cuDriverGetVersion(&driverVersion_), "cuDriverGetVersion"));
     int count = 0;
     COLOSSUS_RETURN_IF_ERROR(
         check(api_.cuDeviceGetCount(&count), "cuDeviceGetCount"));
@@ -151,6 +197,10 @@ public:
         check(api_.cuCtxSetCurrent(ctx_), "cuCtxSetCurrent"));
     COLOSSUS_RETURN_IF_ERROR(check(
         api_.cuStreamCreate(&stream_, CU_STREAM_DEFAULT), "cuStreamCreate"));
+    COLOSSUS_RETURN_IF_ERROR(check(
+        api_.cuEventCreate(&stepStart_, CU_EVENT_DEFAULT), "cuEventCreate"));
+    COLOSSUS_RETURN_IF_ERROR(check(
+        api_.cuEventCreate(&stepEnd_, CU_EVENT_DEFAULT), "cuEventCreate"));
     return Status::success();
   }
 
@@ -191,6 +241,19 @@ public:
         }
       }
       if (!module && kernel->ptx() && kernel->ptx()->size() > 0) {
+        // JIT the PTX only when this driver can: a PTX ISA newer than the
+        // driver is refused with the versions instead of the JIT's error.
+        int isaMajor = 0, isaMinor = 0;
+        int needed =
+            ptxDriverVersion(kernel->ptx()->string_view(), isaMajor, isaMinor);
+        if (needed > driverVersion_)
+          return makeError(
+              label, ": ", cubinError.empty() ? "" : cubinError + "; ",
+              "its PTX (ISA ", isaMajor, ".", isaMinor,
+              ") cannot be JIT-compiled by this driver: it needs CUDA ",
+              needed / 1000, ".", (needed % 1000) / 10,
+              " or newer, the driver is CUDA ", driverVersion_ / 1000, ".",
+              (driverVersion_ % 1000) / 10);
         char log[8192] = {0};
         CUjit_option opts[] = {CU_JIT_ERROR_LOG_BUFFER,
                                CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES};
@@ -318,7 +381,86 @@ public:
     return check(api_.cuStreamSynchronize(stream_), "cuStreamSynchronize");
   }
 
+  /// Events around the step; with graphs, the first run of a (step, nb, nt,
+  /// pos0) is captured, instantiated and launched, later runs launch the
+  /// cached instance.
+  Status runStep(uint32_t step, const StepLaunch *launches, size_t count,
+                 int64_t nb, int64_t nt, int64_t pos0) override {
+    stepTimed_ = false;
+    COLOSSUS_RETURN_IF_ERROR(check(api_.cuEventRecord(stepStart_, stream_),
+                                   "cuEventRecord(step start)"));
+    if (options_.graphs) {
+      COLOSSUS_RETURN_IF_ERROR(runGraph(step, launches, count, nb, nt, pos0));
+    } else {
+      for (size_t i = 0; i < count; ++i)
+        COLOSSUS_RETURN_IF_ERROR(launch(launches[i].kernel, launches[i].args,
+                                        launches[i].numArgs, nb, nt, pos0));
+    }
+    COLOSSUS_RETURN_IF_ERROR(check(api_.cuEventRecord(stepEnd_, stream_),
+                                   "cuEventRecord(step end)"));
+    stepTimed_ = true;
+    return Status::success();
+  }
+
+  Expected<double> lastStepSeconds() override {
+    if (!stepTimed_)
+      return -1.0;
+    COLOSSUS_RETURN_IF_ERROR(
+        check(api_.cuEventSynchronize(stepEnd_), "cuEventSynchronize"));
+    float ms = 0.0f;
+    COLOSSUS_RETURN_IF_ERROR(
+        check(api_.cuEventElapsedTime(&ms, stepStart_, stepEnd_),
+              "cuEventElapsedTime"));
+    return static_cast<double>(ms) / 1000.0;
+  }
+
 private:
+  struct GraphEntry {
+    uint32_t step;
+    int64_t nb, nt, pos0;
+    CUgraphExec exec;
+  };
+
+  Status runGraph(uint32_t step, const StepLaunch *launches, size_t count,
+                  int64_t nb, int64_t nt, int64_t pos0) {
+    for (size_t i = 0; i < graphs_.size(); ++i) {
+      GraphEntry &g = graphs_[i];
+      if (g.step == step && g.nb == nb && g.nt == nt && g.pos0 == pos0) {
+        // Most recently used first.
+        std::rotate(graphs_.begin(), graphs_.begin() + i,
+                    graphs_.begin() + i + 1);
+        return check(api_.cuGraphLaunch(graphs_.front().exec, stream_),
+                     "cuGraphLaunch");
+      }
+    }
+    COLOSSUS_RETURN_IF_ERROR(check(
+        api_.cuStreamBeginCapture(stream_, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL),
+        "cuStreamBeginCapture"));
+    Status launched = Status::success();
+    for (size_t i = 0; i < count && launched; ++i)
+      launched = launch(launches[i].kernel, launches[i].args,
+                        launches[i].numArgs, nb, nt, pos0);
+    CUgraph graph = nullptr;
+    CUresult ended = api_.cuStreamEndCapture(stream_, &graph);
+    if (!launched) {
+      if (graph)
+        api_.cuGraphDestroy(graph);
+      return makeError("while capturing a CUDA graph of step ", step, ": ",
+                       launched.message());
+    }
+    COLOSSUS_RETURN_IF_ERROR(check(ended, "cuStreamEndCapture"));
+    CUgraphExec exec = nullptr;
+    CUresult r = api_.cuGraphInstantiateWithFlags(&exec, graph, 0);
+    api_.cuGraphDestroy(graph);
+    COLOSSUS_RETURN_IF_ERROR(check(r, "cuGraphInstantiate"));
+    if (graphs_.size() >= options_.graphCacheSize) {
+      api_.cuGraphExecDestroy(graphs_.back().exec);
+      graphs_.pop_back();
+    }
+    graphs_.insert(graphs_.begin(), GraphEntry{step, nb, nt, pos0, exec});
+    return check(api_.cuGraphLaunch(exec, stream_), "cuGraphLaunch");
+  }
+
   struct KernelInfo {
     CUfunction fn = nullptr;
     std::string name;
@@ -328,6 +470,33 @@ private:
     unsigned blockDim = 1;
     unsigned sharedBytes = 0;
   };
+
+  /// The oldest driver (cuDriverGetVersion's 1000 * major + 10 * minor)
+  /// whose JIT reads the PTX's `.version X.Y`; 0 when the version is
+  /// missing or not in the table (then the JIT is tried).
+  static int ptxDriverVersion(std::string_view ptx, int &major, int &minor) {
+    size_t at = ptx.find(".version ");
+    if (at == std::string_view::npos)
+      return 0;
+    const char *p = ptx.data() + at + 9, *end = ptx.data() + ptx.size();
+    major = minor = 0;
+    while (p < end && *p >= '0' && *p <= '9')
+      major = major * 10 + (*p++ - '0');
+    if (p < end && *p == '.')
+      ++p;
+    while (p < end && *p >= '0' && *p <= '9')
+      minor = minor * 10 + (*p++ - '0');
+    // PTX ISA -> CUDA release (the PTX ISA manual's release notes).
+    static const struct {
+      int major, minor, driver;
+    } table[] = {{7, 8, 11080}, {8, 0, 12000}, {8, 1, 12010}, {8, 2, 12020},
+                 {8, 3, 12030}, {8, 4, 12040}, {8, 5, 12050}, {8, 6, 12070},
+                 {8, 7, 12080}, {8, 8, 12090}, {9, 0, 13000}};
+    for (const auto &e : table)
+      if (e.major == major && e.minor == minor)
+        return e.driver;
+    return 0;
+  }
 
   static CUdeviceptr toDev(const void *p) {
     return static_cast<CUdeviceptr>(reinterpret_cast<uintptr_t>(p));
@@ -381,6 +550,25 @@ private:
     COLOSSUS_RETURN_IF_ERROR(
         sym(api_.cuStreamSynchronize, {"cuStreamSynchronize"}));
     COLOSSUS_RETURN_IF_ERROR(sym(api_.cuLaunchKernel, {"cuLaunchKernel"}));
+    COLOSSUS_RETURN_IF_ERROR(sym(api_.cuEventCreate, {"cuEventCreate"}));
+    COLOSSUS_RETURN_IF_ERROR(
+        sym(api_.cuEventDestroy, {"cuEventDestroy_v2", "cuEventDestroy"}));
+    COLOSSUS_RETURN_IF_ERROR(sym(api_.cuEventRecord, {"cuEventRecord"}));
+    COLOSSUS_RETURN_IF_ERROR(
+        sym(api_.cuEventSynchronize, {"cuEventSynchronize"}));
+    COLOSSUS_RETURN_IF_ERROR(
+        sym(api_.cuEventElapsedTime,
+            {"cuEventElapsedTime_v2", "cuEventElapsedTime"}));
+    COLOSSUS_RETURN_IF_ERROR(
+        sym(api_.cuStreamBeginCapture, {"cuStreamBeginCapture_v2"}));
+    COLOSSUS_RETURN_IF_ERROR(
+        sym(api_.cuStreamEndCapture, {"cuStreamEndCapture"}));
+    COLOSSUS_RETURN_IF_ERROR(
+        sym(api_.cuGraphInstantiateWithFlags, {"cuGraphInstantiateWithFlags"}));
+    COLOSSUS_RETURN_IF_ERROR(sym(api_.cuGraphLaunch, {"cuGraphLaunch"}));
+    COLOSSUS_RETURN_IF_ERROR(
+        sym(api_.cuGraphExecDestroy, {"cuGraphExecDestroy"}));
+    COLOSSUS_RETURN_IF_ERROR(sym(api_.cuGraphDestroy, {"cuGraphDestroy"}));
     COLOSSUS_RETURN_IF_ERROR(sym(api_.cuGetErrorString, {"cuGetErrorString"}));
     COLOSSUS_RETURN_IF_ERROR(sym(api_.cuGetErrorName, {"cuGetErrorName"}));
     return Status::success();
@@ -412,6 +600,12 @@ private:
   int ccMajor_ = 0;
   int ccMinor_ = 0;
   int maxSharedOptin_ = 48 * 1024;
+  int driverVersion_ = 0;
+  CudaOptions options_;
+  CUevent stepStart_ = nullptr;
+  CUevent stepEnd_ = nullptr;
+  bool stepTimed_ = false;
+  std::vector<GraphEntry> graphs_; ///< most recently used first
   std::vector<CUmodule> modules_;
   std::vector<KernelInfo> kernels_;
   std::vector<CUdeviceptr> argValues_;
@@ -421,8 +615,8 @@ private:
 
 } // namespace
 
-Expected<std::unique_ptr<Device>> createCudaDevice() {
-  auto device = std::make_unique<CudaDevice>();
+Expected<std::unique_ptr<Device>> createCudaDevice(const CudaOptions &options) {
+  auto device = std::make_unique<CudaDevice>(options);
   COLOSSUS_RETURN_IF_ERROR(device->init());
   return std::unique_ptr<Device>(std::move(device));
 }

@@ -48,7 +48,9 @@ Status Session::init(const SessionOptions &options) {
     return makeError(a.name(),
                      ": the artifact has neither a forward nor a grads step");
 
-  auto device = createDevice(kind);
+  CudaOptions cudaOptions;
+  cudaOptions.graphs = options.cudaGraphs;
+  auto device = createDevice(kind, cudaOptions);
   if (!device)
     return device.error();
   device_ = std::move(device).value();
@@ -56,18 +58,20 @@ Status Session::init(const SessionOptions &options) {
   COLOSSUS_RETURN_IF_ERROR(allocateBuffers());
 
   // Argument arrays of every launch, built once.
-  auto prepare = [&](const schema::Step *step,
-                     std::vector<PreparedLaunch> &out) {
+  auto prepare = [&](const schema::Step *step, PreparedStep &out) {
     if (!step || !step->launches())
       return;
+    out.id = static_cast<uint32_t>(step->kind());
     for (const schema::Launch *launch : *step->launches()) {
       PreparedLaunch p;
       p.kernel = launch->kernel();
       if (launch->args())
         for (uint32_t b : *launch->args())
           p.args.push_back(bufferPtrs_[b]);
-      out.push_back(std::move(p));
+      out.launches.push_back(std::move(p));
     }
+    for (const PreparedLaunch &p : out.launches)
+      out.views.push_back({p.kernel, p.args.data(), p.args.size()});
   };
   prepare(forwardStep_, forwardLaunches_);
   prepare(gradsStep_, gradsLaunches_);
@@ -215,12 +219,10 @@ Status Session::writeTokens(const int32_t *ids, size_t count) {
                                count * sizeof(int32_t));
 }
 
-Status Session::runLaunches(const std::vector<PreparedLaunch> &launches,
-                            int64_t nb, int64_t nt, int64_t pos0) {
-  for (const PreparedLaunch &l : launches)
-    COLOSSUS_RETURN_IF_ERROR(
-        device_->launch(l.kernel, l.args.data(), l.args.size(), nb, nt, pos0));
-  return Status::success();
+Status Session::runLaunches(const PreparedStep &step, int64_t nb, int64_t nt,
+                            int64_t pos0) {
+  return device_->runStep(step.id, step.views.data(), step.views.size(), nb, nt,
+                          pos0);
 }
 
 Status Session::runStep(int64_t nb, int64_t nt, int64_t pos0) {
@@ -399,6 +401,10 @@ Expected<GradsResult> Session::runGrads(const int32_t *tokens,
   result.seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
           .count();
+  auto deviceSeconds = device_->lastStepSeconds();
+  if (!deviceSeconds)
+    return deviceSeconds.error();
+  result.deviceSeconds = *deviceSeconds;
   result.gradNorm = gradientNorm(result.grads);
   return result;
 }

@@ -25,6 +25,22 @@
 
 namespace colossus {
 
+/// One launch of a step, for Device::runStep.
+struct StepLaunch {
+  uint32_t kernel = 0;
+  void *const *args = nullptr;
+  size_t numArgs = 0;
+};
+
+/// Options of the cuda device (ignored by the cpu device).
+struct CudaOptions {
+  /// Capture the first run of a step with a given (step, nb, nt, pos0) as a
+  /// CUDA graph and replay it for later runs with the same arguments.
+  bool graphs = true;
+  /// Instantiated graphs kept (least recently used evicted), >= 1.
+  size_t graphCacheSize = 32;
+};
+
 class Device {
 public:
   virtual ~Device() = default;
@@ -57,6 +73,24 @@ public:
                         int64_t nb, int64_t nt, int64_t pos0) = 0;
   /// Waits for all launched work.
   virtual Status synchronize() = 0;
+
+  /// Runs the launches of one step in order, all with the region (nb, nt,
+  /// pos0). `step` identifies the step (the session passes its StepKind):
+  /// the same id must always come with the same launches and arguments.
+  /// The default launches each; the cuda device also times the step with
+  /// events and captures / replays it as a CUDA graph (CudaOptions).
+  virtual Status runStep(uint32_t step, const StepLaunch *launches,
+                         size_t count, int64_t nb, int64_t nt, int64_t pos0) {
+    (void)step;
+    for (size_t i = 0; i < count; ++i)
+      COLOSSUS_RETURN_IF_ERROR(launch(launches[i].kernel, launches[i].args,
+                                      launches[i].numArgs, nb, nt, pos0));
+    return Status::success();
+  }
+  /// The device time of the last runStep in seconds (waits for it to
+  /// finish); negative when the device does not time steps (cpu) or no
+  /// step ran.
+  virtual Expected<double> lastStepSeconds() { return -1.0; }
 };
 
 /// The CPU device: runs Artifact.cpu_object (an x86-64 ELF shared object)
@@ -66,10 +100,12 @@ std::unique_ptr<Device> createCpuDevice();
 /// The CUDA device (driver API through dlopen of libcuda.so.1, device 0).
 /// Fails with a message containing "no CUDA driver" when libcuda cannot be
 /// loaded.
-Expected<std::unique_ptr<Device>> createCudaDevice();
+Expected<std::unique_ptr<Device>>
+createCudaDevice(const CudaOptions &options = {});
 
 /// createCpuDevice or createCudaDevice.
-Expected<std::unique_ptr<Device>> createDevice(DeviceKind kind);
+Expected<std::unique_ptr<Device>> createDevice(DeviceKind kind,
+                                               const CudaOptions &options = {});
 
 } // namespace colossus
 

@@ -56,6 +56,9 @@ struct SessionOptions {
   /// sm_90a -> cuda).
   std::optional<DeviceKind> device;
   WeightsSpec weights;
+  /// cuda: replay each step as a CUDA graph (captured on the first run with
+  /// a given nb, nt, pos0). `colossus-run --no-cuda-graphs` sets it false.
+  bool cudaGraphs = true;
 };
 
 struct GenerateResult {
@@ -81,6 +84,9 @@ struct GradsResult {
   /// One per Param, in the order of Artifact.params.
   std::vector<ParamGradient> grads;
   double seconds = 0.0; ///< wall time: inputs in, launches, outputs out
+  /// The step's launches timed on the device (cuda: CUDA events around
+  /// them); negative where the device does not time steps (cpu).
+  double deviceSeconds = -1.0;
 };
 
 /// sqrt of the sum of the squares of every value of every gradient,
@@ -182,6 +188,11 @@ public:
 
   const Artifact &artifact() const { return *artifact_; }
   Device &device() { return *device_; }
+  /// Device time of the last step run (Device::lastStepSeconds): waits for
+  /// it; negative on the cpu device.
+  Expected<double> lastStepDeviceSeconds() {
+    return device_->lastStepSeconds();
+  }
   DeviceKind deviceKind() const { return device_->kind(); }
   int64_t vocabSize() const { return artifact_->vocabSize(); }
   int64_t seqCapacity() const { return artifact_->seq(); }
@@ -208,9 +219,15 @@ private:
     uint32_t kernel;
     std::vector<void *> args;
   };
+  /// The launches of one step, built once, and their StepLaunch views.
+  struct PreparedStep {
+    uint32_t id = 0; ///< the StepKind, the step's id for Device::runStep
+    std::vector<PreparedLaunch> launches;
+    std::vector<StepLaunch> views;
+  };
 
-  Status runLaunches(const std::vector<PreparedLaunch> &launches, int64_t nb,
-                     int64_t nt, int64_t pos0);
+  Status runLaunches(const PreparedStep &step, int64_t nb, int64_t nt,
+                     int64_t pos0);
 
   std::unique_ptr<Artifact> artifact_;
   std::unique_ptr<Device> device_;
@@ -221,11 +238,11 @@ private:
   std::vector<void *> ownAllocations_;
   std::vector<void *> bufferPtrs_;
   std::vector<uint32_t> stateBuffers_;
-  std::vector<PreparedLaunch> forwardLaunches_;
-  std::vector<PreparedLaunch> gradsLaunches_;
+  PreparedStep forwardLaunches_;
+  PreparedStep gradsLaunches_;
   /// grads step: the gradient buffer of params[i].
   std::vector<uint32_t> gradBufferOfParam_;
-  std::vector<PreparedLaunch> updateLaunches_;
+  PreparedStep updateLaunches_;
   /// update step: the exp_avg / exp_avg_sq buffers of params[i].
   std::vector<std::pair<uint32_t, uint32_t>> optStateOfParam_;
 };
