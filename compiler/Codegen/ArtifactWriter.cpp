@@ -4,11 +4,96 @@
 #include "colossus/runtime/ArtifactChecksum.h"
 #include "colossus/schema/colossus_generated.h"
 
+#include "llvm/ADT/StringExtras.h"
+
 #include <map>
 
 using namespace colossus;
 namespace fb = flatbuffers;
 namespace s = colossus::schema;
+
+llvm::Error colossus::applyLaunchAbi(KernelRecord &k) {
+  if (k.gpu.abi.empty())
+    return llvm::Error::success();
+  std::map<std::string, std::string, std::less<>> kv;
+  llvm::SmallVector<llvm::StringRef> items;
+  llvm::StringRef(k.gpu.abi).split(items, ' ', -1, false);
+  for (llvm::StringRef item : items) {
+    auto [key, value] = item.split('=');
+    kv[key.str()] = value.str();
+  }
+  auto bad = [&](const llvm::Twine &what) {
+    return llvm::createStringError("internal error: kernel " + k.name +
+                                   ": launch ABI '" + k.gpu.abi + "': " + what);
+  };
+  auto number = [&](llvm::StringRef key, int64_t &out) -> llvm::Error {
+    auto it = kv.find(key);
+    if (it == kv.end())
+      return bad("no " + key);
+    if (llvm::StringRef(it->second).getAsInteger(10, out))
+      return bad(key + "=" + it->second + " is not an integer");
+    return llvm::Error::success();
+  };
+  auto triple = [&](llvm::StringRef key,
+                    std::vector<uint32_t> &out) -> llvm::Error {
+    auto it = kv.find(key);
+    if (it == kv.end())
+      return bad("no " + key);
+    llvm::SmallVector<llvm::StringRef> parts;
+    llvm::StringRef(it->second).split(parts, ',');
+    out.clear();
+    for (llvm::StringRef p : parts) {
+      uint32_t v = 0;
+      if (p.getAsInteger(10, v) || v == 0)
+        return bad(key + "=" + it->second + " is not 3 positive integers");
+      out.push_back(v);
+    }
+    if (out.size() != 3)
+      return bad(key + "=" + it->second + " is not 3 positive integers");
+    return llvm::Error::success();
+  };
+  int64_t m, n, kk, bm, bn, bk, smem, aArg, bArg;
+  for (auto [key, out] : {std::pair<const char *, int64_t *>{"m", &m},
+                          {"n", &n},
+                          {"k", &kk},
+                          {"bm", &bm},
+                          {"bn", &bn},
+                          {"bk", &bk},
+                          {"dynamic_smem", &smem},
+                          {"a_arg", &aArg},
+                          {"b_arg", &bArg}})
+    if (llvm::Error e = number(key, *out))
+      return e;
+  if (llvm::Error e = triple("grid", k.grid))
+    return e;
+  if (llvm::Error e = triple("block", k.block))
+    return e;
+  if (m <= 0 || n <= 0 || kk <= 0 || bm <= 0 || bn <= 0 || bk <= 0 ||
+      smem < 0 || aArg < 0 || bArg < 0 || aArg >= k.numArgs ||
+      bArg >= k.numArgs)
+    return bad("a value is out of range");
+  k.dynamicSmemBytes = static_cast<unsigned>(smem);
+  k.blockDim = k.block[0] * k.block[1] * k.block[2];
+  // Both operands are bf16, row-major and K-contiguous: A [M, K], B [N, K]
+  // (docs/hopper-gemm.md "Launch ABI").
+  auto map = [&](int64_t arg, int64_t rows, int64_t boxRows) {
+    TensorMapRecord t;
+    t.arg = static_cast<unsigned>(arg);
+    t.dataType = static_cast<uint8_t>(schema::TensorMapDataType::bfloat16);
+    t.rank = 2;
+    t.globalDim = {static_cast<uint64_t>(kk), static_cast<uint64_t>(rows)};
+    t.globalStrides = {static_cast<uint64_t>(kk) * 2};
+    t.boxDim = {static_cast<uint32_t>(bk), static_cast<uint32_t>(boxRows)};
+    t.elementStrides = {1, 1};
+    t.interleave = static_cast<uint8_t>(schema::TensorMapInterleave::none);
+    t.swizzle = static_cast<uint8_t>(schema::TensorMapSwizzle::b128);
+    t.l2Promotion = static_cast<uint8_t>(schema::TensorMapL2Promotion::b256);
+    t.oobFill = static_cast<uint8_t>(schema::TensorMapOobFill::none);
+    return t;
+  };
+  k.tensorMaps = {map(aArg, m, bm), map(bArg, n, bn)};
+  return llvm::Error::success();
+}
 
 std::vector<uint8_t> colossus::writeArtifact(const ArtifactInputs &in) {
   fb::FlatBufferBuilder b(1 << 20);
@@ -29,6 +114,23 @@ std::vector<uint8_t> colossus::writeArtifact(const ArtifactInputs &in) {
     auto fused = b.CreateVector(ops);
     fb::Offset<fb::String> ptx;
     fb::Offset<fb::Vector<uint8_t>> cubin;
+    fb::Offset<fb::Vector<uint32_t>> grid, block;
+    fb::Offset<fb::Vector<fb::Offset<s::TensorMap>>> tensorMaps;
+    if (in.gpu && !k.grid.empty()) {
+      grid = b.CreateVector(k.grid);
+      block = b.CreateVector(k.block);
+      std::vector<fb::Offset<s::TensorMap>> maps;
+      for (const TensorMapRecord &t : k.tensorMaps)
+        maps.push_back(s::CreateTensorMap(
+            b, t.arg, static_cast<s::TensorMapDataType>(t.dataType), t.rank,
+            b.CreateVector(t.globalDim), b.CreateVector(t.globalStrides),
+            b.CreateVector(t.boxDim), b.CreateVector(t.elementStrides),
+            static_cast<s::TensorMapInterleave>(t.interleave),
+            static_cast<s::TensorMapSwizzle>(t.swizzle),
+            static_cast<s::TensorMapL2Promotion>(t.l2Promotion),
+            static_cast<s::TensorMapOobFill>(t.oobFill)));
+      tensorMaps = b.CreateVector(maps);
+    }
     if (in.gpu) {
       ptx = b.CreateString(k.gpu.ptx);
       cubin = b.CreateVector(k.gpu.cubin);
@@ -42,7 +144,8 @@ std::vector<uint8_t> colossus::writeArtifact(const ArtifactInputs &in) {
     kb.add_cols(k.cols);
     kb.add_num_args(k.numArgs);
     kb.add_block_dim(in.gpu ? k.blockDim : 0);
-    kb.add_shared_mem_bytes(in.gpu ? k.gpu.sharedMemBytes : 0);
+    kb.add_shared_mem_bytes(
+        !in.gpu ? 0 : k.dynamicSmemBytes.value_or(k.gpu.sharedMemBytes));
     kb.add_registers(in.gpu ? k.gpu.registers : 0);
     kb.add_spill_bytes(in.gpu ? k.gpu.spillBytes : 0);
     kb.add_flops_per_token(k.flops / tokens);
@@ -50,6 +153,11 @@ std::vector<uint8_t> colossus::writeArtifact(const ArtifactInputs &in) {
     if (in.gpu) {
       kb.add_ptx(ptx);
       kb.add_cubin(cubin);
+    }
+    if (in.gpu && !k.grid.empty()) {
+      kb.add_grid(grid);
+      kb.add_block(block);
+      kb.add_tensor_maps(tensorMaps);
     }
     kernels.push_back(kb.Finish());
   }

@@ -155,7 +155,7 @@ void addGpuEstimates(llvm::json::Object &o, const KernelRecord &k, int launches,
   // ptxas -v reports static shared memory; the launch requests the
   // artifact's shared_mem_bytes as dynamic shared memory on top of it.
   unsigned staticSmem = k.gpu.sharedMemBytes;
-  unsigned dynamicSmem = k.gpu.sharedMemBytes;
+  unsigned dynamicSmem = k.dynamicSmemBytes.value_or(k.gpu.sharedMemBytes);
   o["static_shared_mem_bytes"] = staticSmem;
   o["dynamic_shared_mem_bytes"] = dynamicSmem;
   Occupancy occ =
@@ -604,13 +604,11 @@ int colossus::compileMain(int argc, char **argv) {
           os << k.gpu.ptx << "\n";
         }
       });
-    // The runtime launches SIMT kernels only: it does not build the TMA
-    // tensor maps a Hopper GEMM takes, so such an artifact could not run.
-    for (const KernelRecord &k : records)
-      if (!k.gpu.abi.empty())
-        return fail("not supported yet: kernel " + k.name +
-                    " is a TMA + wgmma GEMM and the runtime does not build "
-                    "TMA tensor maps yet (use --emit=ptx; docs/hopper-gemm.md)");
+    // Kernels with a launch ABI (the Hopper GEMM) get their fixed launch
+    // shape and tensor-map parameters recorded for the runtime.
+    for (KernelRecord &k : records)
+      if (llvm::Error e = applyLaunchAbi(k))
+        return fail(llvm::toString(std::move(e)));
   } else {
     auto so = buildCpuSharedObject(kernels);
     if (!so)

@@ -354,6 +354,218 @@ Status checkTrainingState(const schema::Artifact &a, const std::string &n,
   return Status::success();
 }
 
+/// Bytes per element of a CUtensorMap data type (0: unknown).
+uint64_t tensorMapElementBytes(schema::TensorMapDataType t) {
+  using T = schema::TensorMapDataType;
+  switch (t) {
+  case T::uint8:
+    return 1;
+  case T::uint16:
+  case T::float16:
+  case T::bfloat16:
+    return 2;
+  case T::uint32:
+  case T::int32:
+  case T::float32:
+  case T::float32_ftz:
+  case T::tfloat32:
+  case T::tfloat32_ftz:
+    return 4;
+  case T::uint64:
+  case T::int64:
+  case T::float64:
+    return 8;
+  }
+  return 0;
+}
+
+/// Whether a buffer of dtype `d` may be described by a map of type `t`.
+bool tensorMapTypeFits(schema::DType d, schema::TensorMapDataType t) {
+  using T = schema::TensorMapDataType;
+  switch (d) {
+  case schema::DType::f32:
+    return t == T::float32 || t == T::float32_ftz || t == T::tfloat32 ||
+           t == T::tfloat32_ftz;
+  case schema::DType::f16:
+    return t == T::float16;
+  case schema::DType::bf16:
+    return t == T::bfloat16;
+  case schema::DType::i32:
+    return t == T::int32;
+  }
+  return false;
+}
+
+/// The launch shape (grid, block) and tensor maps of an sm_90a kernel, on
+/// their own (cuTensorMapEncodeTiled's documented limits).
+Status checkKernelLaunchAbi(const schema::Kernel &kernel, const std::string &n,
+                            const std::string &label) {
+  const bool hasShape = kernel.grid() || kernel.block();
+  if (!hasShape && !kernel.tensor_maps())
+    return Status::success();
+  if (!kernel.grid() || kernel.grid()->size() != 3 || !kernel.block() ||
+      kernel.block()->size() != 3)
+    return makeError(n, ": ", label,
+                     ": grid and block must both have 3 entries (a kernel "
+                     "with tensor_maps needs them)");
+  static const uint32_t gridMax[3] = {0x7fffffffu, 65535u, 65535u};
+  static const uint32_t blockMax[3] = {1024u, 1024u, 64u};
+  static const char *axis[3] = {"x", "y", "z"};
+  uint64_t threads = 1;
+  for (uint32_t i = 0; i < 3; ++i) {
+    uint32_t g = kernel.grid()->Get(i), b = kernel.block()->Get(i);
+    if (g < 1 || g > gridMax[i])
+      return makeError(n, ": ", label, ": grid.", axis[i], " = ", g,
+                       " is not in [1, ", gridMax[i], "]");
+    if (b < 1 || b > blockMax[i])
+      return makeError(n, ": ", label, ": block.", axis[i], " = ", b,
+                       " is not in [1, ", blockMax[i], "]");
+    threads *= b;
+  }
+  if (threads > 1024)
+    return makeError(n, ": ", label, ": block has ", threads,
+                     " threads, more than 1024");
+  if (threads != kernel.block_dim())
+    return makeError(n, ": ", label, ": block has ", threads,
+                     " threads but block_dim = ", kernel.block_dim());
+  if (!kernel.tensor_maps())
+    return Status::success();
+  std::vector<bool> seen(kernel.num_args(), false);
+  for (uint32_t m = 0; m < kernel.tensor_maps()->size(); ++m) {
+    const schema::TensorMap *t = kernel.tensor_maps()->Get(m);
+    const std::string tl = strCat(label, ".tensor_maps[", m, "]");
+    if (t->arg() >= kernel.num_args())
+      return makeError(n, ": ", tl, ".arg = ", t->arg(),
+                       " is out of range (num_args = ", kernel.num_args(), ")");
+    if (seen[t->arg()])
+      return makeError(n, ": ", tl, ".arg = ", t->arg(),
+                       " has another tensor map");
+    seen[t->arg()] = true;
+    const uint64_t elem = tensorMapElementBytes(t->data_type());
+    if (elem == 0)
+      return makeError(n, ": ", tl, ": unknown data_type ",
+                       static_cast<int>(t->data_type()));
+    if (static_cast<uint32_t>(t->interleave()) >
+            static_cast<uint32_t>(schema::TensorMapInterleave::MAX) ||
+        static_cast<uint32_t>(t->swizzle()) >
+            static_cast<uint32_t>(schema::TensorMapSwizzle::MAX) ||
+        static_cast<uint32_t>(t->l2_promotion()) >
+            static_cast<uint32_t>(schema::TensorMapL2Promotion::MAX) ||
+        static_cast<uint32_t>(t->oob_fill()) >
+            static_cast<uint32_t>(schema::TensorMapOobFill::MAX))
+      return makeError(n, ": ", tl,
+                       ": unknown interleave, swizzle, l2_promotion or "
+                       "oob_fill value");
+    const uint32_t rank = t->rank();
+    if (rank < 1 || rank > 5)
+      return makeError(n, ": ", tl, ".rank = ", rank, " is not in [1, 5]");
+    auto size = [](const auto *v) { return v ? v->size() : 0u; };
+    if (size(t->global_dim()) != rank || size(t->box_dim()) != rank ||
+        size(t->element_strides()) != rank ||
+        size(t->global_strides()) != rank - 1)
+      return makeError(n, ": ", tl,
+                       ": global_dim, box_dim and "
+                       "element_strides need rank = ",
+                       rank, " entries, global_strides rank - 1");
+    for (uint32_t d = 0; d < rank; ++d) {
+      uint64_t g = t->global_dim()->Get(d);
+      if (g < 1 || g > (uint64_t(1) << 32))
+        return makeError(n, ": ", tl, ".global_dim[", d, "] = ", g,
+                         " is not in [1, 2^32]");
+      uint32_t box = t->box_dim()->Get(d);
+      if (box < 1 || box > 256 || box > g)
+        return makeError(n, ": ", tl, ".box_dim[", d, "] = ", box,
+                         " is not in [1, min(256, global_dim[", d, "] = ", g,
+                         ")]");
+      uint32_t es = t->element_strides()->Get(d);
+      if (es < 1 || es > 8)
+        return makeError(n, ": ", tl, ".element_strides[", d, "] = ", es,
+                         " is not in [1, 8]");
+    }
+    // Strides: multiples of 16 bytes below 2^40, each dimension's rows no
+    // narrower than the dimension below (dense or padded, never
+    // overlapping).
+    uint64_t below = t->global_dim()->Get(0) * elem;
+    for (uint32_t d = 0; d + 1 < rank; ++d) {
+      uint64_t st = t->global_strides()->Get(d);
+      if (st % 16 != 0 || st >= (uint64_t(1) << 40) || st < below)
+        return makeError(n, ": ", tl, ".global_strides[", d, "] = ", st,
+                         " must be a multiple of 16 below 2^40 and at least ",
+                         below, " bytes");
+      auto next = mulU64(st, t->global_dim()->Get(d + 1));
+      if (!next)
+        return makeError(n, ": ", tl, ": the tensor is too large");
+      below = *next;
+    }
+    const uint64_t innerBox = t->box_dim()->Get(0) * elem;
+    if (t->interleave() == schema::TensorMapInterleave::none) {
+      if (innerBox % 16 != 0)
+        return makeError(n, ": ", tl,
+                         ": box_dim[0] * element size = ", innerBox,
+                         " bytes is not a multiple of 16");
+      static const uint64_t span[4] = {0, 32, 64, 128};
+      uint32_t sw = static_cast<uint32_t>(t->swizzle());
+      if (sw != 0 && innerBox > span[sw])
+        return makeError(n, ": ", tl,
+                         ": box_dim[0] * element size = ", innerBox,
+                         " bytes exceeds the ", span[sw], "-byte swizzle span");
+    }
+  }
+  return Status::success();
+}
+
+/// A launch's bindings of a kernel's tensor maps: the buffer bound to each
+/// map's argument has the map's element type, holds the whole described
+/// tensor, is 16-byte aligned, and (when it has a shape) has the map's
+/// dimensions (innermost first).
+Status checkLaunchTensorMaps(const schema::Artifact &a,
+                             const schema::Kernel &kernel,
+                             const schema::Launch &launch, const std::string &n,
+                             const std::string &ll) {
+  if (!kernel.tensor_maps())
+    return Status::success();
+  for (uint32_t m = 0; m < kernel.tensor_maps()->size(); ++m) {
+    const schema::TensorMap *t = kernel.tensor_maps()->Get(m);
+    const uint32_t bi = launch.args()->Get(t->arg());
+    const schema::Buffer *b = a.buffers()->Get(bi);
+    const std::string what = strCat(
+        ll, ".args[", t->arg(), "] (kernels[", launch.kernel(), "] '",
+        kernel.name()->str(), "'.tensor_maps[", m, "]): ", bufferLabel(a, bi));
+    if (!tensorMapTypeFits(b->dtype(), t->data_type()))
+      return makeError(n, ": ", what, " is ", schema::EnumNameDType(b->dtype()),
+                       ", the tensor map's data_type is ",
+                       schema::EnumNameTensorMapDataType(t->data_type()));
+    const uint32_t rank = t->rank();
+    const uint64_t last = t->global_dim()->Get(rank - 1);
+    const uint64_t rowBytes = rank == 1 ? tensorMapElementBytes(t->data_type())
+                                        : t->global_strides()->Get(rank - 2);
+    auto extent = mulU64(rowBytes, last);
+    if (!extent || *extent > b->size())
+      return makeError(n, ": ", what, " has ", b->size(),
+                       " bytes, the tensor map describes ",
+                       extent ? strCat(*extent) : std::string("more"));
+    if (b->kind() == schema::BufferKind::arena && b->offset() % 16 != 0)
+      return makeError(n, ": ", what, ": arena offset ", b->offset(),
+                       " is not 16-byte aligned");
+    if (b->shape() && b->shape()->size() > 0) {
+      bool same = b->shape()->size() == rank;
+      for (uint32_t d = 0; same && d < rank; ++d)
+        same = b->shape()->Get(rank - 1 - d) >= 0 &&
+               static_cast<uint64_t>(b->shape()->Get(rank - 1 - d)) ==
+                   t->global_dim()->Get(d);
+      if (!same) {
+        std::string dims;
+        for (uint32_t d = 0; d < rank; ++d)
+          dims += strCat(d ? ", " : "", t->global_dim()->Get(rank - 1 - d));
+        return makeError(
+            n, ": ", what, " has shape ", Artifact::shapeString(b->shape()),
+            ", the tensor map's global_dim is [", dims, "] (outermost first)");
+      }
+    }
+  }
+  return Status::success();
+}
+
 } // namespace
 
 uint64_t Artifact::numElements(const flatbuffers::Vector<int64_t> *shape) {
@@ -534,6 +746,10 @@ Status Artifact::checkConsistency() const {
       if ((!kernel->cubin() || kernel->cubin()->size() == 0) &&
           (!kernel->ptx() || kernel->ptx()->size() == 0))
         return makeError(n, ": ", label, ": has neither cubin nor ptx");
+      COLOSSUS_RETURN_IF_ERROR(checkKernelLaunchAbi(*kernel, n, label));
+    } else if (kernel->grid() || kernel->block() || kernel->tensor_maps()) {
+      return makeError(n, ": ", label,
+                       ": grid, block and tensor_maps are for sm_90a kernels");
     }
   }
 
@@ -689,6 +905,8 @@ Status Artifact::checkConsistency() const {
             return makeError(n, ": ", ll, ".args[", i,
                              "] = ", launch->args()->Get(i),
                              " is out of range (", numBuf, " buffers)");
+        COLOSSUS_RETURN_IF_ERROR(
+            checkLaunchTensorMaps(a, *kernel, *launch, n, ll));
       }
     }
     const uint32_t updateKind = static_cast<uint32_t>(schema::StepKind::update);

@@ -15,10 +15,15 @@
 // for its PTX ISA), cuModuleGetFunction, and cuFuncSetAttribute for dynamic
 // shared memory above 48 KiB. Buffers are cuMemAlloc'ed once by the executor. A
 // launch is one cuLaunchKernel on the stream with a 1-D grid of ceil(R * cols /
-// block_dim) blocks (docs/artifact-format.md). A step (runStep) is timed
-// with two events and, unless CudaOptions::graphs is off, captured once per
-// (step, nb, nt, pos0) as a CUDA graph and replayed with cuGraphLaunch
-// (bounded LRU cache of instances).
+// block_dim) blocks, or the kernel's fixed 3-D grid and block when it has one
+// (docs/artifact-format.md). Kernels with tensor maps (the Hopper GEMM) get,
+// in prepareLaunches (once, after the buffers exist), one
+// cuTensorMapEncodeTiled per (map, bound buffer) copied into its own
+// cuMemAlloc'ed 128 bytes; the launch passes that device pointer in place of
+// the buffer's (the kernel reads CUtensorMap objects from global memory). A
+// step (runStep) is timed with two events and, unless CudaOptions::graphs is
+// off, captured once per (step, nb, nt, pos0) as a CUDA graph and replayed with
+// cuGraphLaunch (bounded LRU cache of instances).
 //
 // The device is used from one thread at a time (the one that created it).
 //
@@ -30,7 +35,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <dlfcn.h>
+#include <map>
 #include <string_view>
+#include <tuple>
 #include <vector>
 
 namespace colossus {
@@ -55,6 +62,11 @@ using CUevent = CUevent_st *;
 using CUgraph = CUgraph_st *;
 using CUgraphExec = CUgraphExec_st *;
 using CUjit_option = int;
+/// cuda.h's CUtensorMap: 128 opaque bytes, 64-byte aligned.
+struct alignas(64) CUtensorMap {
+  unsigned long long opaque[16];
+};
+static_assert(sizeof(CUtensorMap) == 128, "CUtensorMap is 128 bytes");
 
 constexpr CUresult CUDA_SUCCESS = 0;
 constexpr int CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75;
@@ -108,6 +120,13 @@ struct DriverApi {
   CUresult (*cuGraphDestroy)(CUgraph);
   CUresult (*cuGetErrorString)(CUresult, const char **);
   CUresult (*cuGetErrorName)(CUresult, const char **);
+  // CUDA 12.0+; resolved when present, needed only by kernels with tensor
+  // maps. The enum parameters are C enums (int).
+  CUresult (*cuTensorMapEncodeTiled)(CUtensorMap *, int, unsigned, void *,
+                                     const unsigned long long *,
+                                     const unsigned long long *,
+                                     const unsigned *, const unsigned *, int,
+                                     int, int, int);
 };
 
 class CudaDevice final : public Device {
@@ -129,6 +148,8 @@ public:
           api_.cuEventDestroy(e);
       api_.cuStreamDestroy(stream_);
     }
+    for (const auto &[key, ptr] : tensorMaps_)
+      api_.cuMemFree(ptr);
     for (CUmodule m : modules_)
       if (m)
         api_.cuModuleUnload(m);
@@ -297,6 +318,16 @@ public:
       info.cols = kernel->cols();
       info.blockDim = kernel->block_dim();
       info.sharedBytes = shared;
+      if (kernel->grid() && kernel->block()) { // verified: 3 entries each
+        info.fixedShape = true;
+        for (int i = 0; i < 3; ++i) {
+          info.grid[i] = kernel->grid()->Get(i);
+          info.block[i] = kernel->block()->Get(i);
+        }
+      }
+      if (kernel->tensor_maps())
+        for (const schema::TensorMap *t : *kernel->tensor_maps())
+          info.tensorMaps.push_back(t);
       maxArgs = std::max<size_t>(maxArgs, kernel->num_args());
     }
     argValues_.assign(maxArgs, 0);
@@ -340,11 +371,40 @@ public:
                  "cuMemsetD8Async");
   }
 
+  Status prepareLaunches(const StepLaunch *launches, size_t count) override {
+    bool copied = false;
+    for (size_t l = 0; l < count; ++l) {
+      const StepLaunch &launch = launches[l];
+      if (launch.kernel >= kernels_.size())
+        return makeError("cuda: kernel index ", launch.kernel, " out of range");
+      const KernelInfo &k = kernels_[launch.kernel];
+      for (uint32_t m = 0; m < k.tensorMaps.size(); ++m) {
+        const schema::TensorMap &t = *k.tensorMaps[m];
+        if (t.arg() >= launch.numArgs)
+          return makeError("cuda: kernel '", k.name, "': tensor_maps[", m,
+                           "].arg = ", t.arg(), " but the launch has ",
+                           launch.numArgs, " arguments");
+        CUdeviceptr buffer = toDev(launch.args[t.arg()]);
+        auto key = std::make_tuple(launch.kernel, m, buffer);
+        if (tensorMaps_.count(key))
+          continue; // the same map of the same buffer: encoded once
+        CUdeviceptr dev = 0;
+        COLOSSUS_RETURN_IF_ERROR(encodeTensorMap(k, m, t, buffer, dev));
+        tensorMaps_.emplace(key, dev);
+        copied = true;
+      }
+    }
+    // The host copies of the maps are gone when this returns.
+    return copied ? synchronize() : Status::success();
+  }
+
   Status launch(uint32_t kernel, void *const *args, size_t numArgs, int64_t nb,
                 int64_t nt, int64_t pos0) override {
     if (kernel >= kernels_.size())
       return makeError("cuda: kernel index ", kernel, " out of range");
     const KernelInfo &k = kernels_[kernel];
+    if (k.fixedShape)
+      return launchFixed(kernel, k, args, numArgs, nb, nt, pos0);
     int64_t rows = k.fixedRows ? k.rows : nb * nt;
     int64_t total = 0;
     if (__builtin_mul_overflow(rows, k.cols, &total) || total < 0)
@@ -469,7 +529,106 @@ private:
     int64_t cols = 0;
     unsigned blockDim = 1;
     unsigned sharedBytes = 0;
+    bool fixedShape = false; ///< Kernel.grid / Kernel.block
+    unsigned grid[3] = {1, 1, 1};
+    unsigned block[3] = {1, 1, 1};
+    std::vector<const schema::TensorMap *> tensorMaps;
   };
+
+  /// cuTensorMapEncodeTiled of map `m` of kernel `k` over `buffer`, copied
+  /// into a fresh 128-byte device allocation (`dev`).
+  Status encodeTensorMap(const KernelInfo &k, uint32_t m,
+                         const schema::TensorMap &t, CUdeviceptr buffer,
+                         CUdeviceptr &dev) {
+    const std::string label = strCat("cuda: kernel '", k.name, "' tensor_maps[",
+                                     m, "] (argument ", t.arg(), ")");
+    if (!api_.cuTensorMapEncodeTiled)
+      return makeError(label,
+                       ": the CUDA driver does not export "
+                       "cuTensorMapEncodeTiled (CUDA 12.0 or newer needed)");
+    // Sizes were verified at load (Artifact::checkConsistency).
+    const uint32_t rank = t.rank();
+    unsigned long long dims[5] = {}, strides[5] = {};
+    unsigned box[5] = {}, estrides[5] = {};
+    for (uint32_t d = 0; d < rank; ++d) {
+      dims[d] = t.global_dim()->Get(d);
+      box[d] = t.box_dim()->Get(d);
+      estrides[d] = t.element_strides()->Get(d);
+      if (d + 1 < rank)
+        strides[d] = t.global_strides()->Get(d);
+    }
+    CUtensorMap map{};
+    CUresult r = api_.cuTensorMapEncodeTiled(
+        &map, static_cast<int>(t.data_type()), rank,
+        reinterpret_cast<void *>(static_cast<uintptr_t>(buffer)), dims, strides,
+        box, estrides, static_cast<int>(t.interleave()),
+        static_cast<int>(t.swizzle()), static_cast<int>(t.l2_promotion()),
+        static_cast<int>(t.oob_fill()));
+    if (r != CUDA_SUCCESS)
+      return makeError(label,
+                       ": cuTensorMapEncodeTiled failed: ", errorText(r));
+    r = api_.cuMemAlloc(&dev, sizeof(CUtensorMap));
+    if (r != CUDA_SUCCESS)
+      return makeError(label,
+                       ": cuMemAlloc(128 bytes for the tensor map) "
+                       "failed: ",
+                       errorText(r));
+    if (dev % 64 != 0) {
+      api_.cuMemFree(dev);
+      return makeError(label, ": cuMemAlloc returned ", dev,
+                       ", not 64-byte aligned");
+    }
+    r = api_.cuMemcpyHtoDAsync(dev, &map, sizeof(map), stream_);
+    if (r != CUDA_SUCCESS) {
+      api_.cuMemFree(dev);
+      return makeError(label, ": cuMemcpyHtoDAsync of the tensor map failed: ",
+                       errorText(r));
+    }
+    return Status::success();
+  }
+
+  /// A launch with the kernel's fixed grid and block; tensor-map arguments
+  /// get the device pointer of the map encoded for the bound buffer.
+  Status launchFixed(uint32_t index, const KernelInfo &k, void *const *args,
+                     size_t numArgs, int64_t nb, int64_t nt, int64_t pos0) {
+    if (numArgs > argValues_.size())
+      return makeError("cuda: kernel '", k.name, "': ", numArgs,
+                       " arguments, more than loaded");
+    for (size_t i = 0; i < numArgs; ++i) {
+      argValues_[i] = toDev(args[i]);
+      paramPtrs_[i] = &argValues_[i];
+    }
+    for (uint32_t m = 0; m < k.tensorMaps.size(); ++m) {
+      uint32_t arg = k.tensorMaps[m]->arg();
+      if (arg >= numArgs)
+        return makeError("cuda: kernel '", k.name, "': tensor_maps[", m,
+                         "].arg = ", arg, " but the launch has ", numArgs,
+                         " arguments");
+      auto it = tensorMaps_.find(std::make_tuple(index, m, argValues_[arg]));
+      if (it == tensorMaps_.end())
+        return makeError("cuda: kernel '", k.name,
+                         "': no tensor map encoded "
+                         "for argument ",
+                         arg,
+                         " (Device::prepareLaunches was not called with this "
+                         "launch)");
+      argValues_[arg] = it->second;
+    }
+    region_[0] = nb;
+    region_[1] = nt;
+    region_[2] = pos0;
+    for (size_t i = 0; i < 3; ++i)
+      paramPtrs_[numArgs + i] = &region_[i];
+    CUresult r = api_.cuLaunchKernel(
+        k.fn, k.grid[0], k.grid[1], k.grid[2], k.block[0], k.block[1],
+        k.block[2], k.sharedBytes, stream_, paramPtrs_.data(), nullptr);
+    if (r != CUDA_SUCCESS)
+      return makeError("cuLaunchKernel('", k.name, "', grid ", k.grid[0], ",",
+                       k.grid[1], ",", k.grid[2], ", block ", k.block[0], ",",
+                       k.block[1], ",", k.block[2], ", shared ", k.sharedBytes,
+                       ") failed: ", errorText(r));
+    return Status::success();
+  }
 
   /// The oldest driver (cuDriverGetVersion's 1000 * major + 10 * minor)
   /// whose JIT reads the PTX's `.version X.Y`; 0 when the version is
@@ -571,6 +730,10 @@ private:
     COLOSSUS_RETURN_IF_ERROR(sym(api_.cuGraphDestroy, {"cuGraphDestroy"}));
     COLOSSUS_RETURN_IF_ERROR(sym(api_.cuGetErrorString, {"cuGetErrorString"}));
     COLOSSUS_RETURN_IF_ERROR(sym(api_.cuGetErrorName, {"cuGetErrorName"}));
+    // Optional (CUDA 12.0+): checked when a kernel needs it.
+    api_.cuTensorMapEncodeTiled =
+        reinterpret_cast<decltype(api_.cuTensorMapEncodeTiled)>(
+            ::dlsym(lib_, "cuTensorMapEncodeTiled"));
     return Status::success();
   }
 
@@ -608,6 +771,9 @@ private:
   std::vector<GraphEntry> graphs_; ///< most recently used first
   std::vector<CUmodule> modules_;
   std::vector<KernelInfo> kernels_;
+  /// (kernel, tensor map, bound buffer) -> device copy of the encoded map.
+  std::map<std::tuple<uint32_t, uint32_t, CUdeviceptr>, CUdeviceptr>
+      tensorMaps_;
   std::vector<CUdeviceptr> argValues_;
   std::vector<void *> paramPtrs_;
   int64_t region_[3] = {0, 0, 0};

@@ -76,6 +76,10 @@ Status Session::init(const SessionOptions &options) {
   prepare(forwardStep_, forwardLaunches_);
   prepare(gradsStep_, gradsLaunches_);
   prepare(updateStep_, updateLaunches_);
+  for (const PreparedStep *p :
+       {&forwardLaunches_, &gradsLaunches_, &updateLaunches_})
+    COLOSSUS_RETURN_IF_ERROR(
+        device_->prepareLaunches(p->views.data(), p->views.size()));
 
   // The opt_state buffers of every param (check 6: both exist by name).
   if (updateStep_) {

@@ -442,3 +442,286 @@ TEST_F(CudaFake, FailedCaptureLeavesTheStreamUsable) {
 }
 
 } // namespace
+
+// ---- The Hopper GEMM's launch ABI: fixed grid, tensor maps ----
+
+/// What the fake's cuTensorMapEncodeTiled writes into a map (FakeCuda.cpp).
+struct FakeTensorMap {
+  char magic[8];
+  uint64_t address;
+  uint32_t dataType, rank;
+  uint32_t globalDim[5];
+  uint32_t boxDim[5];
+  uint32_t swizzle, pad;
+  uint8_t rest[128 - 72];
+};
+
+void *gemmArgs[3];
+void *probeArgs[2];
+int gemmRuns = 0;
+void fakeGemm(void **args, int64_t, int64_t, int64_t) {
+  std::copy(args, args + 3, gemmArgs);
+  ++gemmRuns;
+}
+void fakeProbe(void **args, int64_t, int64_t, int64_t) {
+  std::copy(args, args + 2, probeArgs);
+}
+
+/// cudaTinySpec plus the Hopper GEMM of docs/hopper-gemm.md for M = 128,
+/// N = 64, K = 64, bm = bn = bk = 64 (the tiny-llama o_proj shape): buffers
+/// 6 x (arena bf16 [128, 64] at 576), 7 w (state bf16 [64, 64]), 8 out
+/// (arena bf16 [128, 64] at 16960); kernel 3 `hopper_gemm` (x, w, out; grid
+/// (1, 2, 1), block (128, 1, 1), 50176 bytes of dynamic shared memory, maps
+/// on arguments 0 and 1) and kernel 4 `tmap_probe` (x, w as plain
+/// pointers), launched after the tiny model's kernels.
+ArtifactSpec gemmSpec() {
+  ArtifactSpec spec = cudaTinySpec();
+  using K = schema::BufferKind;
+  using D = schema::DType;
+  spec.buffers.push_back({"x", K::arena, D::bf16, {128, 64}, 576, 16384});
+  spec.buffers.push_back({"w", K::state, D::bf16, {64, 64}, 0, 8192});
+  spec.buffers.push_back({"out", K::arena, D::bf16, {128, 64}, 16960, 16384});
+  spec.arenaBytes = 16960 + 16384;
+  KernelSpec gemm;
+  gemm.name = "hopper_gemm";
+  gemm.numArgs = 3;
+  gemm.cubin = textImage("fake-cubin hopper_gemm=3");
+  gemm.sharedMemBytes = 50176;
+  gemm.grid = {1, 2, 1};
+  gemm.block = {128, 1, 1};
+  TensorMapSpec a;
+  a.arg = 0;
+  a.globalDim = {64, 128};
+  a.globalStrides = {128};
+  a.boxDim = {64, 64};
+  TensorMapSpec b = a;
+  b.arg = 1;
+  b.globalDim = {64, 64};
+  gemm.tensorMaps = {a, b};
+  KernelSpec probe;
+  probe.name = "tmap_probe";
+  probe.numArgs = 2;
+  probe.cubin = textImage("fake-cubin tmap_probe=2");
+  spec.kernels.push_back(gemm);
+  spec.kernels.push_back(probe);
+  spec.steps[0].launches.push_back({3, {6, 7, 8}});
+  spec.steps[0].launches.push_back({4, {6, 7}});
+  return spec;
+}
+
+const FakeTensorMap &mapAt(void *p) {
+  return *static_cast<const FakeTensorMap *>(p);
+}
+
+TEST_F(CudaFake, HopperGemmTensorMapsAreEncodedOnceAndPassedByPointer) {
+  Fake::get().registerKernel("hopper_gemm", fakeGemm);
+  Fake::get().registerKernel("tmap_probe", fakeProbe);
+  gemmRuns = 0;
+  {
+    SessionOptions plain;
+    plain.cudaGraphs = false;
+    auto s = open(gemmSpec(), plain);
+    ASSERT_TRUE(s) << s.message();
+    std::string l = log();
+    // Allocations: a0 arena, a1 tokens, a2 logits, a3 emb, a4 bias, a5 kv,
+    // a6 w; then one 128-byte map each (a7: x's, a8: w's).
+    auto encodes = lines(l, "cuTensorMapEncodeTiled");
+    ASSERT_EQ(encodes.size(), 2u) << l;
+    // CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 = 9, SWIZZLE_128B = 3,
+    // L2_PROMOTION_L2_256B = 3, INTERLEAVE_NONE = 0, OOB fill NONE = 0.
+    EXPECT_EQ(encodes[0],
+              "cuTensorMapEncodeTiled type=9 rank=2 addr=a0+576 dims=64,128 "
+              "strides=128 box=64,64 elementStrides=1,1 interleave=0 "
+              "swizzle=3 l2=3 oob=0");
+    EXPECT_EQ(encodes[1],
+              "cuTensorMapEncodeTiled type=9 rank=2 addr=a6+0 dims=64,64 "
+              "strides=128 box=64,64 elementStrides=1,1 interleave=0 "
+              "swizzle=3 l2=3 oob=0");
+    EXPECT_THAT(l, HasSubstr("HtoD a7+0 128\n"));
+    EXPECT_THAT(l, HasSubstr("HtoD a8+0 128\n"));
+    // Above 48 KiB of dynamic shared memory: the attribute is set.
+    EXPECT_THAT(l, HasSubstr("cuFuncSetAttribute hopper_gemm 8 50176"));
+
+    for (int round = 0; round < 2; ++round) {
+      Fake::get().clearLog();
+      ASSERT_TRUE((*s)->forward({3, 1, 4}));
+      l = log();
+      EXPECT_EQ(lines(l, "cuTensorMapEncodeTiled").size(), 0u) << l;
+      auto launches = lines(l, "launch hopper_gemm");
+      ASSERT_EQ(launches.size(), 1u) << l;
+      // The ABI's grid, block and dynamic shared memory; the maps' device
+      // pointers in place of x and w, the output as a plain pointer.
+      EXPECT_EQ(launches[0], "launch hopper_gemm grid=1,2,1 block=128,1,1 "
+                             "smem=50176 args=a7+0,a8+0,a0+16960 "
+                             "region=1,3,0");
+    }
+    EXPECT_EQ(gemmRuns, 2);
+    // What the kernel's pointer parameters point at: 64-byte aligned maps
+    // of the buffers the plain-pointer probe kernel sees.
+    for (int i = 0; i < 2; ++i) {
+      EXPECT_EQ(reinterpret_cast<uintptr_t>(gemmArgs[i]) % 64, 0u);
+      const FakeTensorMap &m = mapAt(gemmArgs[i]);
+      EXPECT_STREQ(m.magic, "fakemap");
+      EXPECT_EQ(m.address, reinterpret_cast<uintptr_t>(probeArgs[i]));
+      EXPECT_EQ(m.dataType, 9u);
+      EXPECT_EQ(m.rank, 2u);
+      EXPECT_EQ(m.globalDim[0], 64u);
+      EXPECT_EQ(m.globalDim[1], i == 0 ? 128u : 64u);
+      EXPECT_EQ(m.boxDim[0], 64u);
+      EXPECT_EQ(m.boxDim[1], 64u);
+      EXPECT_EQ(m.swizzle, 3u);
+    }
+    EXPECT_NE(gemmArgs[2], probeArgs[0]);
+  }
+  EXPECT_EQ(Fake::get().liveObjects(), 0); // the maps are freed too
+}
+
+TEST_F(CudaFake, HopperGemmInACapturedGraphUsesTheMaps) {
+  auto s = open(gemmSpec()); // graphs on
+  ASSERT_TRUE(s) << s.message();
+  Fake::get().clearLog();
+  ASSERT_TRUE((*s)->forward({3, 1, 4}));
+  ASSERT_TRUE((*s)->forward({3, 1, 4}));
+  std::string l = log();
+  EXPECT_EQ(lines(l, "cuTensorMapEncodeTiled").size(), 0u) << l;
+  EXPECT_THAT(l, HasSubstr("launch hopper_gemm [captured] grid=1,2,1 "
+                           "block=128,1,1 smem=50176 args=a7+0,a8+0,"
+                           "a0+16960"));
+  EXPECT_EQ(lines(l, "cuGraphInstantiate").size(), 1u) << l;
+}
+
+TEST_F(CudaFake, TensorMapEncodeFailureNamesTheKernelAndArgument) {
+  Fake::get().fail("cuTensorMapEncodeTiled", 1);
+  auto s = open(gemmSpec());
+  ASSERT_FALSE(s);
+  EXPECT_THAT(s.message(),
+              HasSubstr("cuda: kernel 'hopper_gemm' tensor_maps[0] (argument "
+                        "0): cuTensorMapEncodeTiled failed: "
+                        "CUDA_ERROR_INVALID_VALUE"));
+  EXPECT_EQ(Fake::get().liveObjects(), 0);
+}
+
+TEST_F(CudaFake, LaunchWithoutPreparedTensorMapsIsAnError) {
+  auto art = Artifact::loadBuffer(buildArtifact(gemmSpec()), "gpu.colossus");
+  ASSERT_TRUE(art) << art.message();
+  auto device = createDevice(DeviceKind::Cuda);
+  ASSERT_TRUE(device) << device.message();
+  ASSERT_TRUE((*device)->loadKernels(**art));
+  auto x = (*device)->alloc(16384, "x");
+  auto w = (*device)->alloc(8192, "w");
+  auto out = (*device)->alloc(16384, "out");
+  ASSERT_TRUE(x && w && out);
+  void *args[3] = {*x, *w, *out};
+  Status st = (*device)->launch(3, args, 3, 1, 1, 0);
+  ASSERT_FALSE(st);
+  EXPECT_THAT(st.message(),
+              HasSubstr("cuda: kernel 'hopper_gemm': no tensor map encoded "
+                        "for argument 0"));
+  StepLaunch launch{3, args, 3};
+  ASSERT_TRUE((*device)->prepareLaunches(&launch, 1));
+  Fake::get().clearLog();
+  ASSERT_TRUE((*device)->launch(3, args, 3, 1, 1, 0));
+  EXPECT_THAT(log(), HasSubstr("launch hopper_gemm grid=1,2,1"));
+  for (void *p : args)
+    (*device)->free(p);
+}
+
+// ---- Verifier checks of grid, block and tensor maps ----
+
+std::string loadError(const ArtifactSpec &spec) {
+  auto art = Artifact::loadBuffer(buildArtifact(spec), "gpu.colossus");
+  return art ? std::string("loaded") : art.message();
+}
+
+TEST(TensorMapVerifier, TheGemmSpecIsValid) {
+  EXPECT_EQ(loadError(gemmSpec()), "loaded");
+}
+
+TEST(TensorMapVerifier, LaunchShapeErrors) {
+  ArtifactSpec spec = gemmSpec();
+  spec.kernels[3].block = {128, 1};
+  EXPECT_THAT(loadError(spec),
+              HasSubstr("gpu.colossus: kernels[3] 'hopper_gemm': grid and "
+                        "block must both have 3 entries"));
+  spec = gemmSpec();
+  spec.kernels[3].grid = {1, 0, 1};
+  EXPECT_THAT(loadError(spec), HasSubstr("kernels[3] 'hopper_gemm': grid.y = "
+                                         "0 is not in [1, 65535]"));
+  spec = gemmSpec();
+  spec.kernels[3].block = {256, 1, 1};
+  EXPECT_THAT(loadError(spec),
+              HasSubstr("kernels[3] 'hopper_gemm': block has 256 threads but "
+                        "block_dim = 128"));
+  spec = gemmSpec();
+  spec.kernels[3].grid.clear(); // tensor maps without a launch shape
+  EXPECT_THAT(loadError(spec),
+              HasSubstr("kernels[3] 'hopper_gemm': grid and block must both "
+                        "have 3 entries (a kernel with tensor_maps needs "
+                        "them)"));
+}
+
+TEST(TensorMapVerifier, MapFieldErrors) {
+  auto withMap = [](auto edit) {
+    ArtifactSpec spec = gemmSpec();
+    edit(spec.kernels[3].tensorMaps[1]);
+    return loadError(spec);
+  };
+  EXPECT_THAT(withMap([](TensorMapSpec &t) { t.arg = 3; }),
+              HasSubstr("kernels[3] 'hopper_gemm'.tensor_maps[1].arg = 3 is "
+                        "out of range (num_args = 3)"));
+  EXPECT_THAT(withMap([](TensorMapSpec &t) { t.arg = 0; }),
+              HasSubstr("tensor_maps[1].arg = 0 has another tensor map"));
+  EXPECT_THAT(withMap([](TensorMapSpec &t) {
+                t.boxDim = {64, 512};
+              }),
+              HasSubstr("tensor_maps[1].box_dim[1] = 512 is not in [1, "
+                        "min(256, global_dim[1] = 64)]"));
+  EXPECT_THAT(withMap([](TensorMapSpec &t) { t.globalStrides = {120}; }),
+              HasSubstr("tensor_maps[1].global_strides[0] = 120 must be a "
+                        "multiple of 16 below 2^40 and at least 128 bytes"));
+  EXPECT_THAT(withMap([](TensorMapSpec &t) { t.elementStrides = {1}; }),
+              HasSubstr("tensor_maps[1]: global_dim, box_dim and "
+                        "element_strides need rank = 2 entries"));
+  EXPECT_THAT(withMap([](TensorMapSpec &t) {
+                t.globalDim = {128, 32};
+                t.globalStrides = {256};
+                t.boxDim = {128, 32};
+              }),
+              HasSubstr("tensor_maps[1]: box_dim[0] * element size = 256 "
+                        "bytes exceeds the 128-byte swizzle span"));
+  EXPECT_THAT(withMap([](TensorMapSpec &t) { t.rank = 6; }),
+              HasSubstr("tensor_maps[1].rank = 6 is not in [1, 5]"));
+}
+
+TEST(TensorMapVerifier, BoundBufferErrors) {
+  ArtifactSpec spec = gemmSpec();
+  spec.buffers[7].dtype = schema::DType::f32;
+  spec.buffers[7].size = 16384;
+  EXPECT_THAT(loadError(spec),
+              HasSubstr("gpu.colossus: steps[0].launches[3].args[1] "
+                        "(kernels[3] 'hopper_gemm'.tensor_maps[1]): "
+                        "buffers[7] 'w' is f32, the tensor map's data_type "
+                        "is bfloat16"));
+  spec = gemmSpec();
+  spec.buffers[7].shape = {32, 64};
+  spec.buffers[7].size = 4096;
+  EXPECT_THAT(loadError(spec),
+              HasSubstr("launches[3].args[1] (kernels[3] "
+                        "'hopper_gemm'.tensor_maps[1]): buffers[7] 'w' has "
+                        "4096 bytes, the tensor map describes 8192"));
+  spec = gemmSpec();
+  spec.buffers[7].shape = {32, 128};
+  EXPECT_THAT(loadError(spec),
+              HasSubstr("buffers[7] 'w' has shape [32, 128], the tensor map's "
+                        "global_dim is [64, 64] (outermost first)"));
+  spec = gemmSpec();
+  spec.buffers[6].offset = 584;
+  EXPECT_THAT(loadError(spec), HasSubstr("buffers[6] 'x': arena offset 584 is "
+                                         "not 16-byte aligned"));
+  spec = gemmSpec();
+  spec.target = schema::Target::cpu;
+  spec.cpuObject = {1};
+  EXPECT_THAT(loadError(spec),
+              HasSubstr("kernels[3] 'hopper_gemm': grid, block and "
+                        "tensor_maps are for sm_90a kernels"));
+}

@@ -4,7 +4,8 @@
 // resolves (runtime/src/CudaDevice.cpp), implemented on the host, so that
 // the cuda device can be tested without a GPU: COLOSSUS_LIBCUDA=<this .so>.
 //
-// - "Device memory" is host memory (cuMemAlloc = calloc); a CUdeviceptr is a
+// - "Device memory" is host memory (cuMemAlloc = zeroed aligned_alloc, 256-byte
+//   aligned like the driver's); a CUdeviceptr is a
 //   host address. Pointers are logged as `aN+OFF` (the N-th allocation).
 // - A module image is text: "fake-cubin NAME=NARGS NAME=NARGS ..." declares
 //   its kernels and their number of pointer parameters ("fake-ptx ..." the
@@ -19,8 +20,12 @@
 // - Stream capture records launches into a graph instead of running them;
 //   cuGraphLaunch runs the recorded launches. Copies during a capture fail
 //   as the driver's do (CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED).
-// - cuTensorMapEncodeTiled records its arguments and writes them into the
-//   128-byte map (see FakeTensorMap).
+// - cuTensorMapEncodeTiled logs its arguments and writes the main ones into
+//   the 128-byte map (FakeTensorMap: magic "fakemap", the global address,
+//   data type, rank, global dims and box dims), so a test can read back what
+//   a kernel's tensor-map parameter points at. It fails as the driver does
+//   for a map not 64-byte aligned, an address not 16-byte aligned, a rank
+//   outside [1, 5] or a box dimension outside [1, 256].
 //
 // Every call is appended to a log the tests read (fakecuda_log). The
 // fakecuda_* functions control it. Not thread-safe; one device at a time.
@@ -185,6 +190,61 @@ int fakecuda_live_objects() {
 }
 
 // ---- driver API ----
+struct FakeTensorMap { // 128 bytes, what cuTensorMapEncodeTiled writes
+  char magic[8];       // "fakemap"
+  uint64_t address;
+  uint32_t dataType, rank;
+  uint32_t globalDim[5]; // truncated to 32 bits (test shapes are small)
+  uint32_t boxDim[5];
+  uint32_t swizzle, pad;
+  uint8_t rest[128 - 72];
+};
+static_assert(sizeof(FakeTensorMap) == 128, "a CUtensorMap is 128 bytes");
+
+CUresult cuTensorMapEncodeTiled(void *map, int dataType, unsigned rank,
+                                void *address, const uint64_t *globalDim,
+                                const uint64_t *globalStrides,
+                                const unsigned *boxDim,
+                                const unsigned *elementStrides, int interleave,
+                                int swizzle, int l2Promotion, int oobFill) {
+  State &s = state();
+  uint64_t addr = reinterpret_cast<uintptr_t>(address);
+  s.log << "cuTensorMapEncodeTiled type=" << dataType << " rank=" << rank
+        << " addr=" << ptrName(addr) << " dims=";
+  for (unsigned i = 0; i < rank && i < 5; ++i)
+    s.log << (i ? "," : "") << globalDim[i];
+  s.log << " strides=";
+  for (unsigned i = 0; i + 1 < rank && i < 4; ++i)
+    s.log << (i ? "," : "") << globalStrides[i];
+  s.log << " box=";
+  for (unsigned i = 0; i < rank && i < 5; ++i)
+    s.log << (i ? "," : "") << boxDim[i];
+  s.log << " elementStrides=";
+  for (unsigned i = 0; i < rank && i < 5; ++i)
+    s.log << (i ? "," : "") << elementStrides[i];
+  s.log << " interleave=" << interleave << " swizzle=" << swizzle
+        << " l2=" << l2Promotion << " oob=" << oobFill << "\n";
+  if (CUresult r = failure("cuTensorMapEncodeTiled"))
+    return r;
+  if (reinterpret_cast<uintptr_t>(map) % 64 != 0 || addr % 16 != 0 ||
+      rank < 1 || rank > 5)
+    return INVALID_VALUE;
+  FakeTensorMap t{};
+  std::memcpy(t.magic, "fakemap", 8);
+  t.address = addr;
+  t.dataType = static_cast<uint32_t>(dataType);
+  t.rank = rank;
+  for (unsigned i = 0; i < rank; ++i) {
+    if (boxDim[i] < 1 || boxDim[i] > 256)
+      return INVALID_VALUE;
+    t.globalDim[i] = static_cast<uint32_t>(globalDim[i]);
+    t.boxDim[i] = boxDim[i];
+  }
+  t.swizzle = static_cast<uint32_t>(swizzle);
+  std::memcpy(map, &t, sizeof(t));
+  return OK;
+}
+
 CUresult cuInit(unsigned) { return failure("cuInit"); }
 CUresult cuDriverGetVersion(int *v) {
   *v = state().driverVersion;
@@ -275,7 +335,10 @@ CUresult cuFuncSetAttribute(void *fn, int attr, int value) {
 CUresult cuMemAlloc_v2(uint64_t *p, size_t bytes) {
   if (CUresult r = failure("cuMemAlloc"))
     return r;
-  void *m = std::calloc(1, bytes);
+  // 256-byte aligned, as the driver's allocations are.
+  size_t rounded = (bytes + 255) / 256 * 256;
+  void *m = std::aligned_alloc(256, rounded ? rounded : 256);
+  std::memset(m, 0, rounded ? rounded : 256);
   *p = reinterpret_cast<uintptr_t>(m);
   state().allocations.push_back({*p, bytes});
   ++state().liveAllocations;

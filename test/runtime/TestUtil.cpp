@@ -31,6 +31,24 @@ std::vector<uint8_t> buildArtifact(const ArtifactSpec &spec) {
     auto ops = fbb.CreateVectorOfStrings({"test_op"});
     auto ptx = fbb.CreateString(k.ptx);
     auto cubin = fbb.CreateVector(k.cubin);
+    flatbuffers::Offset<flatbuffers::Vector<uint32_t>> grid, block;
+    if (!k.grid.empty()) {
+      grid = fbb.CreateVector(k.grid);
+      block = fbb.CreateVector(k.block);
+    }
+    flatbuffers::Offset<
+        flatbuffers::Vector<flatbuffers::Offset<schema::TensorMap>>>
+        maps;
+    if (!k.tensorMaps.empty()) {
+      std::vector<flatbuffers::Offset<schema::TensorMap>> v;
+      for (const TensorMapSpec &t : k.tensorMaps)
+        v.push_back(schema::CreateTensorMap(
+            fbb, t.arg, t.dataType, t.rank, fbb.CreateVector(t.globalDim),
+            fbb.CreateVector(t.globalStrides), fbb.CreateVector(t.boxDim),
+            fbb.CreateVector(t.elementStrides), t.interleave, t.swizzle,
+            t.l2Promotion, t.oobFill));
+      maps = fbb.CreateVector(v);
+    }
     schema::KernelBuilder kb(fbb);
     kb.add_name(name);
     kb.add_kind(kind);
@@ -43,6 +61,12 @@ std::vector<uint8_t> buildArtifact(const ArtifactSpec &spec) {
     kb.add_shared_mem_bytes(k.sharedMemBytes);
     kb.add_ptx(ptx);
     kb.add_cubin(cubin);
+    if (!k.grid.empty()) {
+      kb.add_grid(grid);
+      kb.add_block(block);
+    }
+    if (!k.tensorMaps.empty())
+      kb.add_tensor_maps(maps);
     kernels.push_back(kb.Finish());
   }
   std::vector<flatbuffers::Offset<schema::Buffer>> buffers;

@@ -19,6 +19,20 @@
 
 namespace colossus::test {
 
+/// A schema TensorMap (defaults: the Hopper GEMM's bf16, 128B swizzle,
+/// 256B L2 promotion).
+struct TensorMapSpec {
+  uint32_t arg = 0;
+  schema::TensorMapDataType dataType = schema::TensorMapDataType::bfloat16;
+  uint32_t rank = 2;
+  std::vector<uint64_t> globalDim, globalStrides;
+  std::vector<uint32_t> boxDim, elementStrides = {1, 1};
+  schema::TensorMapInterleave interleave = schema::TensorMapInterleave::none;
+  schema::TensorMapSwizzle swizzle = schema::TensorMapSwizzle::b128;
+  schema::TensorMapL2Promotion l2Promotion = schema::TensorMapL2Promotion::b256;
+  schema::TensorMapOobFill oobFill = schema::TensorMapOobFill::none;
+};
+
 struct KernelSpec {
   std::string name;
   uint32_t numArgs = 0;
@@ -29,6 +43,8 @@ struct KernelSpec {
   uint32_t sharedMemBytes = 0;
   std::string ptx;
   std::vector<uint8_t> cubin;
+  std::vector<uint32_t> grid, block;     ///< written when grid is non-empty
+  std::vector<TensorMapSpec> tensorMaps; ///< written when non-empty
 };
 
 struct BufferSpec {

@@ -377,6 +377,31 @@ ojson artifactInfo(const Artifact &art) {
       kj["spill_bytes"] = kr->spill_bytes();
       kj["cubin_bytes"] = kr->cubin() ? kr->cubin()->size() : 0;
       kj["ptx_bytes"] = kr->ptx() ? kr->ptx()->size() : 0;
+      // Kernels with a fixed launch shape and tensor-map parameters (the
+      // Hopper GEMM).
+      if (kr->grid() && kr->block()) {
+        kj["grid"] = ojson(
+            std::vector<uint32_t>(kr->grid()->begin(), kr->grid()->end()));
+        kj["block"] = ojson(
+            std::vector<uint32_t>(kr->block()->begin(), kr->block()->end()));
+      }
+      if (kr->tensor_maps()) {
+        ojson maps = ojson::array();
+        for (const schema::TensorMap *t : *kr->tensor_maps()) {
+          ojson mj;
+          mj["arg"] = t->arg();
+          mj["data_type"] = schema::EnumNameTensorMapDataType(t->data_type());
+          if (t->global_dim())
+            mj["global_dim"] = ojson(std::vector<uint64_t>(
+                t->global_dim()->begin(), t->global_dim()->end()));
+          if (t->box_dim())
+            mj["box_dim"] = ojson(std::vector<uint32_t>(t->box_dim()->begin(),
+                                                        t->box_dim()->end()));
+          mj["swizzle"] = schema::EnumNameTensorMapSwizzle(t->swizzle());
+          maps.push_back(mj);
+        }
+        kj["tensor_maps"] = maps;
+      }
     }
     kj["flops_per_token"] = kr->flops_per_token();
     kj["bytes_per_token"] = kr->bytes_per_token();

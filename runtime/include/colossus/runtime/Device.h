@@ -66,6 +66,17 @@ public:
   virtual Status copyToHost(void *dst, const void *src, size_t bytes) = 0;
   virtual Status fillZero(void *dst, size_t bytes) = 0;
 
+  /// Called once after the buffers are allocated, with every launch of a
+  /// step (the same argument arrays later given to launch / runStep). The
+  /// cuda device encodes here the TMA tensor maps of kernels that take them
+  /// (Kernel.tensor_maps: cuTensorMapEncodeTiled, one device copy per map
+  /// and bound buffer); launch then passes the map's device pointer in place
+  /// of the buffer's. The default does nothing.
+  virtual Status prepareLaunches(const StepLaunch *launches, size_t count) {
+    (void)launches;
+    (void)count;
+    return Status::success();
+  }
   /// Launches kernel `kernel` with the buffer pointers `args[0..numArgs)`
   /// and the active region (nb, nt, pos0). May be asynchronous; ordered with
   /// the copies.
