@@ -115,9 +115,8 @@ cl::opt<std::string> recomputeOpt(
 cl::opt<bool> hopperGemmOpt(
     "hopper-gemm",
     cl::desc("sm_90a, experimental: compile bf16 GEMM groups that fit into "
-             "the TMA + wgmma kernel (docs/hopper-gemm.md); only --emit=ptx "
-             "or kernels, since the runtime does not build its tensor maps "
-             "yet"),
+             "the TMA + wgmma kernel (docs/hopper-gemm.md; its artifacts "
+             "are tested against a fake driver only, never run on a GPU)"),
     cl::init(false), cl::cat(cat));
 cl::opt<unsigned> blockDimOpt("block-dim",
                               cl::desc("Threads per block of sm_90a kernels"),

@@ -21,7 +21,8 @@ namespace colossus {
 /// Attribute on a generated Hopper GEMM kernel (a gpu.func): the launch ABI
 /// as one line of `key=value` pairs (docs/hopper-gemm.md). The sm_90a backend
 /// copies it into GpuKernelBinary::abi; its presence means the kernel needs
-/// TMA tensor maps, which the runtime does not build yet.
+/// TMA tensor maps and a fixed launch shape, which applyLaunchAbi
+/// (ArtifactWriter.h) records in the artifact for the runtime.
 inline constexpr const char *kHopperGemmAbiAttr = "colossus.hopper_gemm";
 
 /// A fusion group the Hopper GEMM can compile.
