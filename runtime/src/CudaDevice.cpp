@@ -415,13 +415,7 @@ public:
     if (grid > 0x7fffffff)
       return makeError("cuda: kernel '", k.name, "': grid of ", grid,
                        " blocks exceeds the 2^31-1 limit");
-    if (numArgs > argValues_.size())
-      return makeError("cuda: kernel '", k.name, "': ", numArgs,
-                       " arguments, more than loaded");
-    for (size_t i = 0; i < numArgs; ++i) {
-      argValues_[i] = toDev(args[i]);
-      paramPtrs_[i] = &argValues_[i];
-    }
+    COLOSSUS_RETURN_IF_ERROR(bindArgs(k, args, numArgs));
     region_[0] = nb;
     region_[1] = nt;
     region_[2] = pos0;
@@ -587,10 +581,8 @@ private:
     return Status::success();
   }
 
-  /// A launch with the kernel's fixed grid and block; tensor-map arguments
-  /// get the device pointer of the map encoded for the bound buffer.
-  Status launchFixed(uint32_t index, const KernelInfo &k, void *const *args,
-                     size_t numArgs, int64_t nb, int64_t nt, int64_t pos0) {
+  /// The kernel's pointer arguments into the launch's parameter array.
+  Status bindArgs(const KernelInfo &k, void *const *args, size_t numArgs) {
     if (numArgs > argValues_.size())
       return makeError("cuda: kernel '", k.name, "': ", numArgs,
                        " arguments, more than loaded");
@@ -598,6 +590,14 @@ private:
       argValues_[i] = toDev(args[i]);
       paramPtrs_[i] = &argValues_[i];
     }
+    return Status::success();
+  }
+
+  /// A launch with the kernel's fixed grid and block; tensor-map arguments
+  /// get the device pointer of the map encoded for the bound buffer.
+  Status launchFixed(uint32_t index, const KernelInfo &k, void *const *args,
+                     size_t numArgs, int64_t nb, int64_t nt, int64_t pos0) {
+    COLOSSUS_RETURN_IF_ERROR(bindArgs(k, args, numArgs));
     for (uint32_t m = 0; m < k.tensorMaps.size(); ++m) {
       uint32_t arg = k.tensorMaps[m]->arg();
       if (arg >= numArgs)
