@@ -150,6 +150,15 @@ for m in "${MODELS[@]}"; do
   done
 done
 
+# The medium model's forward with the TMA + wgmma GEMM kernels
+# (--hopper-gemm: every projection is tile-aligned), against the same cpu
+# bf16 logits as its SIMT artifact.
+log "medium-llama bf16 forward with --hopper-gemm (sm_90a)"
+"$CC" "$REPO/bench/medium-llama.json" --target=sm_90a --precision=bf16 --hopper-gemm --step=forward \
+    --batch 1 --seq $FWD_SEQ -o "$BUNDLE/artifacts/medium-llama-bf16-forward-hopper.sm_90a.colossus"
+"$RUN" "$BUNDLE/artifacts/medium-llama-bf16-forward-hopper.sm_90a.colossus" info \
+    | grep -q '"tensor_maps"' || { echo "gpu-prepare.sh: the --hopper-gemm artifact has no TMA GEMM kernel" >&2; exit 1; }
+
 log "llama-1b (bench/llama-1b.json): train step, bf16, batch 1 x 2048, sm_90a"
 "$CC" "$REPO/bench/llama-1b.json" --target=sm_90a --precision=bf16 --step=train --batch 1 --seq 2048 \
     -o "$BUNDLE/artifacts/llama-1b-bf16-train.sm_90a.colossus"
@@ -218,6 +227,12 @@ for name in ("tiny-llama", "medium-llama"):
             "expected": f"expected/{name}-{prec}-grads.safetensors",
             "expected_json": f"expected/{name}-{prec}-grads.json",
             "tol": tol[prec]["grads"], "tol_loss": tol[prec]["loss"], "tol_basis": tol[prec]["basis"]})
+# The TMA + wgmma GEMM inside a model (tested against a fake driver only
+# until this check runs): the medium model's bf16 forward, same tolerance.
+hop = dict(next(n for n in numerics if n["name"] == "medium-llama bf16 forward logits"))
+hop["name"] = "medium-llama bf16 forward logits (--hopper-gemm)"
+hop["artifact"] = "artifacts/medium-llama-bf16-forward-hopper.sm_90a.colossus"
+numerics.append(hop)
 manifest = {
     "bundle_version": 1,
     "git_commit": "$commit",
