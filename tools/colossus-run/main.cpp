@@ -465,20 +465,15 @@ ojson artifactInfo(const Artifact &art) {
 using FlagGetter =
     std::function<std::optional<std::string>(const std::string &)>;
 
-/// `colossus-run ART grads`: the loss and gradients of one batch.
-int runGrads(const std::string &artPath, const SessionOptions &sopts,
-             uint64_t seed, bool json, const FlagGetter &get) {
-  auto dataPath = get("--data");
-  if (!dataPath)
-    usageError("the 'grads' command needs --data TOKENS.bin");
-  TokenDataOptions dopts;
+/// Parses the data flags shared by grads and train.
+void parseDataFlags(const FlagGetter &get, TokenDataOptions &dopts,
+                    DataOrder &order) {
   if (auto d = get("--data-dtype")) {
     dopts.dtype = parseTokenDType(*d);
     if (!dopts.dtype)
       usageError("--data-dtype: unknown dtype '" + *d +
                  "' (expected uint16 or uint32)");
   }
-  DataOrder order = DataOrder::Sequential;
   if (auto d = get("--data-order")) {
     auto o = parseDataOrder(*d);
     if (!o)
@@ -486,6 +481,27 @@ int runGrads(const std::string &artPath, const SessionOptions &sopts,
                  "' (expected sequential or random)");
     order = *o;
   }
+}
+
+/// Opens the token file for artifact `art`: its sequence length and
+/// vocabulary size bound what the batches may read.
+Expected<std::unique_ptr<TokenData>>
+openTokens(const std::string &path, TokenDataOptions dopts,
+           const Artifact &art) {
+  dopts.seq = art.seq();
+  dopts.vocabSize = art.vocabSize();
+  return TokenData::open(path, dopts);
+}
+
+/// `colossus-run ART grads`: the loss and gradients of one batch.
+int runGrads(const std::string &artPath, const SessionOptions &sopts,
+             uint64_t seed, bool json, const FlagGetter &get) {
+  auto dataPath = get("--data");
+  if (!dataPath)
+    usageError("the 'grads' command needs --data TOKENS.bin");
+  TokenDataOptions dopts;
+  DataOrder order = DataOrder::Sequential;
+  parseDataFlags(get, dopts, order);
   int64_t stepIndex = 0;
   if (auto k = get("--step-index")) {
     auto v = parseUInt(*k);
@@ -503,9 +519,7 @@ int runGrads(const std::string &artPath, const SessionOptions &sopts,
     return error(artPath + ": the artifact has no grads step: compile with "
                            "--step=train");
   const int64_t B = art.batch(), S = art.seq();
-  dopts.seq = S;
-  dopts.vocabSize = art.vocabSize();
-  auto data = TokenData::open(*dataPath, dopts);
+  auto data = openTokens(*dataPath, dopts, art);
   if (!data)
     return error(data.message());
   std::vector<int32_t> tokens(static_cast<size_t>(B * S)),
@@ -548,24 +562,6 @@ int runGrads(const std::string &artPath, const SessionOptions &sopts,
   if (!std::cout)
     return error("cannot write to stdout");
   return 0;
-}
-
-/// Parses the data flags shared by grads and train.
-void parseDataFlags(const FlagGetter &get, TokenDataOptions &dopts,
-                    DataOrder &order) {
-  if (auto d = get("--data-dtype")) {
-    dopts.dtype = parseTokenDType(*d);
-    if (!dopts.dtype)
-      usageError("--data-dtype: unknown dtype '" + *d +
-                 "' (expected uint16 or uint32)");
-  }
-  if (auto d = get("--data-order")) {
-    auto o = parseDataOrder(*d);
-    if (!o)
-      usageError("--data-order: unknown order '" + *d +
-                 "' (expected sequential or random)");
-    order = *o;
-  }
 }
 
 double positiveOrZeroDouble(const FlagGetter &get, const std::string &flag,
@@ -639,9 +635,7 @@ int runTrain(const std::string &artPath, SessionOptions sopts, uint64_t seed,
                  " step: compile with --step=train (a colossus-compile that "
                  "emits the update step)");
   const int64_t B = art.batch(), S = art.seq();
-  dopts.seq = S;
-  dopts.vocabSize = art.vocabSize();
-  auto data = TokenData::open(*dataPath, dopts);
+  auto data = openTokens(*dataPath, dopts, art);
   if (!data)
     return error(data.message());
   TokenData &tokens = **data;
