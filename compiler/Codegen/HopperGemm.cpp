@@ -180,7 +180,9 @@ public:
                             smemSpace);
     tmapA = tensorMapType(tileA);
     tmapB = tensorMapType(tileB);
-    barriers = nvgpu::MBarrierGroupType::get(ctx, smemSpace, t.stages);
+    // stages "full" barriers (TMA landed), then stages "empty" ones (the
+    // consumers are done reading the slot).
+    barriers = nvgpu::MBarrierGroupType::get(ctx, smemSpace, 2 * t.stages);
     accType = LLVM::LLVMStructType::getLiteral(
         ctx, SmallVector<Type>(t.bn / 2, f32));
   }
@@ -199,6 +201,9 @@ public:
   }
   Value add(Value x, Value y) { return arith::AddIOp::create(b, loc, x, y); }
   Value mul(Value x, Value y) { return arith::MulIOp::create(b, loc, x, y); }
+  Value cmp(arith::CmpIPredicate pred, Value x, Value y) {
+    return arith::CmpIOp::create(b, loc, pred, x, y);
+  }
 
   /// Emits the whole kernel body into `fn`'s entry block.
   void build(gpu::GPUFuncOp fn, unsigned numInputs);
@@ -243,6 +248,26 @@ private:
   void epilogue(ArrayRef<Value> accs, ValueRange args, Value rows,
                 Value tid);
 
+  /// A position in the ring: the slot and the parity of the current pass
+  /// through the ring (the mbarrier phase to wait for).
+  struct RingPos {
+    Value slot;  // index
+    Value phase; // i1
+  };
+  /// The next position: slot + 1, wrapping to 0 and flipping the phase.
+  RingPos advance(RingPos pos);
+  /// The slot before `slot` (the one the previous k tile used).
+  Value previousSlot(Value slot);
+  /// The producer's loop over the k tiles of the tile at (m0, n0): wait
+  /// until the consumers released the slot, then issueLoads into it.
+  RingPos produceTile(RingPos pos);
+  /// A consumer warpgroup's loop over the k tiles of its rows of the tile:
+  /// wait for the slot's data, wgmma, and release the previous k tile's
+  /// slot once its wgmmas completed (thread `wtid` 0 arrives on its empty
+  /// barrier). Returns the accumulators and the position after the tile.
+  RingPos consumeTile(RingPos pos, Value consumer, Value wtid,
+                      SmallVectorImpl<Value> &accs);
+
   OpBuilder &b;
   Location loc;
   const HopperGemmProblem &p;
@@ -254,8 +279,125 @@ private:
   nvgpu::TensorMapDescriptorType tmapA, tmapB;
   nvgpu::MBarrierGroupType barriers;
   LLVM::LLVMStructType accType;
+  /// `bars` holds the full barriers [0, stages) and the empty barriers
+  /// [stages, 2 * stages). m0 and n0 are the origin of the rows the current
+  /// warpgroup works on: the whole tile for the producer (issueLoads), the
+  /// consumer's rows of it for a consumer (epilogue).
   Value smem, ringBase, ringAddr, bars, tmA, tmB, m0, n0;
 };
+
+GemmBuilder::RingPos GemmBuilder::advance(RingPos pos) {
+  Value next = add(pos.slot, idx(1));
+  Value wrap = cmp(arith::CmpIPredicate::eq, next, idx(t.stages));
+  return {arith::SelectOp::create(b, loc, wrap, idx(0), next),
+          arith::XOrIOp::create(b, loc, pos.phase, wrap)};
+}
+
+Value GemmBuilder::previousSlot(Value slot) {
+  Value first = cmp(arith::CmpIPredicate::eq, slot, idx(0));
+  return arith::SelectOp::create(b, loc, first, idx(t.stages - 1),
+                                 arith::SubIOp::create(b, loc, slot, idx(1)));
+}
+
+GemmBuilder::RingPos GemmBuilder::produceTile(RingPos pos) {
+  const int64_t kTiles = p.k / t.bk;
+  auto loop = scf::ForOp::create(b, loc, idx(0), idx(kTiles), idx(1),
+                                 ValueRange{pos.slot, pos.phase});
+  OpBuilder::InsertionGuard g(b);
+  b.setInsertionPointToStart(loop.getBody());
+  RingPos cur{loop.getRegionIterArg(0), loop.getRegionIterArg(1)};
+  // The empty barrier of a slot completes its phase when every consumer
+  // released it; on the first pass through the ring (phase 0) the wait for
+  // parity 1 returns at once (a fresh barrier counts its "previous" phase
+  // as completed).
+  Value notPhase = arith::XOrIOp::create(
+      b, loc, cur.phase,
+      arith::ConstantOp::create(b, loc, b.getBoolAttr(true)));
+  nvgpu::MBarrierTryWaitParityOp::create(b, loc, bars, notPhase, idx(10000000),
+                                         add(cur.slot, idx(t.stages)));
+  issueLoads(loop.getInductionVar(), cur.slot);
+  RingPos next = advance(cur);
+  scf::YieldOp::create(b, loc, ValueRange{next.slot, next.phase});
+  b.setInsertionPointAfter(loop);
+  return {loop.getResult(0), loop.getResult(1)};
+}
+
+GemmBuilder::RingPos GemmBuilder::consumeTile(RingPos pos, Value consumer,
+                                              Value wtid,
+                                              SmallVectorImpl<Value> &accs) {
+  const int64_t kTiles = p.k / t.bk;
+  const int64_t mBlocks = t.consumerRows() / 64;
+  SmallVector<Value> init;
+  for (int64_t i = 0; i < mBlocks; ++i)
+    init.push_back(LLVM::ZeroOp::create(b, loc, accType));
+  init.append({pos.slot, pos.phase});
+  Value isLeader = cmp(arith::CmpIPredicate::eq, wtid, idx(0));
+  // This consumer's rows of the A tile: consumerRows rows of 128 bytes.
+  Value aOffset = toI64(mul(consumer, idx(t.consumerRows() * t.bk * 2)));
+  auto loop = scf::ForOp::create(b, loc, idx(0), idx(kTiles), idx(1), init);
+  {
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(loop.getBody());
+    Value kt = loop.getInductionVar();
+    auto iters = loop.getRegionIterArgs();
+    RingPos cur{iters[mBlocks], iters[mBlocks + 1]};
+    nvgpu::MBarrierTryWaitParityOp::create(b, loc, bars, cur.phase,
+                                           idx(10000000), cur.slot);
+    Value slotAddr = arith::AddIOp::create(
+        b, loc, ringAddr, toI64(mul(cur.slot, idx(t.stageBytes()))));
+    Value descA = descriptor(arith::AddIOp::create(b, loc, slotAddr, aOffset));
+    Value descB = descriptor(
+        arith::AddIOp::create(b, loc, slotAddr, cI64(t.bm * t.bk * 2)));
+    NVVM::WgmmaFenceAlignedOp::create(b, loc);
+    SmallVector<Value> tileAccs(iters.take_front(mBlocks));
+    auto shape = NVVM::MMAShapeAttr::get(ctx, 64, t.bn, 16);
+    for (int64_t kk = 0; kk < t.bk / 16; ++kk) {
+      // +32 bytes per k16 step inside the swizzled 128-byte rows.
+      Value db = arith::AddIOp::create(b, loc, descB, cI64(kk * 32 >> 4));
+      for (int64_t mb = 0; mb < mBlocks; ++mb) {
+        // +64 rows of 128 bytes per m64 block.
+        Value da = arith::AddIOp::create(b, loc, descA,
+                                         cI64((mb * 64 * 128 + kk * 32) >> 4));
+        tileAccs[mb] = NVVM::WgmmaMmaAsyncOp::create(
+            b, loc, accType, tileAccs[mb], da, db, shape,
+            NVVM::WGMMATypes::bf16, NVVM::WGMMATypes::bf16,
+            NVVM::WGMMATypes::f32, NVVM::WGMMAScaleOut::one,
+            NVVM::WGMMAScaleIn::one, NVVM::WGMMAScaleIn::one,
+            NVVM::MMALayout::row,
+            // col: B is K-major (the [N, K] weight), no transpose.
+            NVVM::MMALayout::col, NVVM::MMAIntOverflowAttr());
+      }
+    }
+    NVVM::WgmmaGroupSyncAlignedOp::create(b, loc);
+    // At most this k tile's wgmmas are in flight: those of k tile kt-1
+    // completed, so its slot goes back to the producer.
+    NVVM::WgmmaWaitGroupSyncOp::create(b, loc, 1);
+    Value release = arith::AndIOp::create(
+        b, loc, isLeader, cmp(arith::CmpIPredicate::ugt, kt, idx(0)));
+    auto ifRelease = scf::IfOp::create(b, loc, release, false);
+    {
+      OpBuilder::InsertionGuard g2(b);
+      b.setInsertionPointToStart(&ifRelease.getThenRegion().front());
+      nvgpu::MBarrierArriveOp::create(
+          b, loc, bars, add(previousSlot(cur.slot), idx(t.stages)));
+    }
+    RingPos next = advance(cur);
+    tileAccs.append({next.slot, next.phase});
+    scf::YieldOp::create(b, loc, tileAccs);
+  }
+  NVVM::WgmmaWaitGroupSyncOp::create(b, loc, 0);
+  RingPos end{loop.getResult(mBlocks), loop.getResult(mBlocks + 1)};
+  // The last k tile's slot.
+  auto ifRelease = scf::IfOp::create(b, loc, isLeader, false);
+  {
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(&ifRelease.getThenRegion().front());
+    nvgpu::MBarrierArriveOp::create(b, loc, bars,
+                                    add(previousSlot(end.slot), idx(t.stages)));
+  }
+  accs.assign(loop.getResults().begin(), loop.getResults().begin() + mBlocks);
+  return end;
+}
 
 void GemmBuilder::build(gpu::GPUFuncOp fn, unsigned numInputs) {
   Block *entry = &fn.getBody().front();
@@ -263,16 +405,21 @@ void GemmBuilder::build(gpu::GPUFuncOp fn, unsigned numInputs) {
   b.setInsertionPointToStart(entry);
 
   Value tid = gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);
-  m0 = mul(gpu::BlockIdOp::create(b, loc, gpu::Dimension::y), idx(t.bm));
-  n0 = mul(gpu::BlockIdOp::create(b, loc, gpu::Dimension::x), idx(t.bn));
+  Value warpgroup = arith::DivUIOp::create(
+      b, loc, tid, idx(HopperGemmTile::kWarpgroupThreads));
+  Value wtid = arith::RemUIOp::create(b, loc, tid,
+                                      idx(HopperGemmTile::kWarpgroupThreads));
+  Value tileM0 =
+      mul(gpu::BlockIdOp::create(b, loc, gpu::Dimension::y), idx(t.bm));
+  Value tileN0 =
+      mul(gpu::BlockIdOp::create(b, loc, gpu::Dimension::x), idx(t.bn));
   auto asIndex = [&](Value v) {
     return arith::IndexCastOp::create(b, loc, b.getIndexType(), v).getResult();
   };
   unsigned nArgs = numInputs + 1;
   Value rows = mul(asIndex(args[nArgs]), asIndex(args[nArgs + 1]));
   // CTAs whose rows are all past the active rows (nb * nt) do nothing.
-  Value active = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, m0,
-                                       rows);
+  Value active = cmp(arith::CmpIPredicate::ult, tileM0, rows);
   auto ifActive = scf::IfOp::create(b, loc, active, /*withElse=*/false);
   b.setInsertionPointToStart(&ifActive.getThenRegion().front());
 
@@ -293,15 +440,18 @@ void GemmBuilder::build(gpu::GPUFuncOp fn, unsigned numInputs) {
   ringAddr = toI64(add(base, ringBase));
 
   bars = nvgpu::MBarrierCreateOp::create(b, loc, barriers);
-  Value isLeader = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, tid,
-                                         idx(0));
-  const int64_t kTiles = p.k / t.bk;
   {
-    auto init = scf::IfOp::create(b, loc, isLeader, false);
+    auto init = scf::IfOp::create(
+        b, loc, cmp(arith::CmpIPredicate::eq, tid, idx(0)), false);
     OpBuilder::InsertionGuard g(b);
     b.setInsertionPointToStart(&init.getThenRegion().front());
-    for (int64_t s = 0; s < t.stages; ++s)
+    // Full: the producer's arrive.expect_tx (and the TMA bytes). Empty: one
+    // arrival per consumer warpgroup.
+    for (int64_t s = 0; s < t.stages; ++s) {
       nvgpu::MBarrierInitOp::create(b, loc, bars, idx(1), idx(s), Value());
+      nvgpu::MBarrierInitOp::create(b, loc, bars, idx(t.consumers),
+                                    idx(t.stages + s), Value());
+    }
     NVVM::FenceMbarrierInitOp::create(b, loc);
     // The tensor maps were written by the host (a copy into device memory):
     // order that write before the tensor-map proxy reads them (PTX ISA 8.3).
@@ -314,74 +464,45 @@ void GemmBuilder::build(gpu::GPUFuncOp fn, unsigned numInputs) {
           ArrayAttr());
     nvgpu::TmaPrefetchOp::create(b, loc, tmA, Value());
     nvgpu::TmaPrefetchOp::create(b, loc, tmB, Value());
-    // Prologue: k tiles 0 .. stages-2 in flight.
-    for (int64_t kt = 0; kt < std::min(t.stages - 1, kTiles); ++kt)
-      issueLoads(idx(kt), idx(kt));
   }
   gpu::BarrierOp::create(b, loc);
 
-  // Main loop.
-  const int64_t mBlocks = t.bm / 64;
-  SmallVector<Value> init;
-  for (int64_t i = 0; i < mBlocks; ++i)
-    init.push_back(LLVM::ZeroOp::create(b, loc, accType));
-  auto loop = scf::ForOp::create(b, loc, idx(0), idx(kTiles), idx(1), init);
+  RingPos start{idx(0),
+                arith::ConstantOp::create(b, loc, b.getBoolAttr(false))};
+  auto roles = scf::IfOp::create(
+      b, loc, cmp(arith::CmpIPredicate::eq, warpgroup, idx(0)),
+      /*withElse=*/true);
   {
+    // Producer warpgroup: gives its registers to the consumers; one elected
+    // thread of its first warp issues every TMA load.
     OpBuilder::InsertionGuard g(b);
-    b.setInsertionPointToStart(loop.getBody());
-    Value kt = loop.getInductionVar();
-    Value slot = arith::RemUIOp::create(b, loc, kt, idx(t.stages));
-    Value use = arith::DivUIOp::create(b, loc, kt, idx(t.stages));
-    Value parity = arith::CmpIOp::create(
-        b, loc, arith::CmpIPredicate::ne,
-        arith::RemUIOp::create(b, loc, use, idx(2)), idx(0));
-    nvgpu::MBarrierTryWaitParityOp::create(b, loc, bars, parity,
-                                           idx(10000000), slot);
-    Value slotAddr =
-        arith::AddIOp::create(b, loc, ringAddr,
-                              toI64(mul(slot, idx(t.stageBytes()))));
-    Value descA = descriptor(slotAddr);
-    Value descB = descriptor(
-        arith::AddIOp::create(b, loc, slotAddr, cI64(t.bm * t.bk * 2)));
-    NVVM::WgmmaFenceAlignedOp::create(b, loc);
-    SmallVector<Value> accs(loop.getRegionIterArgs());
-    auto shape = NVVM::MMAShapeAttr::get(ctx, 64, t.bn, 16);
-    for (int64_t kk = 0; kk < t.bk / 16; ++kk) {
-      // +32 bytes per k16 step inside the swizzled 128-byte rows.
-      Value db = arith::AddIOp::create(b, loc, descB, cI64(kk * 32 >> 4));
-      for (int64_t mb = 0; mb < mBlocks; ++mb) {
-        // +64 rows of 128 bytes per m64 block.
-        Value da = arith::AddIOp::create(
-            b, loc, descA, cI64((mb * 64 * 128 + kk * 32) >> 4));
-        accs[mb] = NVVM::WgmmaMmaAsyncOp::create(
-            b, loc, accType, accs[mb], da, db, shape, NVVM::WGMMATypes::bf16,
-            NVVM::WGMMATypes::bf16, NVVM::WGMMATypes::f32,
-            NVVM::WGMMAScaleOut::one, NVVM::WGMMAScaleIn::one,
-            NVVM::WGMMAScaleIn::one, NVVM::MMALayout::row,
-            // col: B is K-major (the [N, K] weight), no transpose.
-            NVVM::MMALayout::col, NVVM::MMAIntOverflowAttr());
-      }
-    }
-    NVVM::WgmmaGroupSyncAlignedOp::create(b, loc);
-    // At most this tile's wgmmas are in flight: tile kt-1's slot is free
-    // once every warp got here.
-    NVVM::WgmmaWaitGroupSyncOp::create(b, loc, 1);
-    gpu::BarrierOp::create(b, loc);
-    Value next = add(kt, idx(t.stages - 1));
-    Value more = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult,
-                                       next, idx(kTiles));
-    auto refill = scf::IfOp::create(
-        b, loc, arith::AndIOp::create(b, loc, isLeader, more), false);
-    {
-      OpBuilder::InsertionGuard g2(b);
-      b.setInsertionPointToStart(&refill.getThenRegion().front());
-      issueLoads(next, arith::RemUIOp::create(b, loc, next, idx(t.stages)));
-    }
-    scf::YieldOp::create(b, loc, accs);
+    b.setInsertionPointToStart(&roles.getThenRegion().front());
+    NVVM::SetMaxRegisterOp::create(b, loc, HopperGemmTile::kProducerRegisters,
+                                   NVVM::SetMaxRegisterAction::decrease);
+    auto firstWarp = scf::IfOp::create(
+        b, loc, cmp(arith::CmpIPredicate::ult, wtid, idx(32)), false);
+    b.setInsertionPointToStart(&firstWarp.getThenRegion().front());
+    Value elected = NVVM::ElectSyncOp::create(b, loc, b.getI1Type(), Value());
+    auto ifElected = scf::IfOp::create(b, loc, elected, false);
+    b.setInsertionPointToStart(&ifElected.getThenRegion().front());
+    m0 = tileM0;
+    n0 = tileN0;
+    produceTile(start);
   }
-  NVVM::WgmmaWaitGroupSyncOp::create(b, loc, 0);
-  SmallVector<Value> accs(loop.getResults());
-  epilogue(accs, args, rows, tid);
+  {
+    // Consumer warpgroups: wgmma over their rows of the tile, then the
+    // epilogue from the accumulator registers.
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(&roles.getElseRegion().front());
+    NVVM::SetMaxRegisterOp::create(b, loc, t.consumerRegisters(),
+                                   NVVM::SetMaxRegisterAction::increase);
+    Value consumer = arith::SubIOp::create(b, loc, warpgroup, idx(1));
+    SmallVector<Value> accs;
+    consumeTile(start, consumer, wtid, accs);
+    m0 = add(tileM0, mul(consumer, idx(t.consumerRows())));
+    n0 = tileN0;
+    epilogue(accs, args, rows, wtid);
+  }
   b.setInsertionPointToEnd(entry);
   gpu::ReturnOp::create(b, loc);
 }
@@ -495,7 +616,11 @@ FailureOr<Operation *> colossus::buildHopperGemm(FusionOp fusion,
                                    builder.getFunctionType(argTypes, {}));
   fn->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), builder.getUnitAttr());
   fn.setKnownBlockSizeAttr(builder.getDenseI32ArrayAttr(
-      {static_cast<int32_t>(HopperGemmTile::kThreads), 1, 1}));
+      {static_cast<int32_t>(p.tile.threads()), 1, 1}));
+  // One CTA per SM: with .maxntid it fixes the register count at entry
+  // (65536 / threads), which setmaxnreg needs.
+  fn->setAttr(NVVM::NVVMDialect::getMinctasmAttrName(),
+              builder.getI32IntegerAttr(1));
 
   GemmBuilder gb(builder, loc, p);
   {
@@ -509,9 +634,9 @@ FailureOr<Operation *> colossus::buildHopperGemm(FusionOp fusion,
       "block={9},1,1 dynamic_smem={10} a_arg={11} b_arg={12} bias_arg={13} "
       "residual_arg={14} out_arg={15} out={16} bias={17} residual={18}",
       p.m, p.n, p.k, t.bm, t.bn, t.bk, t.stages, p.n / t.bn, p.m / t.bm,
-      HopperGemmTile::kThreads, t.dynamicSmemBytes(), p.xArg, p.weightArg,
-      p.biasArg, p.residualArg, body.getNumArguments(),
-      typeName(p.outElem), typeName(p.biasElem), typeName(p.residualElem));
+      t.threads(), t.dynamicSmemBytes(), p.xArg, p.weightArg, p.biasArg,
+      p.residualArg, body.getNumArguments(), typeName(p.outElem),
+      typeName(p.biasElem), typeName(p.residualElem));
   fn->setAttr(kHopperGemmAbiAttr, builder.getStringAttr(abi));
   return fn.getOperation();
 }

@@ -20,15 +20,18 @@ colossus::selectHopperGemmTile(int64_t m, int64_t n, int64_t k,
   if (k % bk)
     return fail("K = " + std::to_string(k) + " is not a multiple of 64");
   static constexpr int64_t candidates[][2] = {
-      {128, 128}, {64, 256}, {128, 64}, {64, 128}, {64, 64}};
+      {128, 256}, {256, 128}, {128, 128}, {64, 256},
+      {128, 64},  {64, 128},  {64, 64}};
   const int64_t kTiles = k / bk;
+  const int64_t sms = std::max<int64_t>(limits.numSMs, 1);
   std::optional<HopperGemmTile> best;
-  int64_t bestCtas = 0;
+  double bestScore = 0;
   for (const auto &c : candidates) {
     HopperGemmTile t;
     t.bm = c[0];
     t.bn = c[1];
     t.bk = bk;
+    t.consumers = t.bm >= 128 ? 2 : 1;
     if (m % t.bm || n % t.bn)
       continue;
     if (t.accumulatorRegisters() > limits.maxAccumulatorRegisters)
@@ -40,12 +43,14 @@ colossus::selectHopperGemmTile(int64_t m, int64_t n, int64_t k,
       continue;
     t.stages = std::max(limits.minStages,
                         std::min({fit, limits.maxStages, kTiles}));
-    int64_t ctas = (m / t.bm) * (n / t.bn);
-    if (ctas >= limits.numSMs)
-      return t;
-    if (!best || ctas > bestCtas) {
+    const int64_t tiles = (m / t.bm) * (n / t.bn);
+    const int64_t waves = (tiles + sms - 1) / sms;
+    t.grid = std::min(tiles, sms);
+    const double score = double(tiles) / double(waves * sms) *
+                         double(t.bm * t.bn) / double(t.bm + t.bn);
+    if (!best || score > bestScore) {
       best = t;
-      bestCtas = ctas;
+      bestScore = score;
     }
   }
   if (!best)

@@ -1834,7 +1834,7 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
       k->setAttr(kattrs::kBytes,
                  builder.getF64FloatAttr(estimateBytes(fusion)));
       k->setAttr(kattrs::kBlockDim,
-                 builder.getI64IntegerAttr(HopperGemmTile::kThreads));
+                 builder.getI64IntegerAttr(p->tile.threads()));
       return success();
     }
     fusion.emitWarning("the sm_90a bf16 GEMM does not apply (")

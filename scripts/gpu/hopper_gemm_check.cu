@@ -67,6 +67,17 @@ struct Abi {
     auto it = kv.find(k);
     return it == kv.end() ? "none" : it->second;
   }
+  /// `key=x,y,z` (grid, block): three positive integers.
+  void dims(const std::string &k, unsigned out[3]) const {
+    auto it = kv.find(k);
+    if (it == kv.end() ||
+        std::sscanf(it->second.c_str(), "%u,%u,%u", &out[0], &out[1],
+                    &out[2]) != 3 ||
+        !out[0] || !out[1] || !out[2]) {
+      std::fprintf(stderr, "ABI line lacks %s=X,Y,Z\n", k.c_str());
+      std::exit(2);
+    }
+  }
 };
 
 /// Finds kernel `name` (or the first Hopper GEMM) in the --emit=ptx output:
@@ -175,13 +186,17 @@ int main(int argc, char **argv) {
   const bool biasF32 = abi.str("bias") == "f32";
   const bool resF32 = abi.str("residual") == "f32";
   const unsigned smem = abi.num("dynamic_smem");
-  const unsigned gx = n / bn, gy = m / bm;
+  // The launch shape comes from the ABI line (the persistent grid and the
+  // producer + consumer warpgroups: docs/hopper-gemm.md "Launch ABI").
+  unsigned grid[3], block[3];
+  abi.dims("grid", grid);
+  abi.dims("block", block);
   if (activeRows < 0)
     activeRows = m;
   std::printf("kernel %s: M=%lld N=%lld K=%lld tile %lldx%lldx%lld stages %lld "
-              "grid %ux%u block 128 smem %u, active rows %lld\n",
-              kernel.c_str(), m, n, k, bm, bn, bk, abi.num("stages"), gx, gy,
-              smem, activeRows);
+              "grid %ux%ux%u block %ux%ux%u smem %u, active rows %lld\n",
+              kernel.c_str(), m, n, k, bm, bn, bk, abi.num("stages"), grid[0],
+              grid[1], grid[2], block[0], block[1], block[2], smem, activeRows);
 
   CHECK_CU(cuInit(0));
   CUdevice dev;
@@ -289,8 +304,8 @@ int main(int argc, char **argv) {
   CUstream stream;
   CHECK_CU(cuStreamCreate(&stream, CU_STREAM_NON_BLOCKING));
   auto launch = [&]() {
-    CHECK_CU(cuLaunchKernel(fn, gx, gy, 1, 128, 1, 1, smem, stream,
-                            params.data(), nullptr));
+    CHECK_CU(cuLaunchKernel(fn, grid[0], grid[1], grid[2], block[0], block[1],
+                            block[2], smem, stream, params.data(), nullptr));
   };
   launch();
   CHECK_CU(cuStreamSynchronize(stream));

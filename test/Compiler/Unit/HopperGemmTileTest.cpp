@@ -7,60 +7,106 @@ using namespace colossus;
 
 namespace {
 
-TEST(HopperGemmTile, LargeProblemTakes128x128AndTheDeepestRingThatFits) {
+TEST(HopperGemmTile, LargeProblemTakes128x256OnTwoConsumers) {
   std::optional<HopperGemmTile> t = selectHopperGemmTile(8192, 4096, 4096);
   ASSERT_TRUE(t);
   EXPECT_EQ(t->bm, 128);
-  EXPECT_EQ(t->bn, 128);
+  EXPECT_EQ(t->bn, 256);
   EXPECT_EQ(t->bk, 64);
-  // 32 KiB per stage: 7 stages (224 KiB) + 1 KiB alignment slack fit 227 KiB.
-  EXPECT_EQ(t->stageBytes(), 32768);
-  EXPECT_EQ(t->stages, 7);
-  EXPECT_EQ(t->dynamicSmemBytes(), 7 * 32768 + 1024);
-  EXPECT_LE(t->dynamicSmemBytes(), HopperGemmLimits().maxDynamicSmem);
+  // Two consumer warpgroups of 64 rows each, and the producer warpgroup.
+  EXPECT_EQ(t->consumers, 2);
+  EXPECT_EQ(t->consumerRows(), 64);
+  EXPECT_EQ(t->threads(), 384);
   EXPECT_EQ(t->accumulatorRegisters(), 128);
+  EXPECT_EQ(t->consumerRegisters(), 232);
+  // 48 KiB per stage: 4 stages (192 KiB) + 1 KiB alignment slack fit 227 KiB.
+  EXPECT_EQ(t->stageBytes(), 49152);
+  EXPECT_EQ(t->stages, 4);
+  EXPECT_EQ(t->dynamicSmemBytes(), 4 * 49152 + 1024);
+  EXPECT_LE(t->dynamicSmemBytes(), HopperGemmLimits().maxDynamicSmem);
+  // 1024 tiles on the persistent grid of one CTA per SM.
+  EXPECT_EQ(t->grid, HopperGemmTile::kNumSMs);
+  EXPECT_EQ(t->grid, 132);
 }
 
-TEST(HopperGemmTile, NotAMultipleOf128RowsUses64x256) {
-  // M = 64 * 33: 128 does not divide it; N = 4096 fills a wave with 64x256.
+TEST(HopperGemmTile, SquareBenchmarkShapesTake128x256) {
+  for (int64_t s : {4096, 8192}) {
+    std::optional<HopperGemmTile> t = selectHopperGemmTile(s, s, s);
+    ASSERT_TRUE(t) << s;
+    EXPECT_EQ(t->bm, 128) << s;
+    EXPECT_EQ(t->bn, 256) << s;
+    EXPECT_EQ(t->stages, 4) << s;
+    EXPECT_EQ(t->grid, 132) << s;
+  }
+}
+
+TEST(HopperGemmTile, NIsNotAMultipleOf256Uses256x128) {
+  // N = 33 * 128: 128x256 does not divide it; 256x128 (two consumers of 128
+  // rows, two m64 blocks each) has the same intensity and 528 tiles.
+  std::optional<HopperGemmTile> t = selectHopperGemmTile(4096, 4224, 1024);
+  ASSERT_TRUE(t);
+  EXPECT_EQ(t->bm, 256);
+  EXPECT_EQ(t->bn, 128);
+  EXPECT_EQ(t->consumers, 2);
+  EXPECT_EQ(t->consumerRows(), 128);
+  EXPECT_EQ(t->accumulatorRegisters(), 128);
+  EXPECT_EQ(t->stages, 4);
+}
+
+TEST(HopperGemmTile, NotAMultipleOf128RowsUses64x256OnOneConsumer) {
+  // M = 64 * 33: 128 does not divide it; 64x256 has the highest intensity.
   std::optional<HopperGemmTile> t = selectHopperGemmTile(64 * 33, 4096, 1024);
   ASSERT_TRUE(t);
   EXPECT_EQ(t->bm, 64);
   EXPECT_EQ(t->bn, 256);
+  EXPECT_EQ(t->consumers, 1);
+  EXPECT_EQ(t->threads(), 256);
+  EXPECT_EQ(t->accumulatorRegisters(), 128);
+  EXPECT_EQ(t->consumerRegisters(), 240);
   EXPECT_EQ(t->stageBytes(), (64 + 256) * 64 * 2);
   EXPECT_EQ(t->stages, 5); // 40 KiB stages
 }
 
 TEST(HopperGemmTile, SmallProblemPrefersMoreCtas) {
-  // 256 x 256: 128x128 gives 4 CTAs, 64x64 gives 16 (the most).
+  // 256 x 256: 128x256 gives 2 tiles, 64x64 gives 16 (the best score: wave
+  // efficiency 16/132 times intensity 32).
   std::optional<HopperGemmTile> t = selectHopperGemmTile(256, 256, 192);
   ASSERT_TRUE(t);
   EXPECT_EQ(t->bm, 64);
   EXPECT_EQ(t->bn, 64);
+  EXPECT_EQ(t->consumers, 1);
   // Three k tiles, and never fewer than three stages.
   EXPECT_EQ(t->stages, 3);
+  // Fewer tiles than SMs: one CTA per tile.
+  EXPECT_EQ(t->grid, 16);
 }
 
-TEST(HopperGemmTile, FirstCandidateFillingAWaveWins) {
-  // 128x128 yields 12 x 11 = 132 CTAs: exactly one wave on 132 SMs.
+TEST(HopperGemmTile, WaveQuantizationBeatsIntensity) {
+  // 1536 x 1408: 256x128 gives 66 tiles (half a wave: score 0.5 * 85.3),
+  // 128x128 gives 132 (one full wave: 1.0 * 64).
   std::optional<HopperGemmTile> t = selectHopperGemmTile(1536, 1408, 512);
   ASSERT_TRUE(t);
   EXPECT_EQ(t->bm, 128);
   EXPECT_EQ(t->bn, 128);
-  // With 133 SMs 128x128 leaves one idle; 64x256 does not divide N = 1408,
-  // so 128x64 (12 x 22 = 264 CTAs) is the first to fill a wave.
+  EXPECT_EQ(t->consumers, 2);
+  EXPECT_EQ(t->grid, 132);
+  // With 264 SMs 128x128 fills half of them (0.5 * 64 = 32); 128x64 (264
+  // tiles) fills all (1.0 * 42.7) and wins, ahead of 64x128 (a tie: the
+  // earlier candidate).
   HopperGemmLimits more;
-  more.numSMs = 133;
+  more.numSMs = 264;
   t = selectHopperGemmTile(1536, 1408, 512, more);
   ASSERT_TRUE(t);
   EXPECT_EQ(t->bm, 128);
   EXPECT_EQ(t->bn, 64);
+  EXPECT_EQ(t->grid, 264);
 }
 
 TEST(HopperGemmTile, StagesCappedByKTiles) {
-  std::optional<HopperGemmTile> t = selectHopperGemmTile(16384, 16384, 256);
+  std::optional<HopperGemmTile> t = selectHopperGemmTile(16384, 16384, 192);
   ASSERT_TRUE(t);
-  EXPECT_EQ(t->stages, 4); // K / 64
+  EXPECT_EQ(t->bn, 256);
+  EXPECT_EQ(t->stages, 3); // K / 64
 }
 
 TEST(HopperGemmTile, RejectsUnalignedShapesWithAReason) {
@@ -78,13 +124,27 @@ TEST(HopperGemmTile, RespectsTheSharedMemoryBudget) {
   std::optional<HopperGemmTile> t =
       selectHopperGemmTile(8192, 8192, 8192, tight);
   ASSERT_TRUE(t);
+  // 128x256 and 256x128 (48 KiB stages) do not fit three.
   EXPECT_EQ(t->bm, 128);
+  EXPECT_EQ(t->bn, 128);
   EXPECT_EQ(t->stages, 3);
   tight.maxDynamicSmem -= 1; // 128x128 and 64x256 no longer fit 3 stages
   t = selectHopperGemmTile(8192, 8192, 8192, tight);
   ASSERT_TRUE(t);
   EXPECT_LT(t->stageBytes(), 32768);
   EXPECT_GE(t->stages, 3);
+}
+
+TEST(HopperGemmTile, RespectsTheAccumulatorBudget) {
+  // 64 registers per consumer thread: 128x256 and 256x128 (128 each) and
+  // 64x256 (128) are out; 128x128 on two consumers has 64.
+  HopperGemmLimits few;
+  few.maxAccumulatorRegisters = 64;
+  std::optional<HopperGemmTile> t = selectHopperGemmTile(8192, 8192, 8192, few);
+  ASSERT_TRUE(t);
+  EXPECT_EQ(t->bm, 128);
+  EXPECT_EQ(t->bn, 128);
+  EXPECT_EQ(t->accumulatorRegisters(), 64);
 }
 
 } // namespace
