@@ -267,6 +267,18 @@ private:
   /// barrier). Returns the accumulators and the position after the tile.
   RingPos consumeTile(RingPos pos, Value consumer, Value wtid,
                       SmallVectorImpl<Value> &accs);
+  /// The persistent tile loop: tiles firstTile, firstTile + step, ... below
+  /// numTiles, each mapped to its origin (tileM0, tileN0) in the grouped
+  /// order (tileOrigin); `body` works on one tile from a ring position and
+  /// returns the position after it, which the next tile starts from (the
+  /// mbarrier phases carry across tiles).
+  RingPos forEachTile(Value firstTile, Value numTiles, Value step,
+                      Value activeTileRows, RingPos start,
+                      llvm::function_ref<RingPos(Value, Value, RingPos)> body);
+  /// The origin of linear tile `tile`: groups of kGroupRows tile rows (the
+  /// last group may have fewer), each walked column by column, so the CTAs
+  /// running at the same time share A rows and B columns in L2.
+  std::pair<Value, Value> tileOrigin(Value tile, Value activeTileRows);
 
   OpBuilder &b;
   Location loc;
@@ -399,6 +411,36 @@ GemmBuilder::RingPos GemmBuilder::consumeTile(RingPos pos, Value consumer,
   return end;
 }
 
+std::pair<Value, Value> GemmBuilder::tileOrigin(Value tile,
+                                                Value activeTileRows) {
+  const int64_t group = HopperGemmTile::kGroupRows;
+  const int64_t perGroup = group * (p.n / t.bn);
+  Value g = arith::DivUIOp::create(b, loc, tile, idx(perGroup));
+  Value firstRow = mul(g, idx(group));
+  Value groupRows = arith::MinUIOp::create(
+      b, loc, arith::SubIOp::create(b, loc, activeTileRows, firstRow),
+      idx(group));
+  Value inGroup = arith::SubIOp::create(b, loc, tile, mul(g, idx(perGroup)));
+  Value tileRow =
+      add(firstRow, arith::RemUIOp::create(b, loc, inGroup, groupRows));
+  Value tileCol = arith::DivUIOp::create(b, loc, inGroup, groupRows);
+  return {mul(tileRow, idx(t.bm)), mul(tileCol, idx(t.bn))};
+}
+
+GemmBuilder::RingPos GemmBuilder::forEachTile(
+    Value firstTile, Value numTiles, Value step, Value activeTileRows,
+    RingPos start, llvm::function_ref<RingPos(Value, Value, RingPos)> body) {
+  auto loop = scf::ForOp::create(b, loc, firstTile, numTiles, step,
+                                 ValueRange{start.slot, start.phase});
+  OpBuilder::InsertionGuard g(b);
+  b.setInsertionPointToStart(loop.getBody());
+  auto [tileM0, tileN0] = tileOrigin(loop.getInductionVar(), activeTileRows);
+  RingPos end = body(tileM0, tileN0,
+                     {loop.getRegionIterArg(0), loop.getRegionIterArg(1)});
+  scf::YieldOp::create(b, loc, ValueRange{end.slot, end.phase});
+  return {loop.getResult(0), loop.getResult(1)};
+}
+
 void GemmBuilder::build(gpu::GPUFuncOp fn, unsigned numInputs) {
   Block *entry = &fn.getBody().front();
   ValueRange args = entry->getArguments();
@@ -409,19 +451,19 @@ void GemmBuilder::build(gpu::GPUFuncOp fn, unsigned numInputs) {
       b, loc, tid, idx(HopperGemmTile::kWarpgroupThreads));
   Value wtid = arith::RemUIOp::create(b, loc, tid,
                                       idx(HopperGemmTile::kWarpgroupThreads));
-  Value tileM0 =
-      mul(gpu::BlockIdOp::create(b, loc, gpu::Dimension::y), idx(t.bm));
-  Value tileN0 =
-      mul(gpu::BlockIdOp::create(b, loc, gpu::Dimension::x), idx(t.bn));
   auto asIndex = [&](Value v) {
     return arith::IndexCastOp::create(b, loc, b.getIndexType(), v).getResult();
   };
   unsigned nArgs = numInputs + 1;
   Value rows = mul(asIndex(args[nArgs]), asIndex(args[nArgs + 1]));
-  // CTAs whose rows are all past the active rows (nb * nt) do nothing.
-  Value active = cmp(arith::CmpIPredicate::ult, tileM0, rows);
-  auto ifActive = scf::IfOp::create(b, loc, active, /*withElse=*/false);
-  b.setInsertionPointToStart(&ifActive.getThenRegion().front());
+  // The tiles of the active rows (nb * nt): tile rows [0, activeTileRows).
+  Value activeTileRows = arith::MinUIOp::create(
+      b, loc,
+      arith::DivUIOp::create(b, loc, add(rows, idx(t.bm - 1)), idx(t.bm)),
+      idx(p.m / t.bm));
+  Value numTiles = mul(activeTileRows, idx(p.n / t.bn));
+  Value firstTile = gpu::BlockIdOp::create(b, loc, gpu::Dimension::x);
+  Value tileStep = gpu::GridDimOp::create(b, loc, gpu::Dimension::x);
 
   // The tensor maps arrive as generic pointers (CUtensorMap in device
   // memory); nvgpu's tensor-map type lowers to exactly that pointer.
@@ -485,9 +527,12 @@ void GemmBuilder::build(gpu::GPUFuncOp fn, unsigned numInputs) {
     Value elected = NVVM::ElectSyncOp::create(b, loc, b.getI1Type(), Value());
     auto ifElected = scf::IfOp::create(b, loc, elected, false);
     b.setInsertionPointToStart(&ifElected.getThenRegion().front());
-    m0 = tileM0;
-    n0 = tileN0;
-    produceTile(start);
+    forEachTile(firstTile, numTiles, tileStep, activeTileRows, start,
+                [&](Value tileM0, Value tileN0, RingPos pos) {
+                  m0 = tileM0;
+                  n0 = tileN0;
+                  return produceTile(pos);
+                });
   }
   {
     // Consumer warpgroups: wgmma over their rows of the tile, then the
@@ -497,11 +542,16 @@ void GemmBuilder::build(gpu::GPUFuncOp fn, unsigned numInputs) {
     NVVM::SetMaxRegisterOp::create(b, loc, t.consumerRegisters(),
                                    NVVM::SetMaxRegisterAction::increase);
     Value consumer = arith::SubIOp::create(b, loc, warpgroup, idx(1));
-    SmallVector<Value> accs;
-    consumeTile(start, consumer, wtid, accs);
-    m0 = add(tileM0, mul(consumer, idx(t.consumerRows())));
-    n0 = tileN0;
-    epilogue(accs, args, rows, wtid);
+    Value rowOffset = mul(consumer, idx(t.consumerRows()));
+    forEachTile(firstTile, numTiles, tileStep, activeTileRows, start,
+                [&](Value tileM0, Value tileN0, RingPos pos) {
+                  SmallVector<Value> accs;
+                  RingPos end = consumeTile(pos, consumer, wtid, accs);
+                  m0 = add(tileM0, rowOffset);
+                  n0 = tileN0;
+                  epilogue(accs, args, rows, wtid);
+                  return end;
+                });
   }
   b.setInsertionPointToEnd(entry);
   gpu::ReturnOp::create(b, loc);
@@ -633,10 +683,10 @@ FailureOr<Operation *> colossus::buildHopperGemm(FusionOp fusion,
       "m={0} n={1} k={2} bm={3} bn={4} bk={5} stages={6} grid={7},{8},1 "
       "block={9},1,1 dynamic_smem={10} a_arg={11} b_arg={12} bias_arg={13} "
       "residual_arg={14} out_arg={15} out={16} bias={17} residual={18}",
-      p.m, p.n, p.k, t.bm, t.bn, t.bk, t.stages, p.n / t.bn, p.m / t.bm,
-      t.threads(), t.dynamicSmemBytes(), p.xArg, p.weightArg, p.biasArg,
-      p.residualArg, body.getNumArguments(), typeName(p.outElem),
-      typeName(p.biasElem), typeName(p.residualElem));
+      p.m, p.n, p.k, t.bm, t.bn, t.bk, t.stages, t.grid, 1, t.threads(),
+      t.dynamicSmemBytes(), p.xArg, p.weightArg, p.biasArg, p.residualArg,
+      body.getNumArguments(), typeName(p.outElem), typeName(p.biasElem),
+      typeName(p.residualElem));
   fn->setAttr(kHopperGemmAbiAttr, builder.getStringAttr(abi));
   return fn.getOperation();
 }
