@@ -495,17 +495,6 @@ void GemmBuilder::build(gpu::GPUFuncOp fn, unsigned numInputs) {
                                     idx(t.stages + s), Value());
     }
     NVVM::FenceMbarrierInitOp::create(b, loc);
-    // The tensor maps were written by the host (a copy into device memory):
-    // order that write before the tensor-map proxy reads them (PTX ISA 8.3).
-    for (Value ptr : {ptrA, ptrB})
-      LLVM::InlineAsmOp::create(
-          b, loc, TypeRange(), ValueRange{ptr},
-          "fence.proxy.tensormap::generic.acquire.gpu [$0], 128;", "l",
-          /*has_side_effects=*/true, /*is_align_stack=*/false,
-          LLVM::tailcallkind::TailCallKind::None, LLVM::AsmDialectAttr(),
-          ArrayAttr());
-    nvgpu::TmaPrefetchOp::create(b, loc, tmA, Value());
-    nvgpu::TmaPrefetchOp::create(b, loc, tmB, Value());
   }
   gpu::BarrierOp::create(b, loc);
 
@@ -527,6 +516,18 @@ void GemmBuilder::build(gpu::GPUFuncOp fn, unsigned numInputs) {
     Value elected = NVVM::ElectSyncOp::create(b, loc, b.getI1Type(), Value());
     auto ifElected = scf::IfOp::create(b, loc, elected, false);
     b.setInsertionPointToStart(&ifElected.getThenRegion().front());
+    // The tensor maps were written by the host (a copy into device memory):
+    // order that write before the tensor-map proxy reads them (PTX ISA 8.3),
+    // in the thread that issues the loads.
+    for (Value ptr : {ptrA, ptrB})
+      LLVM::InlineAsmOp::create(
+          b, loc, TypeRange(), ValueRange{ptr},
+          "fence.proxy.tensormap::generic.acquire.gpu [$0], 128;", "l",
+          /*has_side_effects=*/true, /*is_align_stack=*/false,
+          LLVM::tailcallkind::TailCallKind::None, LLVM::AsmDialectAttr(),
+          ArrayAttr());
+    nvgpu::TmaPrefetchOp::create(b, loc, tmA, Value());
+    nvgpu::TmaPrefetchOp::create(b, loc, tmB, Value());
     forEachTile(firstTile, numTiles, tileStep, activeTileRows, start,
                 [&](Value tileM0, Value tileN0, RingPos pos) {
                   m0 = tileM0;
