@@ -1,19 +1,24 @@
 //===- HopperGemm.cpp - TMA + wgmma GEMM kernels for sm_90a ---------------===//
 //
-// One CTA of one warpgroup (128 threads) computes a bm x bn tile of
-// C = A * B^T over K in steps of bk = 64:
+// A persistent, warp-specialized kernel computing C = A * B^T in bm x bn
+// tiles over K in steps of bk = 64 (docs/hopper-gemm.md):
 //
-//   thread 0:  init `stages` mbarriers (count 1), fence the tensor maps,
-//              issue the TMA loads of k tiles 0 .. stages-2
-//   all:       for kt in 0 .. K/bk-1:
-//                wait mbarrier[kt % stages] (phase parity (kt / stages) & 1)
-//                wgmma.fence; bm/64 x bk/16 wgmma.mma_async (m64 n=bn k16)
-//                from 128-byte-swizzled shared memory; commit; wait_group 1
-//                (the wgmmas of tile kt-1 are done: its slot is free)
-//                bar.sync; thread 0 loads tile kt+stages-1 into that slot
-//              wait_group 0
-//   epilogue:  from the accumulator registers: + bias[col] + residual[row,
-//              col] in f32, cast, store (rows >= nb*nt are not written)
+//   thread 0:   init a "full" (count 1) and an "empty" (count = consumer
+//               warpgroups) mbarrier per stage; bar.sync
+//   producer:   warpgroup 0, setmaxnreg.dec 40; one elect.sync thread of its
+//               first warp fences the tensor maps, then for each of the
+//               CTA's tiles and each k tile: wait empty[slot], expect_tx +
+//               TMA loads of A and B into the slot (issueLoads)
+//   consumers:  warpgroups 1 (and 2), setmaxnreg.inc 232 (240 with one);
+//               for each of the CTA's tiles and each k tile: wait
+//               full[slot], wgmma.mma_async over the consumer's rows (m64
+//               blocks, n = bn, k16 steps), commit, wait_group 1, arrive on
+//               empty[previous slot]; then wait_group 0, release the last
+//               slot, and the epilogue: + bias[col] + residual[row, col] in
+//               f32, cast, store (rows >= nb*nt are not written)
+//   tiles:      CTA i takes tiles i, i + gridDim.x, ... in groups of 8 tile
+//               rows (tileOrigin); the ring position (slot, phase) carries
+//               over from one tile to the next
 //
 // TMA (nvgpu.tma.async.load), the mbarriers (nvgpu.mbarrier.*) and the
 // shared-memory views are nvgpu/memref ops; the wgmma instructions are
@@ -218,8 +223,9 @@ private:
                                   idx(t.bm * t.bk * 2)));
     return memref::ViewOp::create(b, loc, tileB, smem, off, ValueRange{});
   }
-  /// Thread 0: expect the bytes of k tile `kt` on mbarrier `slot`, then
-  /// start the two TMA loads into that slot.
+  /// The producer thread: expect the bytes of k tile `kt` on the full
+  /// mbarrier `slot`, then start the two TMA loads of the tile at (m0, n0)
+  /// into that slot.
   void issueLoads(Value kt, Value slot) {
     nvgpu::MBarrierArriveExpectTxOp::create(b, loc, bars, idx(t.stageBytes()),
                                             slot, Value());
