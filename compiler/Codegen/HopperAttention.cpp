@@ -40,6 +40,7 @@
 #include "llvm/Support/FormatVariadic.h"
 
 #include <cmath>
+#include <cstdio>
 
 using namespace mlir;
 using namespace colossus;
@@ -114,8 +115,7 @@ colossus::matchHopperAttention(FusionOp fusion, std::string &whyNot) {
     whyNot = "sliding windows are not supported yet";
     return std::nullopt;
   }
-  if (p.heads % p.kvHeads != 0 ||
-      qt.getDimSize(1) != p.heads * p.headDim ||
+  if (p.heads % p.kvHeads != 0 || qt.getDimSize(1) != p.heads * p.headDim ||
       kt.getDimSize(2) != p.kvHeads * p.headDim) {
     whyNot = "q, k, v do not have the [T, heads * head_dim], [B, S, "
              "kv_heads * head_dim] layout";
@@ -137,8 +137,8 @@ colossus::matchHopperAttention(FusionOp fusion, std::string &whyNot) {
     whyNot = "the group does not yield the attention's output";
     return std::nullopt;
   }
-  p.outElem = cast<RankedTensorType>(attn.getResult().getType())
-                  .getElementType();
+  p.outElem =
+      cast<RankedTensorType>(attn.getResult().getType()).getElementType();
   if (!p.outElem.isBF16() && !p.outElem.isF32()) {
     whyNot = "the output is not bf16 or f32";
     return std::nullopt;
@@ -154,10 +154,10 @@ colossus::matchHopperAttention(FusionOp fusion, std::string &whyNot) {
   }
   // As many stages as fit, at most 4; the refill of block i-1's slot while
   // block i is computed needs 3.
-  t.stages = std::min<int64_t>(
-      4, (HopperAttentionTile::kMaxDynamicSmem -
-          HopperAttentionTile::kAlignSlack - t.qBytes()) /
-             t.stageBytes());
+  t.stages =
+      std::min<int64_t>(4, (HopperAttentionTile::kMaxDynamicSmem -
+                            HopperAttentionTile::kAlignSlack - t.qBytes()) /
+                               t.stageBytes());
   if (t.stages < 3) {
     whyNot = "3 K/V stages do not fit in shared memory";
     return std::nullopt;
@@ -192,8 +192,8 @@ public:
     tmapQ = swizzled128TensorMap(ctx, qBox);
     tmapKV = swizzled128TensorMap(ctx, kvBox);
     barriers = nvgpu::MBarrierGroupType::get(ctx, smemSpace, 1 + 3 * t.stages);
-    sType = LLVM::LLVMStructType::getLiteral(ctx,
-                                             SmallVector<Type>(t.bn / 2, f32));
+    sType =
+        LLVM::LLVMStructType::getLiteral(ctx, SmallVector<Type>(t.bn / 2, f32));
     oType = LLVM::LLVMStructType::getLiteral(
         ctx, SmallVector<Type>(p.headDim / 2, f32));
     chunks = p.headDim / 64;
@@ -240,8 +240,8 @@ private:
   /// exp2 by the SFU (ex2.approx.ftz.f32), as FlashAttention does.
   Value exp2(Value x) {
     return LLVM::InlineAsmOp::create(
-               b, loc, f32, ValueRange{x}, "ex2.approx.ftz.f32 $0, $1;",
-               "=f,f", /*has_side_effects=*/false, /*is_align_stack=*/false,
+               b, loc, f32, ValueRange{x}, "ex2.approx.ftz.f32 $0, $1;", "=f,f",
+               /*has_side_effects=*/false, /*is_align_stack=*/false,
                LLVM::tailcallkind::TailCallKind::None, LLVM::AsmDialectAttr(),
                ArrayAttr())
         .getResult(0);
@@ -279,25 +279,25 @@ private:
   void issueKV(Value blk, Value slot) {
     Value j0 = mul(blk, idx(t.bn));
     Value stage = mul(slot, idx(t.stageBytes()));
-    nvgpu::MBarrierArriveExpectTxOp::create(
-        b, loc, bars, idx(t.kvTileBytes()), barK(slot), Value());
+    nvgpu::MBarrierArriveExpectTxOp::create(b, loc, bars, idx(t.kvTileBytes()),
+                                            barK(slot), Value());
     for (int64_t c = 0; c < chunks; ++c)
       nvgpu::TmaAsyncLoadOp::create(
           b, loc, view(kvBox, add(stage, idx(kOffset(c)))), bars, tmK,
-          ValueRange{add(kvCol, idx(64 * c)), j0, seqIdx}, barK(slot),
-          Value(), Value());
-    nvgpu::MBarrierArriveExpectTxOp::create(
-        b, loc, bars, idx(t.kvTileBytes()), barV(slot), Value());
+          ValueRange{add(kvCol, idx(64 * c)), j0, seqIdx}, barK(slot), Value(),
+          Value());
+    nvgpu::MBarrierArriveExpectTxOp::create(b, loc, bars, idx(t.kvTileBytes()),
+                                            barV(slot), Value());
     for (int64_t c = 0; c < chunks; ++c)
       nvgpu::TmaAsyncLoadOp::create(
           b, loc, view(kvBox, add(stage, idx(vOffset(c)))), bars, tmV,
-          ValueRange{add(kvCol, idx(64 * c)), j0, seqIdx}, barV(slot),
-          Value(), Value());
+          ValueRange{add(kvCol, idx(64 * c)), j0, seqIdx}, barV(slot), Value(),
+          Value());
   }
 
   Value parityOf(Value use) {
-    return arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ne,
-                                 remu(use, 2), idx(0));
+    return arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ne, remu(use, 2),
+                                 idx(0));
   }
   void waitBar(Value id, Value use) {
     nvgpu::MBarrierTryWaitParityOp::create(b, loc, bars, parityOf(use),
@@ -365,11 +365,11 @@ Value AttentionBuilder::pvWgmma(Value o, ArrayRef<Value> pRegs, Value vAddr) {
   operands.push_back(desc);
   operands.push_back(cI32(1));
   constraints += ",r,r,r,r,l,r";
-  return LLVM::InlineAsmOp::create(
-             b, loc, oType, operands, ptx, constraints,
-             /*has_side_effects=*/true, /*is_align_stack=*/false,
-             LLVM::tailcallkind::TailCallKind::None, LLVM::AsmDialectAttr(),
-             ArrayAttr())
+  return LLVM::InlineAsmOp::create(b, loc, oType, operands, ptx, constraints,
+                                   /*has_side_effects=*/true,
+                                   /*is_align_stack=*/false,
+                                   LLVM::tailcallkind::TailCallKind::None,
+                                   LLVM::AsmDialectAttr(), ArrayAttr())
       .getResult(0);
 }
 
@@ -396,35 +396,33 @@ SmallVector<Value> AttentionBuilder::keyBlock(Value i, ValueRange state,
     issueKV(next, prevSlot);
   }
 
-  Value stageAddr =
-      arith::AddIOp::create(b, loc, ringAddr,
-                            toI64(mul(slot, idx(t.stageBytes()))));
+  // Slot `slot` of the ring (its K and V tiles at kOffset / vOffset from
+  // here, as issueKV placed them).
+  Value stageAddr = arith::AddIOp::create(
+      b, loc, ringAddr, toI64(mul(slot, idx(t.stageBytes()))));
   // S = Q K^T: A = this warpgroup's 64 rows of Q, B = the K tile (both
   // K-major, d contiguous, 128-byte rows in 64-column chunks).
   waitBar(barK(slot), use);
   NVVM::WgmmaFenceAlignedOp::create(b, loc);
   Value s = LLVM::UndefOp::create(b, loc, sType);
   auto shapeS = NVVM::MMAShapeAttr::get(ctx, 64, t.bn, 16);
-  Value qWg = arith::AddIOp::create(b, loc, ringAddr,
-                                    toI64(mul(wg, idx(64 * 128))));
+  Value qWg =
+      arith::AddIOp::create(b, loc, ringAddr, toI64(mul(wg, idx(64 * 128))));
   for (int64_t kk = 0; kk < p.headDim / 16; ++kk) {
     int64_t c = kk / 4, within = (kk % 4) * 32;
     Value da = wgmmaDescriptor128B(
-        b, loc,
-        arith::AddIOp::create(b, loc, qWg, cI64(qOffset(c) + within)), 16,
-        1024);
+        b, loc, arith::AddIOp::create(b, loc, qWg, cI64(qOffset(c) + within)),
+        16, 1024);
     Value db = wgmmaDescriptor128B(
         b, loc,
-        arith::AddIOp::create(b, loc, stageAddr,
-                              cI64(kOffset(c) - t.qBytes() + within)),
-        16, 1024);
+        arith::AddIOp::create(b, loc, stageAddr, cI64(kOffset(c) + within)), 16,
+        1024);
     s = NVVM::WgmmaMmaAsyncOp::create(
         b, loc, sType, s, da, db, shapeS, NVVM::WGMMATypes::bf16,
         NVVM::WGMMATypes::bf16, NVVM::WGMMATypes::f32,
         kk == 0 ? NVVM::WGMMAScaleOut::zero : NVVM::WGMMAScaleOut::one,
-        NVVM::WGMMAScaleIn::one, NVVM::WGMMAScaleIn::one,
-        NVVM::MMALayout::row, NVVM::MMALayout::col,
-        NVVM::MMAIntOverflowAttr());
+        NVVM::WGMMAScaleIn::one, NVVM::WGMMAScaleIn::one, NVVM::MMALayout::row,
+        NVVM::MMALayout::col, NVVM::MMAIntOverflowAttr());
   }
   NVVM::WgmmaGroupSyncAlignedOp::create(b, loc);
   NVVM::WgmmaWaitGroupSyncOp::create(b, loc, 0);
@@ -449,8 +447,8 @@ SmallVector<Value> AttentionBuilder::keyBlock(Value i, ValueRange state,
         Value key = add(colBase, idx(8 * j + e));
         for (int h = 0; h < 2; ++h) {
           int64_t k = 4 * j + 2 * h + e;
-          sv[k] = arith::SelectOp::create(b, loc, ult(key, limit[h]), sv[k],
-                                          ninf);
+          sv[k] =
+              arith::SelectOp::create(b, loc, ult(key, limit[h]), sv[k], ninf);
         }
       }
   }
@@ -500,8 +498,7 @@ SmallVector<Value> AttentionBuilder::keyBlock(Value i, ValueRange state,
   // O += P V.
   waitBar(barV(slot), use);
   NVVM::WgmmaFenceAlignedOp::create(b, loc);
-  Value vBase = arith::AddIOp::create(
-      b, loc, stageAddr, cI64(vOffset(0) - t.qBytes()));
+  Value vBase = arith::AddIOp::create(b, loc, stageAddr, cI64(vOffset(0)));
   for (int64_t kc = 0; kc < t.bn / 16; ++kc)
     o = pvWgmma(o, ArrayRef<Value>(pRegs).slice(4 * kc, 4),
                 arith::AddIOp::create(b, loc, vBase, cI64(kc * 16 * 128)));
@@ -509,13 +506,13 @@ SmallVector<Value> AttentionBuilder::keyBlock(Value i, ValueRange state,
   NVVM::WgmmaWaitGroupSyncOp::create(b, loc, 0);
   // Release the slot: lane 0 of each warp (count 4 * warpgroups).
   {
-    Value lane0 = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq,
-                                        lane, idx(0));
+    Value lane0 =
+        arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, lane, idx(0));
     auto rel = scf::IfOp::create(b, loc, lane0, false);
     OpBuilder::InsertionGuard g(b);
     b.setInsertionPointToStart(&rel.getThenRegion().front());
-    nvgpu::MBarrierArriveOp::create(
-        b, loc, nvgpu::MBarrierTokenType::get(ctx), bars, barEmpty(slot));
+    nvgpu::MBarrierArriveOp::create(b, loc, nvgpu::MBarrierTokenType::get(ctx),
+                                    bars, barEmpty(slot));
   }
   return {mNew[0], mNew[1], lNew[0], lNew[1], o};
 }
@@ -535,8 +532,7 @@ void AttentionBuilder::build(gpu::GPUFuncOp fn, unsigned numInputs,
 
   tid = gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);
   // The query blocks with the most keys (causal: the last) start first.
-  Value qb = sub(sub(gpu::GridDimOp::create(b, loc, gpu::Dimension::x),
-                     idx(1)),
+  Value qb = sub(sub(gpu::GridDimOp::create(b, loc, gpu::Dimension::x), idx(1)),
                  gpu::BlockIdOp::create(b, loc, gpu::Dimension::x));
   Value head = gpu::BlockIdOp::create(b, loc, gpu::Dimension::y);
   seqIdx = gpu::BlockIdOp::create(b, loc, gpu::Dimension::z);
@@ -572,8 +568,8 @@ void AttentionBuilder::build(gpu::GPUFuncOp fn, unsigned numInputs,
   Value nFull = minu(divu(fullEnd, t.bn), nKV);
 
   bars = nvgpu::MBarrierCreateOp::create(b, loc, barriers);
-  isLeader = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, tid,
-                                   idx(0));
+  isLeader =
+      arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, tid, idx(0));
   {
     auto init = scf::IfOp::create(b, loc, isLeader, false);
     OpBuilder::InsertionGuard g(b);
@@ -597,10 +593,10 @@ void AttentionBuilder::build(gpu::GPUFuncOp fn, unsigned numInputs,
     nvgpu::MBarrierArriveExpectTxOp::create(b, loc, bars, idx(t.qBytes()),
                                             idx(0), Value());
     for (int64_t c = 0; c < chunks; ++c)
-      nvgpu::TmaAsyncLoadOp::create(
-          b, loc, view(qBox, idx(qOffset(c))), bars, tmQ,
-          ValueRange{add(qCol, idx(64 * c)), rowBase}, idx(0), Value(),
-          Value());
+      nvgpu::TmaAsyncLoadOp::create(b, loc, view(qBox, idx(qOffset(c))), bars,
+                                    tmQ,
+                                    ValueRange{add(qCol, idx(64 * c)), rowBase},
+                                    idx(0), Value(), Value());
     // Key blocks 0 .. stages-1 (fewer when there are fewer).
     for (int64_t s = 0; s < t.stages; ++s) {
       auto pro = scf::IfOp::create(b, loc, ult(idx(s), nKV), false);
@@ -676,8 +672,8 @@ void AttentionBuilder::epilogue(ValueRange state, ValueRange args,
       auto st = scf::IfOp::create(b, loc, q0, false);
       OpBuilder::InsertionGuard g2(b);
       b.setInsertionPointToStart(&st.getThenRegion().front());
-      Value lse = fadd(fmul(state[h], cF32(p.scale)),
-                       math::LogOp::create(b, loc, l));
+      Value lse =
+          fadd(fmul(state[h], cF32(p.scale)), math::LogOp::create(b, loc, l));
       memref::StoreOp::create(b, loc, lse, lseMem, ValueRange{row, head});
     }
   }
@@ -685,9 +681,9 @@ void AttentionBuilder::epilogue(ValueRange state, ValueRange args,
 
 } // namespace
 
-FailureOr<Operation *> colossus::buildHopperAttention(
-    FusionOp fusion, const HopperAttentionProblem &p, StringRef name,
-    OpBuilder &builder) {
+FailureOr<Operation *>
+colossus::buildHopperAttention(FusionOp fusion, const HopperAttentionProblem &p,
+                               StringRef name, OpBuilder &builder) {
   Location loc = fusion.getLoc();
   auto module = dyn_cast_or_null<gpu::GPUModuleOp>(
       builder.getInsertionBlock()->getParentOp());
@@ -730,17 +726,20 @@ FailureOr<Operation *> colossus::buildHopperAttention(
 
   const HopperAttentionTile &t = p.tile;
   unsigned numInputs = body.getNumArguments();
+  char scaleText[32];
+  std::snprintf(scaleText, sizeof(scaleText), "%.17g", p.scale);
   std::string abi = llvm::formatv(
       "b={0} s={1} t={2} h={3} kvh={4} d={5} causal={6} bm={7} bn={8} "
       "stages={9} grid={10},{3},{0} block={11},1,1 dynamic_smem={12} "
-      "q_arg={13} k_arg={14} v_arg={15} out_arg={16} lse_arg={17} out={18}",
-      p.batch, p.seq, p.tokens, p.heads, p.kvHeads, p.headDim,
-      p.causal ? 1 : 0, HopperAttentionTile::kBm, t.bn, t.stages,
+      "q_arg={13} k_arg={14} v_arg={15} out_arg={16} lse_arg={17} out={18} "
+      "scale={19}",
+      p.batch, p.seq, p.tokens, p.heads, p.kvHeads, p.headDim, p.causal ? 1 : 0,
+      HopperAttentionTile::kBm, t.bn, t.stages,
       (p.seq + HopperAttentionTile::kBm - 1) / HopperAttentionTile::kBm,
       HopperAttentionTile::kThreads, t.dynamicSmemBytes(), p.qArg, p.kArg,
       p.vArg, numInputs + p.outIndex,
       p.lseIndex >= 0 ? static_cast<int>(numInputs) + p.lseIndex : -1,
-      p.outElem.isF32() ? "f32" : "bf16");
+      p.outElem.isF32() ? "f32" : "bf16", scaleText);
   fn->setAttr(kHopperAttentionAbiAttr, builder.getStringAttr(abi));
   return fn.getOperation();
 }

@@ -31,10 +31,10 @@ void colossus::prepareHopperModule(gpu::GPUModuleOp module, OpBuilder &builder,
   OpBuilder::InsertionGuard g(builder);
   builder.setInsertionPointToStart(module.getBody());
   auto smemTy = LLVM::LLVMArrayType::get(builder.getI8Type(), 0);
-  LLVM::GlobalOp::create(
-      builder, loc, smemTy, /*isConstant=*/false, LLVM::Linkage::External,
-      kSmemSymbol, Attribute(), kSmemSymbolAlign,
-      static_cast<unsigned>(NVVM::NVVMMemorySpace::Shared));
+  LLVM::GlobalOp::create(builder, loc, smemTy, /*isConstant=*/false,
+                         LLVM::Linkage::External, kSmemSymbol, Attribute(),
+                         kSmemSymbolAlign,
+                         static_cast<unsigned>(NVVM::NVVMMemorySpace::Shared));
 }
 
 void colossus::fenceTensorMap(OpBuilder &b, Location loc, Value ptr) {
@@ -46,8 +46,8 @@ void colossus::fenceTensorMap(OpBuilder &b, Location loc, Value ptr) {
       ArrayAttr());
 }
 
-nvgpu::TensorMapDescriptorType
-colossus::swizzled128TensorMap(MLIRContext *ctx, MemRefType tile) {
+nvgpu::TensorMapDescriptorType colossus::swizzled128TensorMap(MLIRContext *ctx,
+                                                              MemRefType tile) {
   return nvgpu::TensorMapDescriptorType::get(
       ctx, tile, nvgpu::TensorMapSwizzleKind::SWIZZLE_128B,
       nvgpu::TensorMapL2PromoKind::L2PROMO_256B,

@@ -52,8 +52,8 @@ struct HopperAttentionProblem {
   double scale = 1.0;
   bool causal = true;
   unsigned qArg = 0, kArg = 0, vArg = 0; ///< block-argument numbers
-  int outIndex = 0;  ///< result number of the output
-  int lseIndex = -1; ///< result number of the lse, -1 when not yielded
+  int outIndex = 0;                      ///< result number of the output
+  int lseIndex = -1;  ///< result number of the lse, -1 when not yielded
   mlir::Type outElem; ///< bf16 or f32
   HopperAttentionTile tile;
 };
