@@ -232,7 +232,7 @@ private:
     return arith::IndexCastUIOp::create(b, loc, i64, index);
   }
   Value fmax(Value x, Value y) {
-    return arith::MaximumFOp::create(b, loc, x, y);
+    return arith::MaxNumFOp::create(b, loc, x, y);
   }
   Value fadd(Value x, Value y) { return arith::AddFOp::create(b, loc, x, y); }
   Value fmul(Value x, Value y) { return arith::MulFOp::create(b, loc, x, y); }
