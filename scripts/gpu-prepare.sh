@@ -18,6 +18,9 @@
 #   gemm/       PTX of the sm_90a TMA + wgmma GEMM (--hopper-gemm --emit=ptx)
 #               for 4096^3 and 8192^3 bf16 (scripts/gpu/gemm-bench.mlir) and
 #               the epilogue shapes of test/Compiler/Hopper/Inputs/gemm.mlir
+#   attention/  PTX of the sm_90a TMA + wgmma attention (--hopper-attention
+#               --emit=ptx): causal, 32 heads of 128, seq 4096 and 16384
+#               (scripts/gpu/attention-bench.mlir)
 #   include/    FlatBuffers and nlohmann-json headers and the generated
 #               schema header: the runtime builds there with
 #               -DCOLOSSUS_BUILD_COMPILER=OFF -DCOLOSSUS_BUNDLED_INCLUDE=...
@@ -62,7 +65,7 @@ RUN="$BIN/colossus-run"
 command -v ptxas >/dev/null || { echo "gpu-prepare.sh: ptxas not found (CUDA toolkit)" >&2; exit 1; }
 
 rm -rf "$BUNDLE"
-mkdir -p "$BUNDLE"/{artifacts,expected,data,gemm,include/colossus/schema,bin,licenses}
+mkdir -p "$BUNDLE"/{artifacts,expected,data,gemm,attention,include/colossus/schema,bin,licenses}
 BUNDLE="$(cd "$BUNDLE" && pwd)"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
@@ -179,6 +182,14 @@ for k in bias_res_0_gemm small_0_gemm; do
   grep -q "^// ----- kernel $k " "$BUNDLE/gemm/gemm-epilogues.ptx" || { echo "gpu-prepare.sh: no kernel $k in gemm-epilogues.ptx" >&2; exit 1; }
 done
 
+# ---- Hopper attention PTX -------------------------------------------------------
+log "Hopper attention PTX (--hopper-attention --emit=ptx)"
+"$CC" "$REPO/scripts/gpu/attention-bench.mlir" --target=sm_90a --hopper-attention --emit=ptx \
+    -o "$BUNDLE/attention/attention-bench.ptx"
+for k in attn_4096_0_attention attn_16384_0_attention; do
+  grep -q "^// ----- kernel $k " "$BUNDLE/attention/attention-bench.ptx" || { echo "gpu-prepare.sh: no kernel $k in attention-bench.ptx" >&2; exit 1; }
+done
+
 # ---- manifest -------------------------------------------------------------------
 log "manifest"
 commit="$(git -C "$REPO" rev-parse HEAD)"
@@ -253,7 +264,15 @@ manifest = {
          "m": 256, "n": 256, "k": 192, "repeats": 5, "peer": False},
     ],
     "attention": {"batch": 1, "heads": 32, "head_dim": 128, "seqs": [4096, 16384], "causal": True,
-                  "colossus": "not measured (no standalone colossus attention harness yet)"},
+                  "colossus": "forward by scripts/gpu/hopper_attention_check.cu; backward not implemented",
+                  "kernels": [
+                      {"name": "bf16 attention fwd causal S=4096 D=128", "seq": 4096,
+                       "ptx": "attention/attention-bench.ptx", "kernel": "attn_4096_0_attention",
+                       "repeats": 20},
+                      {"name": "bf16 attention fwd causal S=16384 D=128", "seq": 16384,
+                       "ptx": "attention/attention-bench.ptx", "kernel": "attn_16384_0_attention",
+                       "repeats": 10},
+                  ]},
     "train": [
         {"name": "medium-llama bf16 train step (batch $TRAIN_BATCH x $TRAIN_SEQ)",
          "artifact": "artifacts/medium-llama-bf16-train.sm_90a.colossus",

@@ -1,5 +1,6 @@
 //===- ArtifactWriter.cpp - FlatBuffers artifact emission -----------------===//
 #include "colossus/Compiler/ArtifactWriter.h"
+#include "colossus/Compiler/HopperAttention.h"
 
 #include "colossus/runtime/ArtifactChecksum.h"
 #include "colossus/schema/colossus_generated.h"
@@ -11,6 +12,73 @@
 using namespace colossus;
 namespace fb = flatbuffers;
 namespace s = colossus::schema;
+
+namespace {
+/// A bf16, 128-byte swizzled tensor map of `arg` over a row-major tensor
+/// (`dims` innermost first, dense) read in boxes `box`.
+TensorMapRecord bf16Map(int64_t arg, std::vector<uint64_t> dims,
+                        std::vector<uint32_t> box) {
+  TensorMapRecord t;
+  t.arg = static_cast<unsigned>(arg);
+  t.dataType = static_cast<uint8_t>(schema::TensorMapDataType::bfloat16);
+  t.rank = static_cast<unsigned>(dims.size());
+  uint64_t stride = 2;
+  for (size_t d = 0; d + 1 < dims.size(); ++d) {
+    stride *= dims[d];
+    t.globalStrides.push_back(stride);
+  }
+  t.globalDim = std::move(dims);
+  t.boxDim = std::move(box);
+  t.elementStrides.assign(t.rank, 1);
+  t.interleave = static_cast<uint8_t>(schema::TensorMapInterleave::none);
+  t.swizzle = static_cast<uint8_t>(schema::TensorMapSwizzle::b128);
+  t.l2Promotion = static_cast<uint8_t>(schema::TensorMapL2Promotion::b256);
+  t.oobFill = static_cast<uint8_t>(schema::TensorMapOobFill::none);
+  return t;
+}
+
+/// The Hopper attention's launch ABI (docs/hopper-attention.md "Launch
+/// ABI"): q [T, h*d] as a 2-D map read in [bm, 64] boxes, the k and v
+/// caches [B, S, kvh*d] as 3-D maps read in [1, bn, 64] boxes.
+template <typename Number, typename Triple, typename Bad>
+llvm::Error applyAttentionLaunchAbi(KernelRecord &k, Number &number,
+                                    Triple &triple, Bad &bad) {
+  int64_t b, s, t, h, kvh, d, bm, bn, smem, qArg, kArg, vArg;
+  for (auto [key, out] : {std::pair<const char *, int64_t *>{"b", &b},
+                          {"s", &s},
+                          {"t", &t},
+                          {"h", &h},
+                          {"kvh", &kvh},
+                          {"d", &d},
+                          {"bm", &bm},
+                          {"bn", &bn},
+                          {"dynamic_smem", &smem},
+                          {"q_arg", &qArg},
+                          {"k_arg", &kArg},
+                          {"v_arg", &vArg}})
+    if (llvm::Error e = number(key, *out))
+      return e;
+  if (llvm::Error e = triple("grid", k.grid))
+    return e;
+  if (llvm::Error e = triple("block", k.block))
+    return e;
+  if (b <= 0 || s <= 0 || t <= 0 || h <= 0 || kvh <= 0 || d % 64 != 0 ||
+      d <= 0 || bm <= 0 || bm > 256 || bn <= 0 || bn > 256 || smem < 0)
+    return bad("a value is out of range");
+  for (int64_t arg : {qArg, kArg, vArg})
+    if (arg < 0 || arg >= k.numArgs)
+      return bad("a tensor-map argument is out of range");
+  k.dynamicSmemBytes = static_cast<unsigned>(smem);
+  k.blockDim = k.block[0] * k.block[1] * k.block[2];
+  auto u64 = [](int64_t v) { return static_cast<uint64_t>(v); };
+  auto u32 = [](int64_t v) { return static_cast<uint32_t>(v); };
+  k.tensorMaps = {
+      bf16Map(qArg, {u64(h * d), u64(t)}, {64, u32(bm)}),
+      bf16Map(kArg, {u64(kvh * d), u64(s), u64(b)}, {64, u32(bn), 1}),
+      bf16Map(vArg, {u64(kvh * d), u64(s), u64(b)}, {64, u32(bn), 1})};
+  return llvm::Error::success();
+}
+} // namespace
 
 llvm::Error colossus::applyLaunchAbi(KernelRecord &k) {
   if (k.gpu.abi.empty())
@@ -52,6 +120,8 @@ llvm::Error colossus::applyLaunchAbi(KernelRecord &k) {
       return bad(key + "=" + it->second + " is not 3 positive integers");
     return llvm::Error::success();
   };
+  if (k.gpu.abiAttr == kHopperAttentionAbiAttr)
+    return applyAttentionLaunchAbi(k, number, triple, bad);
   int64_t m, n, kk, bm, bn, bk, smem, aArg, bArg;
   for (auto [key, out] : {std::pair<const char *, int64_t *>{"m", &m},
                           {"n", &n},

@@ -1,5 +1,6 @@
 //===- GpuBackend.cpp - Kernels to sm_90a PTX and cubin -------------------===//
 #include "colossus/Compiler/Backends.h"
+#include "colossus/Compiler/HopperAttention.h"
 #include "colossus/Compiler/HopperGemm.h"
 
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
@@ -72,11 +73,13 @@ colossus::buildGpuKernels(ModuleOp kernels, StringRef ptxasPath) {
   }
   MLIRContext *ctx = kernels.getContext();
   // Launch ABIs of kernels that are not plain SIMT kernels, by gpu.module.
-  std::map<std::string, std::string> abis;
+  // (attribute name, ABI line) by gpu.module.
+  std::map<std::string, std::pair<std::string, std::string>> abis;
   kernels.walk([&](gpu::GPUFuncOp fn) {
-    if (auto abi = fn->getAttrOfType<StringAttr>(kHopperGemmAbiAttr))
-      if (auto gm = fn->getParentOfType<gpu::GPUModuleOp>())
-        abis[gm.getSymName().str()] = abi.str();
+    for (const char *attr : {kHopperGemmAbiAttr, kHopperAttentionAbiAttr})
+      if (auto abi = fn->getAttrOfType<StringAttr>(attr))
+        if (auto gm = fn->getParentOfType<gpu::GPUModuleOp>())
+          abis[gm.getSymName().str()] = {attr, abi.str()};
   });
   OwningOpRef<ModuleOp> m = ModuleOp::create(kernels.getLoc());
   (*m)->setAttr(gpu::GPUDialect::getContainerModuleAttrName(),
@@ -109,8 +112,10 @@ colossus::buildGpuKernels(ModuleOp kernels, StringRef ptxasPath) {
     auto obj = cast<gpu::ObjectAttr>(objects[0]);
     GpuKernelBinary k;
     k.ptx = obj.getObject().getValue().str();
-    if (auto it = abis.find(name); it != abis.end())
-      k.abi = it->second;
+    if (auto it = abis.find(name); it != abis.end()) {
+      k.abiAttr = it->second.first;
+      k.abi = it->second.second;
+    }
 
     SmallString<128> ptxPath(dir), cubinPath(dir), logPath(dir);
     sys::path::append(ptxPath, name + ".ptx");

@@ -28,6 +28,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "colossus/Compiler/HopperGemm.h"
+#include "colossus/Compiler/HopperCommon.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
@@ -44,13 +45,6 @@ using namespace mlir;
 using namespace colossus;
 
 namespace {
-
-/// The dynamic shared memory symbol. The lowering of
-/// gpu.dynamic_shared_memory reuses an existing zero-sized workgroup global
-/// of its alignment (16 bytes); declaring it external keeps the NVPTX
-/// backend from demoting it to a one-byte static variable.
-constexpr const char *kSmemSymbol = "colossus_dynamic_smem";
-constexpr int64_t kSmemSymbolAlign = 16;
 
 bool isBf16OrF32(Type t) { return t.isBF16() || t.isF32(); }
 
@@ -193,11 +187,7 @@ public:
   }
 
   nvgpu::TensorMapDescriptorType tensorMapType(MemRefType tile) {
-    return nvgpu::TensorMapDescriptorType::get(
-        ctx, tile, nvgpu::TensorMapSwizzleKind::SWIZZLE_128B,
-        nvgpu::TensorMapL2PromoKind::L2PROMO_256B,
-        nvgpu::TensorMapOOBKind::OOB_ZERO,
-        nvgpu::TensorMapInterleaveKind::INTERLEAVE_NONE);
+    return swizzled128TensorMap(ctx, tile);
   }
 
   Value idx(int64_t v) { return arith::ConstantIndexOp::create(b, loc, v); }
@@ -242,11 +232,7 @@ private:
   /// >> 4 in [32, 46), base offset 0 (every tile is 1024-aligned), swizzle
   /// mode 1 (128B) in [62, 64).
   Value descriptor(Value addr) {
-    const int64_t hi = (int64_t(1) << 62) | (int64_t(1024 >> 4) << 32) |
-                       (int64_t(16 >> 4) << 16);
-    Value start = arith::AndIOp::create(
-        b, loc, arith::ShRUIOp::create(b, loc, addr, cI64(4)), cI64(0x3FFF));
-    return arith::OrIOp::create(b, loc, start, cI64(hi));
+    return wgmmaDescriptor128B(b, loc, addr, /*lbo=*/16, /*sbo=*/1024);
   }
   Value toI64(Value index) {
     return arith::IndexCastUIOp::create(b, loc, i64, index);
@@ -526,12 +512,7 @@ void GemmBuilder::build(gpu::GPUFuncOp fn, unsigned numInputs) {
     // order that write before the tensor-map proxy reads them (PTX ISA 8.3),
     // in the thread that issues the loads.
     for (Value ptr : {ptrA, ptrB})
-      LLVM::InlineAsmOp::create(
-          b, loc, TypeRange(), ValueRange{ptr},
-          "fence.proxy.tensormap::generic.acquire.gpu [$0], 128;", "l",
-          /*has_side_effects=*/true, /*is_align_stack=*/false,
-          LLVM::tailcallkind::TailCallKind::None, LLVM::AsmDialectAttr(),
-          ArrayAttr());
+      fenceTensorMap(b, loc, ptr);
     nvgpu::TmaPrefetchOp::create(b, loc, tmA, Value());
     nvgpu::TmaPrefetchOp::create(b, loc, tmB, Value());
     forEachTile(firstTile, numTiles, tileStep, activeTileRows, start,
@@ -635,24 +616,7 @@ FailureOr<Operation *> colossus::buildHopperGemm(FusionOp fusion,
     return fusion.emitOpError("internal error: the Hopper GEMM must be built "
                               "in a gpu.module");
   MLIRContext *ctx = builder.getContext();
-  ctx->getOrLoadDialect<nvgpu::NVGPUDialect>();
-  ctx->getOrLoadDialect<NVVM::NVVMDialect>();
-  ctx->getOrLoadDialect<LLVM::LLVMDialect>();
-  ctx->getOrLoadDialect<vector::VectorDialect>();
-
-  // The module's own target comes first among the lowering's objects (the
-  // sm_90a backend uses the first): PTX ISA 8.3 for the tensor-map fence.
-  module.setTargetsAttr(builder.getArrayAttr({NVVM::NVVMTargetAttr::get(
-      ctx, /*optLevel=*/3, "nvptx64-nvidia-cuda", "sm_90a", "+ptx83")}));
-  {
-    OpBuilder::InsertionGuard g(builder);
-    builder.setInsertionPointToStart(module.getBody());
-    auto smemTy = LLVM::LLVMArrayType::get(builder.getI8Type(), 0);
-    LLVM::GlobalOp::create(
-        builder, loc, smemTy, /*isConstant=*/false, LLVM::Linkage::External,
-        kSmemSymbol, Attribute(), kSmemSymbolAlign,
-        static_cast<unsigned>(NVVM::NVVMMemorySpace::Shared));
-  }
+  prepareHopperModule(module, builder, loc);
 
   Block &body = fusion.getBody().front();
   auto ptrTy = LLVM::LLVMPointerType::get(ctx);

@@ -118,6 +118,12 @@ cl::opt<bool> hopperGemmOpt(
              "the TMA + wgmma kernel (docs/hopper-gemm.md; its artifacts "
              "are tested against a fake driver only, never run on a GPU)"),
     cl::init(false), cl::cat(cat));
+cl::opt<bool> hopperAttentionOpt(
+    "hopper-attention",
+    cl::desc("sm_90a, experimental: compile bf16 attention groups (head_dim "
+             "64 or 128) into the TMA + wgmma FlashAttention-style kernel "
+             "(docs/hopper-attention.md; never run on a GPU)"),
+    cl::init(false), cl::cat(cat));
 cl::opt<unsigned> blockDimOpt("block-dim",
                               cl::desc("Threads per block of sm_90a kernels"),
                               cl::init(128), cl::cat(cat));
@@ -322,6 +328,7 @@ std::optional<int> fuseAndKernelize(ModuleOp module, ModuleOp &kernels) {
     kopts.target = targetOpt;
     kopts.blockDim = blockDimOpt;
     kopts.hopperGemm = hopperGemmOpt;
+    kopts.hopperAttention = hopperAttentionOpt;
     pm.addPass(createColossusKernelize(kopts));
   }
   if (failed(pm.run(module)))
@@ -394,7 +401,7 @@ int compileKernelsOnly(bool gpu) {
         os << "// ----- kernel " << name << " registers " << k.registers
            << " spill_bytes " << k.spillBytes << " -----\n";
         if (!k.abi.empty())
-          os << "// colossus.hopper_gemm " << k.abi << "\n";
+          os << "// " << k.abiAttr << " " << k.abi << "\n";
         os << k.ptx << "\n";
       }
     });
@@ -530,6 +537,7 @@ int colossus::compileMain(int argc, char **argv) {
       kopts.target = targetOpt;
       kopts.blockDim = blockDimOpt;
       kopts.hopperGemm = hopperGemmOpt;
+      kopts.hopperAttention = hopperAttentionOpt;
       pm.addPass(createColossusKernelize(kopts));
       if (failed(buildTrainSteps(*other, recomputeOpt == "layer" ? "none"
                                                                  : "layer",
@@ -599,7 +607,7 @@ int colossus::compileMain(int argc, char **argv) {
         for (const KernelRecord &k : records) {
           os << "// ----- kernel " << k.name << " -----\n";
           if (!k.gpu.abi.empty())
-            os << "// colossus.hopper_gemm " << k.gpu.abi << "\n";
+            os << "// " << k.gpu.abiAttr << " " << k.gpu.abi << "\n";
           os << k.gpu.ptx << "\n";
         }
       });

@@ -17,6 +17,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "colossus/Compiler/KernelEmitter.h"
+#include "colossus/Compiler/HopperAttention.h"
 #include "colossus/Compiler/HopperGemm.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -1807,7 +1808,8 @@ double estimateBytes(FusionOp fusion) {
 
 LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
                                    KernelTarget target, unsigned blockDim,
-                                   OpBuilder &builder, bool hopperGemm) {
+                                   OpBuilder &builder, bool hopperGemm,
+                                   bool hopperAttention) {
   Location loc = fusion.getLoc();
   Block &body = fusion.getBody().front();
   // sm_90a with hopperGemm: a bf16 GEMM group becomes the TMA + wgmma kernel
@@ -1839,6 +1841,38 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
     }
     fusion.emitWarning("the sm_90a bf16 GEMM does not apply (")
         << hopperWhyNot << "): a SIMT kernel is generated";
+  }
+  // sm_90a with hopperAttention: a bf16 attention group becomes the
+  // FlashAttention-style TMA + wgmma kernel (docs/hopper-attention.md).
+  if (target == KernelTarget::Gpu && hopperAttention &&
+      fusion.getKind() == "attention") {
+    std::string whyNot;
+    if (std::optional<HopperAttentionProblem> p =
+            matchHopperAttention(fusion, whyNot)) {
+      FailureOr<Operation *> kernelOp =
+          buildHopperAttention(fusion, *p, name, builder);
+      if (failed(kernelOp))
+        return failure();
+      SmallVector<Attribute> fused;
+      for (Operation &op : body.without_terminator())
+        fused.push_back(builder.getStringAttr(op.getName().getStringRef()));
+      Operation *k = *kernelOp;
+      k->setAttr(kattrs::kKind, fusion.getKindAttr());
+      k->setAttr(kattrs::kFusedOps, builder.getArrayAttr(fused));
+      k->setAttr(kattrs::kCols, builder.getI64IntegerAttr(p->heads));
+      k->setAttr(kattrs::kNumArgs,
+                 builder.getI64IntegerAttr(body.getNumArguments() +
+                                           fusion.getNumResults()));
+      k->setAttr(kattrs::kFlops,
+                 builder.getF64FloatAttr(estimateFlops(fusion)));
+      k->setAttr(kattrs::kBytes,
+                 builder.getF64FloatAttr(estimateBytes(fusion)));
+      k->setAttr(kattrs::kBlockDim,
+                 builder.getI64IntegerAttr(HopperAttentionTile::kThreads));
+      return success();
+    }
+    fusion.emitWarning("the sm_90a bf16 attention does not apply (")
+        << whyNot << "): a SIMT kernel is generated";
   }
   // Buffers are f32, bf16 (loaded into f32, rounded when stored) or i32.
   for (Type t : llvm::concat<const Type>(body.getArgumentTypes(),

@@ -179,7 +179,8 @@ struct ColossusKernelizePass final
           auto gm = kb.create<gpu::GPUModuleOp>(fusion.getLoc(), name);
           kb.setInsertionPointToStart(gm.getBody());
         }
-        if (failed(emitKernel(fusion, name, kt, blockDim, kb, hopperGemm)))
+        if (failed(emitKernel(fusion, name, kt, blockDim, kb, hopperGemm,
+                              hopperAttention)))
           return WalkResult::interrupt();
         if (auto it = accumulated.find(fusion); it != accumulated.end()) {
           // The kernel was created just before the insertion point.

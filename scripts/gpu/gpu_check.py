@@ -14,8 +14,8 @@ a step that fails, times out or is skipped is reported and the run goes on.
 Nothing prints a timing ratio that was not measured in this run.
 
 Exit status of `check`: 0 every numerics check passed (the models' sm_90a
-artifacts against the cpu, and the Hopper GEMM against its float64
-reference); 1 some numerics check failed or could not run (dry run: the
+artifacts against the cpu, and the Hopper GEMM and attention against
+their float64 references); 1 some numerics check failed or could not run (dry run: the
 bundle is invalid); 2 usage error or no readable manifest.
 
 Python 3.8+, standard library only (numpy is used when importable).
@@ -90,6 +90,8 @@ def referenced(manifest):
         refs += [c.get(k) for k in ("artifact", "weights", "data", "expected", "expected_json")]
     for g in manifest.get("gemm", []):
         refs.append(g.get("ptx"))
+    for a in manifest.get("attention", {}).get("kernels", []):
+        refs.append(a.get("ptx"))
     for t in manifest.get("train", []):
         refs += [t.get(k) for k in ("artifact", "weights", "data")]
     return [r for r in refs if r]
@@ -474,6 +476,28 @@ def check_gemm(r, bundle, hgc, g):
     return rec
 
 
+def check_attention(r, bundle, hac, a):
+    """One Hopper attention kernel through hopper_attention_check: numerics
+    against float64, then the median time (forward only)."""
+    rec = {"name": a["name"], "kernel": a["kernel"], "seq": a["seq"]}
+    if hac is None:
+        rec.update(status="error", error="hopper_attention_check was not built")
+        return rec
+    cmd = [hac, os.path.join(bundle, a["ptx"]), "--kernel", a["kernel"], "--repeats", str(a.get("repeats", 20))]
+    res = r.run("attention-" + a["kernel"], cmd, 150)
+    for line in res["stdout"].splitlines():
+        r.say("  | " + line)
+    m = GEMM_RE.search(res["stdout"])
+    if m:
+        rec.update(rel_error=float(m.group(1)), tol=float(m.group(2)), status="pass" if m.group(3) == "PASS" else "fail")
+    else:
+        rec.update(status="skipped" if res.get("skipped") else "error", error=step_error(res) or "no numerics line")
+    t = TIME_RE.search(res["stdout"])
+    if t:
+        rec.update(median_ms=float(t.group(1)), tflops=float(t.group(5)))
+    return rec
+
+
 def check_train(r, bundle, run_bin, t):
     rec = {"name": t["name"], "param_elements": t["param_elements"]}
     if run_bin is None:
@@ -533,6 +557,11 @@ def table(results):
         else:
             ratio, status = "n/a", "not available (" + ("colossus" if "tflops" not in g else "cuBLAS") + " side not measured)"
         rows.append((f"{g['name']}: colossus / cuBLAS", ours, f"torch.linear {theirs}", ratio, status))
+    ours_att = {c["seq"]: c for c in results.get("attention_colossus", [])}
+    for c in results.get("attention_colossus", []):
+        rows.append((c["name"] + " numerics", f"rel err {fmt(c.get('rel_error'))}",
+                     "float64 reference", f"tol {fmt(c.get('tol'), 'g')}",
+                     c["status"].upper() + (f" ({short(c['error'])})" if c.get("error") else "")))
     att = results.get("attention", [])
     for a in att:
         if a.get("backend") != "default":
@@ -540,9 +569,24 @@ def table(results):
         for what in ("fwd", "fwd_bwd"):
             key = f"{what}_tflops"
             theirs = f"SDPA {a[key]:.1f} TFLOP/s" if key in a else "SDPA not measured"
-            rows.append((f"attention {what.replace('_', '+')} causal S={a['seq']} D={a['head_dim']}: colossus / SDPA",
-                         "not measured", theirs, "n/a",
-                         "not available: colossus " + results["manifest"]["attention"]["colossus"]))
+            c = ours_att.get(a["seq"])
+            label = f"attention {what.replace('_', '+')} causal S={a['seq']} D={a['head_dim']}: colossus / SDPA"
+            if what == "fwd" and c is not None and "tflops" in c:
+                ours = f"{c['tflops']:.1f} TFLOP/s"
+                if key in a and c["status"] == "pass":
+                    ratio, status = f"{c['tflops'] / a[key]:.3f}", "measured"
+                elif key in a:
+                    ratio, status = "n/a", "not available (the kernel's numerics did not pass)"
+                else:
+                    ratio, status = "n/a", "not available (SDPA side not measured)"
+                rows.append((label, ours, theirs, ratio, status))
+            elif what == "fwd":
+                rows.append((label, "not measured", theirs, "n/a",
+                             "not available (colossus side not measured"
+                             + (f": {short(c.get('error'))}" if c is not None and c.get("error") else "") + ")"))
+            else:
+                rows.append((label, "not measured", theirs, "n/a",
+                             "not available: colossus attention backward not implemented"))
     if not att:
         rows.append(("attention: colossus / torch SDPA", "not measured", "SDPA not measured", "n/a",
                      "not available: colossus " + results["manifest"]["attention"]["colossus"]
@@ -618,8 +662,10 @@ def check(args):
         for g in manifest.get("gemm", []):
             print(f"    {g['name']}: {g['ptx']} {g['kernel']}{' + torch.linear' if g.get('peer') else ''}")
         a = manifest.get("attention", {})
-        print(f"  attention (torch SDPA only): causal, B={a.get('batch')} H={a.get('heads')} "
+        print(f"  attention (torch SDPA): causal, B={a.get('batch')} H={a.get('heads')} "
               f"D={a.get('head_dim')} S={a.get('seqs')}; colossus: {a.get('colossus')}")
+        for k in a.get("kernels", []):
+            print(f"    {k['name']}: {k['ptx']} {k['kernel']} (hopper_attention_check)")
         for t in manifest.get("train", []):
             print(f"  train: {t['name']}: {t['steps']} steps, {t['param_elements']} params")
         print("  tools here: " + ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in tools.items()))
@@ -649,12 +695,18 @@ def check(args):
         r.say(f"  GPU: {results['gpu']}")
 
     # (a) runtime, with the GEMM harness compiled alongside (both CPU-bound).
-    r.say("== (a) build colossus-run (no LLVM) and scripts/gpu/hopper_gemm_check.cu")
+    r.say("== (a) build colossus-run (no LLVM), scripts/gpu/hopper_gemm_check.cu and hopper_attention_check.cu")
     nvcc = tools["nvcc"]
     hgc = os.path.join(work, "hopper_gemm_check")
     src = os.path.join(REPO, "scripts", "gpu", "hopper_gemm_check.cu")
     nvcc_cmd = [nvcc, "-arch=sm_90a", "-O2", "-o", hgc, src, "-lcuda", "-lpthread"] if nvcc else None
     cuda_root = os.path.dirname(os.path.dirname(os.path.realpath(nvcc))) if nvcc else None
+    hac = os.path.join(work, "hopper_attention_check")
+    hac_cmd = ([nvcc, "-arch=sm_90a", "-O2", "-o", hac, os.path.join(REPO, "scripts", "gpu", "hopper_attention_check.cu"),
+                "-lcuda", "-lpthread", "-L" + os.path.join(cuda_root, "lib64", "stubs")] if nvcc else None)
+    if hac_cmd:
+        ha_t = time.time()
+        ha_p, ha_out = r.start("hopper-attention-check-build", hac_cmd)
     if nvcc_cmd:
         nv_t = time.time()
         nv_p, nv_out = r.start("hopper-gemm-check-build", nvcc_cmd + ["-L" + os.path.join(cuda_root, "lib64", "stubs")])
@@ -670,6 +722,15 @@ def check(args):
     else:
         hgc = None
         results["hopper_gemm_check_build"] = "nvcc not found"
+    if hac_cmd:
+        lim = min(180.0, (time.time() - ha_t) + max(10.0, r.left() - 10))
+        res = r.finish("hopper-attention-check-build", ha_p, ha_out, lim, ha_t)
+        if step_error(res):
+            hac = None
+        results["hopper_attention_check_build"] = step_error(res) or "ok"
+    else:
+        hac = None
+        results["hopper_attention_check_build"] = "nvcc not found"
 
     # (b) numerics of the models.
     r.say("== (b) numerics: sm_90a artifacts on the GPU vs the cpu's results")
@@ -696,9 +757,11 @@ def check(args):
         if step_error(res):
             results["torch_gemm_error"] = step_error(res)
 
-    # (d) attention: the torch side only.
-    r.say("== (d) attention forward + backward: torch SDPA (colossus: " + manifest["attention"]["colossus"] + ")")
+    # (d) attention: the Hopper attention forward (hopper_attention_check:
+    # float64 numerics, time) and torch SDPA forward + backward.
+    r.say("== (d) attention: colossus (" + manifest["attention"]["colossus"] + ") and torch SDPA forward + backward")
     a = manifest["attention"]
+    results["attention_colossus"] = [check_attention(r, bundle, hac, k) for k in a.get("kernels", [])]
     res = r.run("torch-sdpa", [py, bench, "sdpa", "--seqs", ",".join(str(s) for s in a["seqs"]),
                                "--batch", str(a["batch"]), "--heads", str(a["heads"]),
                                "--head-dim", str(a["head_dim"])], 150)
@@ -721,7 +784,7 @@ def check(args):
     rows = table(results)
     results["table"] = [dict(zip(("check", "colossus", "peer", "ratio", "status"), x)) for x in rows]
     print_table(r, rows)
-    checks = results["numerics"] + results["gemm"]
+    checks = results["numerics"] + results["gemm"] + results.get("attention_colossus", [])
     failed = [c["name"] for c in checks if c.get("status") != "pass"]
     results["all_numerics_passed"] = not failed and bool(checks)
     results["seconds"] = round(time.time() - r.t0, 1)

@@ -626,6 +626,100 @@ TEST_F(CudaFake, LaunchWithoutPreparedTensorMapsIsAnError) {
     (*device)->free(p);
 }
 
+// ---- The Hopper attention's launch ABI: a 3-D grid, 2-D and 3-D maps ----
+
+void *attnArgs[4];
+void fakeAttention(void **args, int64_t, int64_t, int64_t) {
+  std::copy(args, args + 4, attnArgs);
+}
+
+/// cudaTinySpec plus the Hopper attention of docs/hopper-attention.md for
+/// B = 2, S = 128, T = 128, 2 heads of 64, 1 kv head: buffers 6 q (arena
+/// bf16 [128, 128] at 576), 7 k and 8 v (state bf16 caches [2, 128, 64]),
+/// 9 out (arena bf16 [128, 128] at 33344); kernel 3 `hopper_attention` (q,
+/// k, v, out; grid (1, 2, 2), block (256, 1, 1), 148480 bytes of dynamic
+/// shared memory; a 2-D map of q, 3-D maps of the caches).
+ArtifactSpec attentionSpec() {
+  ArtifactSpec spec = cudaTinySpec();
+  using K = schema::BufferKind;
+  using D = schema::DType;
+  spec.buffers.push_back({"q", K::arena, D::bf16, {128, 128}, 576, 32768});
+  spec.buffers.push_back({"kc", K::state, D::bf16, {2, 128, 64}, 0, 32768});
+  spec.buffers.push_back({"vc", K::state, D::bf16, {2, 128, 64}, 0, 32768});
+  spec.buffers.push_back({"o", K::arena, D::bf16, {128, 128}, 33344, 32768});
+  spec.arenaBytes = 33344 + 32768;
+  KernelSpec attn;
+  attn.name = "hopper_attention";
+  attn.numArgs = 4;
+  attn.cols = 2;
+  attn.blockDim = 256;
+  attn.cubin = textImage("fake-cubin hopper_attention=4");
+  attn.sharedMemBytes = 148480;
+  attn.grid = {1, 2, 2};
+  attn.block = {256, 1, 1};
+  TensorMapSpec q;
+  q.arg = 0;
+  q.globalDim = {128, 128};
+  q.globalStrides = {256};
+  q.boxDim = {64, 128};
+  TensorMapSpec k;
+  k.arg = 1;
+  k.rank = 3;
+  k.globalDim = {64, 128, 2};
+  k.globalStrides = {128, 16384};
+  k.boxDim = {64, 128, 1};
+  k.elementStrides = {1, 1, 1};
+  TensorMapSpec v = k;
+  v.arg = 2;
+  attn.tensorMaps = {q, k, v};
+  spec.kernels.push_back(attn);
+  spec.steps[0].launches.push_back({3, {6, 7, 8, 9}});
+  return spec;
+}
+
+TEST_F(CudaFake, HopperAttentionEncodesThreeDimensionalMaps) {
+  Fake::get().registerKernel("hopper_attention", fakeAttention);
+  {
+    SessionOptions plain;
+    plain.cudaGraphs = false;
+    auto s = open(attentionSpec(), plain);
+    ASSERT_TRUE(s) << s.message();
+    std::string l = log();
+    // Allocations: a0 arena, a1 tokens, a2 logits, a3 emb, a4 bias, a5 kv,
+    // a6 kc, a7 vc; then the maps (a8: q's, a9: kc's, a10: vc's).
+    auto encodes = lines(l, "cuTensorMapEncodeTiled");
+    ASSERT_EQ(encodes.size(), 3u) << l;
+    EXPECT_EQ(encodes[0],
+              "cuTensorMapEncodeTiled type=9 rank=2 addr=a0+576 dims=128,128 "
+              "strides=256 box=64,128 elementStrides=1,1 interleave=0 "
+              "swizzle=3 l2=3 oob=0");
+    EXPECT_EQ(encodes[1],
+              "cuTensorMapEncodeTiled type=9 rank=3 addr=a6+0 dims=64,128,2 "
+              "strides=128,16384 box=64,128,1 elementStrides=1,1,1 "
+              "interleave=0 swizzle=3 l2=3 oob=0");
+    EXPECT_EQ(encodes[2],
+              "cuTensorMapEncodeTiled type=9 rank=3 addr=a7+0 dims=64,128,2 "
+              "strides=128,16384 box=64,128,1 elementStrides=1,1,1 "
+              "interleave=0 swizzle=3 l2=3 oob=0");
+    EXPECT_THAT(l, HasSubstr("cuFuncSetAttribute hopper_attention 8 148480"));
+    Fake::get().clearLog();
+    ASSERT_TRUE((*s)->forward({3, 1, 4}));
+    l = log();
+    // The fixed grid (query blocks, heads, sequences) whatever nb and nt.
+    auto launches = lines(l, "launch hopper_attention");
+    ASSERT_EQ(launches.size(), 1u) << l;
+    EXPECT_EQ(launches[0], "launch hopper_attention grid=1,2,2 "
+                           "block=256,1,1 smem=148480 "
+                           "args=a8+0,a9+0,a10+0,a0+33344 region=1,3,0");
+    for (int i = 0; i < 3; ++i) {
+      const FakeTensorMap &m = mapAt(attnArgs[i]);
+      EXPECT_STREQ(m.magic, "fakemap");
+      EXPECT_EQ(m.rank, i == 0 ? 2u : 3u);
+    }
+  }
+  EXPECT_EQ(Fake::get().liveObjects(), 0);
+}
+
 // ---- Verifier checks of grid, block and tensor maps ----
 
 std::string loadError(const ArtifactSpec &spec) {
@@ -635,6 +729,18 @@ std::string loadError(const ArtifactSpec &spec) {
 
 TEST(TensorMapVerifier, TheGemmSpecIsValid) {
   EXPECT_EQ(loadError(gemmSpec()), "loaded");
+}
+
+TEST(TensorMapVerifier, TheAttentionSpecIsValid) {
+  EXPECT_EQ(loadError(attentionSpec()), "loaded");
+  // A cache map whose dimensions do not match the bound [2, 128, 64] cache.
+  ArtifactSpec bad = attentionSpec();
+  bad.kernels.back().tensorMaps[1].globalDim = {64, 256};
+  bad.kernels.back().tensorMaps[1].rank = 2;
+  bad.kernels.back().tensorMaps[1].globalStrides = {128};
+  bad.kernels.back().tensorMaps[1].boxDim = {64, 128};
+  bad.kernels.back().tensorMaps[1].elementStrides = {1, 1};
+  EXPECT_THAT(loadError(bad), HasSubstr("'hopper_attention'.tensor_maps[1]"));
 }
 
 TEST(TensorMapVerifier, LaunchShapeErrors) {

@@ -30,8 +30,12 @@ struct GpuKernelBinary {
   unsigned spillBytes = 0; // spill stores + spill loads
   unsigned stackBytes = 0;
   /// Launch ABI of a kernel that is not a plain SIMT kernel (the Hopper
-  /// GEMM: docs/hopper-gemm.md), as `key=value` pairs; empty otherwise.
+  /// GEMM: docs/hopper-gemm.md, the Hopper attention:
+  /// docs/hopper-attention.md), as `key=value` pairs; empty otherwise.
   std::string abi;
+  /// The attribute the ABI came from (colossus.hopper_gemm or
+  /// colossus.hopper_attention): which launch ABI `abi` is.
+  std::string abiAttr;
 };
 
 /// sm_90a: lowers every gpu.module of the `kernels` module through NVVM to

@@ -30,10 +30,13 @@ enum class KernelTarget { Cpu, Gpu };
 /// With `hopperGemm` (sm_90a), a bf16 GEMM group that fits becomes the
 /// TMA + wgmma kernel of docs/hopper-gemm.md (not launchable by the runtime
 /// yet); otherwise every group gets a SIMT kernel.
+/// With `hopperAttention` (sm_90a), a bf16 attention group that fits
+/// becomes the TMA + wgmma kernel of docs/hopper-attention.md.
 mlir::LogicalResult emitKernel(FusionOp fusion, llvm::StringRef name,
                                KernelTarget target, unsigned blockDim,
                                mlir::OpBuilder &builder,
-                               bool hopperGemm = false);
+                               bool hopperGemm = false,
+                               bool hopperAttention = false);
 
 } // namespace colossus
 

@@ -46,6 +46,10 @@ def ColossusKernelize : Pass<"colossus-kernelize", "mlir::ModuleOp"> {
     Option<"hopperGemm", "hopper-gemm", "bool", /*default=*/"false",
            "sm_90a: compile bf16 GEMM groups into the TMA + wgmma kernel "
            "(experimental; the runtime cannot launch it yet)">,
+    Option<"hopperAttention", "hopper-attention", "bool", /*default=*/"false",
+           "sm_90a: compile bf16 attention groups (head_dim 64 or 128) into "
+           "the TMA + wgmma FlashAttention-style kernel (experimental, "
+           "never run on a GPU)">,
   ];
   let dependentDialects = [
     "::mlir::arith::ArithDialect", "::mlir::func::FuncDialect",

@@ -1,0 +1,19 @@
+// Causal bf16 attention forward for the GPU check (scripts/gpu-prepare.sh
+// compiles it with --target=sm_90a --hopper-attention --emit=ptx;
+// docs/gpu-check.md, docs/hopper-attention.md): one sequence, 32 heads of
+// 128, as many kv heads (the shape torch_bench.py times
+// scaled_dot_product_attention on in the same run), scale 1/sqrt(128).
+
+func.func @attn_4096(%q: tensor<4096x4096xbf16>, %k: tensor<1x4096x4096xbf16>,
+                     %v: tensor<1x4096x4096xbf16>) -> tensor<4096x4096xbf16> {
+  %pos = colossus.positions 4096
+  %0 = colossus.attention %q, %k, %v, %pos {head_dim = 128 : i64, num_heads = 32 : i64, num_kv_heads = 32 : i64, scale = 0.08838834764831845 : f64} : tensor<4096x4096xbf16>, tensor<1x4096x4096xbf16>, tensor<1x4096x4096xbf16>, tensor<4096xi32>
+  return %0 : tensor<4096x4096xbf16>
+}
+
+func.func @attn_16384(%q: tensor<16384x4096xbf16>, %k: tensor<1x16384x4096xbf16>,
+                      %v: tensor<1x16384x4096xbf16>) -> tensor<16384x4096xbf16> {
+  %pos = colossus.positions 16384
+  %0 = colossus.attention %q, %k, %v, %pos {head_dim = 128 : i64, num_heads = 32 : i64, num_kv_heads = 32 : i64, scale = 0.08838834764831845 : f64} : tensor<16384x4096xbf16>, tensor<1x16384x4096xbf16>, tensor<1x16384x4096xbf16>, tensor<16384xi32>
+  return %0 : tensor<16384x4096xbf16>
+}

@@ -1,0 +1,24 @@
+"""Prints the GPU check's table rows (gpu_check.table) for made-up attention
+results: the ratio is computed only from a measured colossus forward whose
+numerics passed and a measured SDPA forward (test/scripts/gpu-check.test)."""
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "..", "scripts", "gpu"))
+import gpu_check  # noqa: E402
+
+sdpa = [{"op": "sdpa", "backend": "default", "seq": s, "head_dim": 128,
+         "fwd_tflops": 500.0, "fwd_bwd_tflops": 300.0} for s in (4096, 16384)]
+results = {
+    "numerics": [], "gemm": [], "train": [],
+    "manifest": {"attention": {"colossus": "forward by hopper_attention_check"}},
+    "attention_colossus": [
+        {"name": "attn S=4096", "seq": 4096, "status": "pass", "rel_error": 3e-3, "tol": 1e-2,
+         "tflops": 400.0},
+        {"name": "attn S=16384", "seq": 16384, "status": "fail", "rel_error": 0.9, "tol": 1e-2,
+         "tflops": 450.0},
+    ],
+    "attention": sdpa,
+}
+for row in gpu_check.table(results):
+    print(" | ".join(row))
