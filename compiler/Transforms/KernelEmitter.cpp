@@ -30,6 +30,8 @@
 
 #include <array>
 #include <cmath>
+#include <map>
+#include <vector>
 
 using namespace mlir;
 using namespace colossus;
@@ -82,8 +84,12 @@ private:
   bool atPoint(ArrayRef<Value> idx) const {
     return idx.size() == 2 && idx[0] == pointR && idx[1] == pointC;
   }
-  /// Loads compute in f32: narrower floats (bf16, f16) are widened.
+  /// Loads compute in f32: narrower floats (bf16, f16) are widened. In
+  /// vector mode an element of a column chunk comes out of one 16-byte
+  /// vector load of the chunk (vectorLane).
   Value load(Value mem, ValueRange idx) {
+    if (Value v = vectorLane(mem, idx))
+      return widen(v);
     return widen(b.create<memref::LoadOp>(loc, mem, idx));
   }
   Value widen(Value v) {
@@ -119,11 +125,22 @@ private:
         b.create<math::ExpOp>(loc, b.create<arith::SubFOp>(loc, x, mNew)));
     return {mNew, lNew};
   }
-  /// Stores round an f32 value to the buffer's element type.
+  /// Stores round an f32 value to the buffer's element type. In vector mode
+  /// the elements of a column chunk are gathered and written by one vector
+  /// store once the chunk's last element arrives (vectorStore).
   void store(Value v, Value mem, ValueRange idx) {
     Type e = cast<MemRefType>(mem.getType()).getElementType();
     if (e != v.getType() && isa<FloatType>(e))
       v = narrow(v, e);
+    if (vectorStore(v, mem, idx))
+      return;
+    if (storeGuard) {
+      auto guard = b.create<scf::IfOp>(loc, storeGuard, false);
+      OpBuilder::InsertionGuard g(b);
+      b.setInsertionPointToStart(&guard.getThenRegion().front());
+      b.create<memref::StoreOp>(loc, v, mem, idx);
+      return;
+    }
     b.create<memref::StoreOp>(loc, v, mem, idx);
   }
   /// f32 -> `to`, rounding to nearest even. On the cpu a bf16 result is
@@ -162,12 +179,48 @@ private:
                           unsigned result = 0);
   FailureOr<Value> emitGradOp(Operation *op, ArrayRef<Value> idx,
                               unsigned result, bool &handled);
-  /// sum over c < cols of fn(c), as an scf.for reduction.
+  /// sum (or max) over c < cols of fn(c), as an scf.for reduction; in
+  /// row-vector mode over this lane's chunks, then across the row's lanes.
+  /// `init` is the combination's identity (0 or -inf).
+  enum class Combine { Add, Max };
   FailureOr<Value>
   sumCols(int64_t cols, Value init,
-          function_ref<FailureOr<Value>(Value acc, Value c)> fn);
-  /// sum over the active rows r < nb*nt of term(r).
+          function_ref<FailureOr<Value>(Value acc, Value c)> fn,
+          Combine kind = Combine::Add);
+  /// sum over the active rows r < nb*nt of term(r); in row-vector mode the
+  /// lanes of a row share the rows and combine their sums.
   FailureOr<Value> sumRows(function_ref<FailureOr<Value>(Value r)> term);
+
+public:
+  /// Row-vector mode: the row length it was set up for, and the chunk bases
+  /// of an unrolled row (created once, so that every pass over the row
+  /// reuses the same vector loads).
+  int64_t rowCols = 0;
+  SmallVector<Value> chunkBases;
+  void setupRowVector(int64_t cols, int64_t lanes, Value laneId,
+                      int64_t maxUnrolled) {
+    rowCols = cols;
+    rowLanes = lanes;
+    lane = laneId;
+    rowChunks = cols / vecW / lanes;
+    rowUnrolled = rowChunks * vecW <= maxUnrolled;
+    chunkBases.clear();
+    if (rowUnrolled) {
+      Value laneBase = b.create<arith::MulIOp>(loc, laneId, cIdx(vecW));
+      for (int64_t j = 0; j < rowChunks; ++j)
+        chunkBases.push_back(
+            j == 0
+                ? laneBase
+                : b.create<arith::AddIOp>(loc, laneBase, cIdx(j * lanes * vecW))
+                      .getResult());
+    }
+  }
+  /// Stores every result of the group over this lane's chunks of row r.
+  LogicalResult emitRowVectorStores(Value r);
+  /// Stores every result at the vecW columns of the chunk at `base`.
+  LogicalResult emitChunkStores(Value r, Value base);
+
+private:
   FailureOr<Value> rmsRstd(Value x, Value r, double eps);
   /// The row maximum and sum of exp(x - max) of logits row r.
   FailureOr<std::pair<Value, Value>> softmaxStats(Value logits, Value r);
@@ -198,11 +251,33 @@ private:
     return b.create<arith::AddIOp>(loc, pos0, t);
   }
   FailureOr<Value> emitIndex(Value v, Value r) {
+    // Vector mode: one index per row for every element of a chunk, so that
+    // the chunk's accesses share their leading indices.
+    auto key = std::make_pair(v, r);
+    if (vecW)
+      if (Value m = rowIndexMemo.lookup(key); m && visibleHere(m))
+        return m;
     FailureOr<Value> x = emit(v, {r});
     if (failed(x))
       return failure();
-    return b.create<arith::IndexCastOp>(loc, b.getIndexType(), *x).getResult();
+    Value i = b.create<arith::IndexCastOp>(loc, b.getIndexType(), *x);
+    if (vecW)
+      rowIndexMemo[key] = i;
+    return i;
   }
+  /// The sequence of (compacted) row r.
+  Value seqOfRow(Value r) {
+    auto key = std::make_pair(Value(), r);
+    if (vecW)
+      if (Value m = rowIndexMemo.lookup(key); m && visibleHere(m))
+        return m;
+    Value s = b.create<arith::DivUIOp>(loc, r, nt);
+    if (vecW)
+      rowIndexMemo[key] = s;
+    return s;
+  }
+  llvm::DenseMap<std::pair<Value, Value>, Value> rowIndexMemo;
+  Value hyperVec;
 
   OpBuilder &b;
   Location loc;
@@ -218,6 +293,195 @@ private:
   // A linear whose result a linalg contraction already wrote to memory.
   Operation *precomputed = nullptr;
   Value precomputedMem;
+
+  //===--------------------------------------------------------------------===//
+  // sm_90a vector mode (docs/kernels.md). Columns are visited in chunks of
+  // vecW consecutive elements starting at a multiple of vecW; the column
+  // index of element k of the chunk at `base` is chunkCol(base, k). A load
+  // at such a column of a buffer whose rows are whole chunks is an element
+  // of one vector load of the chunk (16 bytes: 8 bf16 or 4 f32; 32 bytes
+  // for 8 f32, two 16-byte accesses), made once and reused while it
+  // dominates the insertion point: within a row kept in registers the
+  // statistics pass and the normalize pass share it. Stores of a chunk's
+  // elements are gathered into one vector store.
+  //===--------------------------------------------------------------------===//
+public:
+  unsigned vecW = 0;
+  /// Row-vector mode (row kernels on sm_90a): `rowLanes` consecutive
+  /// threads share a row; `lane` is this thread's rank among them; each
+  /// lane visits `rowChunks` chunks, chunk j at column (j * rowLanes +
+  /// lane) * vecW; unrolled (the row's chunks stay in registers) or in an
+  /// scf.for (rows too long for registers: read again per pass).
+  int64_t rowLanes = 0, rowChunks = 0;
+  bool rowUnrolled = false;
+  Value lane;
+  /// Stores happen only where this is true (row-vector mode: lanes of the
+  /// last rows past the end compute on a clamped row but store nothing).
+  Value storeGuard;
+
+  Value chunkCol(Value base, int64_t k) {
+    if (k == 0) {
+      colChunk[base] = {base, 0};
+      return base;
+    }
+    auto key = std::make_pair(base.getAsOpaquePointer(), k);
+    if (Value c = colOf.lookup(key); c && visibleHere(c))
+      return c;
+    Value c = b.create<arith::AddIOp>(loc, base, cIdx(k));
+    colOf[key] = c;
+    colChunk[c] = {base, k};
+    return c;
+  }
+  /// The chunk base of column `c` shifted by `off` columns, when that keeps
+  /// chunks aligned; null otherwise.
+  Value shiftedChunkCol(Value c, int64_t off) {
+    auto it = colChunk.find(c);
+    if (it == colChunk.end() || off % vecW != 0)
+      return {};
+    auto [base, k] = it->second;
+    auto key = std::make_pair(base.getAsOpaquePointer(), -1 - off);
+    Value nb = colOf.lookup(key);
+    if (!nb || !visibleHere(nb)) {
+      nb = b.create<arith::AddIOp>(loc, base, cIdx(off));
+      colOf[key] = nb;
+    }
+    return chunkCol(nb, k);
+  }
+  /// Calls fn(base) for each chunk of this lane's part of a row of `cols`
+  /// columns (row-vector mode), unrolled or in an scf.for; `acc` values are
+  /// threaded through.
+  FailureOr<SmallVector<Value>> forEachLaneChunk(
+      ValueRange init,
+      function_ref<FailureOr<SmallVector<Value>>(Value base, ValueRange acc)>
+          fn);
+  /// Combines `vals` over the rowLanes lanes of a row (butterfly shuffles):
+  /// every lane gets the result.
+  SmallVector<Value>
+  laneAllReduce(ValueRange vals,
+                function_ref<SmallVector<Value>(ValueRange, ValueRange)> comb);
+
+private:
+  struct ChunkRef {
+    Value base;
+    int64_t k;
+  };
+  llvm::DenseMap<Value, ChunkRef> colChunk;
+  llvm::DenseMap<std::pair<void *, int64_t>, Value> colOf;
+  std::map<std::vector<void *>, Value> vecLoads;
+  struct PendingStore {
+    Value mem;
+    SmallVector<Value> prefix;
+    Value base;
+    SmallVector<Value> lanes;
+    unsigned filled = 0;
+  };
+  std::map<std::vector<void *>, PendingStore> pendingStores;
+
+  /// Whether `v` may be used at the insertion point: defined in the
+  /// insertion block or in a block enclosing it.
+  bool visibleHere(Value v) const {
+    Block *def = v.getParentBlock();
+    for (Block *blk = b.getInsertionBlock(); blk;) {
+      if (blk == def)
+        return true;
+      Operation *parent = blk->getParentOp();
+      if (!parent)
+        return false;
+      blk = parent->getBlock();
+    }
+    return false;
+  }
+  /// Buffers whose rows are whole chunks can be accessed by chunk.
+  bool chunkable(Value mem) const {
+    auto mt = cast<MemRefType>(mem.getType());
+    if (!mt.hasStaticShape() || mt.getRank() == 0 ||
+        mt.getShape().back() % vecW != 0)
+      return false;
+    Type e = mt.getElementType();
+    return e.isF32() || e.isBF16() || e.isInteger(32);
+  }
+  std::vector<void *> chunkKey(Value mem, ValueRange prefix, Value base) {
+    std::vector<void *> key{mem.getAsOpaquePointer()};
+    for (Value v : prefix)
+      key.push_back(v.getAsOpaquePointer());
+    key.push_back(base.getAsOpaquePointer());
+    return key;
+  }
+  llvm::MaybeAlign chunkAlign(Value mem) const {
+    Type e = cast<MemRefType>(mem.getType()).getElementType();
+    return llvm::Align(
+        std::min<uint64_t>(16, vecW * e.getIntOrFloatBitWidth() / 8));
+  }
+  Value vectorLane(Value mem, ValueRange idx) {
+    if (!vecW || idx.empty())
+      return {};
+    auto it = colChunk.find(idx.back());
+    if (it == colChunk.end() || !chunkable(mem))
+      return {};
+    auto [base, k] = it->second;
+    SmallVector<Value> at(idx.drop_back());
+    std::vector<void *> key = chunkKey(mem, at, base);
+    Value vec = vecLoads.count(key) ? vecLoads[key] : Value();
+    if (!vec || !visibleHere(vec)) {
+      at.push_back(base);
+      auto vt =
+          VectorType::get({static_cast<int64_t>(vecW)},
+                          cast<MemRefType>(mem.getType()).getElementType());
+      vec = b.create<vector::LoadOp>(loc, vt, mem, at, /*nontemporal=*/false,
+                                     chunkAlign(mem));
+      vecLoads[key] = vec;
+    }
+    return b.create<vector::ExtractOp>(loc, vec, ArrayRef<int64_t>{k});
+  }
+  bool vectorStore(Value v, Value mem, ValueRange idx) {
+    if (!vecW || idx.empty())
+      return false;
+    auto it = colChunk.find(idx.back());
+    if (it == colChunk.end() || !chunkable(mem))
+      return false;
+    auto [base, k] = it->second;
+    SmallVector<Value> at(idx.drop_back());
+    std::vector<void *> key = chunkKey(mem, at, base);
+    PendingStore &ps = pendingStores[key];
+    if (ps.lanes.empty()) {
+      ps.mem = mem;
+      ps.prefix = at;
+      ps.base = base;
+      ps.lanes.assign(vecW, Value());
+    }
+    if (!ps.lanes[k])
+      ++ps.filled;
+    ps.lanes[k] = v;
+    if (ps.filled < vecW)
+      return true;
+    auto vt = VectorType::get({static_cast<int64_t>(vecW)}, v.getType());
+    Value vec = b.create<vector::FromElementsOp>(loc, vt, ps.lanes);
+    SmallVector<Value> to = ps.prefix;
+    to.push_back(ps.base);
+    auto emitStore = [&]() {
+      b.create<vector::StoreOp>(loc, vec, mem, to, /*nontemporal=*/false,
+                                chunkAlign(mem));
+    };
+    if (storeGuard) {
+      auto guard = b.create<scf::IfOp>(loc, storeGuard, false);
+      OpBuilder::InsertionGuard g(b);
+      b.setInsertionPointToStart(&guard.getThenRegion().front());
+      emitStore();
+    } else {
+      emitStore();
+    }
+    pendingStores.erase(key);
+    return true;
+  }
+
+public:
+  /// All gathered chunk stores were written.
+  LogicalResult checkStoresFlushed() {
+    if (pendingStores.empty())
+      return success();
+    return fusion.emitOpError(
+        "internal error: a vector chunk was stored only in part");
+  }
 
 public:
   LogicalResult emitLinalgGemm(Value rows);
@@ -342,7 +606,35 @@ FailureOr<Value> Emitter::emitRope(RopeOp op, ArrayRef<Value> idx) {
   Type i64 = b.getI64Type(), f32 = b.getF32Type();
   Value d = b.create<arith::RemUIOp>(loc, c, cIdx(hd));
   Value i, partner, first;
-  if (op.getLayout() == RopeLayout::rotate_half) {
+  // Vector mode: the partner column is in the same chunk (interleaved) or
+  // in the chunk half a head away (rotate_half), element for element.
+  auto chunk = vecW ? colChunk.find(c) : colChunk.end();
+  bool chunked = chunk != colChunk.end() && hd % vecW == 0;
+  if (chunked && op.getLayout() == RopeLayout::rotate_half &&
+      half % vecW == 0) {
+    auto [base, k] = chunk->second;
+    Value dBase = b.create<arith::RemUIOp>(loc, base, cIdx(hd));
+    Value firstBase = b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::ult,
+                                              dBase, cIdx(half));
+    first = firstBase;
+    i = b.create<arith::RemUIOp>(loc, d, cIdx(half));
+    // One partner chunk base per chunk (the same Value for every element).
+    auto key = std::make_pair(base.getAsOpaquePointer(),
+                              std::numeric_limits<int64_t>::min());
+    Value pBase = colOf.lookup(key);
+    if (!pBase || !visibleHere(pBase)) {
+      pBase = b.create<arith::SelectOp>(
+          loc, firstBase, b.create<arith::AddIOp>(loc, base, cIdx(half)),
+          b.create<arith::SubIOp>(loc, base, cIdx(half)));
+      colOf[key] = pBase;
+    }
+    partner = chunkCol(pBase, k);
+  } else if (chunked && op.getLayout() != RopeLayout::rotate_half) {
+    auto [base, k] = chunk->second;
+    first = b.create<arith::ConstantOp>(loc, b.getBoolAttr(k % 2 == 0));
+    i = b.create<arith::DivUIOp>(loc, d, cIdx(2));
+    partner = chunkCol(base, k ^ 1);
+  } else if (op.getLayout() == RopeLayout::rotate_half) {
     first =
         b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::ult, d, cIdx(half));
     i = b.create<arith::RemUIOp>(loc, d, cIdx(half));
@@ -441,6 +733,8 @@ FailureOr<Value> Emitter::emitOp(Operation *op, ArrayRef<Value> idx,
     return b.create<arith::IndexCastOp>(loc, b.getI32Type(), p).getResult();
   }
   if (auto s = dyn_cast<SliceOp>(op)) {
+    if (Value c = vecW ? shiftedChunkCol(idx[1], s.getOffset()) : Value())
+      return emit(s.getX(), {idx[0], c});
     Value c = b.create<arith::AddIOp>(loc, idx[1], cIdx(s.getOffset()));
     return emit(s.getX(), {idx[0], c});
   }
@@ -571,20 +865,17 @@ LogicalResult Emitter::emitRowStats(Value r) {
     Value x = op.getOperand(0);
     int64_t cols = cast<RankedTensorType>(x.getType()).getDimSize(1);
     auto reduce = [&](Value init,
-                      function_ref<FailureOr<Value>(Value acc, Value xv)> step)
-        -> FailureOr<Value> {
-      auto loop = b.create<scf::ForOp>(loc, cIdx(0), cIdx(cols), cIdx(1),
-                                       ValueRange{init});
-      OpBuilder::InsertionGuard g(b);
-      b.setInsertionPointToStart(loop.getBody());
-      FailureOr<Value> xv = emit(x, {r, loop.getInductionVar()});
-      if (failed(xv))
-        return failure();
-      FailureOr<Value> next = step(loop.getRegionIterArgs()[0], *xv);
-      if (failed(next))
-        return failure();
-      b.create<scf::YieldOp>(loc, *next);
-      return loop.getResult(0);
+                      function_ref<FailureOr<Value>(Value acc, Value xv)> step,
+                      Combine kind = Combine::Add) -> FailureOr<Value> {
+      return sumCols(
+          cols, init,
+          [&](Value acc, Value c) -> FailureOr<Value> {
+            FailureOr<Value> xv = emit(x, {r, c});
+            if (failed(xv))
+              return failure();
+            return step(acc, *xv);
+          },
+          kind);
     };
     Value n = cF32(static_cast<double>(cols));
     if (auto rms = dyn_cast<RmsNormOp>(op)) {
@@ -621,11 +912,12 @@ LogicalResult Emitter::emitRowStats(Value r) {
                                            b.create<math::SqrtOp>(loc, var));
       rowStats[&op] = {mean, rstd};
     } else {
-      FailureOr<Value> mx =
-          reduce(cF32(-std::numeric_limits<double>::infinity()), [&](Value acc,
-                                                                     Value xv) {
+      FailureOr<Value> mx = reduce(
+          cF32(-std::numeric_limits<double>::infinity()),
+          [&](Value acc, Value xv) {
             return FailureOr<Value>(b.create<arith::MaximumFOp>(loc, acc, xv));
-          });
+          },
+          Combine::Max);
       if (failed(mx))
         return failure();
       FailureOr<Value> sum = reduce(cF32(0.0), [&](Value acc, Value xv) {
@@ -650,7 +942,7 @@ LogicalResult Emitter::emitStores(Value r, Value c) {
       FailureOr<Value> p = emitIndex(cw.getPositions(), r);
       if (failed(x) || failed(p))
         return failure();
-      Value seqIdx = b.create<arith::DivUIOp>(loc, r, nt);
+      Value seqIdx = seqOfRow(r);
       store(*x, mem, ValueRange{seqIdx, *p, c});
       continue;
     }
@@ -874,9 +1166,101 @@ LogicalResult Emitter::emitLinalgGemm(Value rows) {
 // Training kernels: vector-Jacobian products, reductions over rows, loss
 //===----------------------------------------------------------------------===//
 
+FailureOr<SmallVector<Value>> Emitter::forEachLaneChunk(
+    ValueRange init,
+    function_ref<FailureOr<SmallVector<Value>>(Value base, ValueRange acc)>
+        fn) {
+  if (rowUnrolled) {
+    SmallVector<Value> acc(init);
+    for (Value base : chunkBases) {
+      FailureOr<SmallVector<Value>> next = fn(base, acc);
+      if (failed(next))
+        return failure();
+      acc = *next;
+    }
+    return acc;
+  }
+  auto loop =
+      b.create<scf::ForOp>(loc, cIdx(0), cIdx(rowChunks), cIdx(1), init);
+  OpBuilder::InsertionGuard g(b);
+  b.setInsertionPointToStart(loop.getBody());
+  Value j = loop.getInductionVar();
+  Value base = b.create<arith::MulIOp>(
+      loc,
+      b.create<arith::AddIOp>(
+          loc, b.create<arith::MulIOp>(loc, j, cIdx(rowLanes)), lane),
+      cIdx(vecW));
+  FailureOr<SmallVector<Value>> next = fn(base, loop.getRegionIterArgs());
+  if (failed(next))
+    return failure();
+  if (!init.empty())
+    b.create<scf::YieldOp>(loc, *next);
+  return SmallVector<Value>(loop.getResults());
+}
+
+SmallVector<Value> Emitter::laneAllReduce(
+    ValueRange vals,
+    function_ref<SmallVector<Value>(ValueRange, ValueRange)> comb) {
+  SmallVector<Value> cur(vals);
+  // Lanes of a row are rowLanes consecutive threads of one warp, starting
+  // at a multiple of rowLanes: xor offsets below rowLanes stay in the row.
+  for (int64_t off = rowLanes / 2; off >= 1; off /= 2) {
+    SmallVector<Value> other;
+    for (Value v : cur)
+      other.push_back(b.create<gpu::ShuffleOp>(loc, v, off, /*width=*/32,
+                                               gpu::ShuffleMode::XOR)
+                          .getShuffleResult());
+    cur = comb(cur, other);
+  }
+  return cur;
+}
+
+LogicalResult Emitter::emitChunkStores(Value r, Value base) {
+  for (int64_t k = 0; k < vecW; ++k)
+    if (failed(emitStores(r, chunkCol(base, k))))
+      return failure();
+  return checkStoresFlushed();
+}
+
+LogicalResult Emitter::emitRowVectorStores(Value r) {
+  FailureOr<SmallVector<Value>> done =
+      forEachLaneChunk({}, [&](Value base, ValueRange) {
+        if (failed(emitChunkStores(r, base)))
+          return FailureOr<SmallVector<Value>>(failure());
+        return FailureOr<SmallVector<Value>>(SmallVector<Value>{});
+      });
+  return failure(failed(done));
+}
+
 FailureOr<Value>
 Emitter::sumCols(int64_t cols, Value init,
-                 function_ref<FailureOr<Value>(Value acc, Value c)> fn) {
+                 function_ref<FailureOr<Value>(Value acc, Value c)> fn,
+                 Combine kind) {
+  auto combine = [&](Value x, Value y) -> Value {
+    if (kind == Combine::Add)
+      return b.create<arith::AddFOp>(loc, x, y);
+    return b.create<arith::MaximumFOp>(loc, x, y);
+  };
+  if (rowLanes && cols == rowCols) {
+    llvm::DenseMap<Value, Value> saved = memo;
+    FailureOr<SmallVector<Value>> part =
+        forEachLaneChunk({init}, [&](Value base, ValueRange acc) {
+          Value a = acc[0];
+          for (int64_t k = 0; k < vecW; ++k) {
+            FailureOr<Value> next = fn(a, chunkCol(base, k));
+            if (failed(next))
+              return FailureOr<SmallVector<Value>>(failure());
+            a = *next;
+          }
+          return FailureOr<SmallVector<Value>>(SmallVector<Value>{a});
+        });
+    memo = saved;
+    if (failed(part))
+      return failure();
+    return laneAllReduce(*part, [&](ValueRange x, ValueRange y) {
+      return SmallVector<Value>{combine(x[0], y[0])};
+    })[0];
+  }
   llvm::DenseMap<Value, Value> saved = memo;
   auto loop =
       b.create<scf::ForOp>(loc, cIdx(0), cIdx(cols), cIdx(1), ValueRange{init});
@@ -895,17 +1279,25 @@ FailureOr<Value>
 Emitter::sumRows(function_ref<FailureOr<Value>(Value r)> term) {
   llvm::DenseMap<Value, Value> saved = memo;
   Value rows = b.create<arith::MulIOp>(loc, nb, nt);
+  bool lanes = rowLanes > 1;
   auto loop =
-      b.create<scf::ForOp>(loc, cIdx(0), rows, cIdx(1), ValueRange{cF32(0.0)});
-  OpBuilder::InsertionGuard g(b);
-  b.setInsertionPointToStart(loop.getBody());
-  FailureOr<Value> t = term(loop.getInductionVar());
-  memo = saved;
-  if (failed(t))
-    return failure();
-  b.create<scf::YieldOp>(loc, ValueRange{b.create<arith::AddFOp>(
-                                  loc, loop.getRegionIterArgs()[0], *t)});
-  return loop.getResult(0);
+      b.create<scf::ForOp>(loc, lanes ? lane : cIdx(0), rows,
+                           cIdx(lanes ? rowLanes : 1), ValueRange{cF32(0.0)});
+  {
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(loop.getBody());
+    FailureOr<Value> t = term(loop.getInductionVar());
+    memo = saved;
+    if (failed(t))
+      return failure();
+    b.create<scf::YieldOp>(loc, ValueRange{b.create<arith::AddFOp>(
+                                    loc, loop.getRegionIterArgs()[0], *t)});
+  }
+  if (!lanes)
+    return loop.getResult(0);
+  return laneAllReduce(loop.getResults(), [&](ValueRange x, ValueRange y) {
+    return SmallVector<Value>{b.create<arith::AddFOp>(loc, x[0], y[0])};
+  })[0];
 }
 
 /// 1 / sqrt(mean_c(x[r, c]^2) + eps)
@@ -930,15 +1322,16 @@ FailureOr<Value> Emitter::rmsRstd(Value x, Value r, double eps) {
 FailureOr<std::pair<Value, Value>> Emitter::softmaxStats(Value logits,
                                                          Value r) {
   int64_t cols = cast<RankedTensorType>(logits.getType()).getDimSize(1);
-  FailureOr<Value> mx =
-      sumCols(cols, cF32(-std::numeric_limits<double>::infinity()),
-              [&](Value acc, Value c) {
-                FailureOr<Value> x = emit(logits, {r, c});
-                if (failed(x))
-                  return x;
-                return FailureOr<Value>(
-                    b.create<arith::MaximumFOp>(loc, acc, *x).getResult());
-              });
+  FailureOr<Value> mx = sumCols(
+      cols, cF32(-std::numeric_limits<double>::infinity()),
+      [&](Value acc, Value c) {
+        FailureOr<Value> x = emit(logits, {r, c});
+        if (failed(x))
+          return x;
+        return FailureOr<Value>(
+            b.create<arith::MaximumFOp>(loc, acc, *x).getResult());
+      },
+      Combine::Max);
   if (failed(mx))
     return failure();
   FailureOr<Value> se = sumCols(cols, cF32(0.0), [&](Value acc, Value c) {
@@ -991,10 +1384,44 @@ LogicalResult Emitter::emitCrossEntropyRows(CrossEntropyRowsOp op, Value r) {
   Value valid = b.create<arith::CmpIOp>(
       loc, arith::CmpIPredicate::ne, *t,
       b.create<arith::ConstantOp>(loc, b.getI32IntegerAttr(ignore)));
-  auto stats = b.create<scf::ForOp>(
-      loc, cIdx(0), cIdx(cols), cIdx(1),
-      ValueRange{cF32(-std::numeric_limits<double>::infinity()), cF32(0.0)});
-  {
+  bool lanes = rowLanes && cols == rowCols;
+  Value mRow, lRow;
+  if (lanes) {
+    // This lane's chunks, then the lanes' (max, normalizer) pairs combined.
+    llvm::DenseMap<Value, Value> saved = memo;
+    FailureOr<SmallVector<Value>> part = forEachLaneChunk(
+        ValueRange{cF32(-std::numeric_limits<double>::infinity()), cF32(0.0)},
+        [&](Value base, ValueRange acc) -> FailureOr<SmallVector<Value>> {
+          SmallVector<Value> ml(acc);
+          for (int64_t k = 0; k < vecW; ++k) {
+            FailureOr<Value> x = emit(op.getLogits(), {r, chunkCol(base, k)});
+            if (failed(x))
+              return failure();
+            ml = onlineSoftmaxStep(ml, *x);
+          }
+          return ml;
+        });
+    memo = saved;
+    if (failed(part))
+      return failure();
+    SmallVector<Value> ml = laneAllReduce(*part, [&](ValueRange x,
+                                                     ValueRange y) {
+      Value m = b.create<arith::MaximumFOp>(loc, x[0], y[0]);
+      auto scaled = [&](Value mi, Value li) {
+        return b.create<arith::MulFOp>(
+            loc, li,
+            b.create<math::ExpOp>(loc, b.create<arith::SubFOp>(loc, mi, m)));
+      };
+      return SmallVector<Value>{
+          m,
+          b.create<arith::AddFOp>(loc, scaled(x[0], x[1]), scaled(y[0], y[1]))};
+    });
+    mRow = ml[0];
+    lRow = ml[1];
+  } else {
+    auto stats = b.create<scf::ForOp>(
+        loc, cIdx(0), cIdx(cols), cIdx(1),
+        ValueRange{cF32(-std::numeric_limits<double>::infinity()), cF32(0.0)});
     OpBuilder::InsertionGuard g(b);
     b.setInsertionPointToStart(stats.getBody());
     llvm::DenseMap<Value, Value> saved = memo;
@@ -1002,10 +1429,14 @@ LogicalResult Emitter::emitCrossEntropyRows(CrossEntropyRowsOp op, Value r) {
     memo = saved;
     if (failed(x))
       return failure();
-    b.create<scf::YieldOp>(loc, onlineSoftmaxStep(stats.getRegionIterArgs(), *x));
+    b.create<scf::YieldOp>(loc,
+                           onlineSoftmaxStep(stats.getRegionIterArgs(), *x));
+    b.setInsertionPointAfter(stats);
+    mRow = stats.getResult(0);
+    lRow = stats.getResult(1);
   }
-  Value lse = b.create<arith::AddFOp>(
-      loc, stats.getResult(0), b.create<math::LogOp>(loc, stats.getResult(1)));
+  Value lse =
+      b.create<arith::AddFOp>(loc, mRow, b.create<math::LogOp>(loc, lRow));
   Value hasAny = b.create<arith::CmpFOp>(loc, arith::CmpFPredicate::OGT, *count,
                                          cF32(0.0));
   if (termsOut) {
@@ -1017,32 +1448,58 @@ LogicalResult Emitter::emitCrossEntropyRows(CrossEntropyRowsOp op, Value r) {
       return failure();
     Value term = b.create<arith::DivFOp>(
         loc, b.create<arith::SubFOp>(loc, lse, *xt), *count);
-    store(b.create<arith::SelectOp>(loc, valid, term, cF32(0.0)), termsOut,
-          ValueRange{r});
+    Value v = b.create<arith::SelectOp>(loc, valid, term, cF32(0.0));
+    if (lanes) {
+      // One lane of the row stores the row's term.
+      Value first =
+          b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::eq, lane, cIdx(0));
+      if (storeGuard)
+        first = b.create<arith::AndIOp>(loc, first, storeGuard);
+      auto guard = b.create<scf::IfOp>(loc, first, false);
+      OpBuilder::InsertionGuard g(b);
+      b.setInsertionPointToStart(&guard.getThenRegion().front());
+      store(v, termsOut, ValueRange{r});
+    } else {
+      store(v, termsOut, ValueRange{r});
+    }
   }
   if (!dlOut)
     return success();
   Value scale = b.create<arith::SelectOp>(
       loc, hasAny, b.create<arith::DivFOp>(loc, *dloss, *count), cF32(0.0));
+  auto dlogit = [&](Value c) -> LogicalResult {
+    llvm::DenseMap<Value, Value> saved = memo;
+    FailureOr<Value> x = emit(op.getLogits(), {r, c});
+    memo = saved;
+    if (failed(x))
+      return failure();
+    Value p = b.create<math::ExpOp>(loc, b.create<arith::SubFOp>(loc, *x, lse));
+    Value isT = b.create<arith::CmpIOp>(
+        loc, arith::CmpIPredicate::eq,
+        b.create<arith::IndexCastOp>(loc, b.getI32Type(), c), *t);
+    Value onehot = b.create<arith::SelectOp>(loc, isT, cF32(1.0), cF32(0.0));
+    Value d = b.create<arith::MulFOp>(
+        loc, b.create<arith::SubFOp>(loc, p, onehot), scale);
+    store(b.create<arith::SelectOp>(loc, valid, d, cF32(0.0)), dlOut,
+          ValueRange{r, c});
+    return success();
+  };
+  if (lanes) {
+    FailureOr<SmallVector<Value>> done =
+        forEachLaneChunk({}, [&](Value base, ValueRange) {
+          for (int64_t k = 0; k < vecW; ++k)
+            if (failed(dlogit(chunkCol(base, k))))
+              return FailureOr<SmallVector<Value>>(failure());
+          if (failed(checkStoresFlushed()))
+            return FailureOr<SmallVector<Value>>(failure());
+          return FailureOr<SmallVector<Value>>(SmallVector<Value>{});
+        });
+    return failure(failed(done));
+  }
   auto cl = b.create<scf::ForOp>(loc, cIdx(0), cIdx(cols), cIdx(1));
   OpBuilder::InsertionGuard g(b);
   b.setInsertionPointToStart(cl.getBody());
-  Value c = cl.getInductionVar();
-  llvm::DenseMap<Value, Value> saved = memo;
-  FailureOr<Value> x = emit(op.getLogits(), {r, c});
-  memo = saved;
-  if (failed(x))
-    return failure();
-  Value p = b.create<math::ExpOp>(loc, b.create<arith::SubFOp>(loc, *x, lse));
-  Value isT = b.create<arith::CmpIOp>(
-      loc, arith::CmpIPredicate::eq,
-      b.create<arith::IndexCastOp>(loc, b.getI32Type(), c), *t);
-  Value onehot = b.create<arith::SelectOp>(loc, isT, cF32(1.0), cF32(0.0));
-  Value d = b.create<arith::MulFOp>(
-      loc, b.create<arith::SubFOp>(loc, p, onehot), scale);
-  store(b.create<arith::SelectOp>(loc, valid, d, cF32(0.0)), dlOut,
-        ValueRange{r, c});
-  return success();
+  return dlogit(cl.getInductionVar());
 }
 
 LogicalResult Emitter::emitGradRowStats(Value r) {
@@ -1242,7 +1699,7 @@ FailureOr<Value> Emitter::emitGradOp(Operation *op, ArrayRef<Value> idx,
     FailureOr<Value> p = emitIndex(o.getPositions(), idx[0]);
     if (failed(p))
       return failure();
-    Value seqIdx = b.create<arith::DivUIOp>(loc, idx[0], nt);
+    Value seqIdx = seqOfRow(idx[0]);
     return emit(o.getCache(), {seqIdx, *p, idx[1]});
   }
   // Row ops: statistics were computed per row by emitGradRowStats.
@@ -1707,8 +2164,25 @@ LogicalResult Emitter::emitAdamw(AdamwOp op, Value p, Value q) {
   auto div = [&](Value a, Value c) {
     return b.create<arith::DivFOp>(loc, a, c).getResult();
   };
-  Value lr = load(hyper, {cIdx(0)}), bc1 = load(hyper, {cIdx(1)}),
-        bc2 = load(hyper, {cIdx(2)}), scale = load(hyper, {cIdx(3)});
+  Value lr, bc1, bc2, scale;
+  auto hyperTy = cast<MemRefType>(hyper.getType());
+  if (vecW && hyperTy.hasStaticShape() && hyperTy.getRank() == 1 &&
+      hyperTy.getDimSize(0) >= 4 && hyperTy.getElementType().isF32()) {
+    // sm_90a: the four values by one 16-byte load (buffers are 16-byte
+    // aligned), once per thread.
+    if (!hyperVec || !visibleHere(hyperVec))
+      hyperVec = b.create<vector::LoadOp>(
+          loc, VectorType::get({4}, b.getF32Type()), hyper, ValueRange{cIdx(0)},
+          /*nontemporal=*/false, llvm::Align(16));
+    auto hyperAt = [&](int64_t i) {
+      return b.create<vector::ExtractOp>(loc, hyperVec, ArrayRef<int64_t>{i})
+          .getResult();
+    };
+    lr = hyperAt(0), bc1 = hyperAt(1), bc2 = hyperAt(2), scale = hyperAt(3);
+  } else {
+    lr = load(hyper, {cIdx(0)}), bc1 = load(hyper, {cIdx(1)}),
+    bc2 = load(hyper, {cIdx(2)}), scale = load(hyper, {cIdx(3)});
+  }
   double b1 = op.getBeta1().convertToDouble(),
          b2 = op.getBeta2().convertToDouble();
   Value g = mul(load(gm, at), scale);
@@ -1957,6 +2431,53 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
       }) != 1)
     return fusion.emitOpError(
         "cross_entropy_rows must form a kernel of its own");
+  // sm_90a vector mode (docs/kernels.md): chunks of 8 (any bf16 buffer) or
+  // 4 (f32/i32 only) consecutive columns per access.
+  // - pointwise groups without a linear (elementwise, rope, embedding, ...)
+  //   and AdamW: one thread per chunk;
+  // - row groups (norms, their gradients, softmax, cross_entropy_rows):
+  //   `rowLanes` threads of a warp per row, each over its chunks; the row's
+  //   statistics are combined by warp shuffles. A row of at most
+  //   kMaxRowRegs elements per thread is unrolled: its chunks are loaded once
+  //   and kept in registers for every pass over the row.
+  enum class VecKind { None, Pointwise, Adamw1, Row };
+  VecKind vec = VecKind::None;
+  unsigned vecW = 0;
+  int64_t rowLanes = 0, rowCols = 0;
+  constexpr int64_t kMaxRowRegs = 64;
+  if (target == KernelTarget::Gpu) {
+    bool anyBf16 = false;
+    for (Type t : llvm::concat<const Type>(body.getArgumentTypes(),
+                                           fusion.getResultTypes()))
+      anyBf16 |= cast<RankedTensorType>(t).getElementType().isBF16();
+    unsigned w = anyBf16 ? 8 : 4;
+    bool scalarOnly = llvm::any_of(body, [](Operation &op) {
+      return isa<LinearOp, AttentionOp, AttentionGradOp, PadColumnsOp>(op);
+    });
+    if (shape == Shape::Pointwise && !scalarOnly && cols > 0 && cols % w == 0) {
+      vec = VecKind::Pointwise;
+    } else if (shape == Shape::Adamw) {
+      if (cols > 1 && cols % w == 0)
+        vec = VecKind::Pointwise;
+      else if (cols == 1 && fixedRows > 1 && fixedRows % w == 0)
+        vec = VecKind::Adamw1;
+    } else if ((shape == Shape::Row || shape == Shape::LossRows) &&
+               !scalarOnly) {
+      rowCols = shape == Shape::Row
+                    ? cols
+                    : cast<RankedTensorType>(lossRows.getLogits().getType())
+                          .getDimSize(1);
+      if (rowCols > 0 && rowCols % w == 0) {
+        vec = VecKind::Row;
+        int64_t chunks = rowCols / w;
+        rowLanes = 32;
+        while (chunks % rowLanes != 0)
+          rowLanes /= 2;
+      }
+    }
+    if (vec != VecKind::None)
+      vecW = w;
+  }
   int64_t parallelCols = shape == Shape::Row || shape == Shape::LossRows ? 1
                          : shape == Shape::Attention ? attention.getNumHeads()
                          : shape == Shape::AttnGradQ
@@ -1964,6 +2485,13 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
                          : shape == Shape::AttnGradKV
                              ? static_cast<int64_t>(attnGrad.getNumKvHeads())
                              : cols;
+  if (vec == VecKind::Pointwise)
+    parallelCols = cols / vecW;
+  else if (vec == VecKind::Row)
+    parallelCols = rowLanes;
+  // Threads run over launchRows x parallelCols; Adamw1 takes a chunk of the
+  // vector parameter per thread.
+  int64_t launchRows = vec == VecKind::Adamw1 ? fixedRows / vecW : fixedRows;
 
   SmallVector<Type> argTypes;
   for (Type t : body.getArgumentTypes())
@@ -2058,6 +2586,83 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
       return failure();
     b.setInsertionPointToEnd(entry);
     b.create<func::ReturnOp>(loc);
+  } else if (vec == VecKind::Row) {
+    // No early exit: every lane of a row takes part in its shuffles. Lanes
+    // past the last row compute on the last row and store nothing.
+    Value bid = b.create<gpu::BlockIdOp>(loc, gpu::Dimension::x);
+    Value bdim = b.create<gpu::BlockDimOp>(loc, gpu::Dimension::x);
+    Value tid = b.create<gpu::ThreadIdOp>(loc, gpu::Dimension::x);
+    Value flat = b.create<arith::AddIOp>(
+        loc, b.create<arith::MulIOp>(loc, bid, bdim), tid);
+    Value total = b.create<arith::MulIOp>(loc, rows, em.cIdx(rowLanes));
+    Value inRange =
+        b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::ult, flat, total);
+    Value r = b.create<arith::MinUIOp>(
+        loc, b.create<arith::DivUIOp>(loc, flat, em.cIdx(rowLanes)),
+        b.create<arith::SubIOp>(loc, rows, em.cIdx(1)));
+    Value laneId = b.create<arith::RemUIOp>(loc, flat, em.cIdx(rowLanes));
+    em.vecW = vecW;
+    em.setupRowVector(rowCols, rowLanes, laneId, kMaxRowRegs);
+    em.storeGuard = inRange;
+    em.beginPoint(r, Value());
+    if (shape == Shape::LossRows) {
+      if (failed(em.emitCrossEntropyRows(lossRows, r)))
+        return failure();
+    } else if (failed(em.emitRowStats(r)) ||
+               failed(em.emitRowVectorStores(r))) {
+      return failure();
+    }
+    b.setInsertionPointToEnd(entry);
+    b.create<gpu::ReturnOp>(loc);
+  } else if (vec != VecKind::None) {
+    // One thread per chunk of vecW columns (Adamw1: of the vector).
+    Value bid = b.create<gpu::BlockIdOp>(loc, gpu::Dimension::x);
+    Value bdim = b.create<gpu::BlockDimOp>(loc, gpu::Dimension::x);
+    Value tid = b.create<gpu::ThreadIdOp>(loc, gpu::Dimension::x);
+    Value flat = b.create<arith::AddIOp>(
+        loc, b.create<arith::MulIOp>(loc, bid, bdim), tid);
+    Value total =
+        vec == VecKind::Adamw1
+            ? em.cIdx(launchRows)
+            : b.create<arith::MulIOp>(loc, rows, em.cIdx(parallelCols))
+                  .getResult();
+    Value inRange =
+        b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::ult, flat, total);
+    auto guard = b.create<scf::IfOp>(loc, inRange, /*withElseRegion=*/false);
+    b.setInsertionPointToStart(&guard.getThenRegion().front());
+    em.vecW = vecW;
+    AdamwOp adamw;
+    for (Operation &op : body)
+      if (auto a = dyn_cast<AdamwOp>(op))
+        adamw = a;
+    if (vec == VecKind::Adamw1) {
+      Value base = b.create<arith::MulIOp>(loc, flat, em.cIdx(vecW));
+      for (int64_t k = 0; k < vecW; ++k) {
+        Value p = em.chunkCol(base, k);
+        em.beginPoint(p, em.cIdx(0));
+        if (failed(em.emitAdamw(adamw, p, em.cIdx(0))))
+          return failure();
+      }
+    } else {
+      Value r = b.create<arith::DivUIOp>(loc, flat, em.cIdx(parallelCols));
+      Value base = b.create<arith::MulIOp>(
+          loc, b.create<arith::RemUIOp>(loc, flat, em.cIdx(parallelCols)),
+          em.cIdx(vecW));
+      if (adamw) {
+        for (int64_t k = 0; k < vecW; ++k) {
+          Value q = em.chunkCol(base, k);
+          em.beginPoint(r, q);
+          if (failed(em.emitAdamw(adamw, r, q)))
+            return failure();
+        }
+      } else if (failed(em.emitChunkStores(r, base))) {
+        return failure();
+      }
+    }
+    if (failed(em.checkStoresFlushed()))
+      return failure();
+    b.setInsertionPointToEnd(entry);
+    b.create<gpu::ReturnOp>(loc);
   } else {
     Value bid = b.create<gpu::BlockIdOp>(loc, gpu::Dimension::x);
     Value bdim = b.create<gpu::BlockDimOp>(loc, gpu::Dimension::x);
@@ -2085,7 +2690,8 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
   kernelOp->setAttr(kattrs::kFusedOps, builder.getArrayAttr(fused));
   kernelOp->setAttr(kattrs::kCols, builder.getI64IntegerAttr(parallelCols));
   if (fixedRows)
-    kernelOp->setAttr(kattrs::kFixedRows, builder.getI64IntegerAttr(fixedRows));
+    kernelOp->setAttr(kattrs::kFixedRows,
+                      builder.getI64IntegerAttr(launchRows));
   kernelOp->setAttr(kattrs::kNumArgs, builder.getI64IntegerAttr(nIn));
   kernelOp->setAttr(kattrs::kFlops,
                     builder.getF64FloatAttr(estimateFlops(fusion)));
