@@ -232,6 +232,8 @@ public:
   LogicalResult emitAttentionGrad(AttentionGradOp op, Value r, Value h,
                                   bool kv);
   LogicalResult emitReduction(Value p, Value q);
+  LogicalResult emitNormParamGrad(Operation *normGrad, Value chunk, Value tid,
+                                  int64_t warps, int64_t lanes, Value smem);
   LogicalResult emitScalar();
   LogicalResult emitCrossEntropyRows(CrossEntropyRowsOp op, Value r);
 
@@ -245,6 +247,23 @@ private:
     return arg ? inputMem.lookup(arg) : Value();
   }
   FailureOr<Value> emitRope(RopeOp op, ArrayRef<Value> idx);
+  FailureOr<Value> finishRope(RopeOp op, Value r, Value c, Value partner,
+                              Value first, Value cosA, Value sinA);
+  std::map<std::vector<void *>, std::pair<Value, Value>> ropeAngles;
+
+public:
+  /// rotate_half RoPE on sm_90a: this thread owns the chunk at `b1` (first
+  /// half of a head) and its partner at `b2` = b1 + head_dim / 2: each is
+  /// loaded once and serves both outputs.
+  void pairChunks(Value b1, Value b2) {
+    colOf[{b1.getAsOpaquePointer(), std::numeric_limits<int64_t>::min()}] = b2;
+    colOf[{b2.getAsOpaquePointer(), std::numeric_limits<int64_t>::min()}] = b1;
+    pairFirst[b1] = b1;
+    pairFirst[b2] = b1;
+  }
+
+private:
+  llvm::DenseMap<Value, Value> pairFirst;
   Value positionOfRow(Value r) {
     // Rows are compacted: row r is token (r mod nt) of sequence (r / nt).
     Value t = b.create<arith::RemUIOp>(loc, r, nt);
@@ -650,6 +669,18 @@ FailureOr<Value> Emitter::emitRope(RopeOp op, ArrayRef<Value> idx) {
         loc, first, b.create<arith::AddIOp>(loc, c, cIdx(1)),
         b.create<arith::SubIOp>(loc, c, cIdx(1)));
   }
+  // Paired chunks (a thread owning a chunk and its partner): both halves'
+  // element k share their angle; compute it once.
+  std::vector<void *> angleKey;
+  if (chunked && op.getLayout() == RopeLayout::rotate_half)
+    if (auto it = pairFirst.find(chunk->second.base); it != pairFirst.end()) {
+      angleKey = {op.getOperation(), it->second.getAsOpaquePointer(),
+                  reinterpret_cast<void *>(chunk->second.k)};
+      auto m = ropeAngles.find(angleKey);
+      if (m != ropeAngles.end() && visibleHere(m->second.first))
+        return finishRope(op, r, c, partner, first, m->second.first,
+                          m->second.second);
+    }
   // inv_freq = 1 / theta^((2i) / head_dim), in f32 as the HF reference does.
   Value twoI = b.create<arith::MulIOp>(loc, i, cIdx(2));
   Value twoIf = b.create<arith::UIToFPOp>(
@@ -702,6 +733,14 @@ FailureOr<Value> Emitter::emitRope(RopeOp op, ArrayRef<Value> idx) {
   Value sinA = b.create<math::SinOp>(loc, angle);
   if (op.getInverse()) // rotation by -angle: the transpose of the forward
     sinA = b.create<arith::NegFOp>(loc, sinA);
+  if (!angleKey.empty())
+    ropeAngles[angleKey] = {cosA, sinA};
+  return finishRope(op, r, c, partner, first, cosA, sinA);
+}
+
+/// x cos + (-/+) x_partner sin at (r, c).
+FailureOr<Value> Emitter::finishRope(RopeOp op, Value r, Value c, Value partner,
+                                     Value first, Value cosA, Value sinA) {
   FailureOr<Value> x = emit(op.getX(), {r, c});
   FailureOr<Value> xp = emit(op.getX(), {r, partner});
   if (failed(x) || failed(xp))
@@ -1854,6 +1893,124 @@ LogicalResult Emitter::emitReduction(Value p, Value q) {
   return success();
 }
 
+/// sm_90a: the weight (and, for layer_norm, bias) gradients of a norm,
+/// dw[c] = sum_r dy[r, c] xhat[r, c] and db[c] = sum_r dy[r, c], by a block
+/// whose threads each own one chunk of vecW columns (`chunk`, clamped into
+/// the row; the stores are guarded). The rows go by tiles of one row per
+/// warp: each warp computes its row's statistics (mean, rstd) with its
+/// `lanes` lanes and shuffles, lane 0 leaves them in shared memory (`smem`,
+/// [warps, 2]), and after a barrier every thread adds the tile's rows of
+/// its chunk. A row's statistics are thus computed once per block instead
+/// of once per column, and every access is a 16-byte vector.
+LogicalResult Emitter::emitNormParamGrad(Operation *normGrad, Value chunk,
+                                         Value tid, int64_t warps,
+                                         int64_t lanes, Value smem) {
+  auto rms = dyn_cast<RmsNormGradOp>(normGrad);
+  auto ln = dyn_cast<LayerNormGradOp>(normGrad);
+  Value x = rms ? rms.getX() : ln.getX();
+  Value dy = rms ? rms.getDy() : ln.getDy();
+  double eps = (rms ? rms.getEps() : ln.getEps()).convertToDouble();
+  int64_t cols = cast<RankedTensorType>(x.getType()).getDimSize(1);
+  Value n = cF32(double(cols));
+  Value rows = b.create<arith::MulIOp>(loc, nb, nt);
+  Value lastRow = b.create<arith::SubIOp>(loc, rows, cIdx(1));
+  Value warp = b.create<arith::DivUIOp>(loc, tid, cIdx(32));
+  Value laneInRow = b.create<arith::RemUIOp>(
+      loc, b.create<arith::RemUIOp>(loc, tid, cIdx(32)), cIdx(lanes));
+  Value isLane0 = b.create<arith::CmpIOp>(
+      loc, arith::CmpIPredicate::eq,
+      b.create<arith::RemUIOp>(loc, tid, cIdx(32)), cIdx(0));
+  Value base = b.create<arith::MulIOp>(loc, chunk, cIdx(vecW));
+  // The yields: dw (result 1) and db (result 2, layer_norm), in order.
+  auto yield = cast<YieldOp>(fusion.getBody().front().getTerminator());
+  SmallVector<unsigned> which;
+  for (Value v : yield.getValues())
+    which.push_back(cast<OpResult>(v).getResultNumber());
+  SmallVector<Value> init(which.size() * vecW, cF32(0.0));
+  auto tiles = b.create<scf::ForOp>(loc, cIdx(0), rows, cIdx(warps), init);
+  {
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(tiles.getBody());
+    Value r0 = tiles.getInductionVar();
+    // This warp's row of the tile (clamped: every lane takes part in the
+    // shuffles and barriers; a row past the end is not added below).
+    Value r = b.create<arith::MinUIOp>(
+        loc, b.create<arith::AddIOp>(loc, r0, warp), lastRow);
+    setupRowVector(cols, lanes, laneInRow, /*maxUnrolled=*/64);
+    auto sumOf = [&](function_ref<Value(Value xv)> term) {
+      return sumCols(cols, cF32(0.0), [&](Value acc, Value c) {
+        FailureOr<Value> xv = emit(x, {r, c});
+        if (failed(xv))
+          return xv;
+        return FailureOr<Value>(
+            b.create<arith::AddFOp>(loc, acc, term(*xv)).getResult());
+      });
+    };
+    Value mean = cF32(0.0), var;
+    if (ln) {
+      FailureOr<Value> sum = sumOf([](Value xv) { return xv; });
+      if (failed(sum))
+        return failure();
+      mean = b.create<arith::DivFOp>(loc, *sum, n);
+    }
+    FailureOr<Value> sq = sumOf([&](Value xv) {
+      Value d = ln ? b.create<arith::SubFOp>(loc, xv, mean).getResult() : xv;
+      return b.create<arith::MulFOp>(loc, d, d).getResult();
+    });
+    if (failed(sq))
+      return failure();
+    var = b.create<arith::AddFOp>(loc, b.create<arith::DivFOp>(loc, *sq, n),
+                                  cF32(eps));
+    Value rstd = b.create<arith::DivFOp>(loc, cF32(1.0),
+                                         b.create<math::SqrtOp>(loc, var));
+    {
+      auto first = b.create<scf::IfOp>(loc, isLane0, false);
+      OpBuilder::InsertionGuard g2(b);
+      b.setInsertionPointToStart(&first.getThenRegion().front());
+      b.create<memref::StoreOp>(loc, mean, smem, ValueRange{warp, cIdx(0)});
+      b.create<memref::StoreOp>(loc, rstd, smem, ValueRange{warp, cIdx(1)});
+    }
+    b.create<gpu::BarrierOp>(loc);
+    // The tile's rows of this thread's chunk.
+    SmallVector<Value> acc(tiles.getRegionIterArgs());
+    rowLanes = 0; // plain loads by chunk below
+    for (int64_t w = 0; w < warps; ++w) {
+      Value rw = b.create<arith::AddIOp>(loc, r0, cIdx(w));
+      Value live =
+          b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::ult, rw, rows);
+      Value rc = b.create<arith::MinUIOp>(loc, rw, lastRow);
+      Value mw =
+          b.create<memref::LoadOp>(loc, smem, ValueRange{cIdx(w), cIdx(0)});
+      Value sw =
+          b.create<memref::LoadOp>(loc, smem, ValueRange{cIdx(w), cIdx(1)});
+      for (int64_t k = 0; k < vecW; ++k) {
+        Value c = chunkCol(base, k);
+        FailureOr<Value> xv = emit(x, {rc, c});
+        FailureOr<Value> dyv = emit(dy, {rc, c});
+        if (failed(xv) || failed(dyv))
+          return failure();
+        Value xhat = b.create<arith::MulFOp>(
+            loc, ln ? b.create<arith::SubFOp>(loc, *xv, mw).getResult() : *xv,
+            sw);
+        for (auto [i, res] : llvm::enumerate(which)) {
+          Value term =
+              res == 1 ? b.create<arith::MulFOp>(loc, *dyv, xhat).getResult()
+                       : *dyv;
+          term = b.create<arith::SelectOp>(loc, live, term, cF32(0.0));
+          Value &a = acc[i * vecW + k];
+          a = b.create<arith::AddFOp>(loc, a, term);
+        }
+      }
+    }
+    b.create<gpu::BarrierOp>(loc);
+    b.create<scf::YieldOp>(loc, acc);
+  }
+  for (auto [i, mem] : llvm::enumerate(outputMem))
+    for (int64_t k = 0; k < vecW; ++k)
+      store(tiles.getResult(i * vecW + k), mem, ValueRange{chunkCol(base, k)});
+  return checkStoresFlushed();
+}
+
 /// The mean token cross entropy over the active rows (one thread).
 LogicalResult Emitter::emitScalar() {
   auto yield = cast<YieldOp>(fusion.getBody().front().getTerminator());
@@ -2440,8 +2597,10 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
   //   statistics are combined by warp shuffles. A row of at most
   //   kMaxRowRegs elements per thread is unrolled: its chunks are loaded once
   //   and kept in registers for every pass over the row.
-  enum class VecKind { None, Pointwise, Adamw1, Row };
+  enum class VecKind { None, Pointwise, Adamw1, Row, NormParamGrad };
   VecKind vec = VecKind::None;
+  Operation *normParamGrad = nullptr;
+  int64_t ropePairHd = 0;
   unsigned vecW = 0;
   int64_t rowLanes = 0, rowCols = 0;
   constexpr int64_t kMaxRowRegs = 64;
@@ -2456,6 +2615,18 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
     });
     if (shape == Shape::Pointwise && !scalarOnly && cols > 0 && cols % w == 0) {
       vec = VecKind::Pointwise;
+      // rotate_half RoPE: a thread takes a chunk and its partner chunk.
+      int64_t hd = 0;
+      bool pairs = true;
+      for (Operation &op : body)
+        if (auto rope = dyn_cast<RopeOp>(op)) {
+          int64_t h = rope.getHeadDim();
+          pairs &= rope.getLayout() == RopeLayout::rotate_half &&
+                   (!hd || hd == h) && (h / 2) % w == 0 && cols % h == 0;
+          hd = h;
+        }
+      if (hd && pairs)
+        ropePairHd = hd;
     } else if (shape == Shape::Adamw) {
       if (cols > 1 && cols % w == 0)
         vec = VecKind::Pointwise;
@@ -2475,6 +2646,30 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
           rowLanes /= 2;
       }
     }
+    // The weight/bias gradients of one norm (a reduction over rows):
+    // a block per blockDim chunks of columns, see emitNormParamGrad.
+    if (shape == Shape::Reduce && blockDim % 32 == 0) {
+      Operation *ng = nullptr;
+      bool only = true;
+      for (Value v : yield.getValues()) {
+        Operation *def = v.getDefiningOp();
+        only &= def && isa<RmsNormGradOp, LayerNormGradOp>(def) &&
+                cast<OpResult>(v).getResultNumber() > 0 && (!ng || ng == def);
+        ng = def;
+      }
+      int64_t c =
+          ng ? cast<RankedTensorType>(ng->getOperand(0).getType()).getDimSize(1)
+             : 0;
+      if (only && ng && c > 0 && c % w == 0) {
+        vec = VecKind::NormParamGrad;
+        normParamGrad = ng;
+        rowCols = c;
+        int64_t chunks = c / w;
+        rowLanes = 32;
+        while (chunks % rowLanes != 0)
+          rowLanes /= 2;
+      }
+    }
     if (vec != VecKind::None)
       vecW = w;
   }
@@ -2486,12 +2681,14 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
                              ? static_cast<int64_t>(attnGrad.getNumKvHeads())
                              : cols;
   if (vec == VecKind::Pointwise)
-    parallelCols = cols / vecW;
+    parallelCols = cols / vecW / (ropePairHd ? 2 : 1);
   else if (vec == VecKind::Row)
     parallelCols = rowLanes;
   // Threads run over launchRows x parallelCols; Adamw1 takes a chunk of the
   // vector parameter per thread.
-  int64_t launchRows = vec == VecKind::Adamw1 ? fixedRows / vecW : fixedRows;
+  int64_t launchRows = vec == VecKind::Adamw1 || vec == VecKind::NormParamGrad
+                           ? fixedRows / vecW
+                           : fixedRows;
 
   SmallVector<Type> argTypes;
   for (Type t : body.getArgumentTypes())
@@ -2586,6 +2783,31 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
       return failure();
     b.setInsertionPointToEnd(entry);
     b.create<func::ReturnOp>(loc);
+  } else if (vec == VecKind::NormParamGrad) {
+    // Whole blocks take part in the barriers: no early exit; a thread past
+    // the last chunk works on the last one and stores nothing.
+    auto fn = cast<gpu::GPUFuncOp>(kernelOp);
+    int64_t warps = blockDim / 32;
+    auto smemTy =
+        MemRefType::get({warps, 2}, b.getF32Type(), MemRefLayoutAttrInterface{},
+                        gpu::AddressSpaceAttr::get(
+                            b.getContext(), gpu::AddressSpace::Workgroup));
+    Value smem = fn.addWorkgroupAttribution(smemTy, loc);
+    Value bid = b.create<gpu::BlockIdOp>(loc, gpu::Dimension::x);
+    Value bdim = b.create<gpu::BlockDimOp>(loc, gpu::Dimension::x);
+    Value tid = b.create<gpu::ThreadIdOp>(loc, gpu::Dimension::x);
+    Value flat = b.create<arith::AddIOp>(
+        loc, b.create<arith::MulIOp>(loc, bid, bdim), tid);
+    Value inRange = b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::ult,
+                                            flat, em.cIdx(launchRows));
+    Value chunk = b.create<arith::MinUIOp>(loc, flat, em.cIdx(launchRows - 1));
+    em.vecW = vecW;
+    em.storeGuard = inRange;
+    if (failed(em.emitNormParamGrad(normParamGrad, chunk, tid, warps, rowLanes,
+                                    smem)))
+      return failure();
+    b.setInsertionPointToEnd(entry);
+    b.create<gpu::ReturnOp>(loc);
   } else if (vec == VecKind::Row) {
     // No early exit: every lane of a row takes part in its shuffles. Lanes
     // past the last row compute on the last row and store nothing.
@@ -2645,10 +2867,22 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
       }
     } else {
       Value r = b.create<arith::DivUIOp>(loc, flat, em.cIdx(parallelCols));
-      Value base = b.create<arith::MulIOp>(
-          loc, b.create<arith::RemUIOp>(loc, flat, em.cIdx(parallelCols)),
-          em.cIdx(vecW));
-      if (adamw) {
+      Value t = b.create<arith::RemUIOp>(loc, flat, em.cIdx(parallelCols));
+      Value base = b.create<arith::MulIOp>(loc, t, em.cIdx(vecW));
+      if (ropePairHd) {
+        // Chunk j of the first half of head h, and its partner.
+        int64_t perHead = ropePairHd / 2 / vecW;
+        Value h = b.create<arith::DivUIOp>(loc, t, em.cIdx(perHead));
+        Value j = b.create<arith::RemUIOp>(loc, t, em.cIdx(perHead));
+        Value b1 = b.create<arith::AddIOp>(
+            loc, b.create<arith::MulIOp>(loc, h, em.cIdx(ropePairHd)),
+            b.create<arith::MulIOp>(loc, j, em.cIdx(vecW)));
+        Value b2 = b.create<arith::AddIOp>(loc, b1, em.cIdx(ropePairHd / 2));
+        em.pairChunks(b1, b2);
+        if (failed(em.emitChunkStores(r, b1)) ||
+            failed(em.emitChunkStores(r, b2)))
+          return failure();
+      } else if (adamw) {
         for (int64_t k = 0; k < vecW; ++k) {
           Value q = em.chunkCol(base, k);
           em.beginPoint(r, q);
