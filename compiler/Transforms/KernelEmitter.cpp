@@ -14,6 +14,11 @@
 //              max and sum, then the normalized weighted sum of values).
 // On the cpu target the kernel loops over the whole parallel space itself; on
 // sm_90a each thread takes one parallel index (1-D grid, bounds-checked).
+// sm_90a vector mode (docs/kernels.md): memory-bound groups take a parallel
+// index per chunk of 8 bf16 / 4 f32 columns (16-byte loads and stores), row
+// groups share a row among the lanes of a warp (shuffle reductions, the
+// row's chunks kept in registers across passes when they fit), the norms'
+// weight gradients run by blocks with the row statistics in shared memory.
 //
 //===----------------------------------------------------------------------===//
 #include "colossus/Compiler/KernelEmitter.h"
@@ -235,6 +240,7 @@ public:
   LogicalResult emitNormParamGrad(Operation *normGrad, Value chunk, Value tid,
                                   int64_t warps, int64_t lanes, Value smem);
   LogicalResult emitScalar();
+  LogicalResult emitRowSumWarp(RowSumOp op, Value lane);
   LogicalResult emitCrossEntropyRows(CrossEntropyRowsOp op, Value r);
 
 private:
@@ -2011,6 +2017,52 @@ LogicalResult Emitter::emitNormParamGrad(Operation *normGrad, Value chunk,
   return checkStoresFlushed();
 }
 
+/// sm_90a: row_sum (the loss: the sum of the rows' terms) by one warp: lane
+/// l adds the 4-row chunks l, l + 32, ... of the active rows (16-byte loads;
+/// the buffer holds whole chunks, the rows past nb*nt count 0), then the
+/// lanes' sums are combined by shuffles and lane 0 stores.
+LogicalResult Emitter::emitRowSumWarp(RowSumOp op, Value lane) {
+  Value mem = memOf(op.getX());
+  if (!mem)
+    return op.emitOpError("operand must be a kernel input");
+  Type f32 = b.getF32Type();
+  auto vt = VectorType::get({4}, f32);
+  Value rows = b.create<arith::MulIOp>(loc, nb, nt);
+  auto loop =
+      b.create<scf::ForOp>(loc, b.create<arith::MulIOp>(loc, lane, cIdx(4)),
+                           rows, cIdx(4 * 32), ValueRange{cF32(0.0)});
+  {
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(loop.getBody());
+    Value i = loop.getInductionVar();
+    Value v = b.create<vector::LoadOp>(loc, vt, mem, ValueRange{i},
+                                       /*nontemporal=*/false, llvm::Align(16));
+    Value acc = loop.getRegionIterArgs()[0];
+    for (int64_t k = 0; k < 4; ++k) {
+      Value live = b.create<arith::CmpIOp>(
+          loc, arith::CmpIPredicate::ult,
+          b.create<arith::AddIOp>(loc, i, cIdx(k)), rows);
+      Value x = b.create<vector::ExtractOp>(loc, v, ArrayRef<int64_t>{k});
+      acc = b.create<arith::AddFOp>(
+          loc, acc, b.create<arith::SelectOp>(loc, live, x, cF32(0.0)));
+    }
+    b.create<scf::YieldOp>(loc, acc);
+  }
+  Value sum = loop.getResult(0);
+  for (int64_t off = 16; off >= 1; off /= 2)
+    sum = b.create<arith::AddFOp>(
+        loc, sum,
+        b.create<gpu::ShuffleOp>(loc, sum, off, 32, gpu::ShuffleMode::XOR)
+            .getShuffleResult());
+  Value first =
+      b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::eq, lane, cIdx(0));
+  auto guard = b.create<scf::IfOp>(loc, first, false);
+  OpBuilder::InsertionGuard g(b);
+  b.setInsertionPointToStart(&guard.getThenRegion().front());
+  store(sum, outputMem[0], ValueRange{});
+  return success();
+}
+
 /// The mean token cross entropy over the active rows (one thread).
 LogicalResult Emitter::emitScalar() {
   auto yield = cast<YieldOp>(fusion.getBody().front().getTerminator());
@@ -2597,7 +2649,7 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
   //   statistics are combined by warp shuffles. A row of at most
   //   kMaxRowRegs elements per thread is unrolled: its chunks are loaded once
   //   and kept in registers for every pass over the row.
-  enum class VecKind { None, Pointwise, Adamw1, Row, NormParamGrad };
+  enum class VecKind { None, Pointwise, Adamw1, Row, NormParamGrad, RowSum };
   VecKind vec = VecKind::None;
   Operation *normParamGrad = nullptr;
   int64_t ropePairHd = 0;
@@ -2646,6 +2698,15 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
           rowLanes /= 2;
       }
     }
+    // row_sum over a buffer of whole 4-row chunks: one warp.
+    if (shape == Shape::Scalar)
+      if (auto rs = yield.getValues()[0].getDefiningOp<RowSumOp>()) {
+        auto arg = dyn_cast<BlockArgument>(rs.getX());
+        auto t = cast<RankedTensorType>(rs.getX().getType());
+        if (arg && t.hasStaticShape() && t.getRank() == 1 &&
+            t.getDimSize(0) % 4 == 0 && t.getElementType().isF32())
+          vec = VecKind::RowSum;
+      }
     // The weight/bias gradients of one norm (a reduction over rows):
     // a block per blockDim chunks of columns, see emitNormParamGrad.
     if (shape == Shape::Reduce && blockDim % 32 == 0) {
@@ -2684,6 +2745,8 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
     parallelCols = cols / vecW / (ropePairHd ? 2 : 1);
   else if (vec == VecKind::Row)
     parallelCols = rowLanes;
+  else if (vec == VecKind::RowSum)
+    parallelCols = 32;
   // Threads run over launchRows x parallelCols; Adamw1 takes a chunk of the
   // vector parameter per thread.
   int64_t launchRows = vec == VecKind::Adamw1 || vec == VecKind::NormParamGrad
@@ -2783,6 +2846,22 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
       return failure();
     b.setInsertionPointToEnd(entry);
     b.create<func::ReturnOp>(loc);
+  } else if (vec == VecKind::RowSum) {
+    // One warp (32 threads of the first block; the others return).
+    Value tid = b.create<gpu::ThreadIdOp>(loc, gpu::Dimension::x);
+    Value bid = b.create<gpu::BlockIdOp>(loc, gpu::Dimension::x);
+    Value inWarp = b.create<arith::AndIOp>(
+        loc,
+        b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::eq, bid, em.cIdx(0)),
+        b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::ult, tid,
+                                em.cIdx(32)));
+    auto guard = b.create<scf::IfOp>(loc, inWarp, /*withElseRegion=*/false);
+    b.setInsertionPointToStart(&guard.getThenRegion().front());
+    auto rs = yield.getValues()[0].getDefiningOp<RowSumOp>();
+    if (failed(em.emitRowSumWarp(rs, tid)))
+      return failure();
+    b.setInsertionPointToEnd(entry);
+    b.create<gpu::ReturnOp>(loc);
   } else if (vec == VecKind::NormParamGrad) {
     // Whole blocks take part in the barriers: no early exit; a thread past
     // the last chunk works on the last one and stores nothing.
