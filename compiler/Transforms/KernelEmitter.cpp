@@ -1393,6 +1393,45 @@ FailureOr<std::pair<Value, Value>> Emitter::softmaxStats(Value logits,
 }
 
 FailureOr<Value> Emitter::validTargetCount(Value targets, int64_t ignore) {
+  Value ignoreC = b.create<arith::ConstantOp>(loc, b.getI32IntegerAttr(ignore));
+  Value mem = memOf(targets);
+  auto mt = mem ? cast<MemRefType>(mem.getType()) : MemRefType();
+  if (rowLanes > 1 && mt && mt.hasStaticShape() && mt.getRank() == 1 &&
+      mt.getDimSize(0) % 4 == 0 && mt.getElementType().isInteger(32)) {
+    // sm_90a row lanes: lane l counts the 4-target chunks l, l + L, ... by
+    // 16-byte loads (targets past nb*nt count 0), then the lanes add up.
+    Value rows = b.create<arith::MulIOp>(loc, nb, nt);
+    auto loop =
+        b.create<scf::ForOp>(loc, b.create<arith::MulIOp>(loc, lane, cIdx(4)),
+                             rows, cIdx(4 * rowLanes), ValueRange{cF32(0.0)});
+    {
+      OpBuilder::InsertionGuard g(b);
+      b.setInsertionPointToStart(loop.getBody());
+      Value i = loop.getInductionVar();
+      Value v = b.create<vector::LoadOp>(
+          loc, VectorType::get({4}, b.getI32Type()), mem, ValueRange{i},
+          /*nontemporal=*/false, llvm::Align(16));
+      Value acc = loop.getRegionIterArgs()[0];
+      for (int64_t k = 0; k < 4; ++k) {
+        Value live = b.create<arith::AndIOp>(
+            loc,
+            b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::ult,
+                                    b.create<arith::AddIOp>(loc, i, cIdx(k)),
+                                    rows),
+            b.create<arith::CmpIOp>(
+                loc, arith::CmpIPredicate::ne,
+                b.create<vector::ExtractOp>(loc, v, ArrayRef<int64_t>{k}),
+                ignoreC));
+        acc = b.create<arith::AddFOp>(
+            loc, acc,
+            b.create<arith::SelectOp>(loc, live, cF32(1.0), cF32(0.0)));
+      }
+      b.create<scf::YieldOp>(loc, acc);
+    }
+    return laneAllReduce(loop.getResults(), [&](ValueRange x, ValueRange y) {
+      return SmallVector<Value>{b.create<arith::AddFOp>(loc, x[0], y[0])};
+    })[0];
+  }
   return sumRows([&](Value rr) -> FailureOr<Value> {
     FailureOr<Value> t = emit(targets, {rr});
     if (failed(t))
