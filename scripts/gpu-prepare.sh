@@ -159,8 +159,11 @@ done
 log "medium-llama bf16 forward with --hopper-gemm (sm_90a)"
 "$CC" "$REPO/bench/medium-llama.json" --target=sm_90a --precision=bf16 --hopper-gemm --step=forward \
     --batch 1 --seq $FWD_SEQ -o "$BUNDLE/artifacts/medium-llama-bf16-forward-hopper.sm_90a.colossus"
+# (Through a file: with pipefail, `info | grep -q` fails whenever grep exits
+# before colossus-run has written everything.)
 "$RUN" "$BUNDLE/artifacts/medium-llama-bf16-forward-hopper.sm_90a.colossus" info \
-    | grep -q '"tensor_maps"' || { echo "gpu-prepare.sh: the --hopper-gemm artifact has no TMA GEMM kernel" >&2; exit 1; }
+    >"$tmp/hopper-info.json"
+grep -q '"tensor_maps"' "$tmp/hopper-info.json" || { echo "gpu-prepare.sh: the --hopper-gemm artifact has no TMA GEMM kernel" >&2; exit 1; }
 
 log "llama-1b (bench/llama-1b.json): train step, bf16, batch 1 x 2048, sm_90a"
 "$CC" "$REPO/bench/llama-1b.json" --target=sm_90a --precision=bf16 --step=train --batch 1 --seq 2048 \

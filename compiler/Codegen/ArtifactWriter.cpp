@@ -214,8 +214,10 @@ std::vector<uint8_t> colossus::writeArtifact(const ArtifactInputs &in) {
     kb.add_cols(k.cols);
     kb.add_num_args(k.numArgs);
     kb.add_block_dim(in.gpu ? k.blockDim : 0);
-    kb.add_shared_mem_bytes(
-        !in.gpu ? 0 : k.dynamicSmemBytes.value_or(k.gpu.sharedMemBytes));
+    // The launch's dynamic shared memory: ptxas's figure (k.gpu) is the
+    // static shared memory, which the cubin carries itself; passing it again
+    // at launch would reserve it twice.
+    kb.add_shared_mem_bytes(!in.gpu ? 0 : k.dynamicSmemBytes.value_or(0));
     kb.add_registers(in.gpu ? k.gpu.registers : 0);
     kb.add_spill_bytes(in.gpu ? k.gpu.spillBytes : 0);
     kb.add_flops_per_token(k.flops / tokens);

@@ -285,8 +285,12 @@ Expected<StepPlan> Planner::run(StringRef stepName) {
 Expected<StepPlan> Planner::pack() {
   plan.arenaBytes = 0;
   plan.arenaBytesWithoutReuse = 0;
-  // First-fit packing of arena buffers by live interval.
+  // First-fit packing of arena buffers by live interval. Offsets are
+  // 256-byte aligned (the arena itself is a 256-byte aligned device
+  // allocation): the sm_90a kernels access every buffer by 16-byte vectors
+  // and need at least 16 (docs/kernels.md).
   const uint64_t align = 256;
+  static_assert(align % 16 == 0, "sm_90a kernels need 16-byte alignment");
   struct Placed {
     uint64_t offset, end;
     int first, last;

@@ -158,9 +158,10 @@ struct RooflineTotals {
 void addGpuEstimates(llvm::json::Object &o, const KernelRecord &k, int launches,
                      RooflineTotals &totals) {
   // ptxas -v reports static shared memory; the launch requests the
-  // artifact's shared_mem_bytes as dynamic shared memory on top of it.
+  // artifact's shared_mem_bytes (0 for SIMT kernels) as dynamic shared
+  // memory on top of it.
   unsigned staticSmem = k.gpu.sharedMemBytes;
-  unsigned dynamicSmem = k.dynamicSmemBytes.value_or(k.gpu.sharedMemBytes);
+  unsigned dynamicSmem = k.dynamicSmemBytes.value_or(0);
   o["static_shared_mem_bytes"] = staticSmem;
   o["dynamic_shared_mem_bytes"] = dynamicSmem;
   Occupancy occ =

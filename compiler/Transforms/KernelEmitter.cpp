@@ -14,6 +14,11 @@
 //              max and sum, then the normalized weighted sum of values).
 // On the cpu target the kernel loops over the whole parallel space itself; on
 // sm_90a each thread takes one parallel index (1-D grid, bounds-checked).
+// sm_90a vector mode (docs/kernels.md): memory-bound groups take a parallel
+// index per chunk of 8 bf16 / 4 f32 columns (16-byte loads and stores), row
+// groups share a row among the lanes of a warp (shuffle reductions, the
+// row's chunks kept in registers across passes when they fit), the norms'
+// weight gradients run by blocks with the row statistics in shared memory.
 //
 //===----------------------------------------------------------------------===//
 #include "colossus/Compiler/KernelEmitter.h"
@@ -31,6 +36,8 @@
 
 #include <array>
 #include <cmath>
+#include <map>
+#include <vector>
 
 using namespace mlir;
 using namespace colossus;
@@ -83,8 +90,12 @@ private:
   bool atPoint(ArrayRef<Value> idx) const {
     return idx.size() == 2 && idx[0] == pointR && idx[1] == pointC;
   }
-  /// Loads compute in f32: narrower floats (bf16, f16) are widened.
+  /// Loads compute in f32: narrower floats (bf16, f16) are widened. In
+  /// vector mode an element of a column chunk comes out of one 16-byte
+  /// vector load of the chunk (vectorLane).
   Value load(Value mem, ValueRange idx) {
+    if (Value v = vectorLane(mem, idx))
+      return widen(v);
     return widen(b.create<memref::LoadOp>(loc, mem, idx));
   }
   Value widen(Value v) {
@@ -120,11 +131,22 @@ private:
         b.create<math::ExpOp>(loc, b.create<arith::SubFOp>(loc, x, mNew)));
     return {mNew, lNew};
   }
-  /// Stores round an f32 value to the buffer's element type.
+  /// Stores round an f32 value to the buffer's element type. In vector mode
+  /// the elements of a column chunk are gathered and written by one vector
+  /// store once the chunk's last element arrives (vectorStore).
   void store(Value v, Value mem, ValueRange idx) {
     Type e = cast<MemRefType>(mem.getType()).getElementType();
     if (e != v.getType() && isa<FloatType>(e))
       v = narrow(v, e);
+    if (vectorStore(v, mem, idx))
+      return;
+    if (storeGuard) {
+      auto guard = b.create<scf::IfOp>(loc, storeGuard, false);
+      OpBuilder::InsertionGuard g(b);
+      b.setInsertionPointToStart(&guard.getThenRegion().front());
+      b.create<memref::StoreOp>(loc, v, mem, idx);
+      return;
+    }
     b.create<memref::StoreOp>(loc, v, mem, idx);
   }
   /// f32 -> `to`, rounding to nearest even. On the cpu a bf16 result is
@@ -163,12 +185,48 @@ private:
                           unsigned result = 0);
   FailureOr<Value> emitGradOp(Operation *op, ArrayRef<Value> idx,
                               unsigned result, bool &handled);
-  /// sum over c < cols of fn(c), as an scf.for reduction.
+  /// sum (or max) over c < cols of fn(c), as an scf.for reduction; in
+  /// row-vector mode over this lane's chunks, then across the row's lanes.
+  /// `init` is the combination's identity (0 or -inf).
+  enum class Combine { Add, Max };
   FailureOr<Value>
   sumCols(int64_t cols, Value init,
-          function_ref<FailureOr<Value>(Value acc, Value c)> fn);
-  /// sum over the active rows r < nb*nt of term(r).
+          function_ref<FailureOr<Value>(Value acc, Value c)> fn,
+          Combine kind = Combine::Add);
+  /// sum over the active rows r < nb*nt of term(r); in row-vector mode the
+  /// lanes of a row share the rows and combine their sums.
   FailureOr<Value> sumRows(function_ref<FailureOr<Value>(Value r)> term);
+
+public:
+  /// Row-vector mode: the row length it was set up for, and the chunk bases
+  /// of an unrolled row (created once, so that every pass over the row
+  /// reuses the same vector loads).
+  int64_t rowCols = 0;
+  SmallVector<Value> chunkBases;
+  void setupRowVector(int64_t cols, int64_t lanes, Value laneId,
+                      int64_t maxUnrolled) {
+    rowCols = cols;
+    rowLanes = lanes;
+    lane = laneId;
+    rowChunks = cols / vecW / lanes;
+    rowUnrolled = rowChunks * vecW <= maxUnrolled;
+    chunkBases.clear();
+    if (rowUnrolled) {
+      Value laneBase = b.create<arith::MulIOp>(loc, laneId, cIdx(vecW));
+      for (int64_t j = 0; j < rowChunks; ++j)
+        chunkBases.push_back(
+            j == 0
+                ? laneBase
+                : b.create<arith::AddIOp>(loc, laneBase, cIdx(j * lanes * vecW))
+                      .getResult());
+    }
+  }
+  /// Stores every result of the group over this lane's chunks of row r.
+  LogicalResult emitRowVectorStores(Value r);
+  /// Stores every result at the vecW columns of the chunk at `base`.
+  LogicalResult emitChunkStores(Value r, Value base);
+
+private:
   FailureOr<Value> rmsRstd(Value x, Value r, double eps);
   /// The row maximum and sum of exp(x - max) of logits row r.
   FailureOr<std::pair<Value, Value>> softmaxStats(Value logits, Value r);
@@ -180,7 +238,10 @@ public:
   LogicalResult emitAttentionGrad(AttentionGradOp op, Value r, Value h,
                                   bool kv);
   LogicalResult emitReduction(Value p, Value q);
+  LogicalResult emitNormParamGrad(Operation *normGrad, Value chunk, Value tid,
+                                  int64_t warps, int64_t lanes, Value smem);
   LogicalResult emitScalar();
+  LogicalResult emitRowSumWarp(RowSumOp op, Value lane);
   LogicalResult emitCrossEntropyRows(CrossEntropyRowsOp op, Value r);
 
 private:
@@ -193,17 +254,56 @@ private:
     return arg ? inputMem.lookup(arg) : Value();
   }
   FailureOr<Value> emitRope(RopeOp op, ArrayRef<Value> idx);
+  FailureOr<Value> finishRope(RopeOp op, Value r, Value c, Value partner,
+                              Value first, Value cosA, Value sinA);
+  std::map<std::vector<void *>, std::pair<Value, Value>> ropeAngles;
+
+public:
+  /// rotate_half RoPE on sm_90a: this thread owns the chunk at `b1` (first
+  /// half of a head) and its partner at `b2` = b1 + head_dim / 2: each is
+  /// loaded once and serves both outputs.
+  void pairChunks(Value b1, Value b2) {
+    colOf[{b1.getAsOpaquePointer(), std::numeric_limits<int64_t>::min()}] = b2;
+    colOf[{b2.getAsOpaquePointer(), std::numeric_limits<int64_t>::min()}] = b1;
+    pairFirst[b1] = b1;
+    pairFirst[b2] = b1;
+  }
+
+private:
+  llvm::DenseMap<Value, Value> pairFirst;
   Value positionOfRow(Value r) {
     // Rows are compacted: row r is token (r mod nt) of sequence (r / nt).
     Value t = b.create<arith::RemUIOp>(loc, r, nt);
     return b.create<arith::AddIOp>(loc, pos0, t);
   }
   FailureOr<Value> emitIndex(Value v, Value r) {
+    // Vector mode: one index per row for every element of a chunk, so that
+    // the chunk's accesses share their leading indices.
+    auto key = std::make_pair(v, r);
+    if (vecW)
+      if (Value m = rowIndexMemo.lookup(key); m && visibleHere(m))
+        return m;
     FailureOr<Value> x = emit(v, {r});
     if (failed(x))
       return failure();
-    return b.create<arith::IndexCastOp>(loc, b.getIndexType(), *x).getResult();
+    Value i = b.create<arith::IndexCastOp>(loc, b.getIndexType(), *x);
+    if (vecW)
+      rowIndexMemo[key] = i;
+    return i;
   }
+  /// The sequence of (compacted) row r.
+  Value seqOfRow(Value r) {
+    auto key = std::make_pair(Value(), r);
+    if (vecW)
+      if (Value m = rowIndexMemo.lookup(key); m && visibleHere(m))
+        return m;
+    Value s = b.create<arith::DivUIOp>(loc, r, nt);
+    if (vecW)
+      rowIndexMemo[key] = s;
+    return s;
+  }
+  llvm::DenseMap<std::pair<Value, Value>, Value> rowIndexMemo;
+  Value hyperVec;
 
   OpBuilder &b;
   Location loc;
@@ -219,6 +319,195 @@ private:
   // A linear whose result a linalg contraction already wrote to memory.
   Operation *precomputed = nullptr;
   Value precomputedMem;
+
+  //===--------------------------------------------------------------------===//
+  // sm_90a vector mode (docs/kernels.md). Columns are visited in chunks of
+  // vecW consecutive elements starting at a multiple of vecW; the column
+  // index of element k of the chunk at `base` is chunkCol(base, k). A load
+  // at such a column of a buffer whose rows are whole chunks is an element
+  // of one vector load of the chunk (16 bytes: 8 bf16 or 4 f32; 32 bytes
+  // for 8 f32, two 16-byte accesses), made once and reused while it
+  // dominates the insertion point: within a row kept in registers the
+  // statistics pass and the normalize pass share it. Stores of a chunk's
+  // elements are gathered into one vector store.
+  //===--------------------------------------------------------------------===//
+public:
+  unsigned vecW = 0;
+  /// Row-vector mode (row kernels on sm_90a): `rowLanes` consecutive
+  /// threads share a row; `lane` is this thread's rank among them; each
+  /// lane visits `rowChunks` chunks, chunk j at column (j * rowLanes +
+  /// lane) * vecW; unrolled (the row's chunks stay in registers) or in an
+  /// scf.for (rows too long for registers: read again per pass).
+  int64_t rowLanes = 0, rowChunks = 0;
+  bool rowUnrolled = false;
+  Value lane;
+  /// Stores happen only where this is true (row-vector mode: lanes of the
+  /// last rows past the end compute on a clamped row but store nothing).
+  Value storeGuard;
+
+  Value chunkCol(Value base, int64_t k) {
+    if (k == 0) {
+      colChunk[base] = {base, 0};
+      return base;
+    }
+    auto key = std::make_pair(base.getAsOpaquePointer(), k);
+    if (Value c = colOf.lookup(key); c && visibleHere(c))
+      return c;
+    Value c = b.create<arith::AddIOp>(loc, base, cIdx(k));
+    colOf[key] = c;
+    colChunk[c] = {base, k};
+    return c;
+  }
+  /// The chunk base of column `c` shifted by `off` columns, when that keeps
+  /// chunks aligned; null otherwise.
+  Value shiftedChunkCol(Value c, int64_t off) {
+    auto it = colChunk.find(c);
+    if (it == colChunk.end() || off % vecW != 0)
+      return {};
+    auto [base, k] = it->second;
+    auto key = std::make_pair(base.getAsOpaquePointer(), -1 - off);
+    Value nb = colOf.lookup(key);
+    if (!nb || !visibleHere(nb)) {
+      nb = b.create<arith::AddIOp>(loc, base, cIdx(off));
+      colOf[key] = nb;
+    }
+    return chunkCol(nb, k);
+  }
+  /// Calls fn(base) for each chunk of this lane's part of a row of `cols`
+  /// columns (row-vector mode), unrolled or in an scf.for; `acc` values are
+  /// threaded through.
+  FailureOr<SmallVector<Value>> forEachLaneChunk(
+      ValueRange init,
+      function_ref<FailureOr<SmallVector<Value>>(Value base, ValueRange acc)>
+          fn);
+  /// Combines `vals` over the rowLanes lanes of a row (butterfly shuffles):
+  /// every lane gets the result.
+  SmallVector<Value>
+  laneAllReduce(ValueRange vals,
+                function_ref<SmallVector<Value>(ValueRange, ValueRange)> comb);
+
+private:
+  struct ChunkRef {
+    Value base;
+    int64_t k;
+  };
+  llvm::DenseMap<Value, ChunkRef> colChunk;
+  llvm::DenseMap<std::pair<void *, int64_t>, Value> colOf;
+  std::map<std::vector<void *>, Value> vecLoads;
+  struct PendingStore {
+    Value mem;
+    SmallVector<Value> prefix;
+    Value base;
+    SmallVector<Value> lanes;
+    unsigned filled = 0;
+  };
+  std::map<std::vector<void *>, PendingStore> pendingStores;
+
+  /// Whether `v` may be used at the insertion point: defined in the
+  /// insertion block or in a block enclosing it.
+  bool visibleHere(Value v) const {
+    Block *def = v.getParentBlock();
+    for (Block *blk = b.getInsertionBlock(); blk;) {
+      if (blk == def)
+        return true;
+      Operation *parent = blk->getParentOp();
+      if (!parent)
+        return false;
+      blk = parent->getBlock();
+    }
+    return false;
+  }
+  /// Buffers whose rows are whole chunks can be accessed by chunk.
+  bool chunkable(Value mem) const {
+    auto mt = cast<MemRefType>(mem.getType());
+    if (!mt.hasStaticShape() || mt.getRank() == 0 ||
+        mt.getShape().back() % vecW != 0)
+      return false;
+    Type e = mt.getElementType();
+    return e.isF32() || e.isBF16() || e.isInteger(32);
+  }
+  std::vector<void *> chunkKey(Value mem, ValueRange prefix, Value base) {
+    std::vector<void *> key{mem.getAsOpaquePointer()};
+    for (Value v : prefix)
+      key.push_back(v.getAsOpaquePointer());
+    key.push_back(base.getAsOpaquePointer());
+    return key;
+  }
+  llvm::MaybeAlign chunkAlign(Value mem) const {
+    Type e = cast<MemRefType>(mem.getType()).getElementType();
+    return llvm::Align(
+        std::min<uint64_t>(16, vecW * e.getIntOrFloatBitWidth() / 8));
+  }
+  Value vectorLane(Value mem, ValueRange idx) {
+    if (!vecW || idx.empty())
+      return {};
+    auto it = colChunk.find(idx.back());
+    if (it == colChunk.end() || !chunkable(mem))
+      return {};
+    auto [base, k] = it->second;
+    SmallVector<Value> at(idx.drop_back());
+    std::vector<void *> key = chunkKey(mem, at, base);
+    Value vec = vecLoads.count(key) ? vecLoads[key] : Value();
+    if (!vec || !visibleHere(vec)) {
+      at.push_back(base);
+      auto vt =
+          VectorType::get({static_cast<int64_t>(vecW)},
+                          cast<MemRefType>(mem.getType()).getElementType());
+      vec = b.create<vector::LoadOp>(loc, vt, mem, at, /*nontemporal=*/false,
+                                     chunkAlign(mem));
+      vecLoads[key] = vec;
+    }
+    return b.create<vector::ExtractOp>(loc, vec, ArrayRef<int64_t>{k});
+  }
+  bool vectorStore(Value v, Value mem, ValueRange idx) {
+    if (!vecW || idx.empty())
+      return false;
+    auto it = colChunk.find(idx.back());
+    if (it == colChunk.end() || !chunkable(mem))
+      return false;
+    auto [base, k] = it->second;
+    SmallVector<Value> at(idx.drop_back());
+    std::vector<void *> key = chunkKey(mem, at, base);
+    PendingStore &ps = pendingStores[key];
+    if (ps.lanes.empty()) {
+      ps.mem = mem;
+      ps.prefix = at;
+      ps.base = base;
+      ps.lanes.assign(vecW, Value());
+    }
+    if (!ps.lanes[k])
+      ++ps.filled;
+    ps.lanes[k] = v;
+    if (ps.filled < vecW)
+      return true;
+    auto vt = VectorType::get({static_cast<int64_t>(vecW)}, v.getType());
+    Value vec = b.create<vector::FromElementsOp>(loc, vt, ps.lanes);
+    SmallVector<Value> to = ps.prefix;
+    to.push_back(ps.base);
+    auto emitStore = [&]() {
+      b.create<vector::StoreOp>(loc, vec, mem, to, /*nontemporal=*/false,
+                                chunkAlign(mem));
+    };
+    if (storeGuard) {
+      auto guard = b.create<scf::IfOp>(loc, storeGuard, false);
+      OpBuilder::InsertionGuard g(b);
+      b.setInsertionPointToStart(&guard.getThenRegion().front());
+      emitStore();
+    } else {
+      emitStore();
+    }
+    pendingStores.erase(key);
+    return true;
+  }
+
+public:
+  /// All gathered chunk stores were written.
+  LogicalResult checkStoresFlushed() {
+    if (pendingStores.empty())
+      return success();
+    return fusion.emitOpError(
+        "internal error: a vector chunk was stored only in part");
+  }
 
 public:
   LogicalResult emitLinalgGemm(Value rows);
@@ -343,7 +632,35 @@ FailureOr<Value> Emitter::emitRope(RopeOp op, ArrayRef<Value> idx) {
   Type i64 = b.getI64Type(), f32 = b.getF32Type();
   Value d = b.create<arith::RemUIOp>(loc, c, cIdx(hd));
   Value i, partner, first;
-  if (op.getLayout() == RopeLayout::rotate_half) {
+  // Vector mode: the partner column is in the same chunk (interleaved) or
+  // in the chunk half a head away (rotate_half), element for element.
+  auto chunk = vecW ? colChunk.find(c) : colChunk.end();
+  bool chunked = chunk != colChunk.end() && hd % vecW == 0;
+  if (chunked && op.getLayout() == RopeLayout::rotate_half &&
+      half % vecW == 0) {
+    auto [base, k] = chunk->second;
+    Value dBase = b.create<arith::RemUIOp>(loc, base, cIdx(hd));
+    Value firstBase = b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::ult,
+                                              dBase, cIdx(half));
+    first = firstBase;
+    i = b.create<arith::RemUIOp>(loc, d, cIdx(half));
+    // One partner chunk base per chunk (the same Value for every element).
+    auto key = std::make_pair(base.getAsOpaquePointer(),
+                              std::numeric_limits<int64_t>::min());
+    Value pBase = colOf.lookup(key);
+    if (!pBase || !visibleHere(pBase)) {
+      pBase = b.create<arith::SelectOp>(
+          loc, firstBase, b.create<arith::AddIOp>(loc, base, cIdx(half)),
+          b.create<arith::SubIOp>(loc, base, cIdx(half)));
+      colOf[key] = pBase;
+    }
+    partner = chunkCol(pBase, k);
+  } else if (chunked && op.getLayout() != RopeLayout::rotate_half) {
+    auto [base, k] = chunk->second;
+    first = b.create<arith::ConstantOp>(loc, b.getBoolAttr(k % 2 == 0));
+    i = b.create<arith::DivUIOp>(loc, d, cIdx(2));
+    partner = chunkCol(base, k ^ 1);
+  } else if (op.getLayout() == RopeLayout::rotate_half) {
     first =
         b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::ult, d, cIdx(half));
     i = b.create<arith::RemUIOp>(loc, d, cIdx(half));
@@ -359,6 +676,18 @@ FailureOr<Value> Emitter::emitRope(RopeOp op, ArrayRef<Value> idx) {
         loc, first, b.create<arith::AddIOp>(loc, c, cIdx(1)),
         b.create<arith::SubIOp>(loc, c, cIdx(1)));
   }
+  // Paired chunks (a thread owning a chunk and its partner): both halves'
+  // element k share their angle; compute it once.
+  std::vector<void *> angleKey;
+  if (chunked && op.getLayout() == RopeLayout::rotate_half)
+    if (auto it = pairFirst.find(chunk->second.base); it != pairFirst.end()) {
+      angleKey = {op.getOperation(), it->second.getAsOpaquePointer(),
+                  reinterpret_cast<void *>(chunk->second.k)};
+      auto m = ropeAngles.find(angleKey);
+      if (m != ropeAngles.end() && visibleHere(m->second.first))
+        return finishRope(op, r, c, partner, first, m->second.first,
+                          m->second.second);
+    }
   // inv_freq = 1 / theta^((2i) / head_dim), in f32 as the HF reference does.
   Value twoI = b.create<arith::MulIOp>(loc, i, cIdx(2));
   Value twoIf = b.create<arith::UIToFPOp>(
@@ -411,6 +740,14 @@ FailureOr<Value> Emitter::emitRope(RopeOp op, ArrayRef<Value> idx) {
   Value sinA = b.create<math::SinOp>(loc, angle);
   if (op.getInverse()) // rotation by -angle: the transpose of the forward
     sinA = b.create<arith::NegFOp>(loc, sinA);
+  if (!angleKey.empty())
+    ropeAngles[angleKey] = {cosA, sinA};
+  return finishRope(op, r, c, partner, first, cosA, sinA);
+}
+
+/// x cos + (-/+) x_partner sin at (r, c).
+FailureOr<Value> Emitter::finishRope(RopeOp op, Value r, Value c, Value partner,
+                                     Value first, Value cosA, Value sinA) {
   FailureOr<Value> x = emit(op.getX(), {r, c});
   FailureOr<Value> xp = emit(op.getX(), {r, partner});
   if (failed(x) || failed(xp))
@@ -442,6 +779,8 @@ FailureOr<Value> Emitter::emitOp(Operation *op, ArrayRef<Value> idx,
     return b.create<arith::IndexCastOp>(loc, b.getI32Type(), p).getResult();
   }
   if (auto s = dyn_cast<SliceOp>(op)) {
+    if (Value c = vecW ? shiftedChunkCol(idx[1], s.getOffset()) : Value())
+      return emit(s.getX(), {idx[0], c});
     Value c = b.create<arith::AddIOp>(loc, idx[1], cIdx(s.getOffset()));
     return emit(s.getX(), {idx[0], c});
   }
@@ -572,20 +911,17 @@ LogicalResult Emitter::emitRowStats(Value r) {
     Value x = op.getOperand(0);
     int64_t cols = cast<RankedTensorType>(x.getType()).getDimSize(1);
     auto reduce = [&](Value init,
-                      function_ref<FailureOr<Value>(Value acc, Value xv)> step)
-        -> FailureOr<Value> {
-      auto loop = b.create<scf::ForOp>(loc, cIdx(0), cIdx(cols), cIdx(1),
-                                       ValueRange{init});
-      OpBuilder::InsertionGuard g(b);
-      b.setInsertionPointToStart(loop.getBody());
-      FailureOr<Value> xv = emit(x, {r, loop.getInductionVar()});
-      if (failed(xv))
-        return failure();
-      FailureOr<Value> next = step(loop.getRegionIterArgs()[0], *xv);
-      if (failed(next))
-        return failure();
-      b.create<scf::YieldOp>(loc, *next);
-      return loop.getResult(0);
+                      function_ref<FailureOr<Value>(Value acc, Value xv)> step,
+                      Combine kind = Combine::Add) -> FailureOr<Value> {
+      return sumCols(
+          cols, init,
+          [&](Value acc, Value c) -> FailureOr<Value> {
+            FailureOr<Value> xv = emit(x, {r, c});
+            if (failed(xv))
+              return failure();
+            return step(acc, *xv);
+          },
+          kind);
     };
     Value n = cF32(static_cast<double>(cols));
     if (auto rms = dyn_cast<RmsNormOp>(op)) {
@@ -622,11 +958,12 @@ LogicalResult Emitter::emitRowStats(Value r) {
                                            b.create<math::SqrtOp>(loc, var));
       rowStats[&op] = {mean, rstd};
     } else {
-      FailureOr<Value> mx =
-          reduce(cF32(-std::numeric_limits<double>::infinity()), [&](Value acc,
-                                                                     Value xv) {
+      FailureOr<Value> mx = reduce(
+          cF32(-std::numeric_limits<double>::infinity()),
+          [&](Value acc, Value xv) {
             return FailureOr<Value>(b.create<arith::MaximumFOp>(loc, acc, xv));
-          });
+          },
+          Combine::Max);
       if (failed(mx))
         return failure();
       FailureOr<Value> sum = reduce(cF32(0.0), [&](Value acc, Value xv) {
@@ -651,7 +988,7 @@ LogicalResult Emitter::emitStores(Value r, Value c) {
       FailureOr<Value> p = emitIndex(cw.getPositions(), r);
       if (failed(x) || failed(p))
         return failure();
-      Value seqIdx = b.create<arith::DivUIOp>(loc, r, nt);
+      Value seqIdx = seqOfRow(r);
       store(*x, mem, ValueRange{seqIdx, *p, c});
       continue;
     }
@@ -875,9 +1212,101 @@ LogicalResult Emitter::emitLinalgGemm(Value rows) {
 // Training kernels: vector-Jacobian products, reductions over rows, loss
 //===----------------------------------------------------------------------===//
 
+FailureOr<SmallVector<Value>> Emitter::forEachLaneChunk(
+    ValueRange init,
+    function_ref<FailureOr<SmallVector<Value>>(Value base, ValueRange acc)>
+        fn) {
+  if (rowUnrolled) {
+    SmallVector<Value> acc(init);
+    for (Value base : chunkBases) {
+      FailureOr<SmallVector<Value>> next = fn(base, acc);
+      if (failed(next))
+        return failure();
+      acc = *next;
+    }
+    return acc;
+  }
+  auto loop =
+      b.create<scf::ForOp>(loc, cIdx(0), cIdx(rowChunks), cIdx(1), init);
+  OpBuilder::InsertionGuard g(b);
+  b.setInsertionPointToStart(loop.getBody());
+  Value j = loop.getInductionVar();
+  Value base = b.create<arith::MulIOp>(
+      loc,
+      b.create<arith::AddIOp>(
+          loc, b.create<arith::MulIOp>(loc, j, cIdx(rowLanes)), lane),
+      cIdx(vecW));
+  FailureOr<SmallVector<Value>> next = fn(base, loop.getRegionIterArgs());
+  if (failed(next))
+    return failure();
+  if (!init.empty())
+    b.create<scf::YieldOp>(loc, *next);
+  return SmallVector<Value>(loop.getResults());
+}
+
+SmallVector<Value> Emitter::laneAllReduce(
+    ValueRange vals,
+    function_ref<SmallVector<Value>(ValueRange, ValueRange)> comb) {
+  SmallVector<Value> cur(vals);
+  // Lanes of a row are rowLanes consecutive threads of one warp, starting
+  // at a multiple of rowLanes: xor offsets below rowLanes stay in the row.
+  for (int64_t off = rowLanes / 2; off >= 1; off /= 2) {
+    SmallVector<Value> other;
+    for (Value v : cur)
+      other.push_back(b.create<gpu::ShuffleOp>(loc, v, off, /*width=*/32,
+                                               gpu::ShuffleMode::XOR)
+                          .getShuffleResult());
+    cur = comb(cur, other);
+  }
+  return cur;
+}
+
+LogicalResult Emitter::emitChunkStores(Value r, Value base) {
+  for (int64_t k = 0; k < vecW; ++k)
+    if (failed(emitStores(r, chunkCol(base, k))))
+      return failure();
+  return checkStoresFlushed();
+}
+
+LogicalResult Emitter::emitRowVectorStores(Value r) {
+  FailureOr<SmallVector<Value>> done =
+      forEachLaneChunk({}, [&](Value base, ValueRange) {
+        if (failed(emitChunkStores(r, base)))
+          return FailureOr<SmallVector<Value>>(failure());
+        return FailureOr<SmallVector<Value>>(SmallVector<Value>{});
+      });
+  return failure(failed(done));
+}
+
 FailureOr<Value>
 Emitter::sumCols(int64_t cols, Value init,
-                 function_ref<FailureOr<Value>(Value acc, Value c)> fn) {
+                 function_ref<FailureOr<Value>(Value acc, Value c)> fn,
+                 Combine kind) {
+  auto combine = [&](Value x, Value y) -> Value {
+    if (kind == Combine::Add)
+      return b.create<arith::AddFOp>(loc, x, y);
+    return b.create<arith::MaximumFOp>(loc, x, y);
+  };
+  if (rowLanes && cols == rowCols) {
+    llvm::DenseMap<Value, Value> saved = memo;
+    FailureOr<SmallVector<Value>> part =
+        forEachLaneChunk({init}, [&](Value base, ValueRange acc) {
+          Value a = acc[0];
+          for (int64_t k = 0; k < vecW; ++k) {
+            FailureOr<Value> next = fn(a, chunkCol(base, k));
+            if (failed(next))
+              return FailureOr<SmallVector<Value>>(failure());
+            a = *next;
+          }
+          return FailureOr<SmallVector<Value>>(SmallVector<Value>{a});
+        });
+    memo = saved;
+    if (failed(part))
+      return failure();
+    return laneAllReduce(*part, [&](ValueRange x, ValueRange y) {
+      return SmallVector<Value>{combine(x[0], y[0])};
+    })[0];
+  }
   llvm::DenseMap<Value, Value> saved = memo;
   auto loop =
       b.create<scf::ForOp>(loc, cIdx(0), cIdx(cols), cIdx(1), ValueRange{init});
@@ -896,17 +1325,25 @@ FailureOr<Value>
 Emitter::sumRows(function_ref<FailureOr<Value>(Value r)> term) {
   llvm::DenseMap<Value, Value> saved = memo;
   Value rows = b.create<arith::MulIOp>(loc, nb, nt);
+  bool lanes = rowLanes > 1;
   auto loop =
-      b.create<scf::ForOp>(loc, cIdx(0), rows, cIdx(1), ValueRange{cF32(0.0)});
-  OpBuilder::InsertionGuard g(b);
-  b.setInsertionPointToStart(loop.getBody());
-  FailureOr<Value> t = term(loop.getInductionVar());
-  memo = saved;
-  if (failed(t))
-    return failure();
-  b.create<scf::YieldOp>(loc, ValueRange{b.create<arith::AddFOp>(
-                                  loc, loop.getRegionIterArgs()[0], *t)});
-  return loop.getResult(0);
+      b.create<scf::ForOp>(loc, lanes ? lane : cIdx(0), rows,
+                           cIdx(lanes ? rowLanes : 1), ValueRange{cF32(0.0)});
+  {
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(loop.getBody());
+    FailureOr<Value> t = term(loop.getInductionVar());
+    memo = saved;
+    if (failed(t))
+      return failure();
+    b.create<scf::YieldOp>(loc, ValueRange{b.create<arith::AddFOp>(
+                                    loc, loop.getRegionIterArgs()[0], *t)});
+  }
+  if (!lanes)
+    return loop.getResult(0);
+  return laneAllReduce(loop.getResults(), [&](ValueRange x, ValueRange y) {
+    return SmallVector<Value>{b.create<arith::AddFOp>(loc, x[0], y[0])};
+  })[0];
 }
 
 /// 1 / sqrt(mean_c(x[r, c]^2) + eps)
@@ -931,15 +1368,16 @@ FailureOr<Value> Emitter::rmsRstd(Value x, Value r, double eps) {
 FailureOr<std::pair<Value, Value>> Emitter::softmaxStats(Value logits,
                                                          Value r) {
   int64_t cols = cast<RankedTensorType>(logits.getType()).getDimSize(1);
-  FailureOr<Value> mx =
-      sumCols(cols, cF32(-std::numeric_limits<double>::infinity()),
-              [&](Value acc, Value c) {
-                FailureOr<Value> x = emit(logits, {r, c});
-                if (failed(x))
-                  return x;
-                return FailureOr<Value>(
-                    b.create<arith::MaximumFOp>(loc, acc, *x).getResult());
-              });
+  FailureOr<Value> mx = sumCols(
+      cols, cF32(-std::numeric_limits<double>::infinity()),
+      [&](Value acc, Value c) {
+        FailureOr<Value> x = emit(logits, {r, c});
+        if (failed(x))
+          return x;
+        return FailureOr<Value>(
+            b.create<arith::MaximumFOp>(loc, acc, *x).getResult());
+      },
+      Combine::Max);
   if (failed(mx))
     return failure();
   FailureOr<Value> se = sumCols(cols, cF32(0.0), [&](Value acc, Value c) {
@@ -956,6 +1394,45 @@ FailureOr<std::pair<Value, Value>> Emitter::softmaxStats(Value logits,
 }
 
 FailureOr<Value> Emitter::validTargetCount(Value targets, int64_t ignore) {
+  Value ignoreC = b.create<arith::ConstantOp>(loc, b.getI32IntegerAttr(ignore));
+  Value mem = memOf(targets);
+  auto mt = mem ? cast<MemRefType>(mem.getType()) : MemRefType();
+  if (rowLanes > 1 && mt && mt.hasStaticShape() && mt.getRank() == 1 &&
+      mt.getDimSize(0) % 4 == 0 && mt.getElementType().isInteger(32)) {
+    // sm_90a row lanes: lane l counts the 4-target chunks l, l + L, ... by
+    // 16-byte loads (targets past nb*nt count 0), then the lanes add up.
+    Value rows = b.create<arith::MulIOp>(loc, nb, nt);
+    auto loop =
+        b.create<scf::ForOp>(loc, b.create<arith::MulIOp>(loc, lane, cIdx(4)),
+                             rows, cIdx(4 * rowLanes), ValueRange{cF32(0.0)});
+    {
+      OpBuilder::InsertionGuard g(b);
+      b.setInsertionPointToStart(loop.getBody());
+      Value i = loop.getInductionVar();
+      Value v = b.create<vector::LoadOp>(
+          loc, VectorType::get({4}, b.getI32Type()), mem, ValueRange{i},
+          /*nontemporal=*/false, llvm::Align(16));
+      Value acc = loop.getRegionIterArgs()[0];
+      for (int64_t k = 0; k < 4; ++k) {
+        Value live = b.create<arith::AndIOp>(
+            loc,
+            b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::ult,
+                                    b.create<arith::AddIOp>(loc, i, cIdx(k)),
+                                    rows),
+            b.create<arith::CmpIOp>(
+                loc, arith::CmpIPredicate::ne,
+                b.create<vector::ExtractOp>(loc, v, ArrayRef<int64_t>{k}),
+                ignoreC));
+        acc = b.create<arith::AddFOp>(
+            loc, acc,
+            b.create<arith::SelectOp>(loc, live, cF32(1.0), cF32(0.0)));
+      }
+      b.create<scf::YieldOp>(loc, acc);
+    }
+    return laneAllReduce(loop.getResults(), [&](ValueRange x, ValueRange y) {
+      return SmallVector<Value>{b.create<arith::AddFOp>(loc, x[0], y[0])};
+    })[0];
+  }
   return sumRows([&](Value rr) -> FailureOr<Value> {
     FailureOr<Value> t = emit(targets, {rr});
     if (failed(t))
@@ -992,10 +1469,44 @@ LogicalResult Emitter::emitCrossEntropyRows(CrossEntropyRowsOp op, Value r) {
   Value valid = b.create<arith::CmpIOp>(
       loc, arith::CmpIPredicate::ne, *t,
       b.create<arith::ConstantOp>(loc, b.getI32IntegerAttr(ignore)));
-  auto stats = b.create<scf::ForOp>(
-      loc, cIdx(0), cIdx(cols), cIdx(1),
-      ValueRange{cF32(-std::numeric_limits<double>::infinity()), cF32(0.0)});
-  {
+  bool lanes = rowLanes && cols == rowCols;
+  Value mRow, lRow;
+  if (lanes) {
+    // This lane's chunks, then the lanes' (max, normalizer) pairs combined.
+    llvm::DenseMap<Value, Value> saved = memo;
+    FailureOr<SmallVector<Value>> part = forEachLaneChunk(
+        ValueRange{cF32(-std::numeric_limits<double>::infinity()), cF32(0.0)},
+        [&](Value base, ValueRange acc) -> FailureOr<SmallVector<Value>> {
+          SmallVector<Value> ml(acc);
+          for (int64_t k = 0; k < vecW; ++k) {
+            FailureOr<Value> x = emit(op.getLogits(), {r, chunkCol(base, k)});
+            if (failed(x))
+              return failure();
+            ml = onlineSoftmaxStep(ml, *x);
+          }
+          return ml;
+        });
+    memo = saved;
+    if (failed(part))
+      return failure();
+    SmallVector<Value> ml = laneAllReduce(*part, [&](ValueRange x,
+                                                     ValueRange y) {
+      Value m = b.create<arith::MaximumFOp>(loc, x[0], y[0]);
+      auto scaled = [&](Value mi, Value li) {
+        return b.create<arith::MulFOp>(
+            loc, li,
+            b.create<math::ExpOp>(loc, b.create<arith::SubFOp>(loc, mi, m)));
+      };
+      return SmallVector<Value>{
+          m,
+          b.create<arith::AddFOp>(loc, scaled(x[0], x[1]), scaled(y[0], y[1]))};
+    });
+    mRow = ml[0];
+    lRow = ml[1];
+  } else {
+    auto stats = b.create<scf::ForOp>(
+        loc, cIdx(0), cIdx(cols), cIdx(1),
+        ValueRange{cF32(-std::numeric_limits<double>::infinity()), cF32(0.0)});
     OpBuilder::InsertionGuard g(b);
     b.setInsertionPointToStart(stats.getBody());
     llvm::DenseMap<Value, Value> saved = memo;
@@ -1003,10 +1514,14 @@ LogicalResult Emitter::emitCrossEntropyRows(CrossEntropyRowsOp op, Value r) {
     memo = saved;
     if (failed(x))
       return failure();
-    b.create<scf::YieldOp>(loc, onlineSoftmaxStep(stats.getRegionIterArgs(), *x));
+    b.create<scf::YieldOp>(loc,
+                           onlineSoftmaxStep(stats.getRegionIterArgs(), *x));
+    b.setInsertionPointAfter(stats);
+    mRow = stats.getResult(0);
+    lRow = stats.getResult(1);
   }
-  Value lse = b.create<arith::AddFOp>(
-      loc, stats.getResult(0), b.create<math::LogOp>(loc, stats.getResult(1)));
+  Value lse =
+      b.create<arith::AddFOp>(loc, mRow, b.create<math::LogOp>(loc, lRow));
   Value hasAny = b.create<arith::CmpFOp>(loc, arith::CmpFPredicate::OGT, *count,
                                          cF32(0.0));
   if (termsOut) {
@@ -1018,32 +1533,58 @@ LogicalResult Emitter::emitCrossEntropyRows(CrossEntropyRowsOp op, Value r) {
       return failure();
     Value term = b.create<arith::DivFOp>(
         loc, b.create<arith::SubFOp>(loc, lse, *xt), *count);
-    store(b.create<arith::SelectOp>(loc, valid, term, cF32(0.0)), termsOut,
-          ValueRange{r});
+    Value v = b.create<arith::SelectOp>(loc, valid, term, cF32(0.0));
+    if (lanes) {
+      // One lane of the row stores the row's term.
+      Value first =
+          b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::eq, lane, cIdx(0));
+      if (storeGuard)
+        first = b.create<arith::AndIOp>(loc, first, storeGuard);
+      auto guard = b.create<scf::IfOp>(loc, first, false);
+      OpBuilder::InsertionGuard g(b);
+      b.setInsertionPointToStart(&guard.getThenRegion().front());
+      store(v, termsOut, ValueRange{r});
+    } else {
+      store(v, termsOut, ValueRange{r});
+    }
   }
   if (!dlOut)
     return success();
   Value scale = b.create<arith::SelectOp>(
       loc, hasAny, b.create<arith::DivFOp>(loc, *dloss, *count), cF32(0.0));
+  auto dlogit = [&](Value c) -> LogicalResult {
+    llvm::DenseMap<Value, Value> saved = memo;
+    FailureOr<Value> x = emit(op.getLogits(), {r, c});
+    memo = saved;
+    if (failed(x))
+      return failure();
+    Value p = b.create<math::ExpOp>(loc, b.create<arith::SubFOp>(loc, *x, lse));
+    Value isT = b.create<arith::CmpIOp>(
+        loc, arith::CmpIPredicate::eq,
+        b.create<arith::IndexCastOp>(loc, b.getI32Type(), c), *t);
+    Value onehot = b.create<arith::SelectOp>(loc, isT, cF32(1.0), cF32(0.0));
+    Value d = b.create<arith::MulFOp>(
+        loc, b.create<arith::SubFOp>(loc, p, onehot), scale);
+    store(b.create<arith::SelectOp>(loc, valid, d, cF32(0.0)), dlOut,
+          ValueRange{r, c});
+    return success();
+  };
+  if (lanes) {
+    FailureOr<SmallVector<Value>> done =
+        forEachLaneChunk({}, [&](Value base, ValueRange) {
+          for (int64_t k = 0; k < vecW; ++k)
+            if (failed(dlogit(chunkCol(base, k))))
+              return FailureOr<SmallVector<Value>>(failure());
+          if (failed(checkStoresFlushed()))
+            return FailureOr<SmallVector<Value>>(failure());
+          return FailureOr<SmallVector<Value>>(SmallVector<Value>{});
+        });
+    return failure(failed(done));
+  }
   auto cl = b.create<scf::ForOp>(loc, cIdx(0), cIdx(cols), cIdx(1));
   OpBuilder::InsertionGuard g(b);
   b.setInsertionPointToStart(cl.getBody());
-  Value c = cl.getInductionVar();
-  llvm::DenseMap<Value, Value> saved = memo;
-  FailureOr<Value> x = emit(op.getLogits(), {r, c});
-  memo = saved;
-  if (failed(x))
-    return failure();
-  Value p = b.create<math::ExpOp>(loc, b.create<arith::SubFOp>(loc, *x, lse));
-  Value isT = b.create<arith::CmpIOp>(
-      loc, arith::CmpIPredicate::eq,
-      b.create<arith::IndexCastOp>(loc, b.getI32Type(), c), *t);
-  Value onehot = b.create<arith::SelectOp>(loc, isT, cF32(1.0), cF32(0.0));
-  Value d = b.create<arith::MulFOp>(
-      loc, b.create<arith::SubFOp>(loc, p, onehot), scale);
-  store(b.create<arith::SelectOp>(loc, valid, d, cF32(0.0)), dlOut,
-        ValueRange{r, c});
-  return success();
+  return dlogit(cl.getInductionVar());
 }
 
 LogicalResult Emitter::emitGradRowStats(Value r) {
@@ -1243,7 +1784,7 @@ FailureOr<Value> Emitter::emitGradOp(Operation *op, ArrayRef<Value> idx,
     FailureOr<Value> p = emitIndex(o.getPositions(), idx[0]);
     if (failed(p))
       return failure();
-    Value seqIdx = b.create<arith::DivUIOp>(loc, idx[0], nt);
+    Value seqIdx = seqOfRow(idx[0]);
     return emit(o.getCache(), {seqIdx, *p, idx[1]});
   }
   // Row ops: statistics were computed per row by emitGradRowStats.
@@ -1395,6 +1936,170 @@ LogicalResult Emitter::emitReduction(Value p, Value q) {
     else
       store(*acc, mem, ValueRange{p, q});
   }
+  return success();
+}
+
+/// sm_90a: the weight (and, for layer_norm, bias) gradients of a norm,
+/// dw[c] = sum_r dy[r, c] xhat[r, c] and db[c] = sum_r dy[r, c], by a block
+/// whose threads each own one chunk of vecW columns (`chunk`, clamped into
+/// the row; the stores are guarded). The rows go by tiles of one row per
+/// warp: each warp computes its row's statistics (mean, rstd) with its
+/// `lanes` lanes and shuffles, lane 0 leaves them in shared memory (`smem`,
+/// [warps, 2]), and after a barrier every thread adds the tile's rows of
+/// its chunk. A row's statistics are thus computed once per block instead
+/// of once per column, and every access is a 16-byte vector.
+LogicalResult Emitter::emitNormParamGrad(Operation *normGrad, Value chunk,
+                                         Value tid, int64_t warps,
+                                         int64_t lanes, Value smem) {
+  auto rms = dyn_cast<RmsNormGradOp>(normGrad);
+  auto ln = dyn_cast<LayerNormGradOp>(normGrad);
+  Value x = rms ? rms.getX() : ln.getX();
+  Value dy = rms ? rms.getDy() : ln.getDy();
+  double eps = (rms ? rms.getEps() : ln.getEps()).convertToDouble();
+  int64_t cols = cast<RankedTensorType>(x.getType()).getDimSize(1);
+  Value n = cF32(double(cols));
+  Value rows = b.create<arith::MulIOp>(loc, nb, nt);
+  Value lastRow = b.create<arith::SubIOp>(loc, rows, cIdx(1));
+  Value warp = b.create<arith::DivUIOp>(loc, tid, cIdx(32));
+  Value laneInRow = b.create<arith::RemUIOp>(
+      loc, b.create<arith::RemUIOp>(loc, tid, cIdx(32)), cIdx(lanes));
+  Value isLane0 = b.create<arith::CmpIOp>(
+      loc, arith::CmpIPredicate::eq,
+      b.create<arith::RemUIOp>(loc, tid, cIdx(32)), cIdx(0));
+  Value base = b.create<arith::MulIOp>(loc, chunk, cIdx(vecW));
+  // The yields: dw (result 1) and db (result 2, layer_norm), in order.
+  auto yield = cast<YieldOp>(fusion.getBody().front().getTerminator());
+  SmallVector<unsigned> which;
+  for (Value v : yield.getValues())
+    which.push_back(cast<OpResult>(v).getResultNumber());
+  SmallVector<Value> init(which.size() * vecW, cF32(0.0));
+  auto tiles = b.create<scf::ForOp>(loc, cIdx(0), rows, cIdx(warps), init);
+  {
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(tiles.getBody());
+    Value r0 = tiles.getInductionVar();
+    // This warp's row of the tile (clamped: every lane takes part in the
+    // shuffles and barriers; a row past the end is not added below).
+    Value r = b.create<arith::MinUIOp>(
+        loc, b.create<arith::AddIOp>(loc, r0, warp), lastRow);
+    setupRowVector(cols, lanes, laneInRow, /*maxUnrolled=*/64);
+    auto sumOf = [&](function_ref<Value(Value xv)> term) {
+      return sumCols(cols, cF32(0.0), [&](Value acc, Value c) {
+        FailureOr<Value> xv = emit(x, {r, c});
+        if (failed(xv))
+          return xv;
+        return FailureOr<Value>(
+            b.create<arith::AddFOp>(loc, acc, term(*xv)).getResult());
+      });
+    };
+    Value mean = cF32(0.0), var;
+    if (ln) {
+      FailureOr<Value> sum = sumOf([](Value xv) { return xv; });
+      if (failed(sum))
+        return failure();
+      mean = b.create<arith::DivFOp>(loc, *sum, n);
+    }
+    FailureOr<Value> sq = sumOf([&](Value xv) {
+      Value d = ln ? b.create<arith::SubFOp>(loc, xv, mean).getResult() : xv;
+      return b.create<arith::MulFOp>(loc, d, d).getResult();
+    });
+    if (failed(sq))
+      return failure();
+    var = b.create<arith::AddFOp>(loc, b.create<arith::DivFOp>(loc, *sq, n),
+                                  cF32(eps));
+    Value rstd = b.create<arith::DivFOp>(loc, cF32(1.0),
+                                         b.create<math::SqrtOp>(loc, var));
+    {
+      auto first = b.create<scf::IfOp>(loc, isLane0, false);
+      OpBuilder::InsertionGuard g2(b);
+      b.setInsertionPointToStart(&first.getThenRegion().front());
+      b.create<memref::StoreOp>(loc, mean, smem, ValueRange{warp, cIdx(0)});
+      b.create<memref::StoreOp>(loc, rstd, smem, ValueRange{warp, cIdx(1)});
+    }
+    b.create<gpu::BarrierOp>(loc);
+    // The tile's rows of this thread's chunk.
+    SmallVector<Value> acc(tiles.getRegionIterArgs());
+    rowLanes = 0; // plain loads by chunk below
+    for (int64_t w = 0; w < warps; ++w) {
+      Value rw = b.create<arith::AddIOp>(loc, r0, cIdx(w));
+      Value live =
+          b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::ult, rw, rows);
+      Value rc = b.create<arith::MinUIOp>(loc, rw, lastRow);
+      Value mw =
+          b.create<memref::LoadOp>(loc, smem, ValueRange{cIdx(w), cIdx(0)});
+      Value sw =
+          b.create<memref::LoadOp>(loc, smem, ValueRange{cIdx(w), cIdx(1)});
+      for (int64_t k = 0; k < vecW; ++k) {
+        Value c = chunkCol(base, k);
+        FailureOr<Value> xv = emit(x, {rc, c});
+        FailureOr<Value> dyv = emit(dy, {rc, c});
+        if (failed(xv) || failed(dyv))
+          return failure();
+        Value xhat = b.create<arith::MulFOp>(
+            loc, ln ? b.create<arith::SubFOp>(loc, *xv, mw).getResult() : *xv,
+            sw);
+        for (auto [i, res] : llvm::enumerate(which)) {
+          Value term =
+              res == 1 ? b.create<arith::MulFOp>(loc, *dyv, xhat).getResult()
+                       : *dyv;
+          term = b.create<arith::SelectOp>(loc, live, term, cF32(0.0));
+          Value &a = acc[i * vecW + k];
+          a = b.create<arith::AddFOp>(loc, a, term);
+        }
+      }
+    }
+    b.create<gpu::BarrierOp>(loc);
+    b.create<scf::YieldOp>(loc, acc);
+  }
+  for (auto [i, mem] : llvm::enumerate(outputMem))
+    for (int64_t k = 0; k < vecW; ++k)
+      store(tiles.getResult(i * vecW + k), mem, ValueRange{chunkCol(base, k)});
+  return checkStoresFlushed();
+}
+
+/// sm_90a: row_sum (the loss: the sum of the rows' terms) by one warp: lane
+/// l adds the 4-row chunks l, l + 32, ... of the active rows (16-byte loads;
+/// the buffer holds whole chunks, the rows past nb*nt count 0), then the
+/// lanes' sums are combined by shuffles and lane 0 stores.
+LogicalResult Emitter::emitRowSumWarp(RowSumOp op, Value lane) {
+  Value mem = memOf(op.getX());
+  if (!mem)
+    return op.emitOpError("operand must be a kernel input");
+  Type f32 = b.getF32Type();
+  auto vt = VectorType::get({4}, f32);
+  Value rows = b.create<arith::MulIOp>(loc, nb, nt);
+  auto loop =
+      b.create<scf::ForOp>(loc, b.create<arith::MulIOp>(loc, lane, cIdx(4)),
+                           rows, cIdx(4 * 32), ValueRange{cF32(0.0)});
+  {
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(loop.getBody());
+    Value i = loop.getInductionVar();
+    Value v = b.create<vector::LoadOp>(loc, vt, mem, ValueRange{i},
+                                       /*nontemporal=*/false, llvm::Align(16));
+    Value acc = loop.getRegionIterArgs()[0];
+    for (int64_t k = 0; k < 4; ++k) {
+      Value live = b.create<arith::CmpIOp>(
+          loc, arith::CmpIPredicate::ult,
+          b.create<arith::AddIOp>(loc, i, cIdx(k)), rows);
+      Value x = b.create<vector::ExtractOp>(loc, v, ArrayRef<int64_t>{k});
+      acc = b.create<arith::AddFOp>(
+          loc, acc, b.create<arith::SelectOp>(loc, live, x, cF32(0.0)));
+    }
+    b.create<scf::YieldOp>(loc, acc);
+  }
+  Value sum = loop.getResult(0);
+  for (int64_t off = 16; off >= 1; off /= 2)
+    sum = b.create<arith::AddFOp>(
+        loc, sum,
+        b.create<gpu::ShuffleOp>(loc, sum, off, 32, gpu::ShuffleMode::XOR)
+            .getShuffleResult());
+  Value first =
+      b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::eq, lane, cIdx(0));
+  auto guard = b.create<scf::IfOp>(loc, first, false);
+  OpBuilder::InsertionGuard g(b);
+  b.setInsertionPointToStart(&guard.getThenRegion().front());
+  store(sum, outputMem[0], ValueRange{});
   return success();
 }
 
@@ -1708,8 +2413,25 @@ LogicalResult Emitter::emitAdamw(AdamwOp op, Value p, Value q) {
   auto div = [&](Value a, Value c) {
     return b.create<arith::DivFOp>(loc, a, c).getResult();
   };
-  Value lr = load(hyper, {cIdx(0)}), bc1 = load(hyper, {cIdx(1)}),
-        bc2 = load(hyper, {cIdx(2)}), scale = load(hyper, {cIdx(3)});
+  Value lr, bc1, bc2, scale;
+  auto hyperTy = cast<MemRefType>(hyper.getType());
+  if (vecW && hyperTy.hasStaticShape() && hyperTy.getRank() == 1 &&
+      hyperTy.getDimSize(0) >= 4 && hyperTy.getElementType().isF32()) {
+    // sm_90a: the four values by one 16-byte load (buffers are 16-byte
+    // aligned), once per thread.
+    if (!hyperVec || !visibleHere(hyperVec))
+      hyperVec = b.create<vector::LoadOp>(
+          loc, VectorType::get({4}, b.getF32Type()), hyper, ValueRange{cIdx(0)},
+          /*nontemporal=*/false, llvm::Align(16));
+    auto hyperAt = [&](int64_t i) {
+      return b.create<vector::ExtractOp>(loc, hyperVec, ArrayRef<int64_t>{i})
+          .getResult();
+    };
+    lr = hyperAt(0), bc1 = hyperAt(1), bc2 = hyperAt(2), scale = hyperAt(3);
+  } else {
+    lr = load(hyper, {cIdx(0)}), bc1 = load(hyper, {cIdx(1)}),
+    bc2 = load(hyper, {cIdx(2)}), scale = load(hyper, {cIdx(3)});
+  }
   double b1 = op.getBeta1().convertToDouble(),
          b2 = op.getBeta2().convertToDouble();
   Value g = mul(load(gm, at), scale);
@@ -1991,6 +2713,100 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
       }) != 1)
     return fusion.emitOpError(
         "cross_entropy_rows must form a kernel of its own");
+  // sm_90a vector mode (docs/kernels.md): chunks of 8 (any bf16 buffer) or
+  // 4 (f32/i32 only) consecutive columns per access.
+  // - pointwise groups without a linear (elementwise, rope, embedding, ...)
+  //   and AdamW: one thread per chunk;
+  // - row groups (norms, their gradients, softmax, cross_entropy_rows):
+  //   `rowLanes` threads of a warp per row, each over its chunks; the row's
+  //   statistics are combined by warp shuffles. A row of at most
+  //   kMaxRowRegs elements per thread is unrolled: its chunks are loaded once
+  //   and kept in registers for every pass over the row.
+  enum class VecKind { None, Pointwise, Adamw1, Row, NormParamGrad, RowSum };
+  VecKind vec = VecKind::None;
+  Operation *normParamGrad = nullptr;
+  int64_t ropePairHd = 0;
+  unsigned vecW = 0;
+  int64_t rowLanes = 0, rowCols = 0;
+  constexpr int64_t kMaxRowRegs = 64;
+  if (target == KernelTarget::Gpu) {
+    bool anyBf16 = false;
+    for (Type t : llvm::concat<const Type>(body.getArgumentTypes(),
+                                           fusion.getResultTypes()))
+      anyBf16 |= cast<RankedTensorType>(t).getElementType().isBF16();
+    unsigned w = anyBf16 ? 8 : 4;
+    bool scalarOnly = llvm::any_of(body, [](Operation &op) {
+      return isa<LinearOp, AttentionOp, AttentionGradOp, PadColumnsOp>(op);
+    });
+    if (shape == Shape::Pointwise && !scalarOnly && cols > 0 && cols % w == 0) {
+      vec = VecKind::Pointwise;
+      // rotate_half RoPE: a thread takes a chunk and its partner chunk.
+      int64_t hd = 0;
+      bool pairs = true;
+      for (Operation &op : body)
+        if (auto rope = dyn_cast<RopeOp>(op)) {
+          int64_t h = rope.getHeadDim();
+          pairs &= rope.getLayout() == RopeLayout::rotate_half &&
+                   (!hd || hd == h) && (h / 2) % w == 0 && cols % h == 0;
+          hd = h;
+        }
+      if (hd && pairs)
+        ropePairHd = hd;
+    } else if (shape == Shape::Adamw) {
+      if (cols > 1 && cols % w == 0)
+        vec = VecKind::Pointwise;
+      else if (cols == 1 && fixedRows > 1 && fixedRows % w == 0)
+        vec = VecKind::Adamw1;
+    } else if ((shape == Shape::Row || shape == Shape::LossRows) &&
+               !scalarOnly) {
+      rowCols = shape == Shape::Row
+                    ? cols
+                    : cast<RankedTensorType>(lossRows.getLogits().getType())
+                          .getDimSize(1);
+      if (rowCols > 0 && rowCols % w == 0) {
+        vec = VecKind::Row;
+        int64_t chunks = rowCols / w;
+        rowLanes = 32;
+        while (chunks % rowLanes != 0)
+          rowLanes /= 2;
+      }
+    }
+    // row_sum over a buffer of whole 4-row chunks: one warp.
+    if (shape == Shape::Scalar)
+      if (auto rs = yield.getValues()[0].getDefiningOp<RowSumOp>()) {
+        auto arg = dyn_cast<BlockArgument>(rs.getX());
+        auto t = cast<RankedTensorType>(rs.getX().getType());
+        if (arg && t.hasStaticShape() && t.getRank() == 1 &&
+            t.getDimSize(0) % 4 == 0 && t.getElementType().isF32())
+          vec = VecKind::RowSum;
+      }
+    // The weight/bias gradients of one norm (a reduction over rows):
+    // a block per blockDim chunks of columns, see emitNormParamGrad.
+    if (shape == Shape::Reduce && blockDim % 32 == 0) {
+      Operation *ng = nullptr;
+      bool only = true;
+      for (Value v : yield.getValues()) {
+        Operation *def = v.getDefiningOp();
+        only &= def && isa<RmsNormGradOp, LayerNormGradOp>(def) &&
+                cast<OpResult>(v).getResultNumber() > 0 && (!ng || ng == def);
+        ng = def;
+      }
+      int64_t c =
+          ng ? cast<RankedTensorType>(ng->getOperand(0).getType()).getDimSize(1)
+             : 0;
+      if (only && ng && c > 0 && c % w == 0) {
+        vec = VecKind::NormParamGrad;
+        normParamGrad = ng;
+        rowCols = c;
+        int64_t chunks = c / w;
+        rowLanes = 32;
+        while (chunks % rowLanes != 0)
+          rowLanes /= 2;
+      }
+    }
+    if (vec != VecKind::None)
+      vecW = w;
+  }
   int64_t parallelCols = shape == Shape::Row || shape == Shape::LossRows ? 1
                          : shape == Shape::Attention ? attention.getNumHeads()
                          : shape == Shape::AttnGradQ
@@ -1998,6 +2814,17 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
                          : shape == Shape::AttnGradKV
                              ? static_cast<int64_t>(attnGrad.getNumKvHeads())
                              : cols;
+  if (vec == VecKind::Pointwise)
+    parallelCols = cols / vecW / (ropePairHd ? 2 : 1);
+  else if (vec == VecKind::Row)
+    parallelCols = rowLanes;
+  else if (vec == VecKind::RowSum)
+    parallelCols = 32;
+  // Threads run over launchRows x parallelCols; Adamw1 takes a chunk of the
+  // vector parameter per thread.
+  int64_t launchRows = vec == VecKind::Adamw1 || vec == VecKind::NormParamGrad
+                           ? fixedRows / vecW
+                           : fixedRows;
 
   SmallVector<Type> argTypes;
   for (Type t : body.getArgumentTypes())
@@ -2092,6 +2919,136 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
       return failure();
     b.setInsertionPointToEnd(entry);
     b.create<func::ReturnOp>(loc);
+  } else if (vec == VecKind::RowSum) {
+    // One warp (32 threads of the first block; the others return).
+    Value tid = b.create<gpu::ThreadIdOp>(loc, gpu::Dimension::x);
+    Value bid = b.create<gpu::BlockIdOp>(loc, gpu::Dimension::x);
+    Value inWarp = b.create<arith::AndIOp>(
+        loc,
+        b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::eq, bid, em.cIdx(0)),
+        b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::ult, tid,
+                                em.cIdx(32)));
+    auto guard = b.create<scf::IfOp>(loc, inWarp, /*withElseRegion=*/false);
+    b.setInsertionPointToStart(&guard.getThenRegion().front());
+    auto rs = yield.getValues()[0].getDefiningOp<RowSumOp>();
+    if (failed(em.emitRowSumWarp(rs, tid)))
+      return failure();
+    b.setInsertionPointToEnd(entry);
+    b.create<gpu::ReturnOp>(loc);
+  } else if (vec == VecKind::NormParamGrad) {
+    // Whole blocks take part in the barriers: no early exit; a thread past
+    // the last chunk works on the last one and stores nothing.
+    auto fn = cast<gpu::GPUFuncOp>(kernelOp);
+    int64_t warps = blockDim / 32;
+    auto smemTy =
+        MemRefType::get({warps, 2}, b.getF32Type(), MemRefLayoutAttrInterface{},
+                        gpu::AddressSpaceAttr::get(
+                            b.getContext(), gpu::AddressSpace::Workgroup));
+    Value smem = fn.addWorkgroupAttribution(smemTy, loc);
+    Value bid = b.create<gpu::BlockIdOp>(loc, gpu::Dimension::x);
+    Value bdim = b.create<gpu::BlockDimOp>(loc, gpu::Dimension::x);
+    Value tid = b.create<gpu::ThreadIdOp>(loc, gpu::Dimension::x);
+    Value flat = b.create<arith::AddIOp>(
+        loc, b.create<arith::MulIOp>(loc, bid, bdim), tid);
+    Value inRange = b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::ult,
+                                            flat, em.cIdx(launchRows));
+    Value chunk = b.create<arith::MinUIOp>(loc, flat, em.cIdx(launchRows - 1));
+    em.vecW = vecW;
+    em.storeGuard = inRange;
+    if (failed(em.emitNormParamGrad(normParamGrad, chunk, tid, warps, rowLanes,
+                                    smem)))
+      return failure();
+    b.setInsertionPointToEnd(entry);
+    b.create<gpu::ReturnOp>(loc);
+  } else if (vec == VecKind::Row) {
+    // No early exit: every lane of a row takes part in its shuffles. Lanes
+    // past the last row compute on the last row and store nothing.
+    Value bid = b.create<gpu::BlockIdOp>(loc, gpu::Dimension::x);
+    Value bdim = b.create<gpu::BlockDimOp>(loc, gpu::Dimension::x);
+    Value tid = b.create<gpu::ThreadIdOp>(loc, gpu::Dimension::x);
+    Value flat = b.create<arith::AddIOp>(
+        loc, b.create<arith::MulIOp>(loc, bid, bdim), tid);
+    Value total = b.create<arith::MulIOp>(loc, rows, em.cIdx(rowLanes));
+    Value inRange =
+        b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::ult, flat, total);
+    Value r = b.create<arith::MinUIOp>(
+        loc, b.create<arith::DivUIOp>(loc, flat, em.cIdx(rowLanes)),
+        b.create<arith::SubIOp>(loc, rows, em.cIdx(1)));
+    Value laneId = b.create<arith::RemUIOp>(loc, flat, em.cIdx(rowLanes));
+    em.vecW = vecW;
+    em.setupRowVector(rowCols, rowLanes, laneId, kMaxRowRegs);
+    em.storeGuard = inRange;
+    em.beginPoint(r, Value());
+    if (shape == Shape::LossRows) {
+      if (failed(em.emitCrossEntropyRows(lossRows, r)))
+        return failure();
+    } else if (failed(em.emitRowStats(r)) ||
+               failed(em.emitRowVectorStores(r))) {
+      return failure();
+    }
+    b.setInsertionPointToEnd(entry);
+    b.create<gpu::ReturnOp>(loc);
+  } else if (vec != VecKind::None) {
+    // One thread per chunk of vecW columns (Adamw1: of the vector).
+    Value bid = b.create<gpu::BlockIdOp>(loc, gpu::Dimension::x);
+    Value bdim = b.create<gpu::BlockDimOp>(loc, gpu::Dimension::x);
+    Value tid = b.create<gpu::ThreadIdOp>(loc, gpu::Dimension::x);
+    Value flat = b.create<arith::AddIOp>(
+        loc, b.create<arith::MulIOp>(loc, bid, bdim), tid);
+    Value total =
+        vec == VecKind::Adamw1
+            ? em.cIdx(launchRows)
+            : b.create<arith::MulIOp>(loc, rows, em.cIdx(parallelCols))
+                  .getResult();
+    Value inRange =
+        b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::ult, flat, total);
+    auto guard = b.create<scf::IfOp>(loc, inRange, /*withElseRegion=*/false);
+    b.setInsertionPointToStart(&guard.getThenRegion().front());
+    em.vecW = vecW;
+    AdamwOp adamw;
+    for (Operation &op : body)
+      if (auto a = dyn_cast<AdamwOp>(op))
+        adamw = a;
+    if (vec == VecKind::Adamw1) {
+      Value base = b.create<arith::MulIOp>(loc, flat, em.cIdx(vecW));
+      for (int64_t k = 0; k < vecW; ++k) {
+        Value p = em.chunkCol(base, k);
+        em.beginPoint(p, em.cIdx(0));
+        if (failed(em.emitAdamw(adamw, p, em.cIdx(0))))
+          return failure();
+      }
+    } else {
+      Value r = b.create<arith::DivUIOp>(loc, flat, em.cIdx(parallelCols));
+      Value t = b.create<arith::RemUIOp>(loc, flat, em.cIdx(parallelCols));
+      Value base = b.create<arith::MulIOp>(loc, t, em.cIdx(vecW));
+      if (ropePairHd) {
+        // Chunk j of the first half of head h, and its partner.
+        int64_t perHead = ropePairHd / 2 / vecW;
+        Value h = b.create<arith::DivUIOp>(loc, t, em.cIdx(perHead));
+        Value j = b.create<arith::RemUIOp>(loc, t, em.cIdx(perHead));
+        Value b1 = b.create<arith::AddIOp>(
+            loc, b.create<arith::MulIOp>(loc, h, em.cIdx(ropePairHd)),
+            b.create<arith::MulIOp>(loc, j, em.cIdx(vecW)));
+        Value b2 = b.create<arith::AddIOp>(loc, b1, em.cIdx(ropePairHd / 2));
+        em.pairChunks(b1, b2);
+        if (failed(em.emitChunkStores(r, b1)) ||
+            failed(em.emitChunkStores(r, b2)))
+          return failure();
+      } else if (adamw) {
+        for (int64_t k = 0; k < vecW; ++k) {
+          Value q = em.chunkCol(base, k);
+          em.beginPoint(r, q);
+          if (failed(em.emitAdamw(adamw, r, q)))
+            return failure();
+        }
+      } else if (failed(em.emitChunkStores(r, base))) {
+        return failure();
+      }
+    }
+    if (failed(em.checkStoresFlushed()))
+      return failure();
+    b.setInsertionPointToEnd(entry);
+    b.create<gpu::ReturnOp>(loc);
   } else {
     Value bid = b.create<gpu::BlockIdOp>(loc, gpu::Dimension::x);
     Value bdim = b.create<gpu::BlockDimOp>(loc, gpu::Dimension::x);
@@ -2119,7 +3076,8 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
   kernelOp->setAttr(kattrs::kFusedOps, builder.getArrayAttr(fused));
   kernelOp->setAttr(kattrs::kCols, builder.getI64IntegerAttr(parallelCols));
   if (fixedRows)
-    kernelOp->setAttr(kattrs::kFixedRows, builder.getI64IntegerAttr(fixedRows));
+    kernelOp->setAttr(kattrs::kFixedRows,
+                      builder.getI64IntegerAttr(launchRows));
   kernelOp->setAttr(kattrs::kNumArgs, builder.getI64IntegerAttr(nIn));
   kernelOp->setAttr(kattrs::kFlops,
                     builder.getF64FloatAttr(estimateFlops(fusion)));

@@ -7,6 +7,7 @@
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinOps.h"
 #include "llvm/ADT/DenseSet.h"
@@ -114,23 +115,36 @@ LogicalResult accumulateIntoOutputs(Block &entry, unsigned numInputs,
                                     FusionOp fusion) {
   for (unsigned r : outputs) {
     Value mem = entry.getArgument(numInputs + r);
-    SmallVector<memref::StoreOp> stores;
+    SmallVector<Operation *> stores;
     for (Operation *user : mem.getUsers()) {
       auto st = dyn_cast<memref::StoreOp>(user);
-      if (!st || st.getMemRef() != mem)
+      auto vst = dyn_cast<vector::StoreOp>(user);
+      if ((!st || st.getMemRef() != mem) && (!vst || vst.getBase() != mem))
         return fusion.emitOpError("cannot accumulate into gradient result ")
                << r << ": its kernel uses the output buffer in '"
                << user->getName() << "', not only in plain stores";
-      stores.push_back(st);
+      stores.push_back(user);
     }
     if (stores.empty())
       return fusion.emitOpError("cannot accumulate into gradient result ")
              << r << ": its kernel does not store it";
-    for (memref::StoreOp st : stores) {
-      OpBuilder b(st);
-      Value old = b.create<memref::LoadOp>(st.getLoc(), mem, st.getIndices());
-      st.getValueMutable().assign(
-          b.create<arith::AddFOp>(st.getLoc(), old, st.getValue()));
+    for (Operation *op : stores) {
+      OpBuilder b(op);
+      if (auto st = dyn_cast<memref::StoreOp>(op)) {
+        Value old = b.create<memref::LoadOp>(st.getLoc(), mem, st.getIndices());
+        st.getValueMutable().assign(
+            b.create<arith::AddFOp>(st.getLoc(), old, st.getValue()));
+        continue;
+      }
+      // A vector store of a chunk (sm_90a): the chunk is read the same way.
+      auto vst = cast<vector::StoreOp>(op);
+      Value old = b.create<vector::LoadOp>(
+          vst.getLoc(), vst.getVectorType(), mem, vst.getIndices(),
+          /*nontemporal=*/false,
+          vst.getAlignment() ? llvm::MaybeAlign(*vst.getAlignment())
+                             : llvm::MaybeAlign());
+      vst.getValueToStoreMutable().assign(
+          b.create<arith::AddFOp>(vst.getLoc(), old, vst.getValueToStore()));
     }
   }
   return success();
