@@ -323,6 +323,56 @@ protected:
     return regs;
   }
 
+
+  /// Row statistics of the backward for row `row` of a query tile (global
+  /// row `grow`, head `hh`; 4 threads a row, `part` = this thread's quarter
+  /// of head_dim): D = dout . out (dout from the 128-byte swizzled shared
+  /// tile at ring offset `tileOff`, 64-column chunks `chunkBytes` apart,
+  /// viewed as `box`; out from global memory) summed over the row's 4
+  /// lanes, and lse * log2 e; both 0 when `valid` is false.
+  std::pair<Value, Value> rowStats(Value valid, Value row, Value part,
+                                   Value grow, Value hh, int64_t headDim,
+                                   MemRefType box, Value tileOff,
+                                   int64_t chunkBytes, Value outMem,
+                                   Value lseMem) {
+    Value colHead = mul(hh, idx(headDim));
+    const int64_t perPart = headDim / 4; // 16 or 32 columns
+    auto ifValid = scf::IfOp::create(b, loc, TypeRange{f32, f32}, valid, true);
+    {
+      OpBuilder::InsertionGuard g(b);
+      b.setInsertionPointToStart(&ifValid.getThenRegion().front());
+      auto v8bf16 = VectorType::get({8}, bf16);
+      auto v8f32 = VectorType::get({8}, f32);
+      Value sum = cF32(0.0);
+      for (int64_t k = 0; k < perPart / 8; ++k) {
+        Value col = add(mul(part, idx(perPart)), idx(8 * k));
+        // 128-byte swizzle: the 16-byte unit u of row r is stored at unit
+        // u ^ (r % 8) of its 128-byte row.
+        Value chunk = divu(col, 64);
+        Value unit = arith::XOrIOp::create(b, loc, divu(remu(col, 64), 8),
+                                           remu(row, 8));
+        Value tile = view(box, add(tileOff, mul(chunk, idx(chunkBytes))));
+        Value dO = vector::LoadOp::create(b, loc, v8bf16, tile,
+                                          ValueRange{row, mul(unit, idx(8))});
+        Value o = vector::LoadOp::create(b, loc, v8bf16, outMem,
+                                         ValueRange{grow, add(colHead, col)});
+        Value prod = arith::MulFOp::create(
+            b, loc, arith::ExtFOp::create(b, loc, v8f32, dO),
+            arith::ExtFOp::create(b, loc, v8f32, o));
+        sum = fadd(sum, vector::ReductionOp::create(
+                            b, loc, vector::CombiningKind::ADD, prod));
+      }
+      Value lse = memref::LoadOp::create(b, loc, lseMem, ValueRange{grow, hh});
+      scf::YieldOp::create(b, loc, ValueRange{sum, fmul(lse, cF32(M_LOG2E))});
+      b.setInsertionPointToStart(&ifValid.getElseRegion().front());
+      scf::YieldOp::create(b, loc, ValueRange{cF32(0.0), cF32(0.0)});
+    }
+    Value d = ifValid.getResult(0);
+    d = fadd(d, shflXor(d, 1));
+    d = fadd(d, shflXor(d, 2));
+    return {d, ifValid.getResult(1)};
+  }
+
   OpBuilder &b;
   Location loc;
   MLIRContext *ctx;
@@ -844,43 +894,9 @@ void AttentionBwdBuilder::stats(Value slot, Value hh, Value tq0, Value outMem,
   Value tq = add(tq0, row);
   Value valid = ult(tq, nt);
   Value grow = add(mul(seqIdx, nt), tq);
-  Value colHead = mul(hh, idx(p.headDim));
-  const int64_t perPart = p.headDim / 4; // 16 or 32 columns
-  auto ifValid = scf::IfOp::create(b, loc, TypeRange{f32, f32}, valid, true);
-  {
-    OpBuilder::InsertionGuard g(b);
-    b.setInsertionPointToStart(&ifValid.getThenRegion().front());
-    auto v8bf16 = VectorType::get({8}, bf16);
-    auto v8f32 = VectorType::get({8}, f32);
-    Value sum = cF32(0.0);
-    Value st = stageOff(slot);
-    for (int64_t k = 0; k < perPart / 8; ++k) {
-      Value col = add(mul(part, idx(perPart)), idx(8 * k));
-      // 128-byte swizzle: the 16-byte unit u of row r is stored at unit
-      // u ^ (r % 8) of its 128-byte row.
-      Value chunk = divu(col, 64);
-      Value unit = arith::XOrIOp::create(b, loc, divu(remu(col, 64), 8),
-                                         remu(row, 8));
-      Value tile = view(qBox, add(add(st, idx(doOff(0))),
-                                  mul(chunk, idx(kBwdBq * 128))));
-      Value dO = vector::LoadOp::create(b, loc, v8bf16, tile,
-                                        ValueRange{row, mul(unit, idx(8))});
-      Value o = vector::LoadOp::create(b, loc, v8bf16, outMem,
-                                       ValueRange{grow, add(colHead, col)});
-      Value prod = arith::MulFOp::create(
-          b, loc, arith::ExtFOp::create(b, loc, v8f32, dO),
-          arith::ExtFOp::create(b, loc, v8f32, o));
-      sum = fadd(sum, vector::ReductionOp::create(
-                          b, loc, vector::CombiningKind::ADD, prod));
-    }
-    Value lse = memref::LoadOp::create(b, loc, lseMem, ValueRange{grow, hh});
-    scf::YieldOp::create(b, loc, ValueRange{sum, fmul(lse, cF32(M_LOG2E))});
-    b.setInsertionPointToStart(&ifValid.getElseRegion().front());
-    scf::YieldOp::create(b, loc, ValueRange{cF32(0.0), cF32(0.0)});
-  }
-  Value d = ifValid.getResult(0);
-  d = fadd(d, shflXor(d, 1));
-  d = fadd(d, shflXor(d, 2));
+  auto [d, lse2] = rowStats(valid, row, part, grow, hh, p.headDim, qBox,
+                            add(stageOff(slot), idx(doOff(0))), kBwdBq * 128,
+                            outMem, lseMem);
   Value first =
       arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, part, idx(0));
   auto st = scf::IfOp::create(b, loc, first, false);
@@ -888,7 +904,7 @@ void AttentionBwdBuilder::stats(Value slot, Value hh, Value tq0, Value outMem,
   b.setInsertionPointToStart(&st.getThenRegion().front());
   Value base = statsOff(slot);
   memref::StoreOp::create(b, loc, d, view(statsTy, base), ValueRange{row});
-  memref::StoreOp::create(b, loc, ifValid.getResult(1),
+  memref::StoreOp::create(b, loc, lse2,
                           view(statsTy, add(base, idx(kBwdBq * 4))),
                           ValueRange{row});
 }
