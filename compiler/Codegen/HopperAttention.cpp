@@ -1146,6 +1146,286 @@ void AttentionBwdBuilder::build(gpu::GPUFuncOp fn, unsigned numInputs) {
   gpu::ReturnOp::create(b, loc);
 }
 
+
+constexpr int64_t kDqBm = HopperAttentionDqTile::kBm;
+constexpr int64_t kDqBn = HopperAttentionDqTile::kBn;
+constexpr int64_t kDqStages = HopperAttentionDqTile::kStages;
+
+/// Builds the body of the dQ kernel: one CTA per (query block of 128, head,
+/// sequence), Q and dO resident, K and V tiles of 64 keys streamed; per
+/// key tile S = Q K^T, dP = dO V^T (shared-memory wgmma), dS = P (dP - D)
+/// and dQ += dS K (A from registers).
+class AttentionDqBuilder : KernelBase {
+public:
+  AttentionDqBuilder(OpBuilder &b, Location loc,
+                     const HopperAttentionBwdProblem &p)
+      : KernelBase(b, loc), p(p) {
+    t.headDim = p.headDim;
+    qBox = MemRefType::get({kDqBm, 64}, bf16, MemRefLayoutAttrInterface(),
+                           smemSpace);
+    kvBox = MemRefType::get({1, kDqBn, 64}, bf16, MemRefLayoutAttrInterface(),
+                            smemSpace);
+    tmapQ = swizzled128TensorMap(ctx, qBox);
+    tmapKV = swizzled128TensorMap(ctx, kvBox);
+    barriers = nvgpu::MBarrierGroupType::get(ctx, smemSpace, 1 + 3 * kDqStages);
+    sType = LLVM::LLVMStructType::getLiteral(
+        ctx, SmallVector<Type>(kDqBn / 2, f32));
+    accType = LLVM::LLVMStructType::getLiteral(
+        ctx, SmallVector<Type>(p.headDim / 2, f32));
+    chunks = p.headDim / 64;
+  }
+
+  void build(gpu::GPUFuncOp fn, unsigned numInputs);
+
+private:
+  // Ring layout: Q, dO (resident, chunks of [128 rows][64]), then per stage
+  // a K and a V tile (chunks of [64 keys][64]).
+  int64_t qOff(int64_t c) const { return c * kDqBm * 128; }
+  int64_t doOff(int64_t c) const { return t.qTileBytes() + c * kDqBm * 128; }
+  int64_t kOff(int64_t c) const { return c * kDqBn * 128; }
+  int64_t vOff(int64_t c) const { return t.kvTileBytes() + c * kDqBn * 128; }
+  Value stageOff(Value slot) {
+    return add(idx(2 * t.qTileBytes()), mul(slot, idx(t.stageBytes())));
+  }
+  Value barK(Value slot) { return add(idx(1), slot); }
+  Value barV(Value slot) { return add(idx(1 + kDqStages), slot); }
+  Value barEmpty(Value slot) { return add(idx(1 + 2 * kDqStages), slot); }
+
+  void issueKV(Value blk, Value slot) {
+    Value j0 = mul(blk, idx(kDqBn));
+    Value st = stageOff(slot);
+    nvgpu::MBarrierArriveExpectTxOp::create(b, loc, bars, idx(t.kvTileBytes()),
+                                            barK(slot), Value());
+    for (int64_t c = 0; c < chunks; ++c)
+      nvgpu::TmaAsyncLoadOp::create(
+          b, loc, view(kvBox, add(st, idx(kOff(c)))), bars, tmK,
+          ValueRange{add(kvCol, idx(64 * c)), j0, seqIdx}, barK(slot), Value(),
+          Value());
+    nvgpu::MBarrierArriveExpectTxOp::create(b, loc, bars, idx(t.kvTileBytes()),
+                                            barV(slot), Value());
+    for (int64_t c = 0; c < chunks; ++c)
+      nvgpu::TmaAsyncLoadOp::create(
+          b, loc, view(kvBox, add(st, idx(vOff(c)))), bars, tmV,
+          ValueRange{add(kvCol, idx(64 * c)), j0, seqIdx}, barV(slot), Value(),
+          Value());
+  }
+
+  Value keyBlock(Value i, Value acc);
+
+  const HopperAttentionBwdProblem &p;
+  HopperAttentionDqTile t;
+  MemRefType qBox, kvBox;
+  nvgpu::TensorMapDescriptorType tmapQ, tmapKV;
+  nvgpu::MBarrierGroupType barriers;
+  LLVM::LLVMStructType sType, accType;
+  int64_t chunks = 1;
+  Value tmQ, tmK, tmV, tmDO;
+  Value tid, isLeader, lane, wg, laneMod4, nt, pos0, seqIdx, kvCol, nKV;
+  Value rowT[2], dRow[2], lRow[2];
+};
+
+Value AttentionDqBuilder::keyBlock(Value i, Value acc) {
+  Value slot = remu(i, kDqStages);
+  Value use = divu(i, kDqStages);
+  {
+    Value prev = sub(i, idx(1));
+    Value next = add(prev, idx(kDqStages));
+    Value want = arith::AndIOp::create(
+        b, loc, isLeader,
+        arith::AndIOp::create(b, loc, ule(idx(1), i), ult(next, nKV)));
+    auto refill = scf::IfOp::create(b, loc, want, false);
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(&refill.getThenRegion().front());
+    Value prevSlot = remu(prev, kDqStages);
+    waitBar(barEmpty(prevSlot), divu(prev, kDqStages));
+    issueKV(next, prevSlot);
+  }
+  Value stageAddr = add(ringAddr, toI64(stageOff(slot)));
+  Value wgRows = toI64(mul(wg, idx(64 * 128)));
+  // S = Q K^T, dP = dO V^T: m64n64, A = this warpgroup's 64 rows of Q / dO,
+  // B = the K / V tile, all K-major.
+  waitBar(barK(slot), use);
+  NVVM::WgmmaFenceAlignedOp::create(b, loc);
+  Value s = ssWgmma(LLVM::UndefOp::create(b, loc, sType), sType, kDqBn,
+                    add(addrAdd(ringAddr, qOff(0)), wgRows), kDqBm * 128,
+                    addrAdd(stageAddr, kOff(0)), kDqBn * 128, p.headDim / 16,
+                    /*accumulate=*/false);
+  waitBar(barV(slot), use);
+  Value dp = ssWgmma(LLVM::UndefOp::create(b, loc, sType), sType, kDqBn,
+                     add(addrAdd(ringAddr, doOff(0)), wgRows), kDqBm * 128,
+                     addrAdd(stageAddr, vOff(0)), kDqBn * 128, p.headDim / 16,
+                     /*accumulate=*/false);
+  NVVM::WgmmaGroupSyncAlignedOp::create(b, loc);
+  NVVM::WgmmaWaitGroupSyncOp::create(b, loc, 0);
+
+  // dS = P (dP - D), P = exp2(S scale log2 e - lse log2 e), 0 for keys the
+  // row does not see. Element 4j + 2h + e: row r0 + 8h, key 8j + 2q + e.
+  Value j0 = mul(i, idx(kDqBn));
+  Value colBase = add(j0, mul(laneMod4, idx(2)));
+  Value cScale = cF32(p.scale * M_LOG2E);
+  Value zero = cF32(0.0);
+  Value negL[2] = {arith::NegFOp::create(b, loc, lRow[0]),
+                   arith::NegFOp::create(b, loc, lRow[1])};
+  Value limit[2];
+  for (int h = 0; h < 2; ++h)
+    limit[h] = p.causal ? add(add(pos0, rowT[h]), idx(1)) : add(pos0, nt);
+  SmallVector<Value> ds(kDqBn / 2);
+  for (int64_t j = 0; j < kDqBn / 8; ++j)
+    for (int64_t e = 0; e < 2; ++e) {
+      Value key = add(colBase, idx(8 * j + e));
+      for (int h = 0; h < 2; ++h) {
+        int64_t k = 4 * j + 2 * h + e;
+        Value pe =
+            exp2(math::FmaOp::create(b, loc, extract(s, k), cScale, negL[h]));
+        pe = arith::SelectOp::create(b, loc, ult(key, limit[h]), pe, zero);
+        ds[k] = fmul(pe, fsub(extract(dp, k), dRow[h]));
+      }
+    }
+  SmallVector<Value> dsRegs = packBf16(ds);
+  // dQ += dS K: A from registers (4 k16 steps over the 64 keys), B = the K
+  // tile transposed (head_dim contiguous).
+  NVVM::WgmmaFenceAlignedOp::create(b, loc);
+  for (int64_t kc = 0; kc < kDqBn / 16; ++kc)
+    acc = rsWgmma(acc, accType, p.headDim,
+                  ArrayRef<Value>(dsRegs).slice(4 * kc, 4),
+                  addrAdd(stageAddr, kOff(0) + kc * 16 * 128),
+                  /*lbo=*/kDqBn * 128);
+  NVVM::WgmmaGroupSyncAlignedOp::create(b, loc);
+  NVVM::WgmmaWaitGroupSyncOp::create(b, loc, 0);
+  {
+    Value lane0 =
+        arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, lane, idx(0));
+    auto rel = scf::IfOp::create(b, loc, lane0, false);
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(&rel.getThenRegion().front());
+    nvgpu::MBarrierArriveOp::create(b, loc, nvgpu::MBarrierTokenType::get(ctx),
+                                    bars, barEmpty(slot));
+  }
+  return acc;
+}
+
+void AttentionDqBuilder::build(gpu::GPUFuncOp fn, unsigned numInputs) {
+  Block *entry = &fn.getBody().front();
+  ValueRange args = entry->getArguments();
+  b.setInsertionPointToStart(entry);
+  auto asIndex = [&](Value v) {
+    return arith::IndexCastOp::create(b, loc, b.getIndexType(), v).getResult();
+  };
+  unsigned extents = numInputs + 1;
+  Value nb = asIndex(args[extents]);
+  nt = asIndex(args[extents + 1]);
+  pos0 = asIndex(args[extents + 2]);
+
+  tid = gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);
+  // The query blocks with the most keys (causal: the last) start first.
+  Value qb = sub(sub(gpu::GridDimOp::create(b, loc, gpu::Dimension::x), idx(1)),
+                 gpu::BlockIdOp::create(b, loc, gpu::Dimension::x));
+  Value head = gpu::BlockIdOp::create(b, loc, gpu::Dimension::y);
+  seqIdx = gpu::BlockIdOp::create(b, loc, gpu::Dimension::z);
+  Value t0 = mul(qb, idx(kDqBm));
+  Value active = arith::AndIOp::create(b, loc, ult(seqIdx, nb), ult(t0, nt));
+  auto ifActive = scf::IfOp::create(b, loc, active, /*withElse=*/false);
+  b.setInsertionPointToStart(&ifActive.getThenRegion().front());
+
+  Value ptrQ = args[p.qArg], ptrK = args[p.kArg], ptrV = args[p.vArg],
+        ptrDO = args[p.doArg];
+  tmQ = UnrealizedConversionCastOp::create(b, loc, tmapQ, ptrQ).getResult(0);
+  tmDO = UnrealizedConversionCastOp::create(b, loc, tmapQ, ptrDO).getResult(0);
+  tmK = UnrealizedConversionCastOp::create(b, loc, tmapKV, ptrK).getResult(0);
+  tmV = UnrealizedConversionCastOp::create(b, loc, tmapKV, ptrV).getResult(0);
+  setUpRing();
+
+  const int64_t group = p.heads / p.kvHeads;
+  kvCol = mul(divu(head, group), idx(p.headDim));
+  Value qCol = mul(head, idx(p.headDim));
+  Value rowBase = add(mul(seqIdx, nt), t0);
+  Value lastT = sub(minu(add(t0, idx(kDqBm)), nt), idx(1));
+  Value keyEnd = p.causal ? add(add(pos0, lastT), idx(1)) : add(pos0, nt);
+  nKV = divu(add(keyEnd, idx(kDqBn - 1)), kDqBn);
+
+  bars = nvgpu::MBarrierCreateOp::create(b, loc, barriers);
+  isLeader =
+      arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, tid, idx(0));
+  {
+    auto init = scf::IfOp::create(b, loc, isLeader, false);
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(&init.getThenRegion().front());
+    nvgpu::MBarrierInitOp::create(b, loc, bars, idx(1), idx(0), Value());
+    for (int64_t s = 0; s < kDqStages; ++s) {
+      nvgpu::MBarrierInitOp::create(b, loc, bars, idx(1), barK(idx(s)),
+                                    Value());
+      nvgpu::MBarrierInitOp::create(b, loc, bars, idx(1), barV(idx(s)),
+                                    Value());
+      nvgpu::MBarrierInitOp::create(b, loc, bars, idx(4 * kWg),
+                                    barEmpty(idx(s)), Value());
+    }
+    NVVM::FenceMbarrierInitOp::create(b, loc);
+    for (Value ptr : {ptrQ, ptrK, ptrV, ptrDO})
+      fenceTensorMap(b, loc, ptr);
+    for (Value tm : {tmQ, tmK, tmV, tmDO})
+      nvgpu::TmaPrefetchOp::create(b, loc, tm, Value());
+    // Q and dO, resident.
+    nvgpu::MBarrierArriveExpectTxOp::create(
+        b, loc, bars, idx(2 * t.qTileBytes()), idx(0), Value());
+    for (int64_t c = 0; c < chunks; ++c) {
+      SmallVector<Value> at = {add(qCol, idx(64 * c)), rowBase};
+      nvgpu::TmaAsyncLoadOp::create(b, loc, view(qBox, idx(qOff(c))), bars,
+                                    tmQ, at, idx(0), Value(), Value());
+      nvgpu::TmaAsyncLoadOp::create(b, loc, view(qBox, idx(doOff(c))), bars,
+                                    tmDO, at, idx(0), Value(), Value());
+    }
+    for (int64_t s = 0; s < kDqStages; ++s) {
+      auto pro = scf::IfOp::create(b, loc, ult(idx(s), nKV), false);
+      OpBuilder::InsertionGuard g2(b);
+      b.setInsertionPointToStart(&pro.getThenRegion().front());
+      issueKV(idx(s), idx(s));
+    }
+  }
+  gpu::BarrierOp::create(b, loc);
+
+  wg = divu(tid, 128);
+  Value warp = divu(remu(tid, 128), 32);
+  lane = remu(tid, 32);
+  laneMod4 = remu(lane, 4);
+  Value r0 = add(add(mul(wg, idx(64)), mul(warp, idx(16))), divu(lane, 4));
+  waitBar(idx(0), idx(0));
+  Value outMem = args[p.outArg], lseMem = args[p.lseArg];
+  for (int h = 0; h < 2; ++h) {
+    Value rowInTile = add(r0, idx(8 * h));
+    rowT[h] = add(t0, rowInTile);
+    std::tie(dRow[h], lRow[h]) =
+        rowStats(ult(rowT[h], nt), rowInTile, laneMod4,
+                 add(mul(seqIdx, nt), rowT[h]), head, p.headDim, qBox,
+                 idx(doOff(0)), kDqBm * 128, outMem, lseMem);
+  }
+  Value acc = LLVM::ZeroOp::create(b, loc, accType);
+  {
+    auto loop = scf::ForOp::create(b, loc, idx(0), nKV, idx(1), acc);
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(loop.getBody());
+    scf::YieldOp::create(
+        b, loc, keyBlock(loop.getInductionVar(), loop.getRegionIterArgs()[0]));
+    acc = loop.getResult(0);
+  }
+  // dq = scale dQ, f32, plain stores; rows past nt are not written.
+  Value dqMem = args[numInputs];
+  Value colBase = add(qCol, mul(laneMod4, idx(2)));
+  Value scale = cF32(p.scale);
+  for (int h = 0; h < 2; ++h) {
+    auto guard = scf::IfOp::create(b, loc, ult(rowT[h], nt), false);
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(&guard.getThenRegion().front());
+    Value row = add(mul(seqIdx, nt), rowT[h]);
+    for (int64_t j = 0; j < p.headDim / 8; ++j)
+      for (int64_t e = 0; e < 2; ++e)
+        memref::StoreOp::create(b, loc,
+                                fmul(extract(acc, 4 * j + 2 * h + e), scale),
+                                dqMem, ValueRange{row, add(colBase, idx(8 * j + e))});
+  }
+  b.setInsertionPointToEnd(entry);
+  gpu::ReturnOp::create(b, loc);
+}
+
 } // namespace
 
 FailureOr<Operation *>
@@ -1232,17 +1512,14 @@ colossus::matchHopperAttentionBwd(FusionOp fusion, std::string &whyNot) {
     return std::nullopt;
   }
   auto yield = cast<YieldOp>(body.getTerminator());
-  if (yield.getNumOperands() == 1 && yield.getValues()[0] == ag.getDq()) {
-    whyNot = "the Hopper backward computes dk and dv; dq is not supported "
-             "yet";
-    return std::nullopt;
-  }
-  if (yield.getNumOperands() != 2 || yield.getValues()[0] != ag.getDk() ||
-      yield.getValues()[1] != ag.getDv()) {
-    whyNot = "the group does not yield dk, dv";
-    return std::nullopt;
-  }
   HopperAttentionBwdProblem p;
+  p.dq = yield.getNumOperands() == 1 && yield.getValues()[0] == ag.getDq();
+  if (!p.dq &&
+      (yield.getNumOperands() != 2 || yield.getValues()[0] != ag.getDk() ||
+       yield.getValues()[1] != ag.getDv())) {
+    whyNot = "the group yields neither dq nor dk, dv";
+    return std::nullopt;
+  }
   auto arg = [&](Value v) {
     auto ba = dyn_cast<BlockArgument>(v);
     return ba && ba.getOwner() == &body ? static_cast<int>(ba.getArgNumber())
@@ -1275,6 +1552,7 @@ colossus::matchHopperAttentionBwd(FusionOp fusion, std::string &whyNot) {
       return std::nullopt;
     }
   if (!ty(ag.getLse()).getElementType().isF32() ||
+      !ty(ag.getDq()).getElementType().isF32() ||
       !ty(ag.getDk()).getElementType().isF32() ||
       !ty(ag.getDv()).getElementType().isF32()) {
     whyNot = "lse, dk and dv are not f32";
@@ -1325,8 +1603,16 @@ colossus::matchHopperAttentionBwd(FusionOp fusion, std::string &whyNot) {
     whyNot = "more than 65535 sequences or kv heads";
     return std::nullopt;
   }
+  if (p.dq && p.tokens < HopperAttentionDqTile::kBm) {
+    whyNot = "q has fewer than " + std::to_string(HopperAttentionDqTile::kBm) +
+             " rows";
+    return std::nullopt;
+  }
   p.tile.headDim = p.headDim;
-  if (p.tile.dynamicSmemBytes() > HopperAttentionTile::kMaxDynamicSmem) {
+  HopperAttentionDqTile dqTile;
+  dqTile.headDim = p.headDim;
+  if (p.tile.dynamicSmemBytes() > HopperAttentionTile::kMaxDynamicSmem ||
+      dqTile.dynamicSmemBytes() > HopperAttentionTile::kMaxDynamicSmem) {
     whyNot = "the tiles do not fit in shared memory";
     return std::nullopt;
   }
@@ -1371,17 +1657,37 @@ colossus::buildHopperAttentionBwd(FusionOp fusion,
   fn.setKnownBlockSizeAttr(builder.getDenseI32ArrayAttr(
       {static_cast<int32_t>(HopperAttentionBwdTile::kThreads), 1, 1}));
 
-  AttentionBwdBuilder ab(builder, loc, p);
   unsigned numInputs = body.getNumArguments();
   {
     OpBuilder::InsertionGuard g(builder);
-    ab.build(fn, numInputs);
+    if (p.dq)
+      AttentionDqBuilder(builder, loc, p).build(fn, numInputs);
+    else
+      AttentionBwdBuilder(builder, loc, p).build(fn, numInputs);
   }
-
   char scaleText[32];
   std::snprintf(scaleText, sizeof(scaleText), "%.17g", p.scale);
+  if (p.dq) {
+    HopperAttentionDqTile dt;
+    dt.headDim = p.headDim;
+    std::string abi = llvm::formatv(
+        "part=dq b={0} s={1} t={2} h={3} kvh={4} d={5} causal={6} bn={7} "
+        "bq={8} stages={9} grid={10},{3},{0} block={11},1,1 "
+        "dynamic_smem={12} q_arg={13} k_arg={14} v_arg={15} dout_arg={16} "
+        "out_arg={17} lse_arg={18} dq_arg={19} scale={20}",
+        p.batch, p.seq, p.tokens, p.heads, p.kvHeads, p.headDim,
+        p.causal ? 1 : 0, HopperAttentionDqTile::kBn,
+        HopperAttentionDqTile::kBm, HopperAttentionDqTile::kStages,
+        (p.seq + HopperAttentionDqTile::kBm - 1) / HopperAttentionDqTile::kBm,
+        HopperAttentionDqTile::kThreads, dt.dynamicSmemBytes(), p.qArg,
+        p.kArg, p.vArg, p.doArg, p.outArg, p.lseArg, numInputs, scaleText);
+    fn->setAttr(kHopperAttentionBwdAbiAttr, builder.getStringAttr(abi));
+    return fn.getOperation();
+  }
+
   std::string abi = llvm::formatv(
-      "b={0} s={1} t={2} h={3} kvh={4} d={5} causal={6} bn={7} bq={8} "
+      "part=dkdv b={0} s={1} t={2} h={3} kvh={4} d={5} causal={6} bn={7} "
+      "bq={8} "
       "stages={9} grid={10},{4},{0} block={11},1,1 dynamic_smem={12} "
       "q_arg={13} k_arg={14} v_arg={15} dout_arg={16} out_arg={17} "
       "lse_arg={18} dk_arg={19} dv_arg={20} scale={21}",

@@ -1874,8 +1874,8 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
     fusion.emitWarning("the sm_90a bf16 attention does not apply (")
         << whyNot << "): a SIMT kernel is generated";
   }
-  // The dK/dV half of an attention_grad group: the TMA + wgmma backward
-  // kernel (docs/hopper-attention.md "Backward"); dq stays SIMT.
+  // An attention_grad group (its dq or its dk/dv half): the TMA + wgmma
+  // backward kernels (docs/hopper-attention.md "Backward").
   if (target == KernelTarget::Gpu && hopperAttention &&
       fusion.getKind() == "attention_grad") {
     std::string whyNot;
@@ -1891,7 +1891,8 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
       Operation *k = *kernelOp;
       k->setAttr(kattrs::kKind, fusion.getKindAttr());
       k->setAttr(kattrs::kFusedOps, builder.getArrayAttr(fused));
-      k->setAttr(kattrs::kCols, builder.getI64IntegerAttr(p->kvHeads));
+      k->setAttr(kattrs::kCols,
+                 builder.getI64IntegerAttr(p->dq ? p->heads : p->kvHeads));
       k->setAttr(kattrs::kNumArgs,
                  builder.getI64IntegerAttr(body.getNumArguments() +
                                            fusion.getNumResults()));

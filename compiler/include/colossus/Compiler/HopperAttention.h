@@ -104,7 +104,27 @@ struct HopperAttentionBwdTile {
   }
 };
 
-/// An attention_grad group whose dK/dV the Hopper kernel computes.
+/// The tile of the dQ kernel: 128 query rows per CTA (64 per warpgroup),
+/// resident Q and dO; K and V streamed in tiles of 64 keys.
+struct HopperAttentionDqTile {
+  static constexpr int64_t kWarpgroups = 2;
+  static constexpr int64_t kThreads = 128 * kWarpgroups;
+  static constexpr int64_t kBm = 64 * kWarpgroups; ///< query rows per CTA
+  static constexpr int64_t kBn = 64;               ///< keys per K/V tile
+  static constexpr int64_t kStages = 3;            ///< K/V ring depth
+  static constexpr int64_t kAlignSlack = 1024;
+  int64_t headDim = 0;
+
+  int64_t qTileBytes() const { return kBm * headDim * 2; }
+  int64_t kvTileBytes() const { return kBn * headDim * 2; }
+  int64_t stageBytes() const { return 2 * kvTileBytes(); }
+  int64_t dynamicSmemBytes() const {
+    return kAlignSlack + 2 * qTileBytes() + kStages * stageBytes();
+  }
+};
+
+/// An attention_grad group the Hopper backward computes: its dk/dv group
+/// (the dK/dV kernel) or its dq group (the dQ kernel).
 struct HopperAttentionBwdProblem {
   int64_t batch = 0, seq = 0, tokens = 0;
   int64_t heads = 0, kvHeads = 0, headDim = 0;
@@ -112,18 +132,19 @@ struct HopperAttentionBwdProblem {
   bool causal = true;
   /// Block-argument numbers of q, k, v, dout, out, lse.
   unsigned qArg = 0, kArg = 0, vArg = 0, doArg = 0, outArg = 0, lseArg = 0;
-  HopperAttentionBwdTile tile;
+  bool dq = false; ///< the group yields dq (else dk, dv)
+  HopperAttentionBwdTile tile; ///< of the dK/dV kernel
 };
 
 /// Returns the problem when `fusion` is an attention_grad group yielding
-/// dk, dv that the dK/dV kernel handles (bf16 q, k, v, dout, out and f32
+/// dq or dk, dv that the Hopper backward handles (bf16 q, k, v, dout, out and f32
 /// lse that are group inputs, static shapes, head_dim 64 or 128, no sliding
-/// window, S >= 128 and T >= 64); otherwise nullopt and why in `whyNot`.
-/// A group yielding dq is refused ("dq is not supported yet").
+/// window, S >= 128 and T >= 64, 128 for dq); otherwise nullopt and why in
+/// `whyNot`.
 std::optional<HopperAttentionBwdProblem>
 matchHopperAttentionBwd(FusionOp fusion, std::string &whyNot);
 
-/// Emits the dK/dV kernel `name` as a gpu.func at `builder`'s insertion
+/// Emits the dK/dV or the dQ kernel `name` as a gpu.func at `builder`'s insertion
 /// point (in a gpu.module). Parameters as the SIMT kernel's, with q, k, v
 /// and dout as pointers to CUtensorMap objects in device memory.
 mlir::FailureOr<mlir::Operation *>
