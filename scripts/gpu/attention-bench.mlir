@@ -18,8 +18,9 @@ func.func @attn_16384(%q: tensor<16384x4096xbf16>, %k: tensor<1x16384x4096xbf16>
   return %0 : tensor<16384x4096xbf16>
 }
 
-// The backward of the same shapes: attention_grad's dk/dv group becomes the
-// Hopper dK/dV kernel (its dq group stays SIMT and is not run by the check).
+// The backward of the same shapes: attention_grad's dq group becomes the
+// Hopper dQ kernel (`*_0_attention_grad`), its dk/dv group the dK/dV kernel
+// (`*_1_attention_grad`).
 func.func @attn_bwd_4096(%q: tensor<4096x4096xbf16>, %k: tensor<1x4096x4096xbf16>,
                          %v: tensor<1x4096x4096xbf16>, %do: tensor<4096x4096xbf16>,
                          %o: tensor<4096x4096xbf16>, %lse: tensor<4096x32xf32>)

@@ -9,9 +9,9 @@
 //
 // The kernel's launch ABI (docs/hopper-attention.md) is read from the
 // `// colossus.hopper_attention ...` line that --emit=ptx prints before its
-// PTX; a `// colossus.hopper_attention_bwd ...` kernel (the dK/dV backward)
-// is checked by runBackward (dk, dv against float64; --samples defaults to
-// 256 rows there). Defaults: every sequence (nb = B), nt = S, pos0 = 0 (prefill of the
+// PTX; a `// colossus.hopper_attention_bwd ...` kernel (the backward:
+// part=dkdv or part=dq) is checked by runBackward (dk and dv, or dq,
+// against float64; --samples defaults to 256 there). Defaults: every sequence (nb = B), nt = S, pos0 = 0 (prefill of the
 // whole cache); with a smaller nt / a pos0 the cache rows past pos0 + nt
 // hold random values the kernel must not read (causal) and q rows past
 // nb * nt must stay untouched. Host code only (CUDA driver API); exit status
@@ -140,7 +140,132 @@ CUtensorMap encode(CUdeviceptr base, std::vector<cuuint64_t> dims,
   return map;
 }
 
-/// The dK/dV backward kernel (`// colossus.hopper_attention_bwd` ABI line):
+/// Median of `repeats` launches after 3 warm-ups; prints the time line
+/// with `flops` per launch.
+template <typename Launch>
+void timeKernel(CUstream stream, Launch &launch, int repeats, double flops) {
+  CUevent start, stop;
+  CHECK_CU(cuEventCreate(&start, CU_EVENT_DEFAULT));
+  CHECK_CU(cuEventCreate(&stop, CU_EVENT_DEFAULT));
+  for (int i = 0; i < 3; ++i)
+    launch();
+  std::vector<float> ms;
+  for (int i = 0; i < repeats; ++i) {
+    CHECK_CU(cuEventRecord(start, stream));
+    launch();
+    CHECK_CU(cuEventRecord(stop, stream));
+    CHECK_CU(cuEventSynchronize(stop));
+    float t = 0;
+    CHECK_CU(cuEventElapsedTime(&t, start, stop));
+    ms.push_back(t);
+  }
+  std::sort(ms.begin(), ms.end());
+  double med = ms[ms.size() / 2];
+  std::printf("time: median %.3f ms of %d (min %.3f, max %.3f): %.1f TFLOP/s\n",
+              med, repeats, ms.front(), ms.back(), flops / (med * 1e-3) / 1e12);
+}
+
+/// The dQ kernel's check (`part=dq`): dq[r, h] = scale sum_j p_rj (dout_r .
+/// v_j - dout_r . out_r) k_j over the keys row r sees, in float64, on
+/// sampled (row, head) pairs; rows past nb * nt keep the poison.
+template <typename Launch>
+int finishDq(CUfunction, CUmodule mod, CUdevice dev, CUstream stream,
+             Launch &launch, int repeats, const std::string &, 
+             const std::vector<float> &got, const std::vector<float> &Q,
+             const std::vector<float> &K, const std::vector<float> &V,
+             const std::vector<float> &DO, const std::vector<float> &O,
+             const std::vector<float> &L, long long nb, long long nt,
+             long long pos0, long long S, long long H, long long KVH,
+             long long D, bool causal, double scale, long long samples,
+             long long bq) {
+  const long long C = H * D, KC = KVH * D, group = H / KVH;
+  std::mt19937 rng(99);
+  struct Pair {
+    long long r, h;
+  };
+  std::vector<Pair> pairs;
+  std::uniform_int_distribution<long long> pickR(0, nb * nt - 1),
+      pickH(0, H - 1);
+  for (long long t0 = 0; t0 < nt && (long long)pairs.size() < samples / 2;
+       t0 += bq) {
+    pairs.push_back({t0, pickH(rng)});
+    pairs.push_back({std::min(t0 + bq, nt) - 1, pickH(rng)});
+  }
+  while ((long long)pairs.size() < samples)
+    pairs.push_back({pickR(rng), pickH(rng)});
+  struct Partial {
+    double errSq = 0, refSq = 0;
+  };
+  auto checkPair = [&](const Pair &w, Partial &p) {
+    const long long b = w.r / nt, t = w.r % nt, g = w.h / group;
+    const long long end = causal ? pos0 + t + 1 : pos0 + nt;
+    const float *q = &Q[size_t(w.r) * C + w.h * D],
+                *dout = &DO[size_t(w.r) * C + w.h * D],
+                *out = &O[size_t(w.r) * C + w.h * D];
+    double dd = 0;
+    for (long long d = 0; d < D; ++d)
+      dd += double(dout[d]) * out[d];
+    std::vector<double> dq(D, 0.0);
+    for (long long j = 0; j < end; ++j) {
+      const float *k = &K[(size_t(b) * S + j) * KC + g * D];
+      const float *v = &V[(size_t(b) * S + j) * KC + g * D];
+      double s = 0, dp = 0;
+      for (long long d = 0; d < D; ++d) {
+        s += double(q[d]) * k[d];
+        dp += double(dout[d]) * v[d];
+      }
+      double ds = std::exp(s * scale - L[size_t(w.r) * H + w.h]) * (dp - dd);
+      for (long long d = 0; d < D; ++d)
+        dq[d] += scale * ds * k[d];
+    }
+    for (long long d = 0; d < D; ++d) {
+      double v = got[size_t(w.r) * C + w.h * D + d];
+      double e = std::isfinite(v) ? v - dq[d] : 1e30;
+      p.errSq += e * e;
+      p.refSq += dq[d] * dq[d];
+    }
+  };
+  unsigned numThreads = std::max(1u, std::min<unsigned>(
+      std::thread::hardware_concurrency(), unsigned(pairs.size())));
+  std::vector<Partial> partials(numThreads);
+  std::vector<std::thread> threads;
+  for (unsigned i = 0; i < numThreads; ++i)
+    threads.emplace_back([&, i]() {
+      for (size_t x = i; x < pairs.size(); x += numThreads)
+        checkPair(pairs[x], partials[i]);
+    });
+  for (std::thread &th : threads)
+    th.join();
+  double errSq = 0, refSq = 0;
+  for (const Partial &p : partials) {
+    errSq += p.errSq;
+    refSq += p.refSq;
+  }
+  long long touched = 0;
+  for (size_t i = size_t(nb * nt) * C; i < got.size(); ++i) {
+    uint32_t u;
+    std::memcpy(&u, &got[i], 4);
+    touched += u != 0xFFFFFFFFu;
+  }
+  double rel = std::sqrt(errSq / std::max(refSq, 1e-300));
+  const double tol = 1e-2; // dS is rounded to bf16 before dS K
+  bool ok = rel <= tol && touched == 0;
+  std::printf("numerics: %zu (row, head) pairs of dq checked, norm-wise "
+              "relative error %.3e (tolerance %.1e), %lld elements written "
+              "past the active rows: %s\n",
+              pairs.size(), rel, tol, touched, ok ? "PASS" : "FAIL");
+  // Three products of 2 * d FLOPs per visible (query, key) pair and head
+  // (S, dP, dQ).
+  double visible = causal ? double(nt) * nt / 2 + double(pos0) * nt
+                          : double(nt) * (pos0 + nt);
+  timeKernel(stream, launch, repeats, 6.0 * nb * H * D * visible);
+  cuModuleUnload(mod);
+  cuDevicePrimaryCtxRelease(dev);
+  return ok ? 0 : 1;
+}
+
+/// A backward kernel (`// colossus.hopper_attention_bwd` ABI line; dq via
+/// finishDq when part=dq, else dK/dV):
 /// random bf16 q, k, v, dout, out; lse[r, h] = log(visible keys of row r)
 /// (not the forward's statistic of these q, k: it keeps P = exp(s - lse) in
 /// the range of a softmax, and the check is of the backward formulas on
@@ -157,10 +282,13 @@ int runBackward(const std::string &kernel, const Abi &abi,
   const long long H = abi.num("h"), KVH = abi.num("kvh"), D = abi.num("d");
   const long long bn = abi.num("bn"), bq = abi.num("bq");
   const bool causal = abi.num("causal") != 0;
+  const bool dqPart = abi.str("part") == "dq";
   const int qArg = abi.num("q_arg"), kArg = abi.num("k_arg"),
             vArg = abi.num("v_arg"), doArg = abi.num("dout_arg"),
             outArg = abi.num("out_arg"), lseArg = abi.num("lse_arg"),
-            dkArg = abi.num("dk_arg"), dvArg = abi.num("dv_arg");
+            dkArg = dqPart ? -1 : abi.num("dk_arg"),
+            dvArg = dqPart ? -1 : abi.num("dv_arg"),
+            dqArg = dqPart ? abi.num("dq_arg") : -1;
   const unsigned smem = abi.num("dynamic_smem");
   unsigned grid[3], block[3];
   if (std::sscanf(abi.str("grid").c_str(), "%u,%u,%u", &grid[0], &grid[1],
@@ -179,10 +307,10 @@ int runBackward(const std::string &kernel, const Abi &abi,
   }
   const long long C = H * D, KC = KVH * D, group = H / KVH;
   const double scale = std::atof(abi.str("scale").c_str());
-  std::printf("kernel %s (backward dK/dV): B=%lld S=%lld T=%lld heads %lld "
+  std::printf("kernel %s (backward %s): B=%lld S=%lld T=%lld heads %lld "
               "kv heads %lld d %lld %s, %lld keys x %lld queries, grid "
               "%ux%ux%u block %u smem %u; nb %lld nt %lld pos0 %lld\n",
-              kernel.c_str(), B, S, T, H, KVH, D,
+              kernel.c_str(), dqPart ? "dQ" : "dK/dV", B, S, T, H, KVH, D,
               causal ? "causal" : "not causal", bn, bq, grid[0], grid[1],
               grid[2], block[0], smem, nb, nt, pos0);
 
@@ -249,12 +377,16 @@ int runBackward(const std::string &kernel, const Abi &abi,
               dDO = upload(hDO.data(), hDO.size() * 2),
               dO = upload(hO.data(), hO.size() * 2),
               dL = upload(L.data(), L.size() * 4);
-  const size_t gradBytes = size_t(B) * S * KC * 4;
-  CUdeviceptr dDK, dDV;
+  // Outputs poisoned (0xFF bytes: NaN); dQ: dq [T, C]; else dk, dv.
+  const size_t gradBytes =
+      dqPart ? size_t(T) * C * 4 : size_t(B) * S * KC * 4;
+  CUdeviceptr dDK, dDV = 0;
   CHECK_CU(cuMemAlloc(&dDK, gradBytes));
-  CHECK_CU(cuMemAlloc(&dDV, gradBytes));
   CHECK_CU(cuMemsetD8(dDK, 0xFF, gradBytes));
-  CHECK_CU(cuMemsetD8(dDV, 0xFF, gradBytes));
+  if (!dqPart) {
+    CHECK_CU(cuMemAlloc(&dDV, gradBytes));
+    CHECK_CU(cuMemsetD8(dDV, 0xFF, gradBytes));
+  }
   CUtensorMap maps[4] = {
       encode(dQ, {cuuint64_t(C), cuuint64_t(T)}, {64, cuuint32_t(bq)}),
       encode(dK, {cuuint64_t(KC), cuuint64_t(S), cuuint64_t(B)},
@@ -267,7 +399,7 @@ int runBackward(const std::string &kernel, const Abi &abi,
     CHECK_CU(cuMemAlloc(&dMaps[i], sizeof(CUtensorMap)));
     CHECK_CU(cuMemcpyHtoD(dMaps[i], &maps[i], sizeof(CUtensorMap)));
   }
-  const int lastBuffer = std::max(dkArg, dvArg);
+  const int lastBuffer = dqPart ? dqArg : std::max(dkArg, dvArg);
   std::vector<void *> params(lastBuffer + 4, nullptr);
   int64_t pNb = nb, pNt = nt, pPos0 = pos0;
   params[qArg] = &dMaps[0];
@@ -276,8 +408,12 @@ int runBackward(const std::string &kernel, const Abi &abi,
   params[doArg] = &dMaps[3];
   params[outArg] = &dO;
   params[lseArg] = &dL;
-  params[dkArg] = &dDK;
-  params[dvArg] = &dDV;
+  if (dqPart) {
+    params[dqArg] = &dDK;
+  } else {
+    params[dkArg] = &dDK;
+    params[dvArg] = &dDV;
+  }
   params[lastBuffer + 1] = &pNb;
   params[lastBuffer + 2] = &pNt;
   params[lastBuffer + 3] = &pPos0;
@@ -294,9 +430,14 @@ int runBackward(const std::string &kernel, const Abi &abi,
   };
   launch();
   CHECK_CU(cuStreamSynchronize(stream));
-  std::vector<float> gK(size_t(B) * S * KC), gV(gK.size());
+  std::vector<float> gK(gradBytes / 4), gV(dqPart ? 0 : gK.size());
   CHECK_CU(cuMemcpyDtoH(gK.data(), dDK, gradBytes));
-  CHECK_CU(cuMemcpyDtoH(gV.data(), dDV, gradBytes));
+  if (!dqPart)
+    CHECK_CU(cuMemcpyDtoH(gV.data(), dDV, gradBytes));
+  if (dqPart)
+    return finishDq(fn, mod, dev, stream, launch, repeats, kernel, gK, Q, K, V,
+                    DO, O, L, nb, nt, pos0, S, H, KVH, D, causal, scale,
+                    samples, bq);
 
   // Sampled (sequence, key, kv head): the first and last key of every key
   // block of sequence 0, then random ones.
