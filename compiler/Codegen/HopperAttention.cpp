@@ -174,15 +174,13 @@ namespace {
 constexpr int64_t kWg = HopperAttentionTile::kWarpgroups;
 constexpr int64_t kBm = HopperAttentionTile::kBm;
 
-
 /// What the forward and backward attention builders share: constants and
 /// arithmetic at one builder, the dynamic shared memory ring and its
 /// mbarriers, and the wgmma forms (A and B from shared memory; A from
 /// registers with B transposed).
 class KernelBase {
 protected:
-  KernelBase(OpBuilder &b, Location loc)
-      : b(b), loc(loc), ctx(b.getContext()) {
+  KernelBase(OpBuilder &b, Location loc) : b(b), loc(loc), ctx(b.getContext()) {
     smemSpace = gpu::AddressSpaceAttr::get(
         ctx, gpu::GPUDialect::getWorkgroupAddressSpace());
     bf16 = b.getBF16Type();
@@ -260,7 +258,6 @@ protected:
                                            idx(10000000), id);
   }
 
-
   /// The 1024-aligned ring in dynamic shared memory: `smem`, the byte offset
   /// `ringBase` of its aligned start, its shared address `ringAddr` (i64).
   void setUpRing() {
@@ -323,7 +320,6 @@ protected:
     return regs;
   }
 
-
   /// Row statistics of the backward for row `row` of a query tile (global
   /// row `grow`, head `hh`; 4 threads a row, `part` = this thread's quarter
   /// of head_dim): D = dout . out (dout from the 128-byte swizzled shared
@@ -349,8 +345,8 @@ protected:
         // 128-byte swizzle: the 16-byte unit u of row r is stored at unit
         // u ^ (r % 8) of its 128-byte row.
         Value chunk = divu(col, 64);
-        Value unit = arith::XOrIOp::create(b, loc, divu(remu(col, 64), 8),
-                                           remu(row, 8));
+        Value unit =
+            arith::XOrIOp::create(b, loc, divu(remu(col, 64), 8), remu(row, 8));
         Value tile = view(box, add(tileOff, mul(chunk, idx(chunkBytes))));
         Value dO = vector::LoadOp::create(b, loc, v8bf16, tile,
                                           ValueRange{row, mul(unit, idx(8))});
@@ -440,7 +436,6 @@ public:
   void build(gpu::GPUFuncOp fn, unsigned numInputs, unsigned numResults);
 
 private:
-
   /// Byte offsets in the 1024-aligned dynamic shared memory ring.
   int64_t qOffset(int64_t chunk) const { return chunk * kBm * 128; }
   int64_t kOffset(int64_t chunk) const {
@@ -474,7 +469,6 @@ private:
           Value());
   }
 
-
   /// O += P V with P (64 x bn, bf16 pairs in 32-bit registers, the A
   /// fragment layout) from registers and V (bn x d, d contiguous: B
   /// "MN-major", transposed) from shared memory at `vAddr`.
@@ -484,7 +478,6 @@ private:
   SmallVector<Value> keyBlock(Value i, ValueRange state, bool masked);
 
   void epilogue(ValueRange state, ValueRange args, unsigned numInputs);
-
 
   const HopperAttentionProblem &p;
   const HopperAttentionTile &t;
@@ -785,7 +778,6 @@ void AttentionBuilder::epilogue(ValueRange state, ValueRange args,
   }
 }
 
-
 constexpr int64_t kBwdBn = HopperAttentionBwdTile::kBn;
 constexpr int64_t kBwdBq = HopperAttentionBwdTile::kBq;
 constexpr int64_t kBwdStages = HopperAttentionBwdTile::kStages;
@@ -806,7 +798,8 @@ public:
         MemRefType::get({kBwdBq}, f32, MemRefLayoutAttrInterface(), smemSpace);
     tmapQ = swizzled128TensorMap(ctx, qBox);
     tmapKV = swizzled128TensorMap(ctx, kvBox);
-    barriers = nvgpu::MBarrierGroupType::get(ctx, smemSpace, 1 + 2 * kBwdStages);
+    barriers =
+        nvgpu::MBarrierGroupType::get(ctx, smemSpace, 1 + 2 * kBwdStages);
     sType = LLVM::LLVMStructType::getLiteral(
         ctx, SmallVector<Type>(kBwdBq / 2, f32));
     accType = LLVM::LLVMStructType::getLiteral(
@@ -869,8 +862,7 @@ private:
   void stats(Value slot, Value hh, Value tq0, Value outMem, Value lseMem);
 
   /// One iteration: S^T, dP^T, P^T, dS^T and the dV, dK updates.
-  SmallVector<Value> step(Value it, ValueRange acc, Value outMem,
-                          Value lseMem);
+  SmallVector<Value> step(Value it, ValueRange acc, Value outMem, Value lseMem);
 
   void epilogue(ValueRange acc, Value dkMem, Value dvMem);
 
@@ -904,9 +896,8 @@ void AttentionBwdBuilder::stats(Value slot, Value hh, Value tq0, Value outMem,
   b.setInsertionPointToStart(&st.getThenRegion().front());
   Value base = statsOff(slot);
   memref::StoreOp::create(b, loc, d, view(statsTy, base), ValueRange{row});
-  memref::StoreOp::create(b, loc, lse2,
-                          view(statsTy, add(base, idx(kBwdBq * 4))),
-                          ValueRange{row});
+  memref::StoreOp::create(
+      b, loc, lse2, view(statsTy, add(base, idx(kBwdBq * 4))), ValueRange{row});
 }
 
 SmallVector<Value> AttentionBwdBuilder::step(Value it, ValueRange acc,
@@ -974,8 +965,7 @@ SmallVector<Value> AttentionBwdBuilder::step(Value it, ValueRange acc,
         int64_t k = 4 * j + 2 * h + e;
         Value ok = inRange;
         if (p.causal)
-          ok = arith::AndIOp::create(b, loc, ok,
-                                     ule(keyPos[h], add(pos0, tq)));
+          ok = arith::AndIOp::create(b, loc, ok, ule(keyPos[h], add(pos0, tq)));
         Value pe =
             exp2(math::FmaOp::create(b, loc, extract(sT, k), cScale, negL));
         pe = arith::SelectOp::create(b, loc, ok, pe, zero);
@@ -989,10 +979,10 @@ SmallVector<Value> AttentionBwdBuilder::step(Value it, ValueRange acc,
   // 64 queries), B = the dO (Q) tile transposed (head_dim contiguous).
   NVVM::WgmmaFenceAlignedOp::create(b, loc);
   for (int64_t kc = 0; kc < kBwdBq / 16; ++kc)
-    dv = rsWgmma(dv, accType, p.headDim,
-                 ArrayRef<Value>(pRegs).slice(4 * kc, 4),
-                 addrAdd(stageAddr, doOff(0) + kc * 16 * 128),
-                 /*lbo=*/kBwdBq * 128);
+    dv =
+        rsWgmma(dv, accType, p.headDim, ArrayRef<Value>(pRegs).slice(4 * kc, 4),
+                addrAdd(stageAddr, doOff(0) + kc * 16 * 128),
+                /*lbo=*/kBwdBq * 128);
   for (int64_t kc = 0; kc < kBwdBq / 16; ++kc)
     dk = rsWgmma(dk, accType, p.headDim,
                  ArrayRef<Value>(dsRegs).slice(4 * kc, 4),
@@ -1030,8 +1020,8 @@ void AttentionBwdBuilder::epilogue(ValueRange acc, Value dkMem, Value dvMem) {
       for (int64_t e = 0; e < 2; ++e) {
         int64_t k = 4 * j + 2 * h + e;
         Value col = add(colBase, idx(8 * j + e));
-        memref::StoreOp::create(b, loc, fmul(extract(acc[0], k), scale),
-                                dkMem, ValueRange{seqIdx, key, col});
+        memref::StoreOp::create(b, loc, fmul(extract(acc[0], k), scale), dkMem,
+                                ValueRange{seqIdx, key, col});
         memref::StoreOp::create(b, loc, extract(acc[1], k), dvMem,
                                 ValueRange{seqIdx, key, col});
       }
@@ -1075,8 +1065,8 @@ void AttentionBwdBuilder::build(gpu::GPUFuncOp fn, unsigned numInputs) {
   // j0 - pos0) on; else all. Every query head of the group in turn.
   Value tFirst = idx(0);
   if (p.causal)
-    tFirst = arith::SelectOp::create(b, loc, ult(pos0, j0), sub(j0, pos0),
-                                     idx(0));
+    tFirst =
+        arith::SelectOp::create(b, loc, ult(pos0, j0), sub(j0, pos0), idx(0));
   qbFirst = divu(tFirst, kBwdBq);
   nQb = sub(divu(add(nt, idx(kBwdBq - 1)), kBwdBq), qbFirst);
   nIter = mul(nQb, idx(p.heads / p.kvHeads));
@@ -1136,16 +1126,15 @@ void AttentionBwdBuilder::build(gpu::GPUFuncOp fn, unsigned numInputs) {
     auto loop = scf::ForOp::create(b, loc, idx(0), nIter, idx(1), acc);
     OpBuilder::InsertionGuard g(b);
     b.setInsertionPointToStart(loop.getBody());
-    scf::YieldOp::create(b, loc,
-                         step(loop.getInductionVar(), loop.getRegionIterArgs(),
-                              outMem, lseMem));
+    scf::YieldOp::create(
+        b, loc,
+        step(loop.getInductionVar(), loop.getRegionIterArgs(), outMem, lseMem));
     acc.assign(loop.getResults().begin(), loop.getResults().end());
   }
   epilogue(acc, args[numInputs], args[numInputs + 1]);
   b.setInsertionPointToEnd(entry);
   gpu::ReturnOp::create(b, loc);
 }
-
 
 constexpr int64_t kDqBm = HopperAttentionDqTile::kBm;
 constexpr int64_t kDqBn = HopperAttentionDqTile::kBn;
@@ -1168,8 +1157,8 @@ public:
     tmapQ = swizzled128TensorMap(ctx, qBox);
     tmapKV = swizzled128TensorMap(ctx, kvBox);
     barriers = nvgpu::MBarrierGroupType::get(ctx, smemSpace, 1 + 3 * kDqStages);
-    sType = LLVM::LLVMStructType::getLiteral(
-        ctx, SmallVector<Type>(kDqBn / 2, f32));
+    sType = LLVM::LLVMStructType::getLiteral(ctx,
+                                             SmallVector<Type>(kDqBn / 2, f32));
     accType = LLVM::LLVMStructType::getLiteral(
         ctx, SmallVector<Type>(p.headDim / 2, f32));
     chunks = p.headDim / 64;
@@ -1369,8 +1358,8 @@ void AttentionDqBuilder::build(gpu::GPUFuncOp fn, unsigned numInputs) {
         b, loc, bars, idx(2 * t.qTileBytes()), idx(0), Value());
     for (int64_t c = 0; c < chunks; ++c) {
       SmallVector<Value> at = {add(qCol, idx(64 * c)), rowBase};
-      nvgpu::TmaAsyncLoadOp::create(b, loc, view(qBox, idx(qOff(c))), bars,
-                                    tmQ, at, idx(0), Value(), Value());
+      nvgpu::TmaAsyncLoadOp::create(b, loc, view(qBox, idx(qOff(c))), bars, tmQ,
+                                    at, idx(0), Value(), Value());
       nvgpu::TmaAsyncLoadOp::create(b, loc, view(qBox, idx(doOff(c))), bars,
                                     tmDO, at, idx(0), Value(), Value());
     }
@@ -1393,10 +1382,9 @@ void AttentionDqBuilder::build(gpu::GPUFuncOp fn, unsigned numInputs) {
   for (int h = 0; h < 2; ++h) {
     Value rowInTile = add(r0, idx(8 * h));
     rowT[h] = add(t0, rowInTile);
-    std::tie(dRow[h], lRow[h]) =
-        rowStats(ult(rowT[h], nt), rowInTile, laneMod4,
-                 add(mul(seqIdx, nt), rowT[h]), head, p.headDim, qBox,
-                 idx(doOff(0)), kDqBm * 128, outMem, lseMem);
+    std::tie(dRow[h], lRow[h]) = rowStats(
+        ult(rowT[h], nt), rowInTile, laneMod4, add(mul(seqIdx, nt), rowT[h]),
+        head, p.headDim, qBox, idx(doOff(0)), kDqBm * 128, outMem, lseMem);
   }
   Value acc = LLVM::ZeroOp::create(b, loc, accType);
   {
@@ -1418,9 +1406,9 @@ void AttentionDqBuilder::build(gpu::GPUFuncOp fn, unsigned numInputs) {
     Value row = add(mul(seqIdx, nt), rowT[h]);
     for (int64_t j = 0; j < p.headDim / 8; ++j)
       for (int64_t e = 0; e < 2; ++e)
-        memref::StoreOp::create(b, loc,
-                                fmul(extract(acc, 4 * j + 2 * h + e), scale),
-                                dqMem, ValueRange{row, add(colBase, idx(8 * j + e))});
+        memref::StoreOp::create(
+            b, loc, fmul(extract(acc, 4 * j + 2 * h + e), scale), dqMem,
+            ValueRange{row, add(colBase, idx(8 * j + e))});
   }
   b.setInsertionPointToEnd(entry);
   gpu::ReturnOp::create(b, loc);
@@ -1679,8 +1667,8 @@ colossus::buildHopperAttentionBwd(FusionOp fusion,
         p.causal ? 1 : 0, HopperAttentionDqTile::kBn,
         HopperAttentionDqTile::kBm, HopperAttentionDqTile::kStages,
         (p.seq + HopperAttentionDqTile::kBm - 1) / HopperAttentionDqTile::kBm,
-        HopperAttentionDqTile::kThreads, dt.dynamicSmemBytes(), p.qArg,
-        p.kArg, p.vArg, p.doArg, p.outArg, p.lseArg, numInputs, scaleText);
+        HopperAttentionDqTile::kThreads, dt.dynamicSmemBytes(), p.qArg, p.kArg,
+        p.vArg, p.doArg, p.outArg, p.lseArg, numInputs, scaleText);
     fn->setAttr(kHopperAttentionBwdAbiAttr, builder.getStringAttr(abi));
     return fn.getOperation();
   }

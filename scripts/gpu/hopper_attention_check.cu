@@ -3,7 +3,8 @@
 // --emit=ptx` on the GPU, checks it against a float64 CPU reference and
 // times it.
 //
-//   nvcc -arch=sm_90a -O2 -o hopper_attention_check scripts/gpu/hopper_attention_check.cu -lcuda -lpthread
+//   nvcc -arch=sm_90a -O2 -o hopper_attention_check
+//   scripts/gpu/hopper_attention_check.cu -lcuda -lpthread
 //   ./hopper_attention_check KERNELS.ptx [--kernel NAME] [--repeats N]
 //                            [--nb NB] [--nt NT] [--pos0 P] [--samples N]
 //
@@ -11,11 +12,12 @@
 // `// colossus.hopper_attention ...` line that --emit=ptx prints before its
 // PTX; a `// colossus.hopper_attention_bwd ...` kernel (the backward:
 // part=dkdv or part=dq) is checked by runBackward (dk and dv, or dq,
-// against float64; --samples defaults to 256 there). Defaults: every sequence (nb = B), nt = S, pos0 = 0 (prefill of the
-// whole cache); with a smaller nt / a pos0 the cache rows past pos0 + nt
-// hold random values the kernel must not read (causal) and q rows past
-// nb * nt must stay untouched. Host code only (CUDA driver API); exit status
-// 0 = numerics within bf16 tolerance, 1 = mismatch, 2 = usage or CUDA error.
+// against float64; --samples defaults to 256 there). Defaults: every sequence
+// (nb = B), nt = S, pos0 = 0 (prefill of the whole cache); with a smaller nt /
+// a pos0 the cache rows past pos0 + nt hold random values the kernel must not
+// read (causal) and q rows past nb * nt must stay untouched. Host code only
+// (CUDA driver API); exit status 0 = numerics within bf16 tolerance, 1 =
+// mismatch, 2 = usage or CUDA error.
 #include <cuda.h>
 
 #include <algorithm>
@@ -170,7 +172,7 @@ void timeKernel(CUstream stream, Launch &launch, int repeats, double flops) {
 /// sampled (row, head) pairs; rows past nb * nt keep the poison.
 template <typename Launch>
 int finishDq(CUfunction, CUmodule mod, CUdevice dev, CUstream stream,
-             Launch &launch, int repeats, const std::string &, 
+             Launch &launch, int repeats, const std::string &,
              const std::vector<float> &got, const std::vector<float> &Q,
              const std::vector<float> &K, const std::vector<float> &V,
              const std::vector<float> &DO, const std::vector<float> &O,
@@ -225,8 +227,9 @@ int finishDq(CUfunction, CUmodule mod, CUdevice dev, CUstream stream,
       p.refSq += dq[d] * dq[d];
     }
   };
-  unsigned numThreads = std::max(1u, std::min<unsigned>(
-      std::thread::hardware_concurrency(), unsigned(pairs.size())));
+  unsigned numThreads =
+      std::max(1u, std::min<unsigned>(std::thread::hardware_concurrency(),
+                                      unsigned(pairs.size())));
   std::vector<Partial> partials(numThreads);
   std::vector<std::thread> threads;
   for (unsigned i = 0; i < numThreads; ++i)
@@ -272,7 +275,8 @@ int finishDq(CUfunction, CUmodule mod, CUdevice dev, CUstream stream,
 /// the given inputs); dk, dv poisoned, then compared with a float64
 /// reference on sampled (sequence, key, kv head) rows:
 ///   dv_j = sum_{h in group} sum_i p_ij dout_i
-///   dk_j = scale sum_{h in group} sum_i p_ij (dout_i . v_j - dout_i . out_i) q_i
+///   dk_j = scale sum_{h in group} sum_i p_ij (dout_i . v_j - dout_i . out_i)
+///   q_i
 /// Rows outside the active keys (pos0 <= j < pos0 + nt of the nb
 /// sequences) must keep the poison.
 int runBackward(const std::string &kernel, const Abi &abi,
@@ -299,8 +303,7 @@ int runBackward(const std::string &kernel, const Abi &abi,
     return 2;
   }
   const long long nb = nbOpt < 0 ? B : nbOpt, nt = ntOpt < 0 ? S : ntOpt;
-  if (nb < 1 || nb > B || nt < 1 || pos0 < 0 || pos0 + nt > S ||
-      nb * nt > T) {
+  if (nb < 1 || nb > B || nt < 1 || pos0 < 0 || pos0 + nt > S || nb * nt > T) {
     std::fprintf(stderr, "bad extents: nb=%lld nt=%lld pos0=%lld\n", nb, nt,
                  pos0);
     return 2;
@@ -378,8 +381,7 @@ int runBackward(const std::string &kernel, const Abi &abi,
               dO = upload(hO.data(), hO.size() * 2),
               dL = upload(L.data(), L.size() * 4);
   // Outputs poisoned (0xFF bytes: NaN); dQ: dq [T, C]; else dk, dv.
-  const size_t gradBytes =
-      dqPart ? size_t(T) * C * 4 : size_t(B) * S * KC * 4;
+  const size_t gradBytes = dqPart ? size_t(T) * C * 4 : size_t(B) * S * KC * 4;
   CUdeviceptr dDK, dDV = 0;
   CHECK_CU(cuMemAlloc(&dDK, gradBytes));
   CHECK_CU(cuMemsetD8(dDK, 0xFF, gradBytes));
@@ -447,8 +449,8 @@ int runBackward(const std::string &kernel, const Abi &abi,
   std::vector<Row> rows;
   std::uniform_int_distribution<long long> pickB(0, nb - 1),
       pickJ(pos0, pos0 + nt - 1), pickG(0, KVH - 1);
-  for (long long j0 = pos0; j0 < pos0 + nt && (long long)rows.size() < samples / 2;
-       j0 += bn)
+  for (long long j0 = pos0;
+       j0 < pos0 + nt && (long long)rows.size() < samples / 2; j0 += bn)
     rows.push_back({0, j0, pickG(rng)}),
         rows.push_back({0, std::min(j0 + bn, pos0 + nt) - 1, pickG(rng)});
   while ((long long)rows.size() < samples)
@@ -481,16 +483,17 @@ int runBackward(const std::string &kernel, const Abi &abi,
       }
     for (long long d = 0; d < D; ++d) {
       size_t at = (size_t(w.b) * S + w.j) * KC + w.g * D + d;
-      for (auto [got, want] : {std::pair<double, double>{gK[at], dk[d]},
-                               {gV[at], dv[d]}}) {
+      for (auto [got, want] :
+           {std::pair<double, double>{gK[at], dk[d]}, {gV[at], dv[d]}}) {
         double e = std::isfinite(got) ? got - want : 1e30;
         p.errSq += e * e;
         p.refSq += want * want;
       }
     }
   };
-  unsigned numThreads = std::max(1u, std::min<unsigned>(
-      std::thread::hardware_concurrency(), unsigned(rows.size())));
+  unsigned numThreads =
+      std::max(1u, std::min<unsigned>(std::thread::hardware_concurrency(),
+                                      unsigned(rows.size())));
   std::vector<Partial> partials(numThreads);
   std::vector<std::thread> threads;
   for (unsigned t = 0; t < numThreads; ++t)
@@ -579,8 +582,7 @@ int main(int argc, char **argv) {
     else if (a == "--samples" && i + 1 < argc) {
       samples = std::max(1LL, std::atoll(argv[++i]));
       samplesSet = true;
-    }
-    else if (a == "--help" || a == "-h") {
+    } else if (a == "--help" || a == "-h") {
       std::printf("usage: %s KERNELS.ptx [--kernel NAME] [--repeats N] "
                   "[--nb NB] [--nt NT] [--pos0 P] [--samples N]\n",
                   argv[0]);

@@ -76,7 +76,6 @@ mlir::FailureOr<mlir::Operation *>
 buildHopperAttention(FusionOp fusion, const HopperAttentionProblem &problem,
                      llvm::StringRef name, mlir::OpBuilder &builder);
 
-
 /// Attribute of a generated Hopper attention backward (dK/dV) kernel: its
 /// launch ABI line (docs/hopper-attention.md "Backward").
 inline constexpr const char *kHopperAttentionBwdAbiAttr =
@@ -132,21 +131,21 @@ struct HopperAttentionBwdProblem {
   bool causal = true;
   /// Block-argument numbers of q, k, v, dout, out, lse.
   unsigned qArg = 0, kArg = 0, vArg = 0, doArg = 0, outArg = 0, lseArg = 0;
-  bool dq = false; ///< the group yields dq (else dk, dv)
+  bool dq = false;             ///< the group yields dq (else dk, dv)
   HopperAttentionBwdTile tile; ///< of the dK/dV kernel
 };
 
 /// Returns the problem when `fusion` is an attention_grad group yielding
-/// dq or dk, dv that the Hopper backward handles (bf16 q, k, v, dout, out and f32
-/// lse that are group inputs, static shapes, head_dim 64 or 128, no sliding
+/// dq or dk, dv that the Hopper backward handles (bf16 q, k, v, dout, out and
+/// f32 lse that are group inputs, static shapes, head_dim 64 or 128, no sliding
 /// window, S >= 128 and T >= 64, 128 for dq); otherwise nullopt and why in
 /// `whyNot`.
 std::optional<HopperAttentionBwdProblem>
 matchHopperAttentionBwd(FusionOp fusion, std::string &whyNot);
 
-/// Emits the dK/dV or the dQ kernel `name` as a gpu.func at `builder`'s insertion
-/// point (in a gpu.module). Parameters as the SIMT kernel's, with q, k, v
-/// and dout as pointers to CUtensorMap objects in device memory.
+/// Emits the dK/dV or the dQ kernel `name` as a gpu.func at `builder`'s
+/// insertion point (in a gpu.module). Parameters as the SIMT kernel's, with q,
+/// k, v and dout as pointers to CUtensorMap objects in device memory.
 mlir::FailureOr<mlir::Operation *>
 buildHopperAttentionBwd(FusionOp fusion,
                         const HopperAttentionBwdProblem &problem,
