@@ -18,10 +18,10 @@
 # logits and gradients with the cpu's results in the bundle, (c) runs the
 # Hopper GEMM PTX through scripts/gpu/hopper_gemm_check.cu and times
 # torch.nn.functional.linear on the same shapes, (d) runs the Hopper
-# attention forward PTX through scripts/gpu/hopper_attention_check.cu
-# (float64 numerics, time) and times causal scaled_dot_product_attention
-# forward + backward (colossus has no attention backward kernel of its own
-# yet), (e) trains a few steps with
+# attention forward and backward (dK/dV, dQ) PTX through
+# scripts/gpu/hopper_attention_check.cu (float64 numerics, time) and times
+# causal scaled_dot_product_attention forward + backward on the same
+# shapes, (e) trains a few steps with
 # `colossus-run train` (tokens/s, MFU) and (f) prints one table.
 # Exit status: 0 every numerics check passed, 1 not, 2 usage error or no
 # bundle. PYTHON overrides the interpreter (default python3; it needs torch

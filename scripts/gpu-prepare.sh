@@ -19,7 +19,8 @@
 #               for 4096^3 and 8192^3 bf16 (scripts/gpu/gemm-bench.mlir) and
 #               the epilogue shapes of test/Compiler/Hopper/Inputs/gemm.mlir
 #   attention/  PTX of the sm_90a TMA + wgmma attention (--hopper-attention
-#               --emit=ptx): causal, 32 heads of 128, seq 4096 and 16384
+#               --emit=ptx): the forward and the dK/dV and dQ backward, causal, 32
+#               heads of 128, seq 4096 and 16384
 #               (scripts/gpu/attention-bench.mlir)
 #   include/    FlatBuffers and nlohmann-json headers and the generated
 #               schema header: the runtime builds there with
@@ -189,7 +190,7 @@ done
 log "Hopper attention PTX (--hopper-attention --emit=ptx)"
 "$CC" "$REPO/scripts/gpu/attention-bench.mlir" --target=sm_90a --hopper-attention --emit=ptx \
     -o "$BUNDLE/attention/attention-bench.ptx"
-for k in attn_4096_0_attention attn_16384_0_attention; do
+for k in attn_4096_0_attention attn_16384_0_attention attn_bwd_4096_0_attention_grad attn_bwd_4096_1_attention_grad attn_bwd_16384_0_attention_grad attn_bwd_16384_1_attention_grad; do
   grep -q "^// ----- kernel $k " "$BUNDLE/attention/attention-bench.ptx" || { echo "gpu-prepare.sh: no kernel $k in attention-bench.ptx" >&2; exit 1; }
 done
 
@@ -267,7 +268,7 @@ manifest = {
          "m": 256, "n": 256, "k": 192, "repeats": 5, "peer": False},
     ],
     "attention": {"batch": 1, "heads": 32, "head_dim": 128, "seqs": [4096, 16384], "causal": True,
-                  "colossus": "forward by scripts/gpu/hopper_attention_check.cu; backward not implemented",
+                  "colossus": "forward and backward (dK/dV, dQ) by scripts/gpu/hopper_attention_check.cu",
                   "kernels": [
                       {"name": "bf16 attention fwd causal S=4096 D=128", "seq": 4096,
                        "ptx": "attention/attention-bench.ptx", "kernel": "attn_4096_0_attention",
@@ -275,6 +276,18 @@ manifest = {
                       {"name": "bf16 attention fwd causal S=16384 D=128", "seq": 16384,
                        "ptx": "attention/attention-bench.ptx", "kernel": "attn_16384_0_attention",
                        "repeats": 10},
+                      {"name": "bf16 attention bwd dK/dV causal S=4096 D=128", "seq": 4096,
+                       "ptx": "attention/attention-bench.ptx", "kernel": "attn_bwd_4096_1_attention_grad",
+                       "repeats": 20, "backward": "dkdv"},
+                      {"name": "bf16 attention bwd dQ causal S=4096 D=128", "seq": 4096,
+                       "ptx": "attention/attention-bench.ptx", "kernel": "attn_bwd_4096_0_attention_grad",
+                       "repeats": 20, "backward": "dq"},
+                      {"name": "bf16 attention bwd dK/dV causal S=16384 D=128", "seq": 16384,
+                       "ptx": "attention/attention-bench.ptx", "kernel": "attn_bwd_16384_1_attention_grad",
+                       "repeats": 10, "backward": "dkdv"},
+                      {"name": "bf16 attention bwd dQ causal S=16384 D=128", "seq": 16384,
+                       "ptx": "attention/attention-bench.ptx", "kernel": "attn_bwd_16384_0_attention_grad",
+                       "repeats": 10, "backward": "dq"},
                   ]},
     "train": [
         {"name": "medium-llama bf16 train step (batch $TRAIN_BATCH x $TRAIN_SEQ)",

@@ -78,6 +78,51 @@ llvm::Error applyAttentionLaunchAbi(KernelRecord &k, Number &number,
       bf16Map(vArg, {u64(kvh * d), u64(s), u64(b)}, {64, u32(bn), 1})};
   return llvm::Error::success();
 }
+
+/// The Hopper attention backward's (dK/dV) launch ABI
+/// (docs/hopper-attention.md "Backward"): q and dout [T, h*d] as 2-D maps
+/// read in [bq, 64] boxes, k and v [B, S, kvh*d] as 3-D maps read in
+/// [1, bn, 64] boxes.
+template <typename Number, typename Triple, typename Bad>
+llvm::Error applyAttentionBwdLaunchAbi(KernelRecord &k, Number &number,
+                                       Triple &triple, Bad &bad) {
+  int64_t b, s, t, h, kvh, d, bn, bq, smem, qArg, kArg, vArg, doArg;
+  for (auto [key, out] : {std::pair<const char *, int64_t *>{"b", &b},
+                          {"s", &s},
+                          {"t", &t},
+                          {"h", &h},
+                          {"kvh", &kvh},
+                          {"d", &d},
+                          {"bn", &bn},
+                          {"bq", &bq},
+                          {"dynamic_smem", &smem},
+                          {"q_arg", &qArg},
+                          {"k_arg", &kArg},
+                          {"v_arg", &vArg},
+                          {"dout_arg", &doArg}})
+    if (llvm::Error e = number(key, *out))
+      return e;
+  if (llvm::Error e = triple("grid", k.grid))
+    return e;
+  if (llvm::Error e = triple("block", k.block))
+    return e;
+  if (b <= 0 || s <= 0 || t <= 0 || h <= 0 || kvh <= 0 || d % 64 != 0 ||
+      d <= 0 || bq <= 0 || bq > 256 || bn <= 0 || bn > 256 || smem < 0)
+    return bad("a value is out of range");
+  for (int64_t arg : {qArg, kArg, vArg, doArg})
+    if (arg < 0 || arg >= k.numArgs)
+      return bad("a tensor-map argument is out of range");
+  k.dynamicSmemBytes = static_cast<unsigned>(smem);
+  k.blockDim = k.block[0] * k.block[1] * k.block[2];
+  auto u64 = [](int64_t v) { return static_cast<uint64_t>(v); };
+  auto u32 = [](int64_t v) { return static_cast<uint32_t>(v); };
+  k.tensorMaps = {
+      bf16Map(qArg, {u64(h * d), u64(t)}, {64, u32(bq)}),
+      bf16Map(kArg, {u64(kvh * d), u64(s), u64(b)}, {64, u32(bn), 1}),
+      bf16Map(vArg, {u64(kvh * d), u64(s), u64(b)}, {64, u32(bn), 1}),
+      bf16Map(doArg, {u64(h * d), u64(t)}, {64, u32(bq)})};
+  return llvm::Error::success();
+}
 } // namespace
 
 llvm::Error colossus::applyLaunchAbi(KernelRecord &k) {
@@ -122,6 +167,8 @@ llvm::Error colossus::applyLaunchAbi(KernelRecord &k) {
   };
   if (k.gpu.abiAttr == kHopperAttentionAbiAttr)
     return applyAttentionLaunchAbi(k, number, triple, bad);
+  if (k.gpu.abiAttr == kHopperAttentionBwdAbiAttr)
+    return applyAttentionBwdLaunchAbi(k, number, triple, bad);
   int64_t m, n, kk, bm, bn, bk, smem, aArg, bArg;
   for (auto [key, out] : {std::pair<const char *, int64_t *>{"m", &m},
                           {"n", &n},

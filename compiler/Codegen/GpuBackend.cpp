@@ -76,7 +76,8 @@ colossus::buildGpuKernels(ModuleOp kernels, StringRef ptxasPath) {
   // (attribute name, ABI line) by gpu.module.
   std::map<std::string, std::pair<std::string, std::string>> abis;
   kernels.walk([&](gpu::GPUFuncOp fn) {
-    for (const char *attr : {kHopperGemmAbiAttr, kHopperAttentionAbiAttr})
+    for (const char *attr : {kHopperGemmAbiAttr, kHopperAttentionAbiAttr,
+                             kHopperAttentionBwdAbiAttr})
       if (auto abi = fn->getAttrOfType<StringAttr>(attr))
         if (auto gm = fn->getParentOfType<gpu::GPUModuleOp>())
           abis[gm.getSymName().str()] = {attr, abi.str()};

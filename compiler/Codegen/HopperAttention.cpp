@@ -174,34 +174,21 @@ namespace {
 constexpr int64_t kWg = HopperAttentionTile::kWarpgroups;
 constexpr int64_t kBm = HopperAttentionTile::kBm;
 
-/// Builds the body of the kernel; one instance per kernel.
-class AttentionBuilder {
-public:
-  AttentionBuilder(OpBuilder &b, Location loc, const HopperAttentionProblem &p)
-      : b(b), loc(loc), p(p), t(p.tile), ctx(b.getContext()) {
+/// What the forward and backward attention builders share: constants and
+/// arithmetic at one builder, the dynamic shared memory ring and its
+/// mbarriers, and the wgmma forms (A and B from shared memory; A from
+/// registers with B transposed).
+class KernelBase {
+protected:
+  KernelBase(OpBuilder &b, Location loc) : b(b), loc(loc), ctx(b.getContext()) {
     smemSpace = gpu::AddressSpaceAttr::get(
         ctx, gpu::GPUDialect::getWorkgroupAddressSpace());
     bf16 = b.getBF16Type();
     f32 = b.getF32Type();
     i32 = b.getI32Type();
     i64 = b.getI64Type();
-    qBox = MemRefType::get({kBm, 64}, bf16, MemRefLayoutAttrInterface(),
-                           smemSpace);
-    kvBox = MemRefType::get({1, t.bn, 64}, bf16, MemRefLayoutAttrInterface(),
-                            smemSpace);
-    tmapQ = swizzled128TensorMap(ctx, qBox);
-    tmapKV = swizzled128TensorMap(ctx, kvBox);
-    barriers = nvgpu::MBarrierGroupType::get(ctx, smemSpace, 1 + 3 * t.stages);
-    sType =
-        LLVM::LLVMStructType::getLiteral(ctx, SmallVector<Type>(t.bn / 2, f32));
-    oType = LLVM::LLVMStructType::getLiteral(
-        ctx, SmallVector<Type>(p.headDim / 2, f32));
-    chunks = p.headDim / 64;
   }
 
-  void build(gpu::GPUFuncOp fn, unsigned numInputs, unsigned numResults);
-
-private:
   Value idx(int64_t v) { return arith::ConstantIndexOp::create(b, loc, v); }
   Value cI64(int64_t v) {
     return arith::ConstantOp::create(b, loc, b.getI64IntegerAttr(v));
@@ -258,6 +245,197 @@ private:
     return LLVM::InsertValueOp::create(b, loc, s, v, i);
   }
 
+  Value view(MemRefType ty, Value byteOffset) {
+    return memref::ViewOp::create(b, loc, ty, smem, add(ringBase, byteOffset),
+                                  ValueRange{});
+  }
+  Value parityOf(Value use) {
+    return arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ne, remu(use, 2),
+                                 idx(0));
+  }
+  void waitBar(Value id, Value use) {
+    nvgpu::MBarrierTryWaitParityOp::create(b, loc, bars, parityOf(use),
+                                           idx(10000000), id);
+  }
+
+  /// The 1024-aligned ring in dynamic shared memory: `smem`, the byte offset
+  /// `ringBase` of its aligned start, its shared address `ringAddr` (i64).
+  void setUpRing() {
+    auto dynTy = MemRefType::get({ShapedType::kDynamic}, b.getI8Type(),
+                                 MemRefLayoutAttrInterface(), smemSpace);
+    smem = gpu::DynamicSharedMemoryOp::create(b, loc, dynTy);
+    Value base = memref::ExtractAlignedPointerAsIndexOp::create(b, loc, smem);
+    ringBase = remu(sub(idx(1024), remu(base, 1024)), 1024);
+    ringAddr = toI64(add(base, ringBase));
+  }
+  Value addrAdd(Value addr, int64_t bytes) {
+    return arith::AddIOp::create(b, loc, addr, cI64(bytes));
+  }
+
+  /// acc (m64nN, f32) = / += A B over `kSteps` k16 steps, A (64 rows) and
+  /// B (N rows) both K-major in 128-byte swizzled shared memory in chunks of
+  /// 64 columns (`aChunk`, `bChunk` bytes apart). Not committed.
+  Value ssWgmma(Value acc, LLVM::LLVMStructType accTy, int64_t n, Value aAddr,
+                int64_t aChunk, Value bAddr, int64_t bChunk, int64_t kSteps,
+                bool accumulate) {
+    auto shape = NVVM::MMAShapeAttr::get(ctx, 64, n, 16);
+    for (int64_t kk = 0; kk < kSteps; ++kk) {
+      int64_t c = kk / 4, within = (kk % 4) * 32;
+      Value da = wgmmaDescriptor128B(
+          b, loc, addrAdd(aAddr, c * aChunk + within), 16, 1024);
+      Value db = wgmmaDescriptor128B(
+          b, loc, addrAdd(bAddr, c * bChunk + within), 16, 1024);
+      acc = NVVM::WgmmaMmaAsyncOp::create(
+          b, loc, accTy, acc, da, db, shape, NVVM::WGMMATypes::bf16,
+          NVVM::WGMMATypes::bf16, NVVM::WGMMATypes::f32,
+          kk == 0 && !accumulate ? NVVM::WGMMAScaleOut::zero
+                                 : NVVM::WGMMAScaleOut::one,
+          NVVM::WGMMAScaleIn::one, NVVM::WGMMAScaleIn::one,
+          NVVM::MMALayout::row, NVVM::MMALayout::col,
+          NVVM::MMAIntOverflowAttr());
+    }
+    return acc;
+  }
+
+  /// acc (m64nN, f32, N = headDim) += A B for one k16 step with A (64 x 16,
+  /// bf16 pairs in 4 32-bit registers, the wgmma A fragment) from registers
+  /// and B (16 x N, N contiguous: "MN-major", transposed) from 128-byte
+  /// swizzled shared memory at `bAddr`, its 64-column halves `lbo` bytes
+  /// apart. Inline PTX: nvvm.wgmma.mma_async only takes descriptors.
+  Value rsWgmma(Value acc, LLVM::LLVMStructType accTy, int64_t n,
+                ArrayRef<Value> aRegs, Value bAddr, int64_t lbo);
+
+  /// Accumulator elements in pairs, rounded to bf16x2: the wgmma A fragment
+  /// (k16 step kc = registers 4kc .. 4kc+3) of the accumulator's rows.
+  SmallVector<Value> packBf16(ArrayRef<Value> v) {
+    auto v2f32 = VectorType::get({2}, f32);
+    auto v2bf16 = VectorType::get({2}, bf16);
+    SmallVector<Value> regs;
+    for (size_t e = 0; e + 1 < v.size(); e += 2) {
+      Value pair = vector::FromElementsOp::create(b, loc, v2f32,
+                                                  ValueRange{v[e], v[e + 1]});
+      Value h2 = arith::TruncFOp::create(b, loc, v2bf16, pair);
+      regs.push_back(LLVM::BitcastOp::create(b, loc, i32, h2));
+    }
+    return regs;
+  }
+
+  /// Row statistics of the backward for row `row` of a query tile (global
+  /// row `grow`, head `hh`; 4 threads a row, `part` = this thread's quarter
+  /// of head_dim): D = dout . out (dout from the 128-byte swizzled shared
+  /// tile at ring offset `tileOff`, 64-column chunks `chunkBytes` apart,
+  /// viewed as `box`; out from global memory) summed over the row's 4
+  /// lanes, and lse * log2 e; both 0 when `valid` is false.
+  std::pair<Value, Value> rowStats(Value valid, Value row, Value part,
+                                   Value grow, Value hh, int64_t headDim,
+                                   MemRefType box, Value tileOff,
+                                   int64_t chunkBytes, Value outMem,
+                                   Value lseMem) {
+    Value colHead = mul(hh, idx(headDim));
+    const int64_t perPart = headDim / 4; // 16 or 32 columns
+    auto ifValid = scf::IfOp::create(b, loc, TypeRange{f32, f32}, valid, true);
+    {
+      OpBuilder::InsertionGuard g(b);
+      b.setInsertionPointToStart(&ifValid.getThenRegion().front());
+      auto v8bf16 = VectorType::get({8}, bf16);
+      auto v8f32 = VectorType::get({8}, f32);
+      Value sum = cF32(0.0);
+      for (int64_t k = 0; k < perPart / 8; ++k) {
+        Value col = add(mul(part, idx(perPart)), idx(8 * k));
+        // 128-byte swizzle: the 16-byte unit u of row r is stored at unit
+        // u ^ (r % 8) of its 128-byte row.
+        Value chunk = divu(col, 64);
+        Value unit =
+            arith::XOrIOp::create(b, loc, divu(remu(col, 64), 8), remu(row, 8));
+        Value tile = view(box, add(tileOff, mul(chunk, idx(chunkBytes))));
+        Value dO = vector::LoadOp::create(b, loc, v8bf16, tile,
+                                          ValueRange{row, mul(unit, idx(8))});
+        Value o = vector::LoadOp::create(b, loc, v8bf16, outMem,
+                                         ValueRange{grow, add(colHead, col)});
+        Value prod = arith::MulFOp::create(
+            b, loc, arith::ExtFOp::create(b, loc, v8f32, dO),
+            arith::ExtFOp::create(b, loc, v8f32, o));
+        sum = fadd(sum, vector::ReductionOp::create(
+                            b, loc, vector::CombiningKind::ADD, prod));
+      }
+      Value lse = memref::LoadOp::create(b, loc, lseMem, ValueRange{grow, hh});
+      scf::YieldOp::create(b, loc, ValueRange{sum, fmul(lse, cF32(M_LOG2E))});
+      b.setInsertionPointToStart(&ifValid.getElseRegion().front());
+      scf::YieldOp::create(b, loc, ValueRange{cF32(0.0), cF32(0.0)});
+    }
+    Value d = ifValid.getResult(0);
+    d = fadd(d, shflXor(d, 1));
+    d = fadd(d, shflXor(d, 2));
+    return {d, ifValid.getResult(1)};
+  }
+
+  OpBuilder &b;
+  Location loc;
+  MLIRContext *ctx;
+  Attribute smemSpace;
+  Type bf16, f32, i32, i64;
+  Value smem, ringBase, ringAddr, bars;
+};
+
+Value KernelBase::rsWgmma(Value acc, LLVM::LLVMStructType accTy, int64_t n,
+                          ArrayRef<Value> aRegs, Value bAddr, int64_t lbo) {
+  const int64_t regs = n / 2; // accumulator registers
+  Value desc = wgmmaDescriptor128B(b, loc, bAddr, lbo, /*sbo=*/1024);
+  std::string ptx = "{\n.reg .pred p;\nsetp.ne.b32 p, $" +
+                    std::to_string(2 * regs + 5) +
+                    ", 0;\nwgmma.mma_async.sync.aligned.m64n" +
+                    std::to_string(n) + "k16.f32.bf16.bf16 {";
+  std::string constraints;
+  for (int64_t i = 0; i < regs; ++i) {
+    ptx += (i ? ", $" : "$") + std::to_string(i);
+    constraints += (i ? ",=f" : "=f");
+  }
+  ptx += "}, {";
+  for (int64_t i = 0; i < 4; ++i)
+    ptx += (i ? ", $" : "$") + std::to_string(2 * regs + i);
+  // scale-d = p (accumulate), scale-a = scale-b = 1, trans-b = 1 (B is
+  // MN-major).
+  ptx += "}, $" + std::to_string(2 * regs + 4) + ", p, 1, 1, 1;\n}";
+  SmallVector<Value> operands;
+  for (int64_t i = 0; i < regs; ++i) {
+    constraints += "," + std::to_string(i);
+    operands.push_back(extract(acc, i));
+  }
+  for (Value r : aRegs)
+    operands.push_back(r);
+  operands.push_back(desc);
+  operands.push_back(cI32(1));
+  constraints += ",r,r,r,r,l,r";
+  return LLVM::InlineAsmOp::create(b, loc, accTy, operands, ptx, constraints,
+                                   /*has_side_effects=*/true,
+                                   /*is_align_stack=*/false,
+                                   LLVM::tailcallkind::TailCallKind::None,
+                                   LLVM::AsmDialectAttr(), ArrayAttr())
+      .getResult(0);
+}
+
+/// Builds the body of the kernel; one instance per kernel.
+class AttentionBuilder : KernelBase {
+public:
+  AttentionBuilder(OpBuilder &b, Location loc, const HopperAttentionProblem &p)
+      : KernelBase(b, loc), p(p), t(p.tile) {
+    qBox = MemRefType::get({kBm, 64}, bf16, MemRefLayoutAttrInterface(),
+                           smemSpace);
+    kvBox = MemRefType::get({1, t.bn, 64}, bf16, MemRefLayoutAttrInterface(),
+                            smemSpace);
+    tmapQ = swizzled128TensorMap(ctx, qBox);
+    tmapKV = swizzled128TensorMap(ctx, kvBox);
+    barriers = nvgpu::MBarrierGroupType::get(ctx, smemSpace, 1 + 3 * t.stages);
+    sType =
+        LLVM::LLVMStructType::getLiteral(ctx, SmallVector<Type>(t.bn / 2, f32));
+    oType = LLVM::LLVMStructType::getLiteral(
+        ctx, SmallVector<Type>(p.headDim / 2, f32));
+    chunks = p.headDim / 64;
+  }
+
+  void build(gpu::GPUFuncOp fn, unsigned numInputs, unsigned numResults);
+
+private:
   /// Byte offsets in the 1024-aligned dynamic shared memory ring.
   int64_t qOffset(int64_t chunk) const { return chunk * kBm * 128; }
   int64_t kOffset(int64_t chunk) const {
@@ -265,10 +443,6 @@ private:
   }
   int64_t vOffset(int64_t chunk) const {
     return t.qBytes() + t.kvTileBytes() + chunk * t.bn * 128;
-  }
-  Value view(MemRefType ty, Value byteOffset) {
-    return memref::ViewOp::create(b, loc, ty, smem, add(ringBase, byteOffset),
-                                  ValueRange{});
   }
   Value barK(Value slot) { return add(idx(1), slot); }
   Value barV(Value slot) { return add(idx(1 + t.stages), slot); }
@@ -295,15 +469,6 @@ private:
           Value());
   }
 
-  Value parityOf(Value use) {
-    return arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ne, remu(use, 2),
-                                 idx(0));
-  }
-  void waitBar(Value id, Value use) {
-    nvgpu::MBarrierTryWaitParityOp::create(b, loc, bars, parityOf(use),
-                                           idx(10000000), id);
-  }
-
   /// O += P V with P (64 x bn, bf16 pairs in 32-bit registers, the A
   /// fragment layout) from registers and V (bn x d, d contiguous: B
   /// "MN-major", transposed) from shared memory at `vAddr`.
@@ -314,63 +479,25 @@ private:
 
   void epilogue(ValueRange state, ValueRange args, unsigned numInputs);
 
-  OpBuilder &b;
-  Location loc;
   const HopperAttentionProblem &p;
   const HopperAttentionTile &t;
-  MLIRContext *ctx;
-  Attribute smemSpace;
-  Type bf16, f32, i32, i64;
   MemRefType qBox, kvBox;
   nvgpu::TensorMapDescriptorType tmapQ, tmapKV;
   nvgpu::MBarrierGroupType barriers;
   LLVM::LLVMStructType sType, oType;
   int64_t chunks = 1;
-  Value smem, ringBase, ringAddr, bars, tmQ, tmK, tmV;
+  Value tmQ, tmK, tmV;
   Value tid, isLeader, lane, wg, laneMod4, nt, pos0, seqIdx, t0, kvCol, nKV;
   /// Rows r0 and r0 + 8 of this thread (positions in the sequence).
   Value rowT[2];
 };
 
 Value AttentionBuilder::pvWgmma(Value o, ArrayRef<Value> pRegs, Value vAddr) {
-  const int64_t n = p.headDim / 2; // accumulator registers
   // V tile: 16 keys per k16 step are 16 rows of 128 bytes (2 KiB); the two
   // 64-column halves of d (head_dim 128) are `bn * 128` bytes apart (the
   // leading byte offset of an MN-major operand), the 8-row groups along the
   // keys 1024 bytes (the stride byte offset).
-  Value desc = wgmmaDescriptor128B(b, loc, vAddr, /*lbo=*/t.bn * 128,
-                                   /*sbo=*/1024);
-  std::string ptx = "{\n.reg .pred p;\nsetp.ne.b32 p, $" +
-                    std::to_string(2 * n + 5) +
-                    ", 0;\nwgmma.mma_async.sync.aligned.m64n" +
-                    std::to_string(p.headDim) + "k16.f32.bf16.bf16 {";
-  std::string constraints;
-  for (int64_t i = 0; i < n; ++i) {
-    ptx += (i ? ", $" : "$") + std::to_string(i);
-    constraints += (i ? ",=f" : "=f");
-  }
-  ptx += "}, {";
-  for (int64_t i = 0; i < 4; ++i)
-    ptx += (i ? ", $" : "$") + std::to_string(2 * n + i);
-  // scale-d = p (accumulate), scale-a = scale-b = 1, trans-b = 1 (V is
-  // MN-major).
-  ptx += "}, $" + std::to_string(2 * n + 4) + ", p, 1, 1, 1;\n}";
-  SmallVector<Value> operands;
-  for (int64_t i = 0; i < n; ++i) {
-    constraints += "," + std::to_string(i);
-    operands.push_back(extract(o, i));
-  }
-  for (Value r : pRegs)
-    operands.push_back(r);
-  operands.push_back(desc);
-  operands.push_back(cI32(1));
-  constraints += ",r,r,r,r,l,r";
-  return LLVM::InlineAsmOp::create(b, loc, oType, operands, ptx, constraints,
-                                   /*has_side_effects=*/true,
-                                   /*is_align_stack=*/false,
-                                   LLVM::tailcallkind::TailCallKind::None,
-                                   LLVM::AsmDialectAttr(), ArrayAttr())
-      .getResult(0);
+  return rsWgmma(o, oType, p.headDim, pRegs, vAddr, /*lbo=*/t.bn * 128);
 }
 
 SmallVector<Value> AttentionBuilder::keyBlock(Value i, ValueRange state,
@@ -404,26 +531,11 @@ SmallVector<Value> AttentionBuilder::keyBlock(Value i, ValueRange state,
   // K-major, d contiguous, 128-byte rows in 64-column chunks).
   waitBar(barK(slot), use);
   NVVM::WgmmaFenceAlignedOp::create(b, loc);
-  Value s = LLVM::UndefOp::create(b, loc, sType);
-  auto shapeS = NVVM::MMAShapeAttr::get(ctx, 64, t.bn, 16);
   Value qWg =
       arith::AddIOp::create(b, loc, ringAddr, toI64(mul(wg, idx(64 * 128))));
-  for (int64_t kk = 0; kk < p.headDim / 16; ++kk) {
-    int64_t c = kk / 4, within = (kk % 4) * 32;
-    Value da = wgmmaDescriptor128B(
-        b, loc, arith::AddIOp::create(b, loc, qWg, cI64(qOffset(c) + within)),
-        16, 1024);
-    Value db = wgmmaDescriptor128B(
-        b, loc,
-        arith::AddIOp::create(b, loc, stageAddr, cI64(kOffset(c) + within)), 16,
-        1024);
-    s = NVVM::WgmmaMmaAsyncOp::create(
-        b, loc, sType, s, da, db, shapeS, NVVM::WGMMATypes::bf16,
-        NVVM::WGMMATypes::bf16, NVVM::WGMMATypes::f32,
-        kk == 0 ? NVVM::WGMMAScaleOut::zero : NVVM::WGMMAScaleOut::one,
-        NVVM::WGMMAScaleIn::one, NVVM::WGMMAScaleIn::one, NVVM::MMALayout::row,
-        NVVM::MMALayout::col, NVVM::MMAIntOverflowAttr());
-  }
+  Value s = ssWgmma(LLVM::UndefOp::create(b, loc, sType), sType, t.bn, qWg,
+                    kBm * 128, addrAdd(stageAddr, kOffset(0)), t.bn * 128,
+                    p.headDim / 16, /*accumulate=*/false);
   NVVM::WgmmaGroupSyncAlignedOp::create(b, loc);
   NVVM::WgmmaWaitGroupSyncOp::create(b, loc, 0);
 
@@ -485,15 +597,7 @@ SmallVector<Value> AttentionBuilder::keyBlock(Value i, ValueRange state,
   // P as the A fragment of the k16 steps: step kc takes accumulator
   // elements 8kc .. 8kc+7 in pairs (rows r0 / r0 + 8, keys 16kc + 2q and
   // 16kc + 8 + 2q), each pair rounded to bf16x2.
-  auto v2f32 = VectorType::get({2}, f32);
-  auto v2bf16 = VectorType::get({2}, bf16);
-  SmallVector<Value> pRegs;
-  for (int64_t e = 0; e < t.bn / 2; e += 2) {
-    Value pair = vector::FromElementsOp::create(b, loc, v2f32,
-                                                ValueRange{pv[e], pv[e + 1]});
-    Value h2 = arith::TruncFOp::create(b, loc, v2bf16, pair);
-    pRegs.push_back(LLVM::BitcastOp::create(b, loc, i32, h2));
-  }
+  SmallVector<Value> pRegs = packBf16(pv);
 
   // O += P V.
   waitBar(barV(slot), use);
@@ -547,12 +651,7 @@ void AttentionBuilder::build(gpu::GPUFuncOp fn, unsigned numInputs,
   tmK = UnrealizedConversionCastOp::create(b, loc, tmapKV, ptrK).getResult(0);
   tmV = UnrealizedConversionCastOp::create(b, loc, tmapKV, ptrV).getResult(0);
 
-  auto dynTy = MemRefType::get({ShapedType::kDynamic}, b.getI8Type(),
-                               MemRefLayoutAttrInterface(), smemSpace);
-  smem = gpu::DynamicSharedMemoryOp::create(b, loc, dynTy);
-  Value base = memref::ExtractAlignedPointerAsIndexOp::create(b, loc, smem);
-  ringBase = remu(sub(idx(1024), remu(base, 1024)), 1024);
-  ringAddr = toI64(add(base, ringBase));
+  setUpRing();
 
   const int64_t group = p.heads / p.kvHeads;
   kvCol = mul(divu(head, group), idx(p.headDim));
@@ -679,6 +778,642 @@ void AttentionBuilder::epilogue(ValueRange state, ValueRange args,
   }
 }
 
+constexpr int64_t kBwdBn = HopperAttentionBwdTile::kBn;
+constexpr int64_t kBwdBq = HopperAttentionBwdTile::kBq;
+constexpr int64_t kBwdStages = HopperAttentionBwdTile::kStages;
+
+/// Builds the body of the dK/dV kernel: one CTA per (key block of 128,
+/// kv head, sequence), K and V resident, Q and dO tiles of 64 query rows of
+/// every query head of the GQA group streamed through a ring of stages.
+class AttentionBwdBuilder : KernelBase {
+public:
+  AttentionBwdBuilder(OpBuilder &b, Location loc,
+                      const HopperAttentionBwdProblem &p)
+      : KernelBase(b, loc), p(p), t(p.tile) {
+    qBox = MemRefType::get({kBwdBq, 64}, bf16, MemRefLayoutAttrInterface(),
+                           smemSpace);
+    kvBox = MemRefType::get({1, kBwdBn, 64}, bf16, MemRefLayoutAttrInterface(),
+                            smemSpace);
+    statsTy =
+        MemRefType::get({kBwdBq}, f32, MemRefLayoutAttrInterface(), smemSpace);
+    tmapQ = swizzled128TensorMap(ctx, qBox);
+    tmapKV = swizzled128TensorMap(ctx, kvBox);
+    barriers =
+        nvgpu::MBarrierGroupType::get(ctx, smemSpace, 1 + 2 * kBwdStages);
+    sType = LLVM::LLVMStructType::getLiteral(
+        ctx, SmallVector<Type>(kBwdBq / 2, f32));
+    accType = LLVM::LLVMStructType::getLiteral(
+        ctx, SmallVector<Type>(p.headDim / 2, f32));
+    chunks = p.headDim / 64;
+  }
+
+  void build(gpu::GPUFuncOp fn, unsigned numInputs);
+
+private:
+  // Ring layout (bytes from the 1024-aligned start): K, V (resident, each
+  // head_dim/64 chunks of [128 keys][64]); per stage a Q and a dO tile
+  // (chunks of [64 rows][64]); per stage the D and lse of the tile's rows.
+  int64_t kOff(int64_t c) const { return c * kBwdBn * 128; }
+  int64_t vOff(int64_t c) const { return t.kvTileBytes() + c * kBwdBn * 128; }
+  int64_t qOff(int64_t c) const { return c * kBwdBq * 128; }
+  int64_t doOff(int64_t c) const { return t.qTileBytes() + c * kBwdBq * 128; }
+  Value stageOff(Value slot) {
+    return add(idx(2 * t.kvTileBytes()), mul(slot, idx(t.stageBytes())));
+  }
+  Value statsOff(Value slot) {
+    return add(idx(2 * t.kvTileBytes() + kBwdStages * t.stageBytes()),
+               mul(slot, idx(t.statsBytes())));
+  }
+  Value barFull(Value slot) { return add(idx(1), slot); }
+  Value barEmpty(Value slot) { return add(idx(1 + kBwdStages), slot); }
+  Value divuV(Value x, Value y) { return arith::DivUIOp::create(b, loc, x, y); }
+  Value remuV(Value x, Value y) { return arith::RemUIOp::create(b, loc, x, y); }
+
+  /// Iteration `it` visits query head `hh` (of the kv head's group) and the
+  /// query tile starting at token `tq0`.
+  void coords(Value it, Value &hh, Value &tq0) {
+    hh = add(mul(kvHead, idx(p.heads / p.kvHeads)), divuV(it, nQb));
+    tq0 = mul(add(qbFirst, remuV(it, nQb)), idx(kBwdBq));
+  }
+
+  /// Thread 0: the Q and dO tiles of iteration `it` into stage `slot`.
+  void issueQdO(Value it, Value slot) {
+    Value hh, tq0;
+    coords(it, hh, tq0);
+    Value row = add(mul(seqIdx, nt), tq0);
+    Value col = mul(hh, idx(p.headDim));
+    Value st = stageOff(slot);
+    nvgpu::MBarrierArriveExpectTxOp::create(b, loc, bars, idx(t.stageBytes()),
+                                            barFull(slot), Value());
+    for (int64_t c = 0; c < chunks; ++c) {
+      SmallVector<Value> at = {add(col, idx(64 * c)), row};
+      nvgpu::TmaAsyncLoadOp::create(b, loc, view(qBox, add(st, idx(qOff(c)))),
+                                    bars, tmQ, at, barFull(slot), Value(),
+                                    Value());
+      nvgpu::TmaAsyncLoadOp::create(b, loc, view(qBox, add(st, idx(doOff(c)))),
+                                    bars, tmDO, at, barFull(slot), Value(),
+                                    Value());
+    }
+  }
+
+  /// All threads: D = rowsum(dO * O) (dO from the swizzled shared tile, O
+  /// from global memory) and lse * log2 e of the tile's 64 rows into the
+  /// stage's stats (0 for rows past nt). 4 threads per row.
+  void stats(Value slot, Value hh, Value tq0, Value outMem, Value lseMem);
+
+  /// One iteration: S^T, dP^T, P^T, dS^T and the dV, dK updates.
+  SmallVector<Value> step(Value it, ValueRange acc, Value outMem, Value lseMem);
+
+  void epilogue(ValueRange acc, Value dkMem, Value dvMem);
+
+  const HopperAttentionBwdProblem &p;
+  const HopperAttentionBwdTile &t;
+  MemRefType qBox, kvBox, statsTy;
+  nvgpu::TensorMapDescriptorType tmapQ, tmapKV;
+  nvgpu::MBarrierGroupType barriers;
+  LLVM::LLVMStructType sType, accType;
+  int64_t chunks = 1;
+  Value tmQ, tmK, tmV, tmDO;
+  Value tid, isLeader, lane, wg, laneMod4, nt, pos0, seqIdx, kvHead, j0;
+  Value qbFirst, nQb, nIter;
+  /// Key positions of this thread's accumulator rows r0 and r0 + 8.
+  Value keyPos[2];
+};
+
+void AttentionBwdBuilder::stats(Value slot, Value hh, Value tq0, Value outMem,
+                                Value lseMem) {
+  Value row = divu(tid, 4), part = remu(tid, 4);
+  Value tq = add(tq0, row);
+  Value valid = ult(tq, nt);
+  Value grow = add(mul(seqIdx, nt), tq);
+  auto [d, lse2] = rowStats(valid, row, part, grow, hh, p.headDim, qBox,
+                            add(stageOff(slot), idx(doOff(0))), kBwdBq * 128,
+                            outMem, lseMem);
+  Value first =
+      arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, part, idx(0));
+  auto st = scf::IfOp::create(b, loc, first, false);
+  OpBuilder::InsertionGuard g(b);
+  b.setInsertionPointToStart(&st.getThenRegion().front());
+  Value base = statsOff(slot);
+  memref::StoreOp::create(b, loc, d, view(statsTy, base), ValueRange{row});
+  memref::StoreOp::create(
+      b, loc, lse2, view(statsTy, add(base, idx(kBwdBq * 4))), ValueRange{row});
+}
+
+SmallVector<Value> AttentionBwdBuilder::step(Value it, ValueRange acc,
+                                             Value outMem, Value lseMem) {
+  Value dk = acc[0], dv = acc[1];
+  Value slot = remu(it, kBwdStages);
+  Value use = divu(it, kBwdStages);
+  // Refill: the slot of iteration it-1 gets iteration it-1+stages once
+  // every warp released it.
+  {
+    Value prev = sub(it, idx(1));
+    Value next = add(prev, idx(kBwdStages));
+    Value want = arith::AndIOp::create(
+        b, loc, isLeader,
+        arith::AndIOp::create(b, loc, ule(idx(1), it), ult(next, nIter)));
+    auto refill = scf::IfOp::create(b, loc, want, false);
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(&refill.getThenRegion().front());
+    Value prevSlot = remu(prev, kBwdStages);
+    waitBar(barEmpty(prevSlot), divu(prev, kBwdStages));
+    issueQdO(next, prevSlot);
+  }
+  Value hh, tq0;
+  coords(it, hh, tq0);
+  waitBar(barFull(slot), use);
+  stats(slot, hh, tq0, outMem, lseMem);
+  // The stats of this stage are complete (and every thread is done with
+  // the stage's previous use: one barrier per iteration, 3 stages).
+  gpu::BarrierOp::create(b, loc);
+
+  Value stageAddr = add(ringAddr, toI64(stageOff(slot)));
+  Value wgRows = toI64(mul(wg, idx(64 * 128)));
+  Value kWg = add(addrAdd(ringAddr, kOff(0)), wgRows);
+  Value vWg = add(addrAdd(ringAddr, vOff(0)), wgRows);
+  // S^T = K Q^T and dP^T = V dO^T: m64n64, A = this warpgroup's 64 keys of
+  // K (V), B = the Q (dO) tile, all K-major.
+  NVVM::WgmmaFenceAlignedOp::create(b, loc);
+  Value sT = ssWgmma(LLVM::UndefOp::create(b, loc, sType), sType, kBwdBq, kWg,
+                     kBwdBn * 128, addrAdd(stageAddr, qOff(0)), kBwdBq * 128,
+                     p.headDim / 16, /*accumulate=*/false);
+  Value dpT = ssWgmma(LLVM::UndefOp::create(b, loc, sType), sType, kBwdBq, vWg,
+                      kBwdBn * 128, addrAdd(stageAddr, doOff(0)), kBwdBq * 128,
+                      p.headDim / 16, /*accumulate=*/false);
+  NVVM::WgmmaGroupSyncAlignedOp::create(b, loc);
+  NVVM::WgmmaWaitGroupSyncOp::create(b, loc, 0);
+
+  // P^T = exp2(S^T scale log2 e - lse log2 e), 0 where the query does not
+  // see the key (causal) or is past nt; dS^T = P^T (dP^T - D). Element
+  // 4j + 2h + e: key row r0 + 8h, query column 8j + 2 (lane % 4) + e.
+  Value st = statsOff(slot);
+  Value dView = view(statsTy, st);
+  Value lView = view(statsTy, add(st, idx(kBwdBq * 4)));
+  Value cScale = cF32(p.scale * M_LOG2E);
+  Value zero = cF32(0.0);
+  SmallVector<Value> pv(kBwdBq / 2), ds(kBwdBq / 2);
+  for (int64_t j = 0; j < kBwdBq / 8; ++j)
+    for (int64_t e = 0; e < 2; ++e) {
+      Value col = add(mul(laneMod4, idx(2)), idx(8 * j + e));
+      Value tq = add(tq0, col);
+      Value dRow = memref::LoadOp::create(b, loc, dView, ValueRange{col});
+      Value lRow = memref::LoadOp::create(b, loc, lView, ValueRange{col});
+      Value negL = arith::NegFOp::create(b, loc, lRow);
+      Value inRange = ult(tq, nt);
+      for (int h = 0; h < 2; ++h) {
+        int64_t k = 4 * j + 2 * h + e;
+        Value ok = inRange;
+        if (p.causal)
+          ok = arith::AndIOp::create(b, loc, ok, ule(keyPos[h], add(pos0, tq)));
+        Value pe =
+            exp2(math::FmaOp::create(b, loc, extract(sT, k), cScale, negL));
+        pe = arith::SelectOp::create(b, loc, ok, pe, zero);
+        pv[k] = pe;
+        ds[k] = fmul(pe, fsub(extract(dpT, k), dRow));
+      }
+    }
+  SmallVector<Value> pRegs = packBf16(pv), dsRegs = packBf16(ds);
+
+  // dV += P^T dO and dK += dS^T Q: A from registers (4 k16 steps over the
+  // 64 queries), B = the dO (Q) tile transposed (head_dim contiguous).
+  NVVM::WgmmaFenceAlignedOp::create(b, loc);
+  for (int64_t kc = 0; kc < kBwdBq / 16; ++kc)
+    dv =
+        rsWgmma(dv, accType, p.headDim, ArrayRef<Value>(pRegs).slice(4 * kc, 4),
+                addrAdd(stageAddr, doOff(0) + kc * 16 * 128),
+                /*lbo=*/kBwdBq * 128);
+  for (int64_t kc = 0; kc < kBwdBq / 16; ++kc)
+    dk = rsWgmma(dk, accType, p.headDim,
+                 ArrayRef<Value>(dsRegs).slice(4 * kc, 4),
+                 addrAdd(stageAddr, qOff(0) + kc * 16 * 128),
+                 /*lbo=*/kBwdBq * 128);
+  NVVM::WgmmaGroupSyncAlignedOp::create(b, loc);
+  NVVM::WgmmaWaitGroupSyncOp::create(b, loc, 0);
+  {
+    Value lane0 =
+        arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, lane, idx(0));
+    auto rel = scf::IfOp::create(b, loc, lane0, false);
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(&rel.getThenRegion().front());
+    nvgpu::MBarrierArriveOp::create(b, loc, nvgpu::MBarrierTokenType::get(ctx),
+                                    bars, barEmpty(slot));
+  }
+  return {dk, dv};
+}
+
+void AttentionBwdBuilder::epilogue(ValueRange acc, Value dkMem, Value dvMem) {
+  Value colBase = add(mul(kvHead, idx(p.headDim)), mul(laneMod4, idx(2)));
+  Value scale = cF32(p.scale);
+  for (int h = 0; h < 2; ++h) {
+    // Keys of the step's tokens only (pos0 <= j < pos0 + nt), as the SIMT
+    // kernel: plain stores, so --grad-accum can turn them into additions.
+    Value key = keyPos[h];
+    Value ok = arith::AndIOp::create(
+        b, loc, ule(pos0, key),
+        arith::AndIOp::create(b, loc, ult(key, add(pos0, nt)),
+                              ult(key, idx(p.seq))));
+    auto guard = scf::IfOp::create(b, loc, ok, false);
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(&guard.getThenRegion().front());
+    for (int64_t j = 0; j < p.headDim / 8; ++j)
+      for (int64_t e = 0; e < 2; ++e) {
+        int64_t k = 4 * j + 2 * h + e;
+        Value col = add(colBase, idx(8 * j + e));
+        memref::StoreOp::create(b, loc, fmul(extract(acc[0], k), scale), dkMem,
+                                ValueRange{seqIdx, key, col});
+        memref::StoreOp::create(b, loc, extract(acc[1], k), dvMem,
+                                ValueRange{seqIdx, key, col});
+      }
+  }
+}
+
+void AttentionBwdBuilder::build(gpu::GPUFuncOp fn, unsigned numInputs) {
+  Block *entry = &fn.getBody().front();
+  ValueRange args = entry->getArguments();
+  b.setInsertionPointToStart(entry);
+  auto asIndex = [&](Value v) {
+    return arith::IndexCastOp::create(b, loc, b.getIndexType(), v).getResult();
+  };
+  unsigned extents = numInputs + 2;
+  Value nb = asIndex(args[extents]);
+  nt = asIndex(args[extents + 1]);
+  pos0 = asIndex(args[extents + 2]);
+
+  tid = gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);
+  Value kb = gpu::BlockIdOp::create(b, loc, gpu::Dimension::x);
+  kvHead = gpu::BlockIdOp::create(b, loc, gpu::Dimension::y);
+  seqIdx = gpu::BlockIdOp::create(b, loc, gpu::Dimension::z);
+  j0 = mul(kb, idx(kBwdBn));
+  // CTAs whose keys hold none of the step's tokens do nothing.
+  Value active = arith::AndIOp::create(
+      b, loc, ult(seqIdx, nb),
+      arith::AndIOp::create(b, loc, ult(j0, add(pos0, nt)),
+                            ult(pos0, add(j0, idx(kBwdBn)))));
+  auto ifActive = scf::IfOp::create(b, loc, active, /*withElse=*/false);
+  b.setInsertionPointToStart(&ifActive.getThenRegion().front());
+
+  Value ptrQ = args[p.qArg], ptrK = args[p.kArg], ptrV = args[p.vArg],
+        ptrDO = args[p.doArg];
+  tmQ = UnrealizedConversionCastOp::create(b, loc, tmapQ, ptrQ).getResult(0);
+  tmDO = UnrealizedConversionCastOp::create(b, loc, tmapQ, ptrDO).getResult(0);
+  tmK = UnrealizedConversionCastOp::create(b, loc, tmapKV, ptrK).getResult(0);
+  tmV = UnrealizedConversionCastOp::create(b, loc, tmapKV, ptrV).getResult(0);
+  setUpRing();
+
+  // Query tiles: causal, from the first token that sees key j0 (token
+  // j0 - pos0) on; else all. Every query head of the group in turn.
+  Value tFirst = idx(0);
+  if (p.causal)
+    tFirst =
+        arith::SelectOp::create(b, loc, ult(pos0, j0), sub(j0, pos0), idx(0));
+  qbFirst = divu(tFirst, kBwdBq);
+  nQb = sub(divu(add(nt, idx(kBwdBq - 1)), kBwdBq), qbFirst);
+  nIter = mul(nQb, idx(p.heads / p.kvHeads));
+  Value kvCol = mul(kvHead, idx(p.headDim));
+
+  bars = nvgpu::MBarrierCreateOp::create(b, loc, barriers);
+  isLeader =
+      arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, tid, idx(0));
+  {
+    auto init = scf::IfOp::create(b, loc, isLeader, false);
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(&init.getThenRegion().front());
+    nvgpu::MBarrierInitOp::create(b, loc, bars, idx(1), idx(0), Value());
+    for (int64_t s = 0; s < kBwdStages; ++s) {
+      nvgpu::MBarrierInitOp::create(b, loc, bars, idx(1), barFull(idx(s)),
+                                    Value());
+      nvgpu::MBarrierInitOp::create(b, loc, bars, idx(4 * kWg),
+                                    barEmpty(idx(s)), Value());
+    }
+    NVVM::FenceMbarrierInitOp::create(b, loc);
+    for (Value ptr : {ptrQ, ptrK, ptrV, ptrDO})
+      fenceTensorMap(b, loc, ptr);
+    for (Value tm : {tmQ, tmK, tmV, tmDO})
+      nvgpu::TmaPrefetchOp::create(b, loc, tm, Value());
+    // K and V of the key block, resident.
+    nvgpu::MBarrierArriveExpectTxOp::create(
+        b, loc, bars, idx(2 * t.kvTileBytes()), idx(0), Value());
+    for (int64_t c = 0; c < chunks; ++c) {
+      SmallVector<Value> at = {add(kvCol, idx(64 * c)), j0, seqIdx};
+      nvgpu::TmaAsyncLoadOp::create(b, loc, view(kvBox, idx(kOff(c))), bars,
+                                    tmK, at, idx(0), Value(), Value());
+      nvgpu::TmaAsyncLoadOp::create(b, loc, view(kvBox, idx(vOff(c))), bars,
+                                    tmV, at, idx(0), Value(), Value());
+    }
+    for (int64_t s = 0; s < kBwdStages; ++s) {
+      auto pro = scf::IfOp::create(b, loc, ult(idx(s), nIter), false);
+      OpBuilder::InsertionGuard g2(b);
+      b.setInsertionPointToStart(&pro.getThenRegion().front());
+      issueQdO(idx(s), idx(s));
+    }
+  }
+  gpu::BarrierOp::create(b, loc);
+
+  wg = divu(tid, 128);
+  Value warp = divu(remu(tid, 128), 32);
+  lane = remu(tid, 32);
+  laneMod4 = remu(lane, 4);
+  Value r0 = add(add(mul(wg, idx(64)), mul(warp, idx(16))), divu(lane, 4));
+  keyPos[0] = add(j0, r0);
+  keyPos[1] = add(j0, add(r0, idx(8)));
+
+  waitBar(idx(0), idx(0));
+  Value outMem = args[p.outArg], lseMem = args[p.lseArg];
+  SmallVector<Value> acc = {LLVM::ZeroOp::create(b, loc, accType),
+                            LLVM::ZeroOp::create(b, loc, accType)};
+  {
+    auto loop = scf::ForOp::create(b, loc, idx(0), nIter, idx(1), acc);
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(loop.getBody());
+    scf::YieldOp::create(
+        b, loc,
+        step(loop.getInductionVar(), loop.getRegionIterArgs(), outMem, lseMem));
+    acc.assign(loop.getResults().begin(), loop.getResults().end());
+  }
+  epilogue(acc, args[numInputs], args[numInputs + 1]);
+  b.setInsertionPointToEnd(entry);
+  gpu::ReturnOp::create(b, loc);
+}
+
+constexpr int64_t kDqBm = HopperAttentionDqTile::kBm;
+constexpr int64_t kDqBn = HopperAttentionDqTile::kBn;
+constexpr int64_t kDqStages = HopperAttentionDqTile::kStages;
+
+/// Builds the body of the dQ kernel: one CTA per (query block of 128, head,
+/// sequence), Q and dO resident, K and V tiles of 64 keys streamed; per
+/// key tile S = Q K^T, dP = dO V^T (shared-memory wgmma), dS = P (dP - D)
+/// and dQ += dS K (A from registers).
+class AttentionDqBuilder : KernelBase {
+public:
+  AttentionDqBuilder(OpBuilder &b, Location loc,
+                     const HopperAttentionBwdProblem &p)
+      : KernelBase(b, loc), p(p) {
+    t.headDim = p.headDim;
+    qBox = MemRefType::get({kDqBm, 64}, bf16, MemRefLayoutAttrInterface(),
+                           smemSpace);
+    kvBox = MemRefType::get({1, kDqBn, 64}, bf16, MemRefLayoutAttrInterface(),
+                            smemSpace);
+    tmapQ = swizzled128TensorMap(ctx, qBox);
+    tmapKV = swizzled128TensorMap(ctx, kvBox);
+    barriers = nvgpu::MBarrierGroupType::get(ctx, smemSpace, 1 + 3 * kDqStages);
+    sType = LLVM::LLVMStructType::getLiteral(ctx,
+                                             SmallVector<Type>(kDqBn / 2, f32));
+    accType = LLVM::LLVMStructType::getLiteral(
+        ctx, SmallVector<Type>(p.headDim / 2, f32));
+    chunks = p.headDim / 64;
+  }
+
+  void build(gpu::GPUFuncOp fn, unsigned numInputs);
+
+private:
+  // Ring layout: Q, dO (resident, chunks of [128 rows][64]), then per stage
+  // a K and a V tile (chunks of [64 keys][64]).
+  int64_t qOff(int64_t c) const { return c * kDqBm * 128; }
+  int64_t doOff(int64_t c) const { return t.qTileBytes() + c * kDqBm * 128; }
+  int64_t kOff(int64_t c) const { return c * kDqBn * 128; }
+  int64_t vOff(int64_t c) const { return t.kvTileBytes() + c * kDqBn * 128; }
+  Value stageOff(Value slot) {
+    return add(idx(2 * t.qTileBytes()), mul(slot, idx(t.stageBytes())));
+  }
+  Value barK(Value slot) { return add(idx(1), slot); }
+  Value barV(Value slot) { return add(idx(1 + kDqStages), slot); }
+  Value barEmpty(Value slot) { return add(idx(1 + 2 * kDqStages), slot); }
+
+  void issueKV(Value blk, Value slot) {
+    Value j0 = mul(blk, idx(kDqBn));
+    Value st = stageOff(slot);
+    nvgpu::MBarrierArriveExpectTxOp::create(b, loc, bars, idx(t.kvTileBytes()),
+                                            barK(slot), Value());
+    for (int64_t c = 0; c < chunks; ++c)
+      nvgpu::TmaAsyncLoadOp::create(
+          b, loc, view(kvBox, add(st, idx(kOff(c)))), bars, tmK,
+          ValueRange{add(kvCol, idx(64 * c)), j0, seqIdx}, barK(slot), Value(),
+          Value());
+    nvgpu::MBarrierArriveExpectTxOp::create(b, loc, bars, idx(t.kvTileBytes()),
+                                            barV(slot), Value());
+    for (int64_t c = 0; c < chunks; ++c)
+      nvgpu::TmaAsyncLoadOp::create(
+          b, loc, view(kvBox, add(st, idx(vOff(c)))), bars, tmV,
+          ValueRange{add(kvCol, idx(64 * c)), j0, seqIdx}, barV(slot), Value(),
+          Value());
+  }
+
+  Value keyBlock(Value i, Value acc);
+
+  const HopperAttentionBwdProblem &p;
+  HopperAttentionDqTile t;
+  MemRefType qBox, kvBox;
+  nvgpu::TensorMapDescriptorType tmapQ, tmapKV;
+  nvgpu::MBarrierGroupType barriers;
+  LLVM::LLVMStructType sType, accType;
+  int64_t chunks = 1;
+  Value tmQ, tmK, tmV, tmDO;
+  Value tid, isLeader, lane, wg, laneMod4, nt, pos0, seqIdx, kvCol, nKV;
+  Value rowT[2], dRow[2], lRow[2];
+};
+
+Value AttentionDqBuilder::keyBlock(Value i, Value acc) {
+  Value slot = remu(i, kDqStages);
+  Value use = divu(i, kDqStages);
+  {
+    Value prev = sub(i, idx(1));
+    Value next = add(prev, idx(kDqStages));
+    Value want = arith::AndIOp::create(
+        b, loc, isLeader,
+        arith::AndIOp::create(b, loc, ule(idx(1), i), ult(next, nKV)));
+    auto refill = scf::IfOp::create(b, loc, want, false);
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(&refill.getThenRegion().front());
+    Value prevSlot = remu(prev, kDqStages);
+    waitBar(barEmpty(prevSlot), divu(prev, kDqStages));
+    issueKV(next, prevSlot);
+  }
+  Value stageAddr = add(ringAddr, toI64(stageOff(slot)));
+  Value wgRows = toI64(mul(wg, idx(64 * 128)));
+  // S = Q K^T, dP = dO V^T: m64n64, A = this warpgroup's 64 rows of Q / dO,
+  // B = the K / V tile, all K-major.
+  waitBar(barK(slot), use);
+  NVVM::WgmmaFenceAlignedOp::create(b, loc);
+  Value s = ssWgmma(LLVM::UndefOp::create(b, loc, sType), sType, kDqBn,
+                    add(addrAdd(ringAddr, qOff(0)), wgRows), kDqBm * 128,
+                    addrAdd(stageAddr, kOff(0)), kDqBn * 128, p.headDim / 16,
+                    /*accumulate=*/false);
+  waitBar(barV(slot), use);
+  Value dp = ssWgmma(LLVM::UndefOp::create(b, loc, sType), sType, kDqBn,
+                     add(addrAdd(ringAddr, doOff(0)), wgRows), kDqBm * 128,
+                     addrAdd(stageAddr, vOff(0)), kDqBn * 128, p.headDim / 16,
+                     /*accumulate=*/false);
+  NVVM::WgmmaGroupSyncAlignedOp::create(b, loc);
+  NVVM::WgmmaWaitGroupSyncOp::create(b, loc, 0);
+
+  // dS = P (dP - D), P = exp2(S scale log2 e - lse log2 e), 0 for keys the
+  // row does not see. Element 4j + 2h + e: row r0 + 8h, key 8j + 2q + e.
+  Value j0 = mul(i, idx(kDqBn));
+  Value colBase = add(j0, mul(laneMod4, idx(2)));
+  Value cScale = cF32(p.scale * M_LOG2E);
+  Value zero = cF32(0.0);
+  Value negL[2] = {arith::NegFOp::create(b, loc, lRow[0]),
+                   arith::NegFOp::create(b, loc, lRow[1])};
+  Value limit[2];
+  for (int h = 0; h < 2; ++h)
+    limit[h] = p.causal ? add(add(pos0, rowT[h]), idx(1)) : add(pos0, nt);
+  SmallVector<Value> ds(kDqBn / 2);
+  for (int64_t j = 0; j < kDqBn / 8; ++j)
+    for (int64_t e = 0; e < 2; ++e) {
+      Value key = add(colBase, idx(8 * j + e));
+      for (int h = 0; h < 2; ++h) {
+        int64_t k = 4 * j + 2 * h + e;
+        Value pe =
+            exp2(math::FmaOp::create(b, loc, extract(s, k), cScale, negL[h]));
+        pe = arith::SelectOp::create(b, loc, ult(key, limit[h]), pe, zero);
+        ds[k] = fmul(pe, fsub(extract(dp, k), dRow[h]));
+      }
+    }
+  SmallVector<Value> dsRegs = packBf16(ds);
+  // dQ += dS K: A from registers (4 k16 steps over the 64 keys), B = the K
+  // tile transposed (head_dim contiguous).
+  NVVM::WgmmaFenceAlignedOp::create(b, loc);
+  for (int64_t kc = 0; kc < kDqBn / 16; ++kc)
+    acc = rsWgmma(acc, accType, p.headDim,
+                  ArrayRef<Value>(dsRegs).slice(4 * kc, 4),
+                  addrAdd(stageAddr, kOff(0) + kc * 16 * 128),
+                  /*lbo=*/kDqBn * 128);
+  NVVM::WgmmaGroupSyncAlignedOp::create(b, loc);
+  NVVM::WgmmaWaitGroupSyncOp::create(b, loc, 0);
+  {
+    Value lane0 =
+        arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, lane, idx(0));
+    auto rel = scf::IfOp::create(b, loc, lane0, false);
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(&rel.getThenRegion().front());
+    nvgpu::MBarrierArriveOp::create(b, loc, nvgpu::MBarrierTokenType::get(ctx),
+                                    bars, barEmpty(slot));
+  }
+  return acc;
+}
+
+void AttentionDqBuilder::build(gpu::GPUFuncOp fn, unsigned numInputs) {
+  Block *entry = &fn.getBody().front();
+  ValueRange args = entry->getArguments();
+  b.setInsertionPointToStart(entry);
+  auto asIndex = [&](Value v) {
+    return arith::IndexCastOp::create(b, loc, b.getIndexType(), v).getResult();
+  };
+  unsigned extents = numInputs + 1;
+  Value nb = asIndex(args[extents]);
+  nt = asIndex(args[extents + 1]);
+  pos0 = asIndex(args[extents + 2]);
+
+  tid = gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);
+  // The query blocks with the most keys (causal: the last) start first.
+  Value qb = sub(sub(gpu::GridDimOp::create(b, loc, gpu::Dimension::x), idx(1)),
+                 gpu::BlockIdOp::create(b, loc, gpu::Dimension::x));
+  Value head = gpu::BlockIdOp::create(b, loc, gpu::Dimension::y);
+  seqIdx = gpu::BlockIdOp::create(b, loc, gpu::Dimension::z);
+  Value t0 = mul(qb, idx(kDqBm));
+  Value active = arith::AndIOp::create(b, loc, ult(seqIdx, nb), ult(t0, nt));
+  auto ifActive = scf::IfOp::create(b, loc, active, /*withElse=*/false);
+  b.setInsertionPointToStart(&ifActive.getThenRegion().front());
+
+  Value ptrQ = args[p.qArg], ptrK = args[p.kArg], ptrV = args[p.vArg],
+        ptrDO = args[p.doArg];
+  tmQ = UnrealizedConversionCastOp::create(b, loc, tmapQ, ptrQ).getResult(0);
+  tmDO = UnrealizedConversionCastOp::create(b, loc, tmapQ, ptrDO).getResult(0);
+  tmK = UnrealizedConversionCastOp::create(b, loc, tmapKV, ptrK).getResult(0);
+  tmV = UnrealizedConversionCastOp::create(b, loc, tmapKV, ptrV).getResult(0);
+  setUpRing();
+
+  const int64_t group = p.heads / p.kvHeads;
+  kvCol = mul(divu(head, group), idx(p.headDim));
+  Value qCol = mul(head, idx(p.headDim));
+  Value rowBase = add(mul(seqIdx, nt), t0);
+  Value lastT = sub(minu(add(t0, idx(kDqBm)), nt), idx(1));
+  Value keyEnd = p.causal ? add(add(pos0, lastT), idx(1)) : add(pos0, nt);
+  nKV = divu(add(keyEnd, idx(kDqBn - 1)), kDqBn);
+
+  bars = nvgpu::MBarrierCreateOp::create(b, loc, barriers);
+  isLeader =
+      arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, tid, idx(0));
+  {
+    auto init = scf::IfOp::create(b, loc, isLeader, false);
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(&init.getThenRegion().front());
+    nvgpu::MBarrierInitOp::create(b, loc, bars, idx(1), idx(0), Value());
+    for (int64_t s = 0; s < kDqStages; ++s) {
+      nvgpu::MBarrierInitOp::create(b, loc, bars, idx(1), barK(idx(s)),
+                                    Value());
+      nvgpu::MBarrierInitOp::create(b, loc, bars, idx(1), barV(idx(s)),
+                                    Value());
+      nvgpu::MBarrierInitOp::create(b, loc, bars, idx(4 * kWg),
+                                    barEmpty(idx(s)), Value());
+    }
+    NVVM::FenceMbarrierInitOp::create(b, loc);
+    for (Value ptr : {ptrQ, ptrK, ptrV, ptrDO})
+      fenceTensorMap(b, loc, ptr);
+    for (Value tm : {tmQ, tmK, tmV, tmDO})
+      nvgpu::TmaPrefetchOp::create(b, loc, tm, Value());
+    // Q and dO, resident.
+    nvgpu::MBarrierArriveExpectTxOp::create(
+        b, loc, bars, idx(2 * t.qTileBytes()), idx(0), Value());
+    for (int64_t c = 0; c < chunks; ++c) {
+      SmallVector<Value> at = {add(qCol, idx(64 * c)), rowBase};
+      nvgpu::TmaAsyncLoadOp::create(b, loc, view(qBox, idx(qOff(c))), bars, tmQ,
+                                    at, idx(0), Value(), Value());
+      nvgpu::TmaAsyncLoadOp::create(b, loc, view(qBox, idx(doOff(c))), bars,
+                                    tmDO, at, idx(0), Value(), Value());
+    }
+    for (int64_t s = 0; s < kDqStages; ++s) {
+      auto pro = scf::IfOp::create(b, loc, ult(idx(s), nKV), false);
+      OpBuilder::InsertionGuard g2(b);
+      b.setInsertionPointToStart(&pro.getThenRegion().front());
+      issueKV(idx(s), idx(s));
+    }
+  }
+  gpu::BarrierOp::create(b, loc);
+
+  wg = divu(tid, 128);
+  Value warp = divu(remu(tid, 128), 32);
+  lane = remu(tid, 32);
+  laneMod4 = remu(lane, 4);
+  Value r0 = add(add(mul(wg, idx(64)), mul(warp, idx(16))), divu(lane, 4));
+  waitBar(idx(0), idx(0));
+  Value outMem = args[p.outArg], lseMem = args[p.lseArg];
+  for (int h = 0; h < 2; ++h) {
+    Value rowInTile = add(r0, idx(8 * h));
+    rowT[h] = add(t0, rowInTile);
+    std::tie(dRow[h], lRow[h]) = rowStats(
+        ult(rowT[h], nt), rowInTile, laneMod4, add(mul(seqIdx, nt), rowT[h]),
+        head, p.headDim, qBox, idx(doOff(0)), kDqBm * 128, outMem, lseMem);
+  }
+  Value acc = LLVM::ZeroOp::create(b, loc, accType);
+  {
+    auto loop = scf::ForOp::create(b, loc, idx(0), nKV, idx(1), acc);
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(loop.getBody());
+    scf::YieldOp::create(
+        b, loc, keyBlock(loop.getInductionVar(), loop.getRegionIterArgs()[0]));
+    acc = loop.getResult(0);
+  }
+  // dq = scale dQ, f32, plain stores; rows past nt are not written.
+  Value dqMem = args[numInputs];
+  Value colBase = add(qCol, mul(laneMod4, idx(2)));
+  Value scale = cF32(p.scale);
+  for (int h = 0; h < 2; ++h) {
+    auto guard = scf::IfOp::create(b, loc, ult(rowT[h], nt), false);
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(&guard.getThenRegion().front());
+    Value row = add(mul(seqIdx, nt), rowT[h]);
+    for (int64_t j = 0; j < p.headDim / 8; ++j)
+      for (int64_t e = 0; e < 2; ++e)
+        memref::StoreOp::create(
+            b, loc, fmul(extract(acc, 4 * j + 2 * h + e), scale), dqMem,
+            ValueRange{row, add(colBase, idx(8 * j + e))});
+  }
+  b.setInsertionPointToEnd(entry);
+  gpu::ReturnOp::create(b, loc);
+}
+
 } // namespace
 
 FailureOr<Operation *>
@@ -741,5 +1476,216 @@ colossus::buildHopperAttention(FusionOp fusion, const HopperAttentionProblem &p,
       p.lseIndex >= 0 ? static_cast<int>(numInputs) + p.lseIndex : -1,
       p.outElem.isF32() ? "f32" : "bf16", scaleText);
   fn->setAttr(kHopperAttentionAbiAttr, builder.getStringAttr(abi));
+  return fn.getOperation();
+}
+
+std::optional<HopperAttentionBwdProblem>
+colossus::matchHopperAttentionBwd(FusionOp fusion, std::string &whyNot) {
+  Block &body = fusion.getBody().front();
+  AttentionGradOp ag;
+  for (Operation &op : body.without_terminator()) {
+    if (isa<PositionsOp>(op))
+      continue;
+    if (auto a = dyn_cast<AttentionGradOp>(op); a && !ag) {
+      ag = a;
+      continue;
+    }
+    whyNot = ("'" + op.getName().getStringRef() +
+              "' in the group besides the attention_grad")
+                 .str();
+    return std::nullopt;
+  }
+  if (!ag) {
+    whyNot = "no attention_grad in the group";
+    return std::nullopt;
+  }
+  auto yield = cast<YieldOp>(body.getTerminator());
+  HopperAttentionBwdProblem p;
+  p.dq = yield.getNumOperands() == 1 && yield.getValues()[0] == ag.getDq();
+  if (!p.dq &&
+      (yield.getNumOperands() != 2 || yield.getValues()[0] != ag.getDk() ||
+       yield.getValues()[1] != ag.getDv())) {
+    whyNot = "the group yields neither dq nor dk, dv";
+    return std::nullopt;
+  }
+  auto arg = [&](Value v) {
+    auto ba = dyn_cast<BlockArgument>(v);
+    return ba && ba.getOwner() == &body ? static_cast<int>(ba.getArgNumber())
+                                        : -1;
+  };
+  int q = arg(ag.getQ()), k = arg(ag.getK()), v = arg(ag.getV()),
+      dO = arg(ag.getDout()), out = arg(ag.getOut()), lse = arg(ag.getLse());
+  if (q < 0 || k < 0 || v < 0 || dO < 0 || out < 0 || lse < 0) {
+    whyNot = "q, k, v, dout, out or lse is computed inside the group";
+    return std::nullopt;
+  }
+  if (llvm::SmallDenseSet<int>({q, k, v, dO}).size() != 4) {
+    whyNot = "q, k, v and dout are not four different inputs";
+    return std::nullopt;
+  }
+  p.qArg = q;
+  p.kArg = k;
+  p.vArg = v;
+  p.doArg = dO;
+  p.outArg = out;
+  p.lseArg = lse;
+  if (!ag.getPositions().getDefiningOp<PositionsOp>()) {
+    whyNot = "the positions are not the step's (colossus.positions)";
+    return std::nullopt;
+  }
+  auto ty = [](Value x) { return cast<RankedTensorType>(x.getType()); };
+  for (Value x : {ag.getQ(), ag.getK(), ag.getV(), ag.getDout(), ag.getOut()})
+    if (!ty(x).getElementType().isBF16()) {
+      whyNot = "q, k, v, dout and out are not bf16";
+      return std::nullopt;
+    }
+  if (!ty(ag.getLse()).getElementType().isF32() ||
+      !ty(ag.getDq()).getElementType().isF32() ||
+      !ty(ag.getDk()).getElementType().isF32() ||
+      !ty(ag.getDv()).getElementType().isF32()) {
+    whyNot = "lse, dk and dv are not f32";
+    return std::nullopt;
+  }
+  for (Value x : {ag.getQ(), ag.getK(), ag.getV(), ag.getDout(), ag.getOut(),
+                  ag.getLse()})
+    if (!ty(x).hasStaticShape()) {
+      whyNot = "the operands do not have static shapes";
+      return std::nullopt;
+    }
+  p.heads = ag.getNumHeads();
+  p.kvHeads = ag.getNumKvHeads();
+  p.headDim = ag.getHeadDim();
+  p.scale = ag.getScale().convertToDouble();
+  p.causal = ag.getCausal();
+  auto qt = ty(ag.getQ()), kt = ty(ag.getK());
+  p.tokens = qt.getDimSize(0);
+  p.batch = kt.getDimSize(0);
+  p.seq = kt.getDimSize(1);
+  if (p.headDim != 64 && p.headDim != 128) {
+    whyNot = "head_dim " + std::to_string(p.headDim) + " is not 64 or 128";
+    return std::nullopt;
+  }
+  if (ag.getSlidingWindow() != 0) {
+    whyNot = "sliding windows are not supported yet";
+    return std::nullopt;
+  }
+  if (p.heads % p.kvHeads != 0 || qt.getDimSize(1) != p.heads * p.headDim ||
+      kt.getDimSize(2) != p.kvHeads * p.headDim || ty(ag.getV()) != kt ||
+      ty(ag.getDout()) != qt || ty(ag.getOut()) != qt ||
+      ty(ag.getLse()).getShape() != ArrayRef<int64_t>{p.tokens, p.heads} ||
+      ty(ag.getDk()).getShape() != kt.getShape() ||
+      ty(ag.getDv()).getShape() != kt.getShape()) {
+    whyNot = "the operands do not have the [T, heads * head_dim], [B, S, "
+             "kv_heads * head_dim], [T, heads] layout";
+    return std::nullopt;
+  }
+  if (p.seq < HopperAttentionBwdTile::kBn ||
+      p.tokens < HopperAttentionBwdTile::kBq) {
+    whyNot = "the cache has fewer than " +
+             std::to_string(HopperAttentionBwdTile::kBn) +
+             " positions or q fewer than " +
+             std::to_string(HopperAttentionBwdTile::kBq) + " rows";
+    return std::nullopt;
+  }
+  if (p.batch > 65535 || p.kvHeads > 65535) {
+    whyNot = "more than 65535 sequences or kv heads";
+    return std::nullopt;
+  }
+  if (p.dq && p.tokens < HopperAttentionDqTile::kBm) {
+    whyNot = "q has fewer than " + std::to_string(HopperAttentionDqTile::kBm) +
+             " rows";
+    return std::nullopt;
+  }
+  p.tile.headDim = p.headDim;
+  HopperAttentionDqTile dqTile;
+  dqTile.headDim = p.headDim;
+  if (p.tile.dynamicSmemBytes() > HopperAttentionTile::kMaxDynamicSmem ||
+      dqTile.dynamicSmemBytes() > HopperAttentionTile::kMaxDynamicSmem) {
+    whyNot = "the tiles do not fit in shared memory";
+    return std::nullopt;
+  }
+  return p;
+}
+
+FailureOr<Operation *>
+colossus::buildHopperAttentionBwd(FusionOp fusion,
+                                  const HopperAttentionBwdProblem &p,
+                                  StringRef name, OpBuilder &builder) {
+  Location loc = fusion.getLoc();
+  auto module = dyn_cast_or_null<gpu::GPUModuleOp>(
+      builder.getInsertionBlock()->getParentOp());
+  if (!module)
+    return fusion.emitOpError("internal error: the Hopper attention backward "
+                              "must be built in a gpu.module");
+  MLIRContext *ctx = builder.getContext();
+  prepareHopperModule(module, builder, loc);
+  ctx->getOrLoadDialect<math::MathDialect>();
+
+  Block &body = fusion.getBody().front();
+  auto ptrTy = LLVM::LLVMPointerType::get(ctx);
+  SmallVector<Type> argTypes;
+  for (BlockArgument a : body.getArguments()) {
+    unsigned n = a.getArgNumber();
+    if (n == p.qArg || n == p.kArg || n == p.vArg || n == p.doArg) {
+      argTypes.push_back(ptrTy);
+      continue;
+    }
+    auto rt = cast<RankedTensorType>(a.getType());
+    argTypes.push_back(MemRefType::get(rt.getShape(), rt.getElementType()));
+  }
+  for (Type t : fusion.getResultTypes()) {
+    auto rt = cast<RankedTensorType>(t);
+    argTypes.push_back(MemRefType::get(rt.getShape(), rt.getElementType()));
+  }
+  Type i64 = builder.getI64Type();
+  argTypes.append({i64, i64, i64});
+  auto fn = gpu::GPUFuncOp::create(builder, loc, name,
+                                   builder.getFunctionType(argTypes, {}));
+  fn->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), builder.getUnitAttr());
+  fn.setKnownBlockSizeAttr(builder.getDenseI32ArrayAttr(
+      {static_cast<int32_t>(HopperAttentionBwdTile::kThreads), 1, 1}));
+
+  unsigned numInputs = body.getNumArguments();
+  {
+    OpBuilder::InsertionGuard g(builder);
+    if (p.dq)
+      AttentionDqBuilder(builder, loc, p).build(fn, numInputs);
+    else
+      AttentionBwdBuilder(builder, loc, p).build(fn, numInputs);
+  }
+  char scaleText[32];
+  std::snprintf(scaleText, sizeof(scaleText), "%.17g", p.scale);
+  if (p.dq) {
+    HopperAttentionDqTile dt;
+    dt.headDim = p.headDim;
+    std::string abi = llvm::formatv(
+        "part=dq b={0} s={1} t={2} h={3} kvh={4} d={5} causal={6} bn={7} "
+        "bq={8} stages={9} grid={10},{3},{0} block={11},1,1 "
+        "dynamic_smem={12} q_arg={13} k_arg={14} v_arg={15} dout_arg={16} "
+        "out_arg={17} lse_arg={18} dq_arg={19} scale={20}",
+        p.batch, p.seq, p.tokens, p.heads, p.kvHeads, p.headDim,
+        p.causal ? 1 : 0, HopperAttentionDqTile::kBn,
+        HopperAttentionDqTile::kBm, HopperAttentionDqTile::kStages,
+        (p.seq + HopperAttentionDqTile::kBm - 1) / HopperAttentionDqTile::kBm,
+        HopperAttentionDqTile::kThreads, dt.dynamicSmemBytes(), p.qArg, p.kArg,
+        p.vArg, p.doArg, p.outArg, p.lseArg, numInputs, scaleText);
+    fn->setAttr(kHopperAttentionBwdAbiAttr, builder.getStringAttr(abi));
+    return fn.getOperation();
+  }
+
+  std::string abi = llvm::formatv(
+      "part=dkdv b={0} s={1} t={2} h={3} kvh={4} d={5} causal={6} bn={7} "
+      "bq={8} "
+      "stages={9} grid={10},{4},{0} block={11},1,1 dynamic_smem={12} "
+      "q_arg={13} k_arg={14} v_arg={15} dout_arg={16} out_arg={17} "
+      "lse_arg={18} dk_arg={19} dv_arg={20} scale={21}",
+      p.batch, p.seq, p.tokens, p.heads, p.kvHeads, p.headDim, p.causal ? 1 : 0,
+      HopperAttentionBwdTile::kBn, HopperAttentionBwdTile::kBq,
+      HopperAttentionBwdTile::kStages,
+      (p.seq + HopperAttentionBwdTile::kBn - 1) / HopperAttentionBwdTile::kBn,
+      HopperAttentionBwdTile::kThreads, p.tile.dynamicSmemBytes(), p.qArg,
+      p.kArg, p.vArg, p.doArg, p.outArg, p.lseArg, numInputs, numInputs + 1,
+      scaleText);
+  fn->setAttr(kHopperAttentionBwdAbiAttr, builder.getStringAttr(abi));
   return fn.getOperation();
 }

@@ -2596,6 +2596,39 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
     fusion.emitWarning("the sm_90a bf16 attention does not apply (")
         << whyNot << "): a SIMT kernel is generated";
   }
+  // An attention_grad group (its dq or its dk/dv half): the TMA + wgmma
+  // backward kernels (docs/hopper-attention.md "Backward").
+  if (target == KernelTarget::Gpu && hopperAttention &&
+      fusion.getKind() == "attention_grad") {
+    std::string whyNot;
+    if (std::optional<HopperAttentionBwdProblem> p =
+            matchHopperAttentionBwd(fusion, whyNot)) {
+      FailureOr<Operation *> kernelOp =
+          buildHopperAttentionBwd(fusion, *p, name, builder);
+      if (failed(kernelOp))
+        return failure();
+      SmallVector<Attribute> fused;
+      for (Operation &op : body.without_terminator())
+        fused.push_back(builder.getStringAttr(op.getName().getStringRef()));
+      Operation *k = *kernelOp;
+      k->setAttr(kattrs::kKind, fusion.getKindAttr());
+      k->setAttr(kattrs::kFusedOps, builder.getArrayAttr(fused));
+      k->setAttr(kattrs::kCols,
+                 builder.getI64IntegerAttr(p->dq ? p->heads : p->kvHeads));
+      k->setAttr(kattrs::kNumArgs,
+                 builder.getI64IntegerAttr(body.getNumArguments() +
+                                           fusion.getNumResults()));
+      k->setAttr(kattrs::kFlops,
+                 builder.getF64FloatAttr(estimateFlops(fusion)));
+      k->setAttr(kattrs::kBytes,
+                 builder.getF64FloatAttr(estimateBytes(fusion)));
+      k->setAttr(kattrs::kBlockDim,
+                 builder.getI64IntegerAttr(HopperAttentionBwdTile::kThreads));
+      return success();
+    }
+    fusion.emitWarning("the sm_90a bf16 attention backward does not apply (")
+        << whyNot << "): a SIMT kernel is generated";
+  }
   // Buffers are f32, bf16 (loaded into f32, rounded when stored) or i32.
   for (Type t : llvm::concat<const Type>(body.getArgumentTypes(),
                                          fusion.getResultTypes())) {

@@ -17,3 +17,24 @@ func.func @attn_16384(%q: tensor<16384x4096xbf16>, %k: tensor<1x16384x4096xbf16>
   %0 = colossus.attention %q, %k, %v, %pos {head_dim = 128 : i64, num_heads = 32 : i64, num_kv_heads = 32 : i64, scale = 0.08838834764831845 : f64} : tensor<16384x4096xbf16>, tensor<1x16384x4096xbf16>, tensor<1x16384x4096xbf16>, tensor<16384xi32>
   return %0 : tensor<16384x4096xbf16>
 }
+
+// The backward of the same shapes: attention_grad's dq group becomes the
+// Hopper dQ kernel (`*_0_attention_grad`), its dk/dv group the dK/dV kernel
+// (`*_1_attention_grad`).
+func.func @attn_bwd_4096(%q: tensor<4096x4096xbf16>, %k: tensor<1x4096x4096xbf16>,
+                         %v: tensor<1x4096x4096xbf16>, %do: tensor<4096x4096xbf16>,
+                         %o: tensor<4096x4096xbf16>, %lse: tensor<4096x32xf32>)
+    -> (tensor<4096x4096xf32>, tensor<1x4096x4096xf32>, tensor<1x4096x4096xf32>) {
+  %pos = colossus.positions 4096
+  %dq, %dk, %dv = colossus.attention_grad %q, %k, %v, %pos, %do, %o, %lse {head_dim = 128 : i64, num_heads = 32 : i64, num_kv_heads = 32 : i64, scale = 0.08838834764831845 : f64} : tensor<4096x4096xbf16>, tensor<1x4096x4096xbf16>, tensor<4096xi32>, tensor<4096x32xf32>
+  return %dq, %dk, %dv : tensor<4096x4096xf32>, tensor<1x4096x4096xf32>, tensor<1x4096x4096xf32>
+}
+
+func.func @attn_bwd_16384(%q: tensor<16384x4096xbf16>, %k: tensor<1x16384x4096xbf16>,
+                          %v: tensor<1x16384x4096xbf16>, %do: tensor<16384x4096xbf16>,
+                          %o: tensor<16384x4096xbf16>, %lse: tensor<16384x32xf32>)
+    -> (tensor<16384x4096xf32>, tensor<1x16384x4096xf32>, tensor<1x16384x4096xf32>) {
+  %pos = colossus.positions 16384
+  %dq, %dk, %dv = colossus.attention_grad %q, %k, %v, %pos, %do, %o, %lse {head_dim = 128 : i64, num_heads = 32 : i64, num_kv_heads = 32 : i64, scale = 0.08838834764831845 : f64} : tensor<16384x4096xbf16>, tensor<1x16384x4096xbf16>, tensor<16384xi32>, tensor<16384x32xf32>
+  return %dq, %dk, %dv : tensor<16384x4096xf32>, tensor<1x16384x4096xf32>, tensor<1x16384x4096xf32>
+}

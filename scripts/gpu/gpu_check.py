@@ -478,8 +478,9 @@ def check_gemm(r, bundle, hgc, g):
 
 def check_attention(r, bundle, hac, a):
     """One Hopper attention kernel through hopper_attention_check: numerics
-    against float64, then the median time (forward only)."""
-    rec = {"name": a["name"], "kernel": a["kernel"], "seq": a["seq"]}
+    against float64, then the median time (the forward, or with "backward"
+    the dK/dV kernel of the backward)."""
+    rec = {"name": a["name"], "kernel": a["kernel"], "seq": a["seq"], "backward": a.get("backward")}
     if hac is None:
         rec.update(status="error", error="hopper_attention_check was not built")
         return rec
@@ -557,7 +558,8 @@ def table(results):
         else:
             ratio, status = "n/a", "not available (" + ("colossus" if "tflops" not in g else "cuBLAS") + " side not measured)"
         rows.append((f"{g['name']}: colossus / cuBLAS", ours, f"torch.linear {theirs}", ratio, status))
-    ours_att = {c["seq"]: c for c in results.get("attention_colossus", [])}
+    ours_att = {c["seq"]: c for c in results.get("attention_colossus", []) if not c.get("backward")}
+    ours_bwd = {(c["seq"], c["backward"]): c for c in results.get("attention_colossus", []) if c.get("backward")}
     for c in results.get("attention_colossus", []):
         rows.append((c["name"] + " numerics", f"rel err {fmt(c.get('rel_error'))}",
                      "float64 reference", f"tol {fmt(c.get('tol'), 'g')}",
@@ -585,8 +587,26 @@ def table(results):
                              "not available (colossus side not measured"
                              + (f": {short(c.get('error'))}" if c is not None and c.get("error") else "") + ")"))
             else:
-                rows.append((label, "not measured", theirs, "n/a",
-                             "not available: colossus attention backward not implemented"))
+                # Colossus forward + backward: the forward, dK/dV and dQ
+                # kernels' medians summed (each timed alone), FLOPs as SDPA's
+                # (3.5 x the forward's).
+                parts = [c, ours_bwd.get((a["seq"], "dkdv")), ours_bwd.get((a["seq"], "dq"))]
+                timed = all(x is not None and "median_ms" in x for x in parts)
+                if timed:
+                    fwd_flops = c["tflops"] * c["median_ms"] * 1e9
+                    ms = sum(x["median_ms"] for x in parts)
+                    tf = 3.5 * fwd_flops / (ms * 1e-3) / 1e12
+                    ours = f"{tf:.1f} TFLOP/s"
+                    if key in a and all(x["status"] == "pass" for x in parts):
+                        ratio, status = f"{tf / a[key]:.3f}", "measured (fwd + dK/dV + dQ kernels, each timed alone)"
+                    elif key in a:
+                        ratio, status = "n/a", "not available (a kernel's numerics did not pass)"
+                    else:
+                        ratio, status = "n/a", "not available (SDPA side not measured)"
+                    rows.append((label, ours, theirs, ratio, status))
+                else:
+                    rows.append((label, "not measured", theirs, "n/a",
+                                 "not available (colossus side not measured: forward, dK/dV and dQ kernels needed)"))
     if not att:
         rows.append(("attention: colossus / torch SDPA", "not measured", "SDPA not measured", "n/a",
                      "not available: colossus " + results["manifest"]["attention"]["colossus"]

@@ -3,17 +3,21 @@
 // --emit=ptx` on the GPU, checks it against a float64 CPU reference and
 // times it.
 //
-//   nvcc -arch=sm_90a -O2 -o hopper_attention_check scripts/gpu/hopper_attention_check.cu -lcuda -lpthread
+//   nvcc -arch=sm_90a -O2 -o hopper_attention_check
+//   scripts/gpu/hopper_attention_check.cu -lcuda -lpthread
 //   ./hopper_attention_check KERNELS.ptx [--kernel NAME] [--repeats N]
 //                            [--nb NB] [--nt NT] [--pos0 P] [--samples N]
 //
 // The kernel's launch ABI (docs/hopper-attention.md) is read from the
 // `// colossus.hopper_attention ...` line that --emit=ptx prints before its
-// PTX. Defaults: every sequence (nb = B), nt = S, pos0 = 0 (prefill of the
-// whole cache); with a smaller nt / a pos0 the cache rows past pos0 + nt
-// hold random values the kernel must not read (causal) and q rows past
-// nb * nt must stay untouched. Host code only (CUDA driver API); exit status
-// 0 = numerics within bf16 tolerance, 1 = mismatch, 2 = usage or CUDA error.
+// PTX; a `// colossus.hopper_attention_bwd ...` kernel (the backward:
+// part=dkdv or part=dq) is checked by runBackward (dk and dv, or dq,
+// against float64; --samples defaults to 256 there). Defaults: every sequence
+// (nb = B), nt = S, pos0 = 0 (prefill of the whole cache); with a smaller nt /
+// a pos0 the cache rows past pos0 + nt hold random values the kernel must not
+// read (causal) and q rows past nb * nt must stay untouched. Host code only
+// (CUDA driver API); exit status 0 = numerics within bf16 tolerance, 1 =
+// mismatch, 2 = usage or CUDA error.
 #include <cuda.h>
 
 #include <algorithm>
@@ -76,15 +80,16 @@ struct Abi {
 /// Finds kernel `name` (or the first Hopper attention kernel) in the
 /// --emit=ptx output: its ABI line and its PTX module text.
 bool findKernel(const std::string &text, std::string &name, Abi &abi,
-                std::string &ptx) {
+                std::string &ptx, bool &backward) {
   std::istringstream in(text);
   std::string line, current, body, abiLine;
-  bool found = false;
+  bool found = false, abiBwd = false;
   auto finish = [&]() {
     if (!found && !current.empty() && !abiLine.empty() &&
         (name.empty() || name == current)) {
       name = current;
       ptx = body;
+      backward = abiBwd;
       std::istringstream ws(abiLine);
       std::string tok;
       while (ws >> tok)
@@ -94,7 +99,8 @@ bool findKernel(const std::string &text, std::string &name, Abi &abi,
     }
   };
   const std::string header = "// ----- kernel ",
-                    abiTag = "// colossus.hopper_attention ";
+                    abiTag = "// colossus.hopper_attention ",
+                    bwdTag = "// colossus.hopper_attention_bwd ";
   while (std::getline(in, line)) {
     if (line.rfind(header, 0) == 0) {
       finish();
@@ -104,8 +110,9 @@ bool findKernel(const std::string &text, std::string &name, Abi &abi,
       abiLine.clear();
       continue;
     }
-    if (line.rfind(abiTag, 0) == 0) {
-      abiLine = line.substr(abiTag.size());
+    if (line.rfind(abiTag, 0) == 0 || line.rfind(bwdTag, 0) == 0) {
+      abiBwd = line.rfind(bwdTag, 0) == 0;
+      abiLine = line.substr(abiBwd ? bwdTag.size() : abiTag.size());
       continue;
     }
     body += line;
@@ -135,12 +142,431 @@ CUtensorMap encode(CUdeviceptr base, std::vector<cuuint64_t> dims,
   return map;
 }
 
+/// Median of `repeats` launches after 3 warm-ups; prints the time line
+/// with `flops` per launch.
+template <typename Launch>
+void timeKernel(CUstream stream, Launch &launch, int repeats, double flops) {
+  CUevent start, stop;
+  CHECK_CU(cuEventCreate(&start, CU_EVENT_DEFAULT));
+  CHECK_CU(cuEventCreate(&stop, CU_EVENT_DEFAULT));
+  for (int i = 0; i < 3; ++i)
+    launch();
+  std::vector<float> ms;
+  for (int i = 0; i < repeats; ++i) {
+    CHECK_CU(cuEventRecord(start, stream));
+    launch();
+    CHECK_CU(cuEventRecord(stop, stream));
+    CHECK_CU(cuEventSynchronize(stop));
+    float t = 0;
+    CHECK_CU(cuEventElapsedTime(&t, start, stop));
+    ms.push_back(t);
+  }
+  std::sort(ms.begin(), ms.end());
+  double med = ms[ms.size() / 2];
+  std::printf("time: median %.3f ms of %d (min %.3f, max %.3f): %.1f TFLOP/s\n",
+              med, repeats, ms.front(), ms.back(), flops / (med * 1e-3) / 1e12);
+}
+
+/// The dQ kernel's check (`part=dq`): dq[r, h] = scale sum_j p_rj (dout_r .
+/// v_j - dout_r . out_r) k_j over the keys row r sees, in float64, on
+/// sampled (row, head) pairs; rows past nb * nt keep the poison.
+template <typename Launch>
+int finishDq(CUfunction, CUmodule mod, CUdevice dev, CUstream stream,
+             Launch &launch, int repeats, const std::string &,
+             const std::vector<float> &got, const std::vector<float> &Q,
+             const std::vector<float> &K, const std::vector<float> &V,
+             const std::vector<float> &DO, const std::vector<float> &O,
+             const std::vector<float> &L, long long nb, long long nt,
+             long long pos0, long long S, long long H, long long KVH,
+             long long D, bool causal, double scale, long long samples,
+             long long bq) {
+  const long long C = H * D, KC = KVH * D, group = H / KVH;
+  std::mt19937 rng(99);
+  struct Pair {
+    long long r, h;
+  };
+  std::vector<Pair> pairs;
+  std::uniform_int_distribution<long long> pickR(0, nb * nt - 1),
+      pickH(0, H - 1);
+  for (long long t0 = 0; t0 < nt && (long long)pairs.size() < samples / 2;
+       t0 += bq) {
+    pairs.push_back({t0, pickH(rng)});
+    pairs.push_back({std::min(t0 + bq, nt) - 1, pickH(rng)});
+  }
+  while ((long long)pairs.size() < samples)
+    pairs.push_back({pickR(rng), pickH(rng)});
+  struct Partial {
+    double errSq = 0, refSq = 0;
+  };
+  auto checkPair = [&](const Pair &w, Partial &p) {
+    const long long b = w.r / nt, t = w.r % nt, g = w.h / group;
+    const long long end = causal ? pos0 + t + 1 : pos0 + nt;
+    const float *q = &Q[size_t(w.r) * C + w.h * D],
+                *dout = &DO[size_t(w.r) * C + w.h * D],
+                *out = &O[size_t(w.r) * C + w.h * D];
+    double dd = 0;
+    for (long long d = 0; d < D; ++d)
+      dd += double(dout[d]) * out[d];
+    std::vector<double> dq(D, 0.0);
+    for (long long j = 0; j < end; ++j) {
+      const float *k = &K[(size_t(b) * S + j) * KC + g * D];
+      const float *v = &V[(size_t(b) * S + j) * KC + g * D];
+      double s = 0, dp = 0;
+      for (long long d = 0; d < D; ++d) {
+        s += double(q[d]) * k[d];
+        dp += double(dout[d]) * v[d];
+      }
+      double ds = std::exp(s * scale - L[size_t(w.r) * H + w.h]) * (dp - dd);
+      for (long long d = 0; d < D; ++d)
+        dq[d] += scale * ds * k[d];
+    }
+    for (long long d = 0; d < D; ++d) {
+      double v = got[size_t(w.r) * C + w.h * D + d];
+      double e = std::isfinite(v) ? v - dq[d] : 1e30;
+      p.errSq += e * e;
+      p.refSq += dq[d] * dq[d];
+    }
+  };
+  unsigned numThreads =
+      std::max(1u, std::min<unsigned>(std::thread::hardware_concurrency(),
+                                      unsigned(pairs.size())));
+  std::vector<Partial> partials(numThreads);
+  std::vector<std::thread> threads;
+  for (unsigned i = 0; i < numThreads; ++i)
+    threads.emplace_back([&, i]() {
+      for (size_t x = i; x < pairs.size(); x += numThreads)
+        checkPair(pairs[x], partials[i]);
+    });
+  for (std::thread &th : threads)
+    th.join();
+  double errSq = 0, refSq = 0;
+  for (const Partial &p : partials) {
+    errSq += p.errSq;
+    refSq += p.refSq;
+  }
+  long long touched = 0;
+  for (size_t i = size_t(nb * nt) * C; i < got.size(); ++i) {
+    uint32_t u;
+    std::memcpy(&u, &got[i], 4);
+    touched += u != 0xFFFFFFFFu;
+  }
+  double rel = std::sqrt(errSq / std::max(refSq, 1e-300));
+  const double tol = 1e-2; // dS is rounded to bf16 before dS K
+  bool ok = rel <= tol && touched == 0;
+  std::printf("numerics: %zu (row, head) pairs of dq checked, norm-wise "
+              "relative error %.3e (tolerance %.1e), %lld elements written "
+              "past the active rows: %s\n",
+              pairs.size(), rel, tol, touched, ok ? "PASS" : "FAIL");
+  // Three products of 2 * d FLOPs per visible (query, key) pair and head
+  // (S, dP, dQ).
+  double visible = causal ? double(nt) * nt / 2 + double(pos0) * nt
+                          : double(nt) * (pos0 + nt);
+  timeKernel(stream, launch, repeats, 6.0 * nb * H * D * visible);
+  cuModuleUnload(mod);
+  cuDevicePrimaryCtxRelease(dev);
+  return ok ? 0 : 1;
+}
+
+/// A backward kernel (`// colossus.hopper_attention_bwd` ABI line; dq via
+/// finishDq when part=dq, else dK/dV):
+/// random bf16 q, k, v, dout, out; lse[r, h] = log(visible keys of row r)
+/// (not the forward's statistic of these q, k: it keeps P = exp(s - lse) in
+/// the range of a softmax, and the check is of the backward formulas on
+/// the given inputs); dk, dv poisoned, then compared with a float64
+/// reference on sampled (sequence, key, kv head) rows:
+///   dv_j = sum_{h in group} sum_i p_ij dout_i
+///   dk_j = scale sum_{h in group} sum_i p_ij (dout_i . v_j - dout_i . out_i)
+///   q_i
+/// Rows outside the active keys (pos0 <= j < pos0 + nt of the nb
+/// sequences) must keep the poison.
+int runBackward(const std::string &kernel, const Abi &abi,
+                const std::string &ptx, int repeats, long long nbOpt,
+                long long ntOpt, long long pos0, long long samples) {
+  const long long B = abi.num("b"), S = abi.num("s"), T = abi.num("t");
+  const long long H = abi.num("h"), KVH = abi.num("kvh"), D = abi.num("d");
+  const long long bn = abi.num("bn"), bq = abi.num("bq");
+  const bool causal = abi.num("causal") != 0;
+  const bool dqPart = abi.str("part") == "dq";
+  const int qArg = abi.num("q_arg"), kArg = abi.num("k_arg"),
+            vArg = abi.num("v_arg"), doArg = abi.num("dout_arg"),
+            outArg = abi.num("out_arg"), lseArg = abi.num("lse_arg"),
+            dkArg = dqPart ? -1 : abi.num("dk_arg"),
+            dvArg = dqPart ? -1 : abi.num("dv_arg"),
+            dqArg = dqPart ? abi.num("dq_arg") : -1;
+  const unsigned smem = abi.num("dynamic_smem");
+  unsigned grid[3], block[3];
+  if (std::sscanf(abi.str("grid").c_str(), "%u,%u,%u", &grid[0], &grid[1],
+                  &grid[2]) != 3 ||
+      std::sscanf(abi.str("block").c_str(), "%u,%u,%u", &block[0], &block[1],
+                  &block[2]) != 3) {
+    std::fprintf(stderr, "ABI line has no grid / block\n");
+    return 2;
+  }
+  const long long nb = nbOpt < 0 ? B : nbOpt, nt = ntOpt < 0 ? S : ntOpt;
+  if (nb < 1 || nb > B || nt < 1 || pos0 < 0 || pos0 + nt > S || nb * nt > T) {
+    std::fprintf(stderr, "bad extents: nb=%lld nt=%lld pos0=%lld\n", nb, nt,
+                 pos0);
+    return 2;
+  }
+  const long long C = H * D, KC = KVH * D, group = H / KVH;
+  const double scale = std::atof(abi.str("scale").c_str());
+  std::printf("kernel %s (backward %s): B=%lld S=%lld T=%lld heads %lld "
+              "kv heads %lld d %lld %s, %lld keys x %lld queries, grid "
+              "%ux%ux%u block %u smem %u; nb %lld nt %lld pos0 %lld\n",
+              kernel.c_str(), dqPart ? "dQ" : "dK/dV", B, S, T, H, KVH, D,
+              causal ? "causal" : "not causal", bn, bq, grid[0], grid[1],
+              grid[2], block[0], smem, nb, nt, pos0);
+
+  CHECK_CU(cuInit(0));
+  CUdevice dev;
+  CHECK_CU(cuDeviceGet(&dev, 0));
+  int major = 0;
+  CHECK_CU(cuDeviceGetAttribute(
+      &major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev));
+  if (major != 9) {
+    std::fprintf(stderr, "sm_90a kernels need an sm_90 GPU\n");
+    return 2;
+  }
+  CUcontext ctx;
+  CHECK_CU(cuDevicePrimaryCtxRetain(&ctx, dev));
+  CHECK_CU(cuCtxSetCurrent(ctx));
+  char log[8192] = {0};
+  CUjit_option opts[] = {CU_JIT_ERROR_LOG_BUFFER,
+                         CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES};
+  void *vals[] = {log, reinterpret_cast<void *>(sizeof(log))};
+  CUmodule mod;
+  if (cuModuleLoadDataEx(&mod, ptx.c_str(), 2, opts, vals) != CUDA_SUCCESS) {
+    std::fprintf(stderr, "cuModuleLoadDataEx failed:\n%s\n", log);
+    return 2;
+  }
+  CUfunction fn;
+  CHECK_CU(cuModuleGetFunction(&fn, mod, kernel.c_str()));
+  CHECK_CU(cuFuncSetAttribute(
+      fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem));
+
+  std::mt19937 rng(4321);
+  std::uniform_real_distribution<float> dist(-1.f, 1.f);
+  auto fill = [&](size_t count, std::vector<float> &ref) {
+    std::vector<uint16_t> h(count);
+    ref.resize(count);
+    for (size_t i = 0; i < count; ++i) {
+      h[i] = toBf16(dist(rng));
+      ref[i] = fromBf16(h[i]);
+    }
+    return h;
+  };
+  std::vector<float> Q, K, V, DO, O;
+  auto hQ = fill(size_t(T) * C, Q);
+  auto hK = fill(size_t(B) * S * KC, K);
+  auto hV = fill(size_t(B) * S * KC, V);
+  auto hDO = fill(size_t(T) * C, DO);
+  auto hO = fill(size_t(T) * C, O);
+  std::vector<float> L(size_t(T) * H, 0.f);
+  for (long long r = 0; r < nb * nt; ++r) {
+    long long t = r % nt;
+    double keys = causal ? double(pos0 + t + 1) : double(pos0 + nt);
+    for (long long h = 0; h < H; ++h)
+      L[size_t(r) * H + h] = float(std::log(keys));
+  }
+  auto upload = [&](const void *p, size_t bytes) {
+    CUdeviceptr d = 0;
+    CHECK_CU(cuMemAlloc(&d, bytes));
+    CHECK_CU(cuMemcpyHtoD(d, p, bytes));
+    return d;
+  };
+  CUdeviceptr dQ = upload(hQ.data(), hQ.size() * 2),
+              dK = upload(hK.data(), hK.size() * 2),
+              dV = upload(hV.data(), hV.size() * 2),
+              dDO = upload(hDO.data(), hDO.size() * 2),
+              dO = upload(hO.data(), hO.size() * 2),
+              dL = upload(L.data(), L.size() * 4);
+  // Outputs poisoned (0xFF bytes: NaN); dQ: dq [T, C]; else dk, dv.
+  const size_t gradBytes = dqPart ? size_t(T) * C * 4 : size_t(B) * S * KC * 4;
+  CUdeviceptr dDK, dDV = 0;
+  CHECK_CU(cuMemAlloc(&dDK, gradBytes));
+  CHECK_CU(cuMemsetD8(dDK, 0xFF, gradBytes));
+  if (!dqPart) {
+    CHECK_CU(cuMemAlloc(&dDV, gradBytes));
+    CHECK_CU(cuMemsetD8(dDV, 0xFF, gradBytes));
+  }
+  CUtensorMap maps[4] = {
+      encode(dQ, {cuuint64_t(C), cuuint64_t(T)}, {64, cuuint32_t(bq)}),
+      encode(dK, {cuuint64_t(KC), cuuint64_t(S), cuuint64_t(B)},
+             {64, cuuint32_t(bn), 1}),
+      encode(dV, {cuuint64_t(KC), cuuint64_t(S), cuuint64_t(B)},
+             {64, cuuint32_t(bn), 1}),
+      encode(dDO, {cuuint64_t(C), cuuint64_t(T)}, {64, cuuint32_t(bq)})};
+  CUdeviceptr dMaps[4];
+  for (int i = 0; i < 4; ++i) {
+    CHECK_CU(cuMemAlloc(&dMaps[i], sizeof(CUtensorMap)));
+    CHECK_CU(cuMemcpyHtoD(dMaps[i], &maps[i], sizeof(CUtensorMap)));
+  }
+  const int lastBuffer = dqPart ? dqArg : std::max(dkArg, dvArg);
+  std::vector<void *> params(lastBuffer + 4, nullptr);
+  int64_t pNb = nb, pNt = nt, pPos0 = pos0;
+  params[qArg] = &dMaps[0];
+  params[kArg] = &dMaps[1];
+  params[vArg] = &dMaps[2];
+  params[doArg] = &dMaps[3];
+  params[outArg] = &dO;
+  params[lseArg] = &dL;
+  if (dqPart) {
+    params[dqArg] = &dDK;
+  } else {
+    params[dkArg] = &dDK;
+    params[dvArg] = &dDV;
+  }
+  params[lastBuffer + 1] = &pNb;
+  params[lastBuffer + 2] = &pNt;
+  params[lastBuffer + 3] = &pPos0;
+  for (size_t i = 0; i < params.size(); ++i)
+    if (!params[i]) {
+      std::fprintf(stderr, "ABI leaves parameter %zu unset\n", i);
+      return 2;
+    }
+  CUstream stream;
+  CHECK_CU(cuStreamCreate(&stream, CU_STREAM_NON_BLOCKING));
+  auto launch = [&]() {
+    CHECK_CU(cuLaunchKernel(fn, grid[0], grid[1], grid[2], block[0], block[1],
+                            block[2], smem, stream, params.data(), nullptr));
+  };
+  launch();
+  CHECK_CU(cuStreamSynchronize(stream));
+  std::vector<float> gK(gradBytes / 4), gV(dqPart ? 0 : gK.size());
+  CHECK_CU(cuMemcpyDtoH(gK.data(), dDK, gradBytes));
+  if (!dqPart)
+    CHECK_CU(cuMemcpyDtoH(gV.data(), dDV, gradBytes));
+  if (dqPart)
+    return finishDq(fn, mod, dev, stream, launch, repeats, kernel, gK, Q, K, V,
+                    DO, O, L, nb, nt, pos0, S, H, KVH, D, causal, scale,
+                    samples, bq);
+
+  // Sampled (sequence, key, kv head): the first and last key of every key
+  // block of sequence 0, then random ones.
+  struct Row {
+    long long b, j, g;
+  };
+  std::vector<Row> rows;
+  std::uniform_int_distribution<long long> pickB(0, nb - 1),
+      pickJ(pos0, pos0 + nt - 1), pickG(0, KVH - 1);
+  for (long long j0 = pos0;
+       j0 < pos0 + nt && (long long)rows.size() < samples / 2; j0 += bn)
+    rows.push_back({0, j0, pickG(rng)}),
+        rows.push_back({0, std::min(j0 + bn, pos0 + nt) - 1, pickG(rng)});
+  while ((long long)rows.size() < samples)
+    rows.push_back({pickB(rng), pickJ(rng), pickG(rng)});
+  struct Partial {
+    double errSq = 0, refSq = 0;
+  };
+  auto checkRow = [&](const Row &w, Partial &p) {
+    std::vector<double> dk(D, 0.0), dv(D, 0.0);
+    const float *k = &K[(size_t(w.b) * S + w.j) * KC + w.g * D];
+    const float *v = &V[(size_t(w.b) * S + w.j) * KC + w.g * D];
+    long long tLo = causal ? std::max(0LL, w.j - pos0) : 0;
+    for (long long h = w.g * group; h < (w.g + 1) * group; ++h)
+      for (long long t = tLo; t < nt; ++t) {
+        size_t r = size_t(w.b * nt + t);
+        const float *q = &Q[r * C + h * D], *dout = &DO[r * C + h * D],
+                    *out = &O[r * C + h * D];
+        double s = 0, dp = 0, dd = 0;
+        for (long long d = 0; d < D; ++d) {
+          s += double(q[d]) * k[d];
+          dp += double(dout[d]) * v[d];
+          dd += double(dout[d]) * out[d];
+        }
+        double pr = std::exp(s * scale - L[r * H + h]);
+        double ds = pr * (dp - dd);
+        for (long long d = 0; d < D; ++d) {
+          dv[d] += pr * dout[d];
+          dk[d] += scale * ds * q[d];
+        }
+      }
+    for (long long d = 0; d < D; ++d) {
+      size_t at = (size_t(w.b) * S + w.j) * KC + w.g * D + d;
+      for (auto [got, want] :
+           {std::pair<double, double>{gK[at], dk[d]}, {gV[at], dv[d]}}) {
+        double e = std::isfinite(got) ? got - want : 1e30;
+        p.errSq += e * e;
+        p.refSq += want * want;
+      }
+    }
+  };
+  unsigned numThreads =
+      std::max(1u, std::min<unsigned>(std::thread::hardware_concurrency(),
+                                      unsigned(rows.size())));
+  std::vector<Partial> partials(numThreads);
+  std::vector<std::thread> threads;
+  for (unsigned t = 0; t < numThreads; ++t)
+    threads.emplace_back([&, t]() {
+      for (size_t i = t; i < rows.size(); i += numThreads)
+        checkRow(rows[i], partials[t]);
+    });
+  for (std::thread &t : threads)
+    t.join();
+  double errSq = 0, refSq = 0;
+  for (const Partial &p : partials) {
+    errSq += p.errSq;
+    refSq += p.refSq;
+  }
+  // Rows outside the active keys keep the poison (0xFFFFFFFF).
+  long long touched = 0;
+  for (long long b = 0; b < B; ++b)
+    for (long long j = 0; j < S; ++j) {
+      if (b < nb && j >= pos0 && j < pos0 + nt)
+        continue;
+      for (long long c = 0; c < KC; ++c) {
+        size_t at = (size_t(b) * S + j) * KC + c;
+        uint32_t u, w;
+        std::memcpy(&u, &gK[at], 4);
+        std::memcpy(&w, &gV[at], 4);
+        touched += (u != 0xFFFFFFFFu) + (w != 0xFFFFFFFFu);
+      }
+    }
+  double rel = std::sqrt(errSq / std::max(refSq, 1e-300));
+  // P and dS are rounded to bf16 before the dV / dK products.
+  const double tol = 1e-2;
+  bool ok = rel <= tol && touched == 0;
+  std::printf("numerics: %zu (sequence, key, kv head) rows of dk and dv "
+              "checked, norm-wise relative error %.3e (tolerance %.1e), "
+              "%lld elements written outside the active keys: %s\n",
+              rows.size(), rel, tol, touched, ok ? "PASS" : "FAIL");
+
+  CUevent start, stop;
+  CHECK_CU(cuEventCreate(&start, CU_EVENT_DEFAULT));
+  CHECK_CU(cuEventCreate(&stop, CU_EVENT_DEFAULT));
+  for (int i = 0; i < 3; ++i)
+    launch();
+  std::vector<float> ms;
+  for (int i = 0; i < repeats; ++i) {
+    CHECK_CU(cuEventRecord(start, stream));
+    launch();
+    CHECK_CU(cuEventRecord(stop, stream));
+    CHECK_CU(cuEventSynchronize(stop));
+    float t = 0;
+    CHECK_CU(cuEventElapsedTime(&t, start, stop));
+    ms.push_back(t);
+  }
+  std::sort(ms.begin(), ms.end());
+  double med = ms[ms.size() / 2];
+  // Four products of 2 * d FLOPs per visible (query, key) pair and head
+  // (S, dP, dV, dK; dQ would be the fifth).
+  double pairs = causal ? double(nt) * nt / 2 + double(pos0) * nt
+                        : double(nt) * (pos0 + nt);
+  double flops = 8.0 * nb * H * D * pairs;
+  std::printf("time: median %.3f ms of %d (min %.3f, max %.3f): %.1f TFLOP/s\n",
+              med, repeats, ms.front(), ms.back(), flops / (med * 1e-3) / 1e12);
+  cuModuleUnload(mod);
+  cuDevicePrimaryCtxRelease(dev);
+  return ok ? 0 : 1;
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
   std::string path, kernel;
   int repeats = 20;
   long long nbOpt = -1, ntOpt = -1, pos0Opt = 0, samples = 1024;
+  bool samplesSet = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--kernel" && i + 1 < argc)
@@ -153,9 +579,10 @@ int main(int argc, char **argv) {
       ntOpt = std::atoll(argv[++i]);
     else if (a == "--pos0" && i + 1 < argc)
       pos0Opt = std::atoll(argv[++i]);
-    else if (a == "--samples" && i + 1 < argc)
+    else if (a == "--samples" && i + 1 < argc) {
       samples = std::max(1LL, std::atoll(argv[++i]));
-    else if (a == "--help" || a == "-h") {
+      samplesSet = true;
+    } else if (a == "--help" || a == "-h") {
       std::printf("usage: %s KERNELS.ptx [--kernel NAME] [--repeats N] "
                   "[--nb NB] [--nt NT] [--pos0 P] [--samples N]\n",
                   argv[0]);
@@ -176,11 +603,15 @@ int main(int argc, char **argv) {
   ss << f.rdbuf();
   Abi abi;
   std::string ptx;
-  if (!f || !findKernel(ss.str(), kernel, abi, ptx)) {
+  bool backward = false;
+  if (!f || !findKernel(ss.str(), kernel, abi, ptx, backward)) {
     std::fprintf(stderr, "%s: no Hopper attention kernel%s%s\n", path.c_str(),
                  kernel.empty() ? "" : " named ", kernel.c_str());
     return 2;
   }
+  if (backward)
+    return runBackward(kernel, abi, ptx, repeats, nbOpt, ntOpt, pos0Opt,
+                       samplesSet ? samples : 256);
   const long long B = abi.num("b"), S = abi.num("s"), T = abi.num("t");
   const long long H = abi.num("h"), KVH = abi.num("kvh"), D = abi.num("d");
   const long long bm = abi.num("bm"), bn = abi.num("bn");

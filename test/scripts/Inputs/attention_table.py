@@ -14,9 +14,13 @@ results = {
     "manifest": {"attention": {"colossus": "forward by hopper_attention_check"}},
     "attention_colossus": [
         {"name": "attn S=4096", "seq": 4096, "status": "pass", "rel_error": 3e-3, "tol": 1e-2,
-         "tflops": 400.0},
+         "tflops": 400.0, "median_ms": 1.0},
         {"name": "attn S=16384", "seq": 16384, "status": "fail", "rel_error": 0.9, "tol": 1e-2,
          "tflops": 450.0},
+        {"name": "attn bwd S=4096", "seq": 4096, "status": "pass", "rel_error": 4e-3, "tol": 1e-2,
+         "median_ms": 2.5, "tflops": 220.0, "backward": "dkdv"},
+        {"name": "attn dq S=4096", "seq": 4096, "status": "pass", "rel_error": 4e-3, "tol": 1e-2,
+         "median_ms": 1.5, "tflops": 200.0, "backward": "dq"},
     ],
     "attention": sdpa,
 }

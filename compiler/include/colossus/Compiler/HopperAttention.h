@@ -76,6 +76,81 @@ mlir::FailureOr<mlir::Operation *>
 buildHopperAttention(FusionOp fusion, const HopperAttentionProblem &problem,
                      llvm::StringRef name, mlir::OpBuilder &builder);
 
+/// Attribute of a generated Hopper attention backward (dK/dV) kernel: its
+/// launch ABI line (docs/hopper-attention.md "Backward").
+inline constexpr const char *kHopperAttentionBwdAbiAttr =
+    "colossus.hopper_attention_bwd";
+
+/// The tile of the dK/dV kernel: 128 keys per CTA (64 per warpgroup),
+/// resident K and V; Q and dO streamed in tiles of 64 query rows.
+struct HopperAttentionBwdTile {
+  static constexpr int64_t kWarpgroups = 2;
+  static constexpr int64_t kThreads = 128 * kWarpgroups;
+  static constexpr int64_t kBn = 64 * kWarpgroups; ///< keys per CTA
+  static constexpr int64_t kBq = 64;               ///< query rows per tile
+  static constexpr int64_t kStages = 3;            ///< Q/dO ring depth
+  static constexpr int64_t kAlignSlack = 1024;
+  int64_t headDim = 0;
+
+  int64_t kvTileBytes() const { return kBn * headDim * 2; }
+  int64_t qTileBytes() const { return kBq * headDim * 2; }
+  int64_t stageBytes() const { return 2 * qTileBytes(); }
+  /// Per stage: D and lse (log2 e scaled) of the tile's rows, f32.
+  int64_t statsBytes() const { return 2 * kBq * 4; }
+  int64_t dynamicSmemBytes() const {
+    return kAlignSlack + 2 * kvTileBytes() +
+           kStages * (stageBytes() + statsBytes());
+  }
+};
+
+/// The tile of the dQ kernel: 128 query rows per CTA (64 per warpgroup),
+/// resident Q and dO; K and V streamed in tiles of 64 keys.
+struct HopperAttentionDqTile {
+  static constexpr int64_t kWarpgroups = 2;
+  static constexpr int64_t kThreads = 128 * kWarpgroups;
+  static constexpr int64_t kBm = 64 * kWarpgroups; ///< query rows per CTA
+  static constexpr int64_t kBn = 64;               ///< keys per K/V tile
+  static constexpr int64_t kStages = 3;            ///< K/V ring depth
+  static constexpr int64_t kAlignSlack = 1024;
+  int64_t headDim = 0;
+
+  int64_t qTileBytes() const { return kBm * headDim * 2; }
+  int64_t kvTileBytes() const { return kBn * headDim * 2; }
+  int64_t stageBytes() const { return 2 * kvTileBytes(); }
+  int64_t dynamicSmemBytes() const {
+    return kAlignSlack + 2 * qTileBytes() + kStages * stageBytes();
+  }
+};
+
+/// An attention_grad group the Hopper backward computes: its dk/dv group
+/// (the dK/dV kernel) or its dq group (the dQ kernel).
+struct HopperAttentionBwdProblem {
+  int64_t batch = 0, seq = 0, tokens = 0;
+  int64_t heads = 0, kvHeads = 0, headDim = 0;
+  double scale = 1.0;
+  bool causal = true;
+  /// Block-argument numbers of q, k, v, dout, out, lse.
+  unsigned qArg = 0, kArg = 0, vArg = 0, doArg = 0, outArg = 0, lseArg = 0;
+  bool dq = false;             ///< the group yields dq (else dk, dv)
+  HopperAttentionBwdTile tile; ///< of the dK/dV kernel
+};
+
+/// Returns the problem when `fusion` is an attention_grad group yielding
+/// dq or dk, dv that the Hopper backward handles (bf16 q, k, v, dout, out and
+/// f32 lse that are group inputs, static shapes, head_dim 64 or 128, no sliding
+/// window, S >= 128 and T >= 64, 128 for dq); otherwise nullopt and why in
+/// `whyNot`.
+std::optional<HopperAttentionBwdProblem>
+matchHopperAttentionBwd(FusionOp fusion, std::string &whyNot);
+
+/// Emits the dK/dV or the dQ kernel `name` as a gpu.func at `builder`'s
+/// insertion point (in a gpu.module). Parameters as the SIMT kernel's, with q,
+/// k, v and dout as pointers to CUtensorMap objects in device memory.
+mlir::FailureOr<mlir::Operation *>
+buildHopperAttentionBwd(FusionOp fusion,
+                        const HopperAttentionBwdProblem &problem,
+                        llvm::StringRef name, mlir::OpBuilder &builder);
+
 } // namespace colossus
 
 #endif
