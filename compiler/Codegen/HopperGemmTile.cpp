@@ -8,7 +8,7 @@ using namespace colossus;
 std::optional<HopperGemmTile>
 colossus::selectHopperGemmTile(int64_t m, int64_t n, int64_t k,
                                const HopperGemmLimits &limits,
-                               std::string *whyNot) {
+                               std::string *whyNot, int64_t bOperands) {
   auto fail = [&](std::string msg) -> std::optional<HopperGemmTile> {
     if (whyNot)
       *whyNot = std::move(msg);
@@ -29,6 +29,7 @@ colossus::selectHopperGemmTile(int64_t m, int64_t n, int64_t k,
     t.bm = c[0];
     t.bn = c[1];
     t.bk = bk;
+    t.bOperands = bOperands;
     if (m % t.bm || n % t.bn)
       continue;
     if (t.accumulatorRegisters() > limits.maxAccumulatorRegisters)

@@ -31,6 +31,27 @@ TEST(HopperGemmTile, NotAMultipleOf128RowsUses64x256) {
   EXPECT_EQ(t->stages, 5); // 40 KiB stages
 }
 
+TEST(HopperGemmTile, DualGemmHoldsTwoBTilesAndTwoAccumulators) {
+  // Gate and up projections sharing A: 2 x bm x bn accumulators must fit
+  // 128 registers, so 128x128 and 64x256 are out; 128x64 fills a wave.
+  std::optional<HopperGemmTile> t = selectHopperGemmTile(
+      8192, 8192, 4096, HopperGemmLimits(), nullptr, /*bOperands=*/2);
+  ASSERT_TRUE(t);
+  EXPECT_EQ(t->bm, 128);
+  EXPECT_EQ(t->bn, 64);
+  EXPECT_EQ(t->bOperands, 2);
+  EXPECT_EQ(t->accumulatorRegisters(), 128);
+  EXPECT_EQ(t->stageBytes(), (128 + 2 * 64) * 64 * 2);
+  EXPECT_EQ(t->stages, 7);
+  // A small one: the most CTAs (64x64), 24 KiB stages.
+  t = selectHopperGemmTile(512, 1024, 256, HopperGemmLimits(), nullptr, 2);
+  ASSERT_TRUE(t);
+  EXPECT_EQ(t->bm, 64);
+  EXPECT_EQ(t->bn, 64);
+  EXPECT_EQ(t->stageBytes(), 24576);
+  EXPECT_EQ(t->stages, 4);
+}
+
 TEST(HopperGemmTile, SmallProblemPrefersMoreCtas) {
   // 256 x 256: 128x128 gives 4 CTAs, 64x64 gives 16 (the most).
   std::optional<HopperGemmTile> t = selectHopperGemmTile(256, 256, 192);

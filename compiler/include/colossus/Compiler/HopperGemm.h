@@ -15,6 +15,7 @@
 #include "mlir/IR/Builders.h"
 
 #include <string>
+#include <vector>
 
 namespace colossus {
 
@@ -25,22 +26,53 @@ namespace colossus {
 /// (ArtifactWriter.h) records in the artifact for the runtime.
 inline constexpr const char *kHopperGemmAbiAttr = "colossus.hopper_gemm";
 
+/// How a GEMM operand lies in global memory (row-major buffers):
+/// `K` - K-contiguous (A as [M, K], B as [N, K]: the x and the weight of a
+/// `transpose_w` linear); `MN` - M- or N-contiguous (A as [K, M], B as
+/// [K, N]: the weight of a `transpose_w = false` linear, both operands of a
+/// weight gradient). The wgmma transpose flags (imm-trans-a/b) are 1 for
+/// `MN`.
+enum class GemmMajor { K, MN };
+
+/// One product A_i * B_i of accumulator 0, over its own K_i: the terms'
+/// K ranges are concatenated (sum_i A_i B_i = [A_0 A_1 ..] [B_0; B_1; ..]).
+struct HopperGemmTerm {
+  unsigned aArg = 0, bArg = 0; ///< block-argument numbers
+  int64_t k = 0;
+};
+
 /// A fusion group the Hopper GEMM can compile.
 struct HopperGemmProblem {
-  int64_t m = 0, n = 0, k = 0;
-  unsigned xArg = 0, weightArg = 0; ///< block-argument numbers of A and B
+  int64_t m = 0, n = 0, k = 0; ///< k: the sum of the terms'
+  GemmMajor aMajor = GemmMajor::K, bMajor = GemmMajor::K;
+  std::vector<HopperGemmTerm> terms; ///< accumulator 0
+  /// The dual GEMM: accumulator 1 = A_0 * B2 (one term, same layouts).
+  int b2Arg = -1;
+  /// Weight gradient: K is the token dimension; rows >= nb * nt of both
+  /// operands are zeroed in shared memory before the wgmmas, and every
+  /// output row is written.
+  bool tokenK = false;
+  /// The group values the accumulators stand for (a linear, a sum of
+  /// linears, a linear_weight_grad); a linear's bias is added in the
+  /// epilogue.
+  mlir::Value accValue[2];
+  /// The yielded values (kernel outputs in order) and their element types.
+  std::vector<mlir::Value> outputs;
+  std::vector<mlir::Type> outElems;
+  /// For the launch ABI's legacy keys: the bias of a single linear and a
+  /// group input added to it (-1 when absent).
   int biasArg = -1, residualArg = -1;
-  mlir::Type outElem;  ///< bf16 or f32
-  mlir::Type biasElem; ///< bf16 or f32 when biasArg >= 0
-  mlir::Type residualElem;
+  mlir::Type biasElem, residualElem;
   HopperGemmTile tile;
 };
 
-/// Returns the problem when `fusion` is a gemm group this kernel handles: one
-/// `colossus.linear` (transpose_w, bf16 x and weight, static shapes, optional
-/// bias), optionally followed by a residual `colossus.add`, yielding the last
-/// of them; and a tile from selectHopperGemmTile. Otherwise returns nullopt
-/// and says why in `whyNot`.
+/// Returns the problem when `fusion` is a group this kernel handles
+/// (docs/hopper-gemm.md "When it is used"): bf16 `colossus.linear`s with
+/// static shapes forming one accumulator (one linear, or a sum of linears
+/// with the same layout) or two (two linears sharing x: the dual GEMM), or
+/// one `colossus.linear_weight_grad`, followed by elementwise ops the
+/// epilogue computes; and a tile from selectHopperGemmTile. Otherwise
+/// returns nullopt and says why in `whyNot`.
 std::optional<HopperGemmProblem> matchHopperGemm(FusionOp fusion,
                                                  std::string &whyNot);
 

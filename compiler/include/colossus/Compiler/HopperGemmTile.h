@@ -20,16 +20,23 @@ struct HopperGemmTile {
   int64_t bn = 0;     ///< columns of C per CTA (the wgmma n)
   int64_t bk = 0;     ///< k per pipeline stage (64 bf16 = one 128-byte row)
   int64_t stages = 0; ///< tiles in the shared-memory ring
+  /// B tiles per stage, one accumulator each: 1, or 2 for the dual GEMM
+  /// (gate and up projections sharing A).
+  int64_t bOperands = 1;
 
-  /// Bytes of one stage: an A tile [bm, bk] and a B tile [bn, bk], bf16.
-  int64_t stageBytes() const { return (bm + bn) * bk * 2; }
+  /// Bytes of one stage: an A tile [bm, bk] and `bOperands` B tiles
+  /// [bn, bk], bf16.
+  int64_t stageBytes() const { return (bm + bOperands * bn) * bk * 2; }
   /// Dynamic shared memory the kernel needs: the ring plus 1024 bytes of
   /// slack to align it to 1024 bytes (128-byte swizzle atoms).
   int64_t dynamicSmemBytes() const {
     return stages * stageBytes() + kSmemAlignSlack;
   }
-  /// f32 accumulator registers per thread (one warpgroup holds bm x bn).
-  int64_t accumulatorRegisters() const { return bm * bn / kThreads; }
+  /// f32 accumulator registers per thread (one warpgroup holds bOperands
+  /// accumulators of bm x bn).
+  int64_t accumulatorRegisters() const {
+    return bOperands * bm * bn / kThreads;
+  }
 
   static constexpr int64_t kThreads = 128; ///< one warpgroup per CTA
   static constexpr int64_t kSmemAlignSlack = 1024;
@@ -60,10 +67,12 @@ struct HopperGemmLimits {
 ///  4. stages = as many as fit the shared-memory budget, capped at maxStages
 ///     and at the number of k tiles (but never below minStages, which must
 ///     fit: otherwise the candidate is dropped).
+/// With `bOperands` = 2 (the dual GEMM) a stage holds two B tiles and the
+/// register budget covers two accumulators.
 std::optional<HopperGemmTile>
 selectHopperGemmTile(int64_t m, int64_t n, int64_t k,
                      const HopperGemmLimits &limits = HopperGemmLimits(),
-                     std::string *whyNot = nullptr);
+                     std::string *whyNot = nullptr, int64_t bOperands = 1);
 
 } // namespace colossus
 
