@@ -157,8 +157,10 @@ done
 log "medium-llama bf16 forward with --hopper-gemm (sm_90a)"
 "$CC" "$REPO/bench/medium-llama.json" --target=sm_90a --precision=bf16 --hopper-gemm --step=forward \
     --batch 1 --seq $FWD_SEQ -o "$BUNDLE/artifacts/medium-llama-bf16-forward-hopper.sm_90a.colossus"
-"$RUN" "$BUNDLE/artifacts/medium-llama-bf16-forward-hopper.sm_90a.colossus" info \
-    | grep -q '"tensor_maps"' || { echo "gpu-prepare.sh: the --hopper-gemm artifact has no TMA GEMM kernel" >&2; exit 1; }
+# (info into a file first: `grep -q` leaving early would SIGPIPE the writer
+# and, with pipefail, fail the pipeline.)
+"$RUN" "$BUNDLE/artifacts/medium-llama-bf16-forward-hopper.sm_90a.colossus" info >"$tmp/hopper-forward.info.json"
+grep -q '"tensor_maps"' "$tmp/hopper-forward.info.json" || { echo "gpu-prepare.sh: the --hopper-gemm artifact has no TMA GEMM kernel" >&2; exit 1; }
 # Its train step with --hopper-gemm: the backward data GEMMs (N-contiguous B),
 # the summed q/k/v input gradient and the weight gradients (token-major
 # operands) as TMA + wgmma kernels too, against the cpu's bf16 gradients.

@@ -1,25 +1,32 @@
 //===- HopperGemm.cpp - TMA + wgmma GEMM kernels for sm_90a ---------------===//
 //
 // One CTA of one warpgroup (128 threads) computes a bm x bn tile of
-// C = A * B^T over K in steps of bk = 64:
+// C = sum_i A_i * B_i (one accumulator; the products' k tiles follow one
+// another) or, for the dual GEMM, C0 = A * B and C1 = A * B2, over K in
+// steps of bk = 64:
 //
 //   thread 0:  init `stages` mbarriers (count 1), fence the tensor maps,
 //              issue the TMA loads of k tiles 0 .. stages-2
-//   all:       for kt in 0 .. K/bk-1:
+//   all:       for kt in 0 .. K/bk-1 (weight gradients: the k tiles with
+//              active token rows):
 //                wait mbarrier[kt % stages] (phase parity (kt / stages) & 1)
-//                wgmma.fence; bm/64 x bk/16 wgmma.mma_async (m64 n=bn k16)
-//                from 128-byte-swizzled shared memory; commit; wait_group 1
+//                (weight gradients: zero the stale token rows of the tile)
+//                wgmma.fence; per k16 step, accumulator and m64 block one
+//                wgmma.mma_async (m64 n=bn k16) from 128-byte-swizzled
+//                shared memory; commit; wait_group 1
 //                (the wgmmas of tile kt-1 are done: its slot is free)
 //                bar.sync; thread 0 loads tile kt+stages-1 into that slot
 //              wait_group 0
-//   epilogue:  from the accumulator registers: + bias[col] + residual[row,
-//              col] in f32, cast, store (rows >= nb*nt are not written)
+//   epilogue:  from the accumulator registers: the group's elementwise ops
+//              in f32 per column pair, each output rounded and stored once
+//              (rows >= nb*nt are not written, except for weight gradients)
 //
-// TMA (nvgpu.tma.async.load), the mbarriers (nvgpu.mbarrier.*) and the
+// Operands are K-contiguous or M/N-contiguous (OperandLayout: the TMA boxes,
+// the descriptors' strides and the wgmma transpose flags). TMA
+// (nvgpu.tma.async.load), the mbarriers (nvgpu.mbarrier.*) and the
 // shared-memory views are nvgpu/memref ops; the wgmma instructions are
 // nvvm.wgmma.* with descriptors computed here, because nvgpu.warpgroup.mma's
-// descriptor iteration assumes a [K, N] (N-contiguous) B tile while our B is
-// the [N, K] weight (K-contiguous, "K-major" in wgmma terms).
+// descriptor iteration assumes a [K, N] (N-contiguous) B tile only.
 //
 //===----------------------------------------------------------------------===//
 #include "colossus/Compiler/HopperGemm.h"

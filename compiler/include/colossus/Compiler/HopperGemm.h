@@ -1,9 +1,10 @@
 //===- HopperGemm.h - TMA + wgmma GEMM kernels for sm_90a -------*- C++ -*-===//
 //
-// Builds the Hopper tensor-core kernel of a `gemm` fusion group whose linear
-// multiplies bf16 operands: C[M, N] = A[M, K] * B[N, K]^T (+ bias)
-// (+ residual), f32 accumulation, C bf16 or f32. Design, tile heuristic and
-// the launch ABI: docs/hopper-gemm.md.
+// Builds the Hopper tensor-core kernel of a `gemm` fusion group whose
+// linears multiply bf16 operands (or of a weight gradient): C = sum_i A_i
+// B_i (or the dual C0 = A B, C1 = A B2), operands K- or M/N-contiguous, f32
+// accumulation, then the group's elementwise epilogue, outputs bf16 or f32.
+// Design, tile heuristic and the launch ABI: docs/hopper-gemm.md.
 //
 //===----------------------------------------------------------------------===//
 #ifndef COLOSSUS_COMPILER_HOPPERGEMM_H
@@ -82,7 +83,8 @@ std::optional<HopperGemmProblem> matchHopperGemm(FusionOp fusion,
 /// the dynamic shared memory symbol. The kernel's parameters follow the
 /// fusion's block arguments, then its results, then nb, nt, pos0 (i64), as
 /// every kernel's; the A and B operands are passed as pointers to CUtensorMap
-/// objects in device memory instead of data pointers.
+/// objects in device memory instead of data pointers. The kernel's
+/// `colossus.hopper_gemm` attribute is its launch ABI line.
 mlir::FailureOr<mlir::Operation *>
 buildHopperGemm(FusionOp fusion, const HopperGemmProblem &problem,
                 llvm::StringRef name, mlir::OpBuilder &builder);
