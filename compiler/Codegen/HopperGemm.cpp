@@ -216,6 +216,12 @@ colossus::matchHopperGemm(FusionOp fusion, std::string &whyNot) {
     return v == p.accValue[0] || (p.accValue[1] && v == p.accValue[1]);
   };
   auto elemOk = [](Type t) { return t.isBF16() || t.isF32(); };
+  // Operands reach the kernel as tensor maps: the epilogue cannot read them.
+  llvm::SmallDenseSet<int> operandArgs = {p.b2Arg};
+  for (const HopperGemmTerm &t : p.terms) {
+    operandArgs.insert(static_cast<int>(t.aArg));
+    operandArgs.insert(static_cast<int>(t.bArg));
+  }
   for (Operation &op : body.without_terminator()) {
     if (mainloopOps.count(&op))
       continue;
@@ -227,6 +233,8 @@ colossus::matchHopperGemm(FusionOp fusion, std::string &whyNot) {
     for (Value v : op.getOperands()) {
       auto t = dyn_cast<RankedTensorType>(v.getType());
       if (arg(v) >= 0) {
+        if (operandArgs.count(arg(v)))
+          return fail("a GEMM operand is also an epilogue input");
         bool matrix = t && t.getRank() == 2 && t.getDimSize(0) == p.m &&
                       t.getDimSize(1) == p.n;
         bool vector = t && t.getRank() == 1 && t.getDimSize(0) == p.n;

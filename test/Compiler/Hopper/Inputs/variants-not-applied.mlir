@@ -16,3 +16,11 @@ func.func @f32_dy(%x: tensor<128x64xbf16>, %dy: tensor<128x256xf32>)
   %0 = colossus.linear_weight_grad %x, %dy : tensor<128x64xbf16>, tensor<128x256xf32>
   return %0 : tensor<256x64xf32>
 }
+
+// x is both the GEMM's A (a tensor map) and the residual.
+func.func @self_residual(%x: tensor<128x64xbf16>, %w: tensor<64x64xbf16>)
+    -> tensor<128x64xbf16> {
+  %0 = colossus.linear %x, %w : tensor<128x64xbf16>, tensor<64x64xbf16>
+  %1 = colossus.add %0, %x : tensor<128x64xbf16>
+  return %1 : tensor<128x64xbf16>
+}
