@@ -193,6 +193,9 @@ colossus::matchHopperGemm(FusionOp fusion, std::string &whyNot) {
     RankedTensorType rt = staticMatrix(roots[0]);
     p.m = rt.getDimSize(0);
     p.n = rt.getDimSize(1);
+    if (p.accValue[1] &&
+        staticMatrix(p.accValue[1]).getShape() != rt.getShape())
+      return fail("the two linears on x have different shapes");
     for (LinearOp l : terms) {
       RankedTensorType xt = staticMatrix(l.getX());
       if (staticMatrix(l.getResult()).getShape() != rt.getShape())
