@@ -18,7 +18,8 @@
 #   gemm/       PTX of the sm_90a TMA + wgmma GEMM (--hopper-gemm --emit=ptx)
 #               for 4096^3 and 8192^3 bf16 (scripts/gpu/gemm-bench.mlir),
 #               the epilogue shapes of test/Compiler/Hopper/Inputs/gemm.mlir
-#               and the variants of .../Inputs/gemm-variants.mlir
+#               and the variants of .../Inputs/gemm-variants.mlir and
+#               .../Inputs/gemm-variants-ws.mlir (two consumer warpgroups)
 #   attention/  PTX of the sm_90a TMA + wgmma attention (--hopper-attention
 #               --emit=ptx): causal, 32 heads of 128, seq 4096 and 16384
 #               (scripts/gpu/attention-bench.mlir)
@@ -200,6 +201,11 @@ for k in dgrad_0_gemm dgrad_sum_0_gemm dgrad_qkv_0_gemm wgrad_0_reduce wgrad_kn_
          gelu_erf_0_gemm swiglu_0_gemm swiglu_grad_0_gemm; do
   grep -q "^// ----- kernel $k " "$BUNDLE/gemm/gemm-variants.ptx" || { echo "gpu-prepare.sh: no kernel $k in gemm-variants.ptx" >&2; exit 1; }
 done
+# The dual GEMM and a weight gradient on two consumer warpgroups.
+"$CC" "$REPO/test/Compiler/Hopper/Inputs/gemm-variants-ws.mlir" --target=sm_90a --hopper-gemm --emit=ptx -o "$BUNDLE/gemm/gemm-variants-ws.ptx"
+for k in swiglu_ws_0_gemm wgrad_ws_0_reduce; do
+  grep -q "^// ----- kernel $k " "$BUNDLE/gemm/gemm-variants-ws.ptx" || { echo "gpu-prepare.sh: no kernel $k in gemm-variants-ws.ptx" >&2; exit 1; }
+done
 
 # ---- Hopper attention PTX -------------------------------------------------------
 log "Hopper attention PTX (--hopper-attention --emit=ptx)"
@@ -288,7 +294,7 @@ manifest = {
         # Variants (never run on a GPU before this check): layouts, summed
         # products, weight gradients (rows: active token rows of K, the
         # rest NaN), the dual GEMM, fused epilogues.
-        {"name": "bf16 dX = dY W 2048x2048x512 (N-contiguous B, 128x128)", "ptx": "gemm/gemm-variants.ptx",
+        {"name": "bf16 dX = dY W 2048x2048x512 (N-contiguous B, 128x256)", "ptx": "gemm/gemm-variants.ptx",
          "kernel": "dgrad_0_gemm", "m": 2048, "n": 2048, "k": 512, "repeats": 5, "peer": False},
         {"name": "bf16 dX = dgate Wg + dup Wu 512x256x(1024+1024)", "ptx": "gemm/gemm-variants.ptx",
          "kernel": "dgrad_sum_0_gemm", "m": 512, "n": 256, "k": 2048, "rows": 500, "repeats": 5, "peer": False},
@@ -306,6 +312,10 @@ manifest = {
          "kernel": "swiglu_0_gemm", "m": 512, "n": 1024, "k": 256, "repeats": 5, "peer": False},
         {"name": "bf16 dY Wd + swiglu_grad 512x1024x256, 2 outputs", "ptx": "gemm/gemm-variants.ptx",
          "kernel": "swiglu_grad_0_gemm", "m": 512, "n": 1024, "k": 256, "repeats": 5, "peer": False},
+        {"name": "bf16 dual GEMM gate/up + swiglu 4096x4096x1024 (two consumers)", "ptx": "gemm/gemm-variants-ws.ptx",
+         "kernel": "swiglu_ws_0_gemm", "m": 4096, "n": 4096, "k": 1024, "repeats": 5, "peer": False},
+        {"name": "dW = dY^T X 4096x4096 over 1000 of 1024 tokens (f32, accumulated, two consumers)", "ptx": "gemm/gemm-variants-ws.ptx",
+         "kernel": "wgrad_ws_0_reduce", "m": 4096, "n": 4096, "k": 1024, "rows": 1000, "repeats": 5, "peer": False},
     ],
     "attention": {"batch": 1, "heads": 32, "head_dim": 128, "seqs": [4096, 16384], "causal": True,
                   "colossus": "forward by scripts/gpu/hopper_attention_check.cu; backward not implemented",
