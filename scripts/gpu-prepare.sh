@@ -16,8 +16,10 @@
 #               layers are so ill-conditioned that bf16 and f32 gradients
 #               differ by 83%, which would leave a bf16 check no power
 #   gemm/       PTX of the sm_90a TMA + wgmma GEMM (--hopper-gemm --emit=ptx)
-#               for 4096^3 and 8192^3 bf16 (scripts/gpu/gemm-bench.mlir) and
+#               for 4096^3 and 8192^3 bf16 (scripts/gpu/gemm-bench.mlir),
 #               the epilogue shapes of test/Compiler/Hopper/Inputs/gemm.mlir
+#               and the variants of .../Inputs/gemm-variants.mlir and
+#               .../Inputs/gemm-variants-ws.mlir (two consumer warpgroups)
 #   attention/  PTX of the sm_90a TMA + wgmma attention (--hopper-attention
 #               --emit=ptx): the forward and the dK/dV and dQ backward, causal, 32
 #               heads of 128, seq 4096 and 16384
@@ -160,11 +162,19 @@ done
 log "medium-llama bf16 forward with --hopper-gemm (sm_90a)"
 "$CC" "$REPO/bench/medium-llama.json" --target=sm_90a --precision=bf16 --hopper-gemm --step=forward \
     --batch 1 --seq $FWD_SEQ -o "$BUNDLE/artifacts/medium-llama-bf16-forward-hopper.sm_90a.colossus"
-# (Through a file: with pipefail, `info | grep -q` fails whenever grep exits
-# before colossus-run has written everything.)
-"$RUN" "$BUNDLE/artifacts/medium-llama-bf16-forward-hopper.sm_90a.colossus" info \
-    >"$tmp/hopper-info.json"
-grep -q '"tensor_maps"' "$tmp/hopper-info.json" || { echo "gpu-prepare.sh: the --hopper-gemm artifact has no TMA GEMM kernel" >&2; exit 1; }
+# (info into a file first: `grep -q` leaving early would SIGPIPE the writer
+# and, with pipefail, fail the pipeline.)
+"$RUN" "$BUNDLE/artifacts/medium-llama-bf16-forward-hopper.sm_90a.colossus" info >"$tmp/hopper-forward.info.json"
+grep -q '"tensor_maps"' "$tmp/hopper-forward.info.json" || { echo "gpu-prepare.sh: the --hopper-gemm artifact has no TMA GEMM kernel" >&2; exit 1; }
+# Its train step with --hopper-gemm: the backward data GEMMs (N-contiguous B),
+# the summed q/k/v input gradient and the weight gradients (token-major
+# operands) as TMA + wgmma kernels too, against the cpu's bf16 gradients.
+log "medium-llama bf16 train step with --hopper-gemm (sm_90a)"
+"$CC" "$REPO/bench/medium-llama.json" --target=sm_90a --precision=bf16 --hopper-gemm --step=train \
+    --batch $TRAIN_BATCH --seq $TRAIN_SEQ -o "$BUNDLE/artifacts/medium-llama-bf16-train-hopper.sm_90a.colossus"
+"$RUN" "$BUNDLE/artifacts/medium-llama-bf16-train-hopper.sm_90a.colossus" info \
+    | "$PY" -c 'import json, sys; sys.exit(not any(k["kind"] == "reduce" and "tensor_maps" in k for k in json.load(sys.stdin)["kernels"]))' \
+    || { echo "gpu-prepare.sh: the --hopper-gemm train artifact has no weight gradient kernel" >&2; exit 1; }
 
 log "llama-1b (bench/llama-1b.json): train step, bf16, batch 1 x 2048, sm_90a"
 "$CC" "$REPO/bench/llama-1b.json" --target=sm_90a --precision=bf16 --step=train --batch 1 --seq 2048 \
@@ -184,6 +194,18 @@ for k in gemm_4096_0_gemm gemm_8192_0_gemm; do
 done
 for k in bias_res_0_gemm small_0_gemm; do
   grep -q "^// ----- kernel $k " "$BUNDLE/gemm/gemm-epilogues.ptx" || { echo "gpu-prepare.sh: no kernel $k in gemm-epilogues.ptx" >&2; exit 1; }
+done
+# The variants (docs/hopper-gemm.md "Variants"): N-contiguous B, summed
+# products, weight gradients, the dual GEMM and the fused epilogues.
+"$CC" "$REPO/test/Compiler/Hopper/Inputs/gemm-variants.mlir" --target=sm_90a --hopper-gemm --emit=ptx -o "$BUNDLE/gemm/gemm-variants.ptx"
+for k in dgrad_0_gemm dgrad_sum_0_gemm dgrad_qkv_0_gemm wgrad_0_reduce wgrad_kn_0_reduce bias_gelu_0_gemm \
+         gelu_erf_0_gemm swiglu_0_gemm swiglu_grad_0_gemm; do
+  grep -q "^// ----- kernel $k " "$BUNDLE/gemm/gemm-variants.ptx" || { echo "gpu-prepare.sh: no kernel $k in gemm-variants.ptx" >&2; exit 1; }
+done
+# The dual GEMM and a weight gradient on two consumer warpgroups.
+"$CC" "$REPO/test/Compiler/Hopper/Inputs/gemm-variants-ws.mlir" --target=sm_90a --hopper-gemm --emit=ptx -o "$BUNDLE/gemm/gemm-variants-ws.ptx"
+for k in swiglu_ws_0_gemm wgrad_ws_0_reduce; do
+  grep -q "^// ----- kernel $k " "$BUNDLE/gemm/gemm-variants-ws.ptx" || { echo "gpu-prepare.sh: no kernel $k in gemm-variants-ws.ptx" >&2; exit 1; }
 done
 
 # ---- Hopper attention PTX -------------------------------------------------------
@@ -248,6 +270,10 @@ hop = dict(next(n for n in numerics if n["name"] == "medium-llama bf16 forward l
 hop["name"] = "medium-llama bf16 forward logits (--hopper-gemm)"
 hop["artifact"] = "artifacts/medium-llama-bf16-forward-hopper.sm_90a.colossus"
 numerics.append(hop)
+hopg = dict(next(n for n in numerics if n["name"] == "medium-llama bf16 grads (batch $TRAIN_BATCH x $TRAIN_SEQ)"))
+hopg["name"] += " (--hopper-gemm)"
+hopg["artifact"] = "artifacts/medium-llama-bf16-train-hopper.sm_90a.colossus"
+numerics.append(hopg)
 manifest = {
     "bundle_version": 1,
     "git_commit": "$commit",
@@ -266,6 +292,31 @@ manifest = {
          "kernel": "bias_res_0_gemm", "m": 1024, "n": 768, "k": 512, "rows": 1000, "repeats": 5, "peer": False},
         {"name": "bf16 GEMM 256x256x192", "ptx": "gemm/gemm-epilogues.ptx", "kernel": "small_0_gemm",
          "m": 256, "n": 256, "k": 192, "repeats": 5, "peer": False},
+        # Variants (never run on a GPU before this check): layouts, summed
+        # products, weight gradients (rows: active token rows of K, the
+        # rest NaN), the dual GEMM, fused epilogues.
+        {"name": "bf16 dX = dY W 2048x2048x512 (N-contiguous B, 128x256)", "ptx": "gemm/gemm-variants.ptx",
+         "kernel": "dgrad_0_gemm", "m": 2048, "n": 2048, "k": 512, "repeats": 5, "peer": False},
+        {"name": "bf16 dX = dgate Wg + dup Wu 512x256x(1024+1024)", "ptx": "gemm/gemm-variants.ptx",
+         "kernel": "dgrad_sum_0_gemm", "m": 512, "n": 256, "k": 2048, "rows": 500, "repeats": 5, "peer": False},
+        {"name": "bf16 dX = dq Wq + dk Wk + dv Wv 512x256x(256+128+128)", "ptx": "gemm/gemm-variants.ptx",
+         "kernel": "dgrad_qkv_0_gemm", "m": 512, "n": 256, "k": 512, "repeats": 5, "peer": False},
+        {"name": "dW = dY^T X 768x256 over 1000 of 1024 tokens (f32, accumulated)", "ptx": "gemm/gemm-variants.ptx",
+         "kernel": "wgrad_0_reduce", "m": 768, "n": 256, "k": 1024, "rows": 1000, "repeats": 5, "peer": False},
+        {"name": "dW = X^T dY 128x256 over 512 tokens (f32)", "ptx": "gemm/gemm-variants.ptx",
+         "kernel": "wgrad_kn_0_reduce", "m": 128, "n": 256, "k": 512, "repeats": 5, "peer": False},
+        {"name": "bf16 x W + b, gelu (tanh), 512x1024x256, 2 outputs", "ptx": "gemm/gemm-variants.ptx",
+         "kernel": "bias_gelu_0_gemm", "m": 512, "n": 1024, "k": 256, "rows": 480, "repeats": 5, "peer": False},
+        {"name": "bf16 gelu (erf) 512x1024x256", "ptx": "gemm/gemm-variants.ptx",
+         "kernel": "gelu_erf_0_gemm", "m": 512, "n": 1024, "k": 256, "repeats": 5, "peer": False},
+        {"name": "bf16 dual GEMM gate/up + swiglu 512x1024x256, 3 outputs", "ptx": "gemm/gemm-variants.ptx",
+         "kernel": "swiglu_0_gemm", "m": 512, "n": 1024, "k": 256, "repeats": 5, "peer": False},
+        {"name": "bf16 dY Wd + swiglu_grad 512x1024x256, 2 outputs", "ptx": "gemm/gemm-variants.ptx",
+         "kernel": "swiglu_grad_0_gemm", "m": 512, "n": 1024, "k": 256, "repeats": 5, "peer": False},
+        {"name": "bf16 dual GEMM gate/up + swiglu 4096x4096x1024 (two consumers)", "ptx": "gemm/gemm-variants-ws.ptx",
+         "kernel": "swiglu_ws_0_gemm", "m": 4096, "n": 4096, "k": 1024, "repeats": 5, "peer": False},
+        {"name": "dW = dY^T X 4096x4096 over 1000 of 1024 tokens (f32, accumulated, two consumers)", "ptx": "gemm/gemm-variants-ws.ptx",
+         "kernel": "wgrad_ws_0_reduce", "m": 4096, "n": 4096, "k": 1024, "rows": 1000, "repeats": 5, "peer": False},
     ],
     "attention": {"batch": 1, "heads": 32, "head_dim": 128, "seqs": [4096, 16384], "causal": True,
                   "colossus": "forward and backward (dK/dV, dQ) by scripts/gpu/hopper_attention_check.cu",

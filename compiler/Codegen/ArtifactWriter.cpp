@@ -169,46 +169,122 @@ llvm::Error colossus::applyLaunchAbi(KernelRecord &k) {
     return applyAttentionLaunchAbi(k, number, triple, bad);
   if (k.gpu.abiAttr == kHopperAttentionBwdAbiAttr)
     return applyAttentionBwdLaunchAbi(k, number, triple, bad);
-  int64_t m, n, kk, bm, bn, bk, smem, aArg, bArg;
+  // Comma-separated lists of integers (a_arg, b_arg, kparts).
+  auto numbers = [&](llvm::StringRef key,
+                     std::vector<int64_t> &out) -> llvm::Error {
+    auto it = kv.find(key);
+    if (it == kv.end())
+      return bad("no " + key);
+    llvm::SmallVector<llvm::StringRef> parts;
+    llvm::StringRef(it->second).split(parts, ',');
+    out.clear();
+    for (llvm::StringRef p : parts) {
+      int64_t v = 0;
+      if (p.getAsInteger(10, v))
+        return bad(key + "=" + it->second + " is not a list of integers");
+      out.push_back(v);
+    }
+    return llvm::Error::success();
+  };
+  int64_t m, n, kk, bm, bn, bk, smem;
   for (auto [key, out] : {std::pair<const char *, int64_t *>{"m", &m},
                           {"n", &n},
                           {"k", &kk},
                           {"bm", &bm},
                           {"bn", &bn},
                           {"bk", &bk},
-                          {"dynamic_smem", &smem},
-                          {"a_arg", &aArg},
-                          {"b_arg", &bArg}})
+                          {"dynamic_smem", &smem}})
     if (llvm::Error e = number(key, *out))
       return e;
+  std::vector<int64_t> aArgs, bArgs, kParts = {kk};
+  if (llvm::Error e = numbers("a_arg", aArgs))
+    return e;
+  if (llvm::Error e = numbers("b_arg", bArgs))
+    return e;
+  if (kv.count("kparts"))
+    if (llvm::Error e = numbers("kparts", kParts))
+      return e;
+  int64_t b2Arg = -1;
+  if (kv.count("b2_arg"))
+    if (llvm::Error e = number("b2_arg", b2Arg))
+      return e;
+  // Operand layouts (docs/hopper-gemm.md "Launch ABI"): k = K-contiguous
+  // (A [M, K], B [N, K]), mn = M- or N-contiguous (A [K, M], B [K, N]).
+  auto layout = [&](llvm::StringRef key, bool &mn) -> llvm::Error {
+    auto it = kv.find(key);
+    mn = false;
+    if (it == kv.end() || it->second == "k")
+      return llvm::Error::success();
+    if (it->second != "mn")
+      return bad(key + "=" + it->second + " is neither k nor mn");
+    mn = true;
+    return llvm::Error::success();
+  };
+  bool aMn = false, bMn = false;
+  if (llvm::Error e = layout("a_layout", aMn))
+    return e;
+  if (llvm::Error e = layout("b_layout", bMn))
+    return e;
   if (llvm::Error e = triple("grid", k.grid))
     return e;
   if (llvm::Error e = triple("block", k.block))
     return e;
+  int64_t kSum = 0;
+  for (int64_t p : kParts)
+    kSum += p;
+  auto argOk = [&](int64_t a) { return a >= 0 && a < k.numArgs; };
   if (m <= 0 || n <= 0 || kk <= 0 || bm <= 0 || bn <= 0 || bk <= 0 ||
-      smem < 0 || aArg < 0 || bArg < 0 || aArg >= k.numArgs ||
-      bArg >= k.numArgs)
+      smem < 0 || aArgs.empty() || aArgs.size() != bArgs.size() ||
+      aArgs.size() != kParts.size() || kSum != kk ||
+      !llvm::all_of(aArgs, argOk) || !llvm::all_of(bArgs, argOk) ||
+      !llvm::all_of(kParts, [](int64_t p) { return p > 0; }) ||
+      (b2Arg != -1 && (!argOk(b2Arg) || aArgs.size() != 1)))
     return bad("a value is out of range");
   k.dynamicSmemBytes = static_cast<unsigned>(smem);
   k.blockDim = k.block[0] * k.block[1] * k.block[2];
-  // Both operands are bf16, row-major and K-contiguous: A [M, K], B [N, K]
-  // (docs/hopper-gemm.md "Launch ABI").
-  auto map = [&](int64_t arg, int64_t rows, int64_t boxRows) {
+  // bf16, row-major, 128-byte swizzle. A K-contiguous operand of `rows`
+  // rows: globalDim {K, rows}, box {64, box rows}; an M/N-contiguous one
+  // ([K, rows] in memory): globalDim {rows, K}, box {64, 64} (one 64-wide
+  // slice of the tile per TMA load).
+  k.tensorMaps.clear();
+  auto map = [&](int64_t arg, bool mn, int64_t rows, int64_t kPart,
+                 int64_t boxRows) -> llvm::Error {
     TensorMapRecord t;
     t.arg = static_cast<unsigned>(arg);
     t.dataType = static_cast<uint8_t>(schema::TensorMapDataType::bfloat16);
     t.rank = 2;
-    t.globalDim = {static_cast<uint64_t>(kk), static_cast<uint64_t>(rows)};
-    t.globalStrides = {static_cast<uint64_t>(kk) * 2};
-    t.boxDim = {static_cast<uint32_t>(bk), static_cast<uint32_t>(boxRows)};
+    uint64_t inner = static_cast<uint64_t>(mn ? rows : kPart);
+    uint64_t outer = static_cast<uint64_t>(mn ? kPart : rows);
+    t.globalDim = {inner, outer};
+    t.globalStrides = {inner * 2};
+    t.boxDim = {static_cast<uint32_t>(bk),
+                static_cast<uint32_t>(mn ? 64 : boxRows)};
     t.elementStrides = {1, 1};
     t.interleave = static_cast<uint8_t>(schema::TensorMapInterleave::none);
     t.swizzle = static_cast<uint8_t>(schema::TensorMapSwizzle::b128);
     t.l2Promotion = static_cast<uint8_t>(schema::TensorMapL2Promotion::b256);
     t.oobFill = static_cast<uint8_t>(schema::TensorMapOobFill::none);
-    return t;
+    // An argument used twice (the dual GEMM's shared A) has one map.
+    for (const TensorMapRecord &o : k.tensorMaps) {
+      if (o.arg != t.arg)
+        continue;
+      if (o.globalDim != t.globalDim || o.boxDim != t.boxDim)
+        return bad("argument " + llvm::Twine(arg) +
+                   " is two operands with different tensor maps");
+      return llvm::Error::success();
+    }
+    k.tensorMaps.push_back(t);
+    return llvm::Error::success();
   };
-  k.tensorMaps = {map(aArg, m, bm), map(bArg, n, bn)};
+  for (size_t i = 0; i < aArgs.size(); ++i) {
+    if (llvm::Error e = map(aArgs[i], aMn, m, kParts[i], bm))
+      return e;
+    if (llvm::Error e = map(bArgs[i], bMn, n, kParts[i], bn))
+      return e;
+  }
+  if (b2Arg >= 0)
+    if (llvm::Error e = map(b2Arg, bMn, n, kParts[0], bn))
+      return e;
   return llvm::Error::success();
 }
 

@@ -1,30 +1,42 @@
 //===- HopperGemm.cpp - TMA + wgmma GEMM kernels for sm_90a ---------------===//
 //
-// A persistent, warp-specialized kernel computing C = A * B^T in bm x bn
-// tiles over K in steps of bk = 64 (docs/hopper-gemm.md):
+// A persistent, warp-specialized kernel computing, in bm x bn tiles over K
+// in steps of bk = 64, C = sum_i A_i * B_i (one accumulator; the products'
+// k tiles follow one another) or, for the dual GEMM, C0 = A * B and
+// C1 = A * B2 (docs/hopper-gemm.md):
 //
 //   thread 0:   init a "full" (count 1) and an "empty" (count = consumer
 //               warpgroups) mbarrier per stage; bar.sync
 //   producer:   warpgroup 0, setmaxnreg.dec 40; one elect.sync thread of its
-//               first warp fences the tensor maps, then for each of the
-//               CTA's tiles and each k tile: wait empty[slot], expect_tx +
-//               TMA loads of A and B into the slot (issueLoads)
+//               first warp fences and prefetches the tensor maps, then for
+//               each of the CTA's tiles and each k tile: wait empty[slot],
+//               expect_tx + TMA loads of the stage's A and B tile(s) into
+//               the slot (issueLoads)
 //   consumers:  warpgroups 1 (and 2), setmaxnreg.inc 232 (240 with one);
 //               for each of the CTA's tiles and each k tile: wait
-//               full[slot], wgmma.mma_async over the consumer's rows (m64
-//               blocks, n = bn, k16 steps), commit, wait_group 1, arrive on
+//               full[slot] (weight gradients: zero the stale token rows of
+//               the stage, then a named barrier of the consumers only),
+//               wgmma.mma_async over the consumer's rows (per k16 step,
+//               accumulator and m64 block), commit, wait_group 1, arrive on
 //               empty[previous slot]; then wait_group 0, release the last
-//               slot, and the epilogue: + bias[col] + residual[row, col] in
-//               f32, cast, store (rows >= nb*nt are not written)
+//               slot, and the epilogue from the accumulator registers: the
+//               group's elementwise ops in f32 per column pair, each output
+//               rounded and stored once (rows >= nb*nt are not written,
+//               except for weight gradients)
+//   k tiles:    all K / 64, or for a weight gradient (K = tokens) those with
+//               active token rows, ceil(nb*nt / 64): one Value (kEnd) bounds
+//               the producer's and the consumers' loops alike, so their ring
+//               positions stay in step across tiles
 //   tiles:      CTA i takes tiles i, i + gridDim.x, ... in groups of 8 tile
 //               rows (tileOrigin); the ring position (slot, phase) carries
 //               over from one tile to the next
 //
-// TMA (nvgpu.tma.async.load), the mbarriers (nvgpu.mbarrier.*) and the
+// Operands are K-contiguous or M/N-contiguous (OperandLayout: the TMA boxes,
+// the descriptors' strides and the wgmma transpose flags). TMA
+// (nvgpu.tma.async.load), the mbarriers (nvgpu.mbarrier.*) and the
 // shared-memory views are nvgpu/memref ops; the wgmma instructions are
 // nvvm.wgmma.* with descriptors computed here, because nvgpu.warpgroup.mma's
-// descriptor iteration assumes a [K, N] (N-contiguous) B tile while our B is
-// the [N, K] weight (K-contiguous, "K-major" in wgmma terms).
+// descriptor iteration assumes a [K, N] (N-contiguous) B tile only.
 //
 //===----------------------------------------------------------------------===//
 #include "colossus/Compiler/HopperGemm.h"
@@ -34,6 +46,7 @@
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Dialect/LLVMIR/NVVMDialect.h"
+#include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/NVGPU/IR/NVGPUDialect.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
@@ -46,10 +59,23 @@ using namespace colossus;
 
 namespace {
 
-bool isBf16OrF32(Type t) { return t.isBF16() || t.isF32(); }
-
 const char *typeName(Type t) {
   return !t ? "none" : t.isF32() ? "f32" : "bf16";
+}
+
+} // namespace
+
+namespace {
+
+/// Elementwise ops the epilogue computes (with the SIMT kernel's formulas).
+bool isEpilogueOp(Operation *op) {
+  return isa<AddOp, MulOp, GeluOp, SiluOp, SwigluOp, ConvertOp, SwigluGradOp,
+             GeluGradOp, SiluGradOp>(op);
+}
+
+RankedTensorType staticMatrix(Value v) {
+  auto t = dyn_cast<RankedTensorType>(v.getType());
+  return t && t.hasStaticShape() && t.getRank() == 2 ? t : RankedTensorType();
 }
 
 } // namespace
@@ -58,127 +84,264 @@ std::optional<HopperGemmProblem>
 colossus::matchHopperGemm(FusionOp fusion, std::string &whyNot) {
   Block &body = fusion.getBody().front();
   auto yield = cast<YieldOp>(body.getTerminator());
-  if (yield.getNumOperands() != 1) {
-    whyNot = "the group yields more than one value";
+  auto fail = [&](const Twine &why) -> std::optional<HopperGemmProblem> {
+    whyNot = why.str();
     return std::nullopt;
-  }
-  LinearOp linear;
-  AddOp add;
-  for (Operation &op : body.without_terminator()) {
-    if (auto l = dyn_cast<LinearOp>(op); l && !linear) {
-      linear = l;
-      continue;
-    }
-    if (auto a = dyn_cast<AddOp>(op); a && !add) {
-      add = a;
-      continue;
-    }
-    whyNot = ("'" + op.getName().getStringRef() +
-              "' in the group (only linear, bias and a residual add are "
-              "fused so far)")
-                 .str();
-    return std::nullopt;
-  }
-  if (!linear) {
-    whyNot = "no linear in the group";
-    return std::nullopt;
-  }
-  if (!linear.getTransposeW()) {
-    whyNot = "the weight is [K, N] (transpose_w = false)";
-    return std::nullopt;
-  }
-  HopperGemmProblem p;
+  };
   auto arg = [&](Value v) -> int {
     auto ba = dyn_cast<BlockArgument>(v);
     return ba && ba.getOwner() == &body ? static_cast<int>(ba.getArgNumber())
                                         : -1;
   };
-  int x = arg(linear.getX()), w = arg(linear.getWeight());
-  if (x < 0 || w < 0) {
-    whyNot = "the linear's operands are computed inside the group";
-    return std::nullopt;
+  auto isBf16Matrix = [](Value v) {
+    RankedTensorType t = staticMatrix(v);
+    return t && t.getElementType().isBF16();
+  };
+  SmallVector<LinearOp> linears;
+  SmallVector<LinearWeightGradOp> wgrads;
+  for (Operation &op : body.without_terminator()) {
+    if (auto l = dyn_cast<LinearOp>(op))
+      linears.push_back(l);
+    else if (auto g = dyn_cast<LinearWeightGradOp>(op))
+      wgrads.push_back(g);
   }
-  p.xArg = x;
-  p.weightArg = w;
-  auto xt = cast<RankedTensorType>(linear.getX().getType());
-  auto wt = cast<RankedTensorType>(linear.getWeight().getType());
-  if (!xt.getElementType().isBF16() || !wt.getElementType().isBF16()) {
-    whyNot = "the operands are not bf16";
-    return std::nullopt;
-  }
-  if (!xt.hasStaticShape() || !wt.hasStaticShape()) {
-    whyNot = "the operands do not have static shapes";
-    return std::nullopt;
-  }
-  p.m = xt.getDimSize(0);
-  p.k = xt.getDimSize(1);
-  p.n = wt.getDimSize(0);
-  if (Value bias = linear.getBias()) {
-    p.biasArg = arg(bias);
-    if (p.biasArg < 0) {
-      whyNot = "the bias is computed inside the group";
-      return std::nullopt;
+  HopperGemmProblem p;
+  // Values the wgmma mainloop computes (linears and the adds summing them):
+  // the epilogue never reads them except through an accumulator.
+  llvm::DenseSet<Operation *> mainloopOps;
+  if (!wgrads.empty()) {
+    // dW = dy^T x (transpose_w, [N, K]) or x^T dy ([K, N]): both operands
+    // are [T, *] activations, i.e. M- and N-contiguous; K = T (tokens).
+    LinearWeightGradOp g = wgrads.front();
+    if (wgrads.size() != 1 || !linears.empty())
+      return fail("a linear_weight_grad is fused with other GEMMs");
+    int x = arg(g.getX()), dy = arg(g.getDy());
+    if (x < 0 || dy < 0)
+      return fail("the linear_weight_grad's operands are computed inside the "
+                  "group");
+    if (!isBf16Matrix(g.getX()) || !isBf16Matrix(g.getDy()))
+      return fail("the operands are not bf16 matrices with static shapes");
+    int a = g.getTransposeW() ? dy : x, b = g.getTransposeW() ? x : dy;
+    RankedTensorType at = staticMatrix(body.getArgument(a));
+    RankedTensorType bt = staticMatrix(body.getArgument(b));
+    p.m = at.getDimSize(1);
+    p.n = bt.getDimSize(1);
+    p.k = at.getDimSize(0);
+    p.aMajor = p.bMajor = GemmMajor::MN;
+    p.tokenK = true;
+    p.terms.push_back(
+        {static_cast<unsigned>(a), static_cast<unsigned>(b), p.k});
+    p.accValue[0] = g.getResult();
+    mainloopOps.insert(g);
+  } else {
+    if (linears.empty())
+      return fail("no linear in the group");
+    bool transposeW = linears.front().getTransposeW();
+    for (LinearOp l : linears) {
+      if (arg(l.getX()) < 0 || arg(l.getWeight()) < 0)
+        return fail("the linear's operands are computed inside the group");
+      if (!isBf16Matrix(l.getX()) || !isBf16Matrix(l.getWeight()))
+        return fail("the operands are not bf16 matrices with static shapes");
+      if (l.getTransposeW() != transposeW)
+        return fail("the linears mix weight layouts");
+      if (l.getBias() && arg(l.getBias()) < 0)
+        return fail("the bias is computed inside the group");
     }
-    p.biasElem = cast<RankedTensorType>(bias.getType()).getElementType();
-  }
-  Value result = linear.getResult();
-  if (add) {
-    Value other;
-    if (add.getLhs() == linear.getResult())
-      other = add.getRhs();
-    else if (add.getRhs() == linear.getResult())
-      other = add.getLhs();
-    p.residualArg = other ? arg(other) : -1;
-    if (p.residualArg < 0) {
-      whyNot = "the add is not a residual add of the linear's result and a "
-               "group input";
-      return std::nullopt;
+    // Sums of linears (each used only by the sum) share one accumulator.
+    llvm::DenseMap<Value, SmallVector<LinearOp>> sumTerms;
+    for (LinearOp l : linears)
+      if (!l.getBias())
+        sumTerms[l.getResult()] = {l};
+    for (Operation &op : body.without_terminator()) {
+      auto add = dyn_cast<AddOp>(op);
+      if (!add || add.getLhs() == add.getRhs() ||
+          !sumTerms.count(add.getLhs()) || !sumTerms.count(add.getRhs()) ||
+          !add.getLhs().hasOneUse() || !add.getRhs().hasOneUse())
+        continue;
+      SmallVector<LinearOp> terms = sumTerms[add.getLhs()];
+      terms.append(sumTerms[add.getRhs()]);
+      sumTerms[add.getResult()] = terms;
+      mainloopOps.insert(add);
     }
-    p.residualElem = cast<RankedTensorType>(other.getType()).getElementType();
-    result = add.getResult();
+    // Accumulators: linears and sums not consumed by a sum.
+    SmallVector<Value> roots;
+    auto consumedBySum = [&](Value v) {
+      return v.hasOneUse() && mainloopOps.count(*v.user_begin());
+    };
+    for (LinearOp l : linears) {
+      mainloopOps.insert(l);
+      if (!consumedBySum(l.getResult()))
+        roots.push_back(l.getResult());
+    }
+    for (Operation *op : llvm::to_vector(mainloopOps))
+      if (isa<AddOp>(op) && !consumedBySum(op->getResult(0)))
+        roots.push_back(op->getResult(0));
+    if (roots.size() > 2)
+      return fail("more than two accumulators (linears that are neither "
+                  "summed nor share x)");
+    auto single = [&](Value v) { return v.getDefiningOp<LinearOp>(); };
+    if (roots.size() == 2) {
+      // Program order: the first linear is accumulator 0.
+      if (!single(roots[0]) || !single(roots[1]) ||
+          single(roots[0]).getX() != single(roots[1]).getX())
+        return fail("two linears that neither share x nor are summed");
+      if (single(roots[1])->isBeforeInBlock(single(roots[0])))
+        std::swap(roots[0], roots[1]);
+      p.b2Arg = arg(single(roots[1]).getWeight());
+      p.accValue[1] = roots[1];
+    }
+    p.accValue[0] = roots[0];
+    SmallVector<LinearOp> terms = single(roots[0])
+                                      ? SmallVector<LinearOp>{single(roots[0])}
+                                      : sumTerms[roots[0]];
+    RankedTensorType rt = staticMatrix(roots[0]);
+    p.m = rt.getDimSize(0);
+    p.n = rt.getDimSize(1);
+    if (p.accValue[1] &&
+        staticMatrix(p.accValue[1]).getShape() != rt.getShape())
+      return fail("the two linears on x have different shapes");
+    for (LinearOp l : terms) {
+      RankedTensorType xt = staticMatrix(l.getX());
+      if (staticMatrix(l.getResult()).getShape() != rt.getShape())
+        return fail("the summed linears have different shapes");
+      p.terms.push_back({static_cast<unsigned>(arg(l.getX())),
+                         static_cast<unsigned>(arg(l.getWeight())),
+                         xt.getDimSize(1)});
+      p.k += xt.getDimSize(1);
+    }
+    p.aMajor = GemmMajor::K;
+    p.bMajor = transposeW ? GemmMajor::K : GemmMajor::MN;
+    if (LinearOp l = single(roots[0]); l && l.getBias()) {
+      p.biasArg = arg(l.getBias());
+      p.biasElem =
+          cast<RankedTensorType>(l.getBias().getType()).getElementType();
+    }
   }
-  if (yield.getOperand(0) != result ||
-      (add && !linear.getResult().hasOneUse())) {
-    whyNot = "the group's result is not its last op";
-    return std::nullopt;
+  // The epilogue: elementwise ops on the accumulators and group inputs of
+  // shape [M, N] (loaded at [row, col]) or [N] (at [col]).
+  auto isAcc = [&](Value v) {
+    return v == p.accValue[0] || (p.accValue[1] && v == p.accValue[1]);
+  };
+  auto elemOk = [](Type t) { return t.isBF16() || t.isF32(); };
+  // Operands reach the kernel as tensor maps: the epilogue cannot read them.
+  llvm::SmallDenseSet<int> operandArgs = {p.b2Arg};
+  for (const HopperGemmTerm &t : p.terms) {
+    operandArgs.insert(static_cast<int>(t.aArg));
+    operandArgs.insert(static_cast<int>(t.bArg));
   }
-  p.outElem = cast<RankedTensorType>(result.getType()).getElementType();
-  if (!isBf16OrF32(p.outElem) || (p.biasArg >= 0 && !isBf16OrF32(p.biasElem)) ||
-      (p.residualArg >= 0 && !isBf16OrF32(p.residualElem))) {
-    whyNot = "bias, residual and result must be bf16 or f32";
-    return std::nullopt;
+  for (Operation &op : body.without_terminator()) {
+    if (mainloopOps.count(&op))
+      continue;
+    if (!isEpilogueOp(&op))
+      return fail("'" + op.getName().getStringRef() +
+                  "' in the group (the epilogue computes only elementwise "
+                  "add, mul, gelu, silu, swiglu, convert and their "
+                  "gradients)");
+    for (Value v : op.getOperands()) {
+      auto t = dyn_cast<RankedTensorType>(v.getType());
+      if (arg(v) >= 0) {
+        if (operandArgs.count(arg(v)))
+          return fail("a GEMM operand is also an epilogue input");
+        bool matrix = t && t.getRank() == 2 && t.getDimSize(0) == p.m &&
+                      t.getDimSize(1) == p.n;
+        bool vector = t && t.getRank() == 1 && t.getDimSize(0) == p.n;
+        if ((!matrix && !vector) || !elemOk(t.getElementType()))
+          return fail("an epilogue input is not a bf16 or f32 [M, N] matrix "
+                      "or [N] vector");
+        continue;
+      }
+      if (mainloopOps.count(v.getDefiningOp()) && !isAcc(v))
+        return fail("a summed linear is also used on its own");
+    }
+    for (Value r : op.getResults()) {
+      RankedTensorType t = staticMatrix(r);
+      if (!t || t.getDimSize(0) != p.m || t.getDimSize(1) != p.n ||
+          !elemOk(t.getElementType()))
+        return fail("an epilogue value is not a bf16 or f32 [M, N] matrix");
+    }
   }
+  for (Value v : yield.getOperands()) {
+    RankedTensorType t = staticMatrix(v);
+    if (arg(v) >= 0 || (mainloopOps.count(v.getDefiningOp()) && !isAcc(v)))
+      return fail("the group yields a value the epilogue does not compute");
+    if (!t || t.getDimSize(0) != p.m || t.getDimSize(1) != p.n ||
+        !elemOk(t.getElementType()))
+      return fail("bias, residual and results must be bf16 or f32");
+    p.outputs.push_back(v);
+    p.outElems.push_back(t.getElementType());
+  }
+  if (p.biasArg >= 0 && !elemOk(p.biasElem))
+    return fail("bias, residual and results must be bf16 or f32");
+  // The legacy ABI keys: a group input added to the accumulator.
+  for (Operation &op : body.without_terminator())
+    if (auto add = dyn_cast<AddOp>(op); add && !mainloopOps.count(add))
+      for (auto [mine, other] : {std::pair{add.getLhs(), add.getRhs()},
+                                 std::pair{add.getRhs(), add.getLhs()}})
+        if (mine == p.accValue[0] && arg(other) >= 0 && staticMatrix(other) &&
+            p.residualArg < 0) {
+          p.residualArg = arg(other);
+          p.residualElem =
+              cast<RankedTensorType>(other.getType()).getElementType();
+        }
+  for (const HopperGemmTerm &t : p.terms)
+    if (t.k % 64)
+      return fail("K = " + Twine(t.k) + " is not a multiple of 64");
   std::string tileWhy;
-  std::optional<HopperGemmTile> tile =
-      selectHopperGemmTile(p.m, p.n, p.k, HopperGemmLimits(), &tileWhy);
-  if (!tile) {
-    whyNot = "no tile fits [" + std::to_string(p.m) + ", " +
-             std::to_string(p.n) + ", " + std::to_string(p.k) +
-             "]: " + tileWhy;
-    return std::nullopt;
-  }
+  std::optional<HopperGemmTile> tile = selectHopperGemmTile(
+      p.m, p.n, p.k, HopperGemmLimits(), &tileWhy, p.b2Arg >= 0 ? 2 : 1);
+  if (!tile)
+    return fail("no tile fits [" + Twine(p.m) + ", " + Twine(p.n) + ", " +
+                Twine(p.k) + "]: " + tileWhy);
   p.tile = *tile;
   return p;
 }
 
 namespace {
 
+/// Where each operand of a stage lies in shared memory and how wgmma reads
+/// it (docs/hopper-gemm.md "Operand layouts"). A K-major operand tile of R
+/// rows is one TMA box {64 (K), R}: R rows of 128 bytes. An MN-major tile is
+/// R / 64 boxes {64 (M or N), 64 (K)}, each 64 K-rows of 128 bytes (8 KiB),
+/// the boxes one after the other. Both use the 128-byte swizzle.
+struct OperandLayout {
+  GemmMajor major = GemmMajor::K;
+  int64_t rows = 0;   ///< bm (A) or bn (B)
+  int64_t offset = 0; ///< bytes from the start of the stage
+
+  bool mn() const { return major == GemmMajor::MN; }
+  /// The shared-memory tile one TMA load fills.
+  SmallVector<int64_t, 2> box() const {
+    return mn() ? SmallVector<int64_t, 2>{64, 64}
+                : SmallVector<int64_t, 2>{rows, 64};
+  }
+  int64_t boxes() const { return mn() ? rows / 64 : 1; }
+  /// Bytes between the 16-row k steps of a wgmma (k16): 16 elements along a
+  /// 128-byte row (K-major) or 16 rows of 128 bytes (MN-major).
+  int64_t k16Bytes() const { return mn() ? 16 * 128 : 32; }
+  /// Leading byte offset of the descriptor: unused by swizzled K-major
+  /// layouts (1); MN-major: from one 64-element (128-byte) atom along M/N
+  /// to the next, i.e. the next box.
+  int64_t leadingBytes() const { return mn() ? 64 * 128 : 16; }
+};
+
 /// Builds the body of the kernel; one instance per kernel.
 class GemmBuilder {
 public:
   GemmBuilder(OpBuilder &b, Location loc, const HopperGemmProblem &p)
       : b(b), loc(loc), p(p), t(p.tile), ctx(b.getContext()) {
-    smemSpace =
-        gpu::AddressSpaceAttr::get(ctx, gpu::GPUDialect::getWorkgroupAddressSpace());
+    smemSpace = gpu::AddressSpaceAttr::get(
+        ctx, gpu::GPUDialect::getWorkgroupAddressSpace());
     bf16 = b.getBF16Type();
     f32 = b.getF32Type();
     i64 = b.getI64Type();
-    tileA = MemRefType::get({t.bm, t.bk}, bf16, MemRefLayoutAttrInterface(),
-                            smemSpace);
-    tileB = MemRefType::get({t.bn, t.bk}, bf16, MemRefLayoutAttrInterface(),
-                            smemSpace);
-    tmapA = tensorMapType(tileA);
-    tmapB = tensorMapType(tileB);
+    la.major = p.aMajor;
+    la.rows = t.bm;
+    la.offset = 0;
+    lb.major = p.bMajor;
+    lb.rows = t.bn;
+    lb.offset = t.bm * t.bk * 2;
+    lb2 = lb;
+    lb2.offset = (t.bm + t.bn) * t.bk * 2;
     // stages "full" barriers (TMA landed), then stages "empty" ones (the
     // consumers are done reading the slot).
     barriers = nvgpu::MBarrierGroupType::get(ctx, smemSpace, 2 * t.stages);
@@ -186,13 +349,21 @@ public:
         ctx, SmallVector<Type>(t.bn / 2, f32));
   }
 
-  nvgpu::TensorMapDescriptorType tensorMapType(MemRefType tile) {
-    return swizzled128TensorMap(ctx, tile);
+  MemRefType boxType(const OperandLayout &l) {
+    return MemRefType::get(l.box(), bf16, MemRefLayoutAttrInterface(),
+                           smemSpace);
+  }
+  nvgpu::TensorMapDescriptorType tensorMapType(const OperandLayout &l) {
+    return swizzled128TensorMap(ctx, boxType(l));
   }
 
   Value idx(int64_t v) { return arith::ConstantIndexOp::create(b, loc, v); }
   Value cI64(int64_t v) {
     return arith::ConstantOp::create(b, loc, b.getI64IntegerAttr(v));
+  }
+  Value cF32(double v) {
+    return arith::ConstantOp::create(b, loc,
+                                     b.getF32FloatAttr(static_cast<float>(v)));
   }
   Value add(Value x, Value y) { return arith::AddIOp::create(b, loc, x, y); }
   Value mul(Value x, Value y) { return arith::MulIOp::create(b, loc, x, y); }
@@ -203,42 +374,88 @@ public:
   /// Emits the whole kernel body into `fn`'s entry block.
   void build(gpu::GPUFuncOp fn, unsigned numInputs);
 
+  /// The epilogue expression of value `v` as the launch ABI writes it.
+  std::string expression(Value v);
+
 private:
-  Value sliceA(Value slot) {
-    Value off = add(ringBase, mul(slot, idx(t.stageBytes())));
-    return memref::ViewOp::create(b, loc, tileA, smem, off, ValueRange{});
-  }
-  Value sliceB(Value slot) {
-    Value off = add(ringBase, add(mul(slot, idx(t.stageBytes())),
-                                  idx(t.bm * t.bk * 2)));
-    return memref::ViewOp::create(b, loc, tileB, smem, off, ValueRange{});
+  int64_t numAccs() const { return p.b2Arg >= 0 ? 2 : 1; }
+  /// The named barrier of the consumer warpgroups (weight gradients' token
+  /// masking); 0 is the CTA-wide one.
+  static constexpr int64_t kConsumerBarrier = 1;
+  /// Thread 0: TMA loads of operand tile(s) `l` of rows [row0, row0 +
+  /// l.rows) and k [k0, k0 + 64) into stage `slot`.
+  void loadOperand(Value tm, const OperandLayout &l, Value row0, Value k0,
+                   Value slot) {
+    Value stage = add(ringBase, mul(slot, idx(t.stageBytes())));
+    for (int64_t j = 0; j < l.boxes(); ++j) {
+      Value dst = memref::ViewOp::create(
+          b, loc, boxType(l), smem, add(stage, idx(l.offset + j * 64 * 128)),
+          ValueRange{});
+      SmallVector<Value, 2> coords =
+          l.mn() ? SmallVector<Value, 2>{add(row0, idx(64 * j)), k0}
+                 : SmallVector<Value, 2>{k0, row0};
+      nvgpu::TmaAsyncLoadOp::create(b, loc, dst, bars, tm, coords, slot,
+                                    Value(), Value());
+    }
   }
   /// The producer thread: expect the bytes of k tile `kt` on the full
-  /// mbarrier `slot`, then start the two TMA loads of the tile at (m0, n0)
-  /// into that slot.
+  /// mbarrier `slot`, then start the TMA loads of the A and B tile(s) of
+  /// the tile at (m0, n0) into that slot. The k tiles of the terms follow
+  /// one another (term i covers its own K / 64 tiles).
   void issueLoads(Value kt, Value slot) {
     nvgpu::MBarrierArriveExpectTxOp::create(b, loc, bars, idx(t.stageBytes()),
                                             slot, Value());
-    Value k0 = mul(kt, idx(t.bk));
-    nvgpu::TmaAsyncLoadOp::create(b, loc, sliceA(slot), bars, tmA,
-                                  ValueRange{k0, m0}, slot, Value(), Value());
-    nvgpu::TmaAsyncLoadOp::create(b, loc, sliceB(slot), bars, tmB,
-                                  ValueRange{k0, n0}, slot, Value(), Value());
+    loadTerm(0, kt, slot, 0);
   }
-  /// The wgmma shared-memory descriptor of a K-major, 128-byte-swizzled
-  /// operand at shared address `addr` (bytes, i64): start address >> 4 in
-  /// bits [0, 14), leading byte offset 16 (unused by swizzled K-major
-  /// layouts) in [16, 30), stride byte offset 1024 (8 rows of 128 bytes)
-  /// >> 4 in [32, 46), base offset 0 (every tile is 1024-aligned), swizzle
-  /// mode 1 (128B) in [62, 64).
-  Value descriptor(Value addr) {
-    return wgmmaDescriptor128B(b, loc, addr, /*lbo=*/16, /*sbo=*/1024);
+  void loadTerm(size_t i, Value kt, Value slot, int64_t firstTile) {
+    auto loads = [&](Value local) {
+      Value k0 = mul(local, idx(t.bk));
+      loadOperand(tmA[i], la, m0, k0, slot);
+      loadOperand(tmB[i], lb, n0, k0, slot);
+      if (tmB2)
+        loadOperand(tmB2, lb2, n0, k0, slot);
+    };
+    Value local = arith::SubIOp::create(b, loc, kt, idx(firstTile));
+    if (i + 1 == p.terms.size()) {
+      loads(local);
+      return;
+    }
+    int64_t end = firstTile + p.terms[i].k / t.bk;
+    Value here =
+        arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, kt, idx(end));
+    auto ifOp = scf::IfOp::create(b, loc, here, /*withElse=*/true);
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(&ifOp.getThenRegion().front());
+    loads(local);
+    b.setInsertionPointToStart(&ifOp.getElseRegion().front());
+    loadTerm(i + 1, kt, slot, end);
   }
+  /// The wgmma shared-memory descriptor of a 128-byte-swizzled operand at
+  /// shared address `addr` (bytes, i64): leading byte offset K-major: unused
+  /// (16); MN-major: 8 KiB from one 64-wide M/N atom to the next; stride
+  /// byte offset 1024 (8 rows of 128 bytes: the next 8 M/N rows of a K-major
+  /// tile, the next 8 K rows of an MN-major one); base offset 0 (every tile
+  /// is 1024-aligned); swizzle mode 128B.
+  Value descriptor(Value addr, const OperandLayout &l) {
+    return wgmmaDescriptor128B(b, loc, addr, l.leadingBytes(), /*sbo=*/1024);
+  }
+  /// A consumer's wgmmas of one k tile at stage address `slotAddr`, its A
+  /// rows at `aOffset` bytes into the A tile: for each k16 step, each
+  /// accumulator and each m64 block of the consumer's rows one m64n{bn}k16.
+  void issueWgmmas(Value slotAddr, Value aOffset, SmallVectorImpl<Value> &accs);
+  /// Weight gradients, run by all consumer threads (`ctid` = index among
+  /// them): zeroes the K rows >= nb * nt of the k tile `kt` in the stage at
+  /// `slotStart` (whole 128-byte lines of the MN-major boxes), so that stale
+  /// token rows add nothing; then a named barrier of the consumers only.
+  void maskTokenRows(Value kt, Value slotStart, Value rows, Value ctid);
   Value toI64(Value index) {
     return arith::IndexCastUIOp::create(b, loc, i64, index);
   }
-  void epilogue(ArrayRef<Value> accs, ValueRange args, Value rows,
-                Value tid);
+  void epilogue(ArrayRef<Value> accs, ValueRange args, unsigned numInputs,
+                Value rows, Value tid);
+  /// The f32 value of element `e` (0 or 1) of the column pair at (row, col)
+  /// of epilogue value `v`.
+  Value evaluate(Value v, int e);
 
   /// A position in the ring: the slot and the parity of the current pass
   /// through the ring (the mbarrier phase to wait for).
@@ -257,7 +474,7 @@ private:
   /// wait for the slot's data, wgmma, and release the previous k tile's
   /// slot once its wgmmas completed (thread `wtid` 0 arrives on its empty
   /// barrier). Returns the accumulators and the position after the tile.
-  RingPos consumeTile(RingPos pos, Value consumer, Value wtid,
+  RingPos consumeTile(RingPos pos, Value consumer, Value wtid, Value rows,
                       SmallVectorImpl<Value> &accs);
   /// The persistent tile loop: tiles firstTile, firstTile + step, ... below
   /// numTiles, each mapped to its origin (tileM0, tileN0) in the grouped
@@ -279,15 +496,25 @@ private:
   MLIRContext *ctx;
   Attribute smemSpace;
   Type bf16, f32, i64;
-  MemRefType tileA, tileB;
-  nvgpu::TensorMapDescriptorType tmapA, tmapB;
+  OperandLayout la, lb, lb2;
   nvgpu::MBarrierGroupType barriers;
   LLVM::LLVMStructType accType;
   /// `bars` holds the full barriers [0, stages) and the empty barriers
   /// [stages, 2 * stages). m0 and n0 are the origin of the rows the current
   /// warpgroup works on: the whole tile for the producer (issueLoads), the
-  /// consumer's rows of it for a consumer (epilogue).
-  Value smem, ringBase, ringAddr, bars, tmA, tmB, m0, n0;
+  /// consumer's rows of it for a consumer (epilogue). kEnd is the number of
+  /// k tiles of every tile (dynamic for weight gradients), the bound of both
+  /// the producer's and the consumers' k loops.
+  SmallVector<Value> tmA, tmB;
+  Value tmB2;
+  Value smem, ringBase, ringAddr, bars, m0, n0, kEnd;
+  // Epilogue state at one column pair.
+  ArrayRef<Value> epAccs;
+  ValueRange epArgs;
+  Value epRow, epCol;
+  int64_t epMb = 0, epHalf = 0, epJ = 0;
+  llvm::DenseMap<std::pair<Value, int>, Value> epMemo;
+  llvm::DenseMap<Value, Value> epPairs;
 };
 
 GemmBuilder::RingPos GemmBuilder::advance(RingPos pos) {
@@ -304,8 +531,7 @@ Value GemmBuilder::previousSlot(Value slot) {
 }
 
 GemmBuilder::RingPos GemmBuilder::produceTile(RingPos pos) {
-  const int64_t kTiles = p.k / t.bk;
-  auto loop = scf::ForOp::create(b, loc, idx(0), idx(kTiles), idx(1),
+  auto loop = scf::ForOp::create(b, loc, idx(0), kEnd, idx(1),
                                  ValueRange{pos.slot, pos.phase});
   OpBuilder::InsertionGuard g(b);
   b.setInsertionPointToStart(loop.getBody());
@@ -327,51 +553,36 @@ GemmBuilder::RingPos GemmBuilder::produceTile(RingPos pos) {
 }
 
 GemmBuilder::RingPos GemmBuilder::consumeTile(RingPos pos, Value consumer,
-                                              Value wtid,
+                                              Value wtid, Value rows,
                                               SmallVectorImpl<Value> &accs) {
-  const int64_t kTiles = p.k / t.bk;
-  const int64_t mBlocks = t.consumerRows() / 64;
+  const int64_t nAccs = numAccs() * (t.consumerRows() / 64);
   SmallVector<Value> init;
-  for (int64_t i = 0; i < mBlocks; ++i)
+  for (int64_t i = 0; i < nAccs; ++i)
     init.push_back(LLVM::ZeroOp::create(b, loc, accType));
   init.append({pos.slot, pos.phase});
   Value isLeader = cmp(arith::CmpIPredicate::eq, wtid, idx(0));
-  // This consumer's rows of the A tile: consumerRows rows of 128 bytes.
+  // This consumer's rows of the A tile: consumerRows rows of 128 bytes
+  // (K-major) or consumerRows / 64 boxes of 8 KiB (MN-major): the same
+  // offset.
   Value aOffset = toI64(mul(consumer, idx(t.consumerRows() * t.bk * 2)));
-  auto loop = scf::ForOp::create(b, loc, idx(0), idx(kTiles), idx(1), init);
+  auto loop = scf::ForOp::create(b, loc, idx(0), kEnd, idx(1), init);
   {
     OpBuilder::InsertionGuard g(b);
     b.setInsertionPointToStart(loop.getBody());
     Value kt = loop.getInductionVar();
     auto iters = loop.getRegionIterArgs();
-    RingPos cur{iters[mBlocks], iters[mBlocks + 1]};
+    RingPos cur{iters[nAccs], iters[nAccs + 1]};
     nvgpu::MBarrierTryWaitParityOp::create(b, loc, bars, cur.phase,
                                            idx(10000000), cur.slot);
-    Value slotAddr = arith::AddIOp::create(
-        b, loc, ringAddr, toI64(mul(cur.slot, idx(t.stageBytes()))));
-    Value descA = descriptor(arith::AddIOp::create(b, loc, slotAddr, aOffset));
-    Value descB = descriptor(
-        arith::AddIOp::create(b, loc, slotAddr, cI64(t.bm * t.bk * 2)));
+    Value slotOffset = mul(cur.slot, idx(t.stageBytes()));
+    if (p.tokenK)
+      maskTokenRows(
+          kt, add(ringBase, slotOffset), rows,
+          add(mul(consumer, idx(HopperGemmTile::kWarpgroupThreads)), wtid));
+    Value slotAddr = arith::AddIOp::create(b, loc, ringAddr, toI64(slotOffset));
     NVVM::WgmmaFenceAlignedOp::create(b, loc);
-    SmallVector<Value> tileAccs(iters.take_front(mBlocks));
-    auto shape = NVVM::MMAShapeAttr::get(ctx, 64, t.bn, 16);
-    for (int64_t kk = 0; kk < t.bk / 16; ++kk) {
-      // +32 bytes per k16 step inside the swizzled 128-byte rows.
-      Value db = arith::AddIOp::create(b, loc, descB, cI64(kk * 32 >> 4));
-      for (int64_t mb = 0; mb < mBlocks; ++mb) {
-        // +64 rows of 128 bytes per m64 block.
-        Value da = arith::AddIOp::create(b, loc, descA,
-                                         cI64((mb * 64 * 128 + kk * 32) >> 4));
-        tileAccs[mb] = NVVM::WgmmaMmaAsyncOp::create(
-            b, loc, accType, tileAccs[mb], da, db, shape,
-            NVVM::WGMMATypes::bf16, NVVM::WGMMATypes::bf16,
-            NVVM::WGMMATypes::f32, NVVM::WGMMAScaleOut::one,
-            NVVM::WGMMAScaleIn::one, NVVM::WGMMAScaleIn::one,
-            NVVM::MMALayout::row,
-            // col: B is K-major (the [N, K] weight), no transpose.
-            NVVM::MMALayout::col, NVVM::MMAIntOverflowAttr());
-      }
-    }
+    SmallVector<Value> tileAccs(iters.take_front(nAccs));
+    issueWgmmas(slotAddr, aOffset, tileAccs);
     NVVM::WgmmaGroupSyncAlignedOp::create(b, loc);
     // At most this k tile's wgmmas are in flight: those of k tile kt-1
     // completed, so its slot goes back to the producer.
@@ -390,16 +601,21 @@ GemmBuilder::RingPos GemmBuilder::consumeTile(RingPos pos, Value consumer,
     scf::YieldOp::create(b, loc, tileAccs);
   }
   NVVM::WgmmaWaitGroupSyncOp::create(b, loc, 0);
-  RingPos end{loop.getResult(mBlocks), loop.getResult(mBlocks + 1)};
-  // The last k tile's slot.
-  auto ifRelease = scf::IfOp::create(b, loc, isLeader, false);
+  RingPos end{loop.getResult(nAccs), loop.getResult(nAccs + 1)};
+  // The last k tile's slot (none when a weight gradient has no active
+  // token rows: then no k tile ran and no slot was taken).
+  auto ifRelease = scf::IfOp::create(
+      b, loc,
+      arith::AndIOp::create(b, loc, isLeader,
+                            cmp(arith::CmpIPredicate::ugt, kEnd, idx(0))),
+      false);
   {
     OpBuilder::InsertionGuard g(b);
     b.setInsertionPointToStart(&ifRelease.getThenRegion().front());
     nvgpu::MBarrierArriveOp::create(b, loc, bars,
                                     add(previousSlot(end.slot), idx(t.stages)));
   }
-  accs.assign(loop.getResults().begin(), loop.getResults().begin() + mBlocks);
+  accs.assign(loop.getResults().begin(), loop.getResults().begin() + nAccs);
   return end;
 }
 
@@ -446,22 +662,38 @@ void GemmBuilder::build(gpu::GPUFuncOp fn, unsigned numInputs) {
   auto asIndex = [&](Value v) {
     return arith::IndexCastOp::create(b, loc, b.getIndexType(), v).getResult();
   };
-  unsigned nArgs = numInputs + 1;
+  unsigned nArgs = numInputs + p.outputs.size();
   Value rows = mul(asIndex(args[nArgs]), asIndex(args[nArgs + 1]));
   // The tiles of the active rows (nb * nt): tile rows [0, activeTileRows).
-  Value activeTileRows = arith::MinUIOp::create(
-      b, loc,
-      arith::DivUIOp::create(b, loc, add(rows, idx(t.bm - 1)), idx(t.bm)),
-      idx(p.m / t.bm));
+  // A weight gradient's rows are features: all of them are computed.
+  Value activeTileRows =
+      p.tokenK ? idx(p.m / t.bm)
+               : arith::MinUIOp::create(
+                     b, loc,
+                     arith::DivUIOp::create(b, loc, add(rows, idx(t.bm - 1)),
+                                            idx(t.bm)),
+                     idx(p.m / t.bm))
+                     .getResult();
   Value numTiles = mul(activeTileRows, idx(p.n / t.bn));
   Value firstTile = gpu::BlockIdOp::create(b, loc, gpu::Dimension::x);
   Value tileStep = gpu::GridDimOp::create(b, loc, gpu::Dimension::x);
 
   // The tensor maps arrive as generic pointers (CUtensorMap in device
   // memory); nvgpu's tensor-map type lowers to exactly that pointer.
-  Value ptrA = args[p.xArg], ptrB = args[p.weightArg];
-  tmA = UnrealizedConversionCastOp::create(b, loc, tmapA, ptrA).getResult(0);
-  tmB = UnrealizedConversionCastOp::create(b, loc, tmapB, ptrB).getResult(0);
+  SmallVector<Value> mapPtrs;
+  auto castMap = [&](unsigned a, const OperandLayout &l) {
+    Value ptr = args[a];
+    if (!llvm::is_contained(mapPtrs, ptr))
+      mapPtrs.push_back(ptr);
+    return UnrealizedConversionCastOp::create(b, loc, tensorMapType(l), ptr)
+        .getResult(0);
+  };
+  for (const HopperGemmTerm &term : p.terms) {
+    tmA.push_back(castMap(term.aArg, la));
+    tmB.push_back(castMap(term.bArg, lb));
+  }
+  if (p.b2Arg >= 0)
+    tmB2 = castMap(p.b2Arg, lb2);
 
   // The ring of stages in dynamic shared memory, aligned up to 1024 bytes.
   auto dynTy = MemRefType::get({ShapedType::kDynamic}, b.getI8Type(),
@@ -474,6 +706,16 @@ void GemmBuilder::build(gpu::GPUFuncOp fn, unsigned numInputs) {
   ringAddr = toI64(add(base, ringBase));
 
   bars = nvgpu::MBarrierCreateOp::create(b, loc, barriers);
+  // The k tiles of every tile: all of them, or for a weight gradient those
+  // with active token rows (ceil(nb * nt / 64)). One Value for the producer
+  // and the consumers: both walk the same k tiles per tile, so their ring
+  // positions agree at every tile boundary.
+  const int64_t kTiles = p.k / t.bk;
+  kEnd = idx(kTiles);
+  if (p.tokenK)
+    kEnd = arith::MinUIOp::create(
+        b, loc, kEnd,
+        arith::DivUIOp::create(b, loc, add(rows, idx(t.bk - 1)), idx(t.bk)));
   {
     auto init = scf::IfOp::create(
         b, loc, cmp(arith::CmpIPredicate::eq, tid, idx(0)), false);
@@ -511,10 +753,14 @@ void GemmBuilder::build(gpu::GPUFuncOp fn, unsigned numInputs) {
     // The tensor maps were written by the host (a copy into device memory):
     // order that write before the tensor-map proxy reads them (PTX ISA 8.3),
     // in the thread that issues the loads.
-    for (Value ptr : {ptrA, ptrB})
+    for (Value ptr : mapPtrs)
       fenceTensorMap(b, loc, ptr);
-    nvgpu::TmaPrefetchOp::create(b, loc, tmA, Value());
-    nvgpu::TmaPrefetchOp::create(b, loc, tmB, Value());
+    SmallVector<Value> maps(tmA);
+    maps.append(tmB);
+    if (tmB2)
+      maps.push_back(tmB2);
+    for (Value tm : maps)
+      nvgpu::TmaPrefetchOp::create(b, loc, tm, Value());
     forEachTile(firstTile, numTiles, tileStep, activeTileRows, start,
                 [&](Value tileM0, Value tileN0, RingPos pos) {
                   m0 = tileM0;
@@ -534,10 +780,10 @@ void GemmBuilder::build(gpu::GPUFuncOp fn, unsigned numInputs) {
     forEachTile(firstTile, numTiles, tileStep, activeTileRows, start,
                 [&](Value tileM0, Value tileN0, RingPos pos) {
                   SmallVector<Value> accs;
-                  RingPos end = consumeTile(pos, consumer, wtid, accs);
+                  RingPos end = consumeTile(pos, consumer, wtid, rows, accs);
                   m0 = add(tileM0, rowOffset);
                   n0 = tileN0;
-                  epilogue(accs, args, rows, wtid);
+                  epilogue(accs, args, numInputs, rows, wtid);
                   return end;
                 });
   }
@@ -545,62 +791,306 @@ void GemmBuilder::build(gpu::GPUFuncOp fn, unsigned numInputs) {
   gpu::ReturnOp::create(b, loc);
 }
 
+void GemmBuilder::issueWgmmas(Value slotAddr, Value aOffset,
+                              SmallVectorImpl<Value> &accs) {
+  const int64_t mBlocks = t.consumerRows() / 64;
+  Value descA =
+      descriptor(arith::AddIOp::create(b, loc, slotAddr, aOffset), la);
+  SmallVector<Value, 2> descB = {
+      descriptor(arith::AddIOp::create(b, loc, slotAddr, cI64(lb.offset)), lb)};
+  if (numAccs() == 2)
+    descB.push_back(descriptor(
+        arith::AddIOp::create(b, loc, slotAddr, cI64(lb2.offset)), lb2));
+  auto shape = NVVM::MMAShapeAttr::get(ctx, 64, t.bn, 16);
+  // imm-trans-a/b: 0 for K-major operands (row A, col B), 1 for MN-major.
+  NVVM::MMALayout layoutA =
+      la.mn() ? NVVM::MMALayout::col : NVVM::MMALayout::row;
+  NVVM::MMALayout layoutB =
+      lb.mn() ? NVVM::MMALayout::row : NVVM::MMALayout::col;
+  for (int64_t kk = 0; kk < t.bk / 16; ++kk) {
+    for (int64_t a = 0; a < numAccs(); ++a) {
+      Value db = arith::AddIOp::create(b, loc, descB[a],
+                                       cI64(kk * lb.k16Bytes() >> 4));
+      for (int64_t mb = 0; mb < mBlocks; ++mb) {
+        // +64 rows of 128 bytes (K-major) or the next 64-wide box
+        // (MN-major): 8 KiB per m64 block either way.
+        Value da = arith::AddIOp::create(
+            b, loc, descA, cI64((mb * 64 * 128 + kk * la.k16Bytes()) >> 4));
+        Value &acc = accs[a * mBlocks + mb];
+        acc = NVVM::WgmmaMmaAsyncOp::create(
+            b, loc, accType, acc, da, db, shape, NVVM::WGMMATypes::bf16,
+            NVVM::WGMMATypes::bf16, NVVM::WGMMATypes::f32,
+            NVVM::WGMMAScaleOut::one, NVVM::WGMMAScaleIn::one,
+            NVVM::WGMMAScaleIn::one, layoutA, layoutB,
+            NVVM::MMAIntOverflowAttr());
+      }
+    }
+  }
+}
+
+void GemmBuilder::maskTokenRows(Value kt, Value slotStart, Value rows,
+                                Value ctid) {
+  // Only the last active k tile can be partial: rows - 64 kt < 64.
+  Value tileEnd = mul(add(kt, idx(1)), idx(t.bk));
+  Value partial =
+      arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ugt, tileEnd, rows);
+  auto ifPartial = scf::IfOp::create(b, loc, partial, false);
+  OpBuilder::InsertionGuard g(b);
+  b.setInsertionPointToStart(&ifPartial.getThenRegion().front());
+  Value valid = arith::SubIOp::create(b, loc, rows, mul(kt, idx(t.bk)));
+  // Every 128-byte line of the stage is one K row (of one 64-wide box):
+  // line l holds K row l % 64. 16 bytes per thread and step.
+  const int64_t lines = t.stageBytes() / 128;
+  auto zeros = arith::ConstantOp::create(
+      b, loc,
+      DenseElementsAttr::get(VectorType::get({16}, b.getI8Type()),
+                             b.getI8IntegerAttr(0)));
+  const int64_t threads = t.consumers * HopperGemmTile::kWarpgroupThreads;
+  auto loop = scf::ForOp::create(b, loc, ctid, idx(lines * 8), idx(threads));
+  {
+    OpBuilder::InsertionGuard g2(b);
+    b.setInsertionPointToStart(loop.getBody());
+    Value i = loop.getInductionVar();
+    Value line = arith::DivUIOp::create(b, loc, i, idx(8));
+    Value kRow = arith::RemUIOp::create(b, loc, line, idx(64));
+    Value stale =
+        arith::CmpIOp::create(b, loc, arith::CmpIPredicate::uge, kRow, valid);
+    auto ifStale = scf::IfOp::create(b, loc, stale, false);
+    b.setInsertionPointToStart(&ifStale.getThenRegion().front());
+    vector::StoreOp::create(b, loc, zeros, smem,
+                            ValueRange{add(slotStart, mul(i, idx(16)))},
+                            /*nontemporal=*/false, llvm::MaybeAlign(16));
+  }
+  // The zeros (generic proxy) before the wgmmas' reads (async proxy), in
+  // every consumer warp; then every consumer thread waits for all the
+  // zeros. The producer warpgroup does not take part: bar.sync 1 with the
+  // consumers' thread count (barrier 0 is the CTA-wide one of the set-up).
+  // The producer cannot refill this slot meanwhile: its empty barrier needs
+  // every consumer's release after its wgmmas on the slot.
+  LLVM::InlineAsmOp::create(b, loc, TypeRange(), ValueRange(),
+                            "fence.proxy.async.shared::cta;", "",
+                            /*has_side_effects=*/true, /*is_align_stack=*/false,
+                            LLVM::tailcallkind::TailCallKind::None,
+                            LLVM::AsmDialectAttr(), ArrayAttr());
+  auto i32c = [&](int64_t v) {
+    return arith::ConstantOp::create(b, loc, b.getI32IntegerAttr(v))
+        .getResult();
+  };
+  NVVM::BarrierOp::create(b, loc, TypeRange{}, i32c(kConsumerBarrier),
+                          i32c(threads), NVVM::BarrierReductionAttr(), Value());
+}
+
 /// The accumulator of an m64nN wgmma: thread t of the warpgroup (warp w =
 /// t / 32, lane l) holds, for j < N / 8, rows r0 = 16w + l/4 and r0 + 8 at
 /// columns c = 8j + 2(l % 4) and c + 1, as struct elements 4j + {0, 1}
-/// (row r0) and 4j + {2, 3} (row r0 + 8).
-void GemmBuilder::epilogue(ArrayRef<Value> accs, ValueRange args, Value rows,
-                           Value tid) {
+/// (row r0) and 4j + {2, 3} (row r0 + 8). The epilogue evaluates the
+/// group's elementwise ops (the SIMT kernel's f32 formulas) on each column
+/// pair and stores every output once, rounded to its type.
+void GemmBuilder::epilogue(ArrayRef<Value> accs, ValueRange args,
+                           unsigned numInputs, Value rows, Value tid) {
   Value warp = arith::DivUIOp::create(b, loc, tid, idx(32));
   Value lane = arith::RemUIOp::create(b, loc, tid, idx(32));
   Value rowInBlock = add(mul(warp, idx(16)),
                          arith::DivUIOp::create(b, loc, lane, idx(4)));
   Value colBase = add(n0, mul(arith::RemUIOp::create(b, loc, lane, idx(4)),
                               idx(2)));
-  Value out = args[args.size() - 4];
-  Value bias = p.biasArg >= 0 ? args[p.biasArg] : Value();
-  Value residual = p.residualArg >= 0 ? args[p.residualArg] : Value();
-  auto pairOf = [&](Type elem) { return VectorType::get({2}, elem); };
-  // A pair starts at an even column of a row of N (a multiple of 64)
-  // elements: aligned to two elements when the buffer is.
-  auto pairAlign = [](Type elem) {
-    return llvm::MaybeAlign(elem.getIntOrFloatBitWidth() / 4);
-  };
-  auto loadPair = [&](Value mem, Type elem, ValueRange at) -> Value {
-    Value v = vector::LoadOp::create(b, loc, pairOf(elem), mem, at,
-                                     /*nontemporal=*/false, pairAlign(elem));
-    if (!elem.isF32())
-      v = arith::ExtFOp::create(b, loc, pairOf(f32), v);
-    return v;
-  };
-  for (int64_t mb = 0; mb < static_cast<int64_t>(accs.size()); ++mb) {
+  epAccs = accs;
+  epArgs = args;
+  // The consumer's rows: m0 is its first row, consumerRows / 64 m64 blocks.
+  const int64_t mBlocks = t.consumerRows() / 64;
+  for (int64_t mb = 0; mb < mBlocks; ++mb) {
     for (int64_t half = 0; half < 2; ++half) {
       Value row = add(add(m0, rowInBlock), idx(mb * 64 + half * 8));
-      Value inRange = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult,
-                                            row, rows);
-      auto guard = scf::IfOp::create(b, loc, inRange, false);
       OpBuilder::InsertionGuard g(b);
-      b.setInsertionPointToStart(&guard.getThenRegion().front());
+      if (!p.tokenK) {
+        Value inRange =
+            arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, row, rows);
+        auto guard = scf::IfOp::create(b, loc, inRange, false);
+        b.setInsertionPointToStart(&guard.getThenRegion().front());
+      }
       for (int64_t j = 0; j < t.bn / 8; ++j) {
-        Value col = add(colBase, idx(8 * j));
-        int64_t e = 4 * j + 2 * half;
-        Value v0 = LLVM::ExtractValueOp::create(b, loc, accs[mb], e);
-        Value v1 = LLVM::ExtractValueOp::create(b, loc, accs[mb], e + 1);
-        Value v = vector::FromElementsOp::create(b, loc, pairOf(f32),
-                                                 ValueRange{v0, v1});
-        if (bias)
-          v = arith::AddFOp::create(b, loc, v,
-                                    loadPair(bias, p.biasElem, {col}));
-        if (residual)
-          v = arith::AddFOp::create(
-              b, loc, v, loadPair(residual, p.residualElem, {row, col}));
-        if (!p.outElem.isF32())
-          v = arith::TruncFOp::create(b, loc, pairOf(p.outElem), v);
-        vector::StoreOp::create(b, loc, v, out, ValueRange{row, col},
-                                /*nontemporal=*/false, pairAlign(p.outElem));
+        epRow = row;
+        epCol = add(colBase, idx(8 * j));
+        epMb = mb;
+        epHalf = half;
+        epJ = j;
+        epMemo.clear();
+        epPairs.clear();
+        for (auto [i, v] : llvm::enumerate(p.outputs)) {
+          Type elem = p.outElems[i];
+          auto pairTy = VectorType::get({2}, f32);
+          Value pair = vector::FromElementsOp::create(
+              b, loc, pairTy, ValueRange{evaluate(v, 0), evaluate(v, 1)});
+          if (!elem.isF32())
+            pair = arith::TruncFOp::create(b, loc, VectorType::get({2}, elem),
+                                           pair);
+          // A pair starts at an even column of a row of N (a multiple of
+          // 64) elements: aligned to two elements when the buffer is.
+          vector::StoreOp::create(
+              b, loc, pair, args[numInputs + i], ValueRange{epRow, epCol},
+              /*nontemporal=*/false,
+              llvm::MaybeAlign(elem.getIntOrFloatBitWidth() / 4));
+        }
       }
     }
   }
+}
+
+Value GemmBuilder::evaluate(Value v, int e) {
+  if (Value known = epMemo.lookup({v, e}))
+    return known;
+  auto mulF = [&](Value x, Value y) {
+    return arith::MulFOp::create(b, loc, x, y).getResult();
+  };
+  auto addF = [&](Value x, Value y) {
+    return arith::AddFOp::create(b, loc, x, y).getResult();
+  };
+  auto subF = [&](Value x, Value y) {
+    return arith::SubFOp::create(b, loc, x, y).getResult();
+  };
+  auto sigmoid = [&](Value x) {
+    Value ex = math::ExpOp::create(b, loc, arith::NegFOp::create(b, loc, x));
+    return arith::DivFOp::create(b, loc, cF32(1.0), addF(cF32(1.0), ex))
+        .getResult();
+  };
+  auto siluPrime = [&](Value x, Value s) {
+    return mulF(s, addF(cF32(1.0), mulF(x, subF(cF32(1.0), s))));
+  };
+  Value r;
+  if (auto ba = dyn_cast<BlockArgument>(v)) {
+    // A group input: the pair at [row, col] or [col], loaded once.
+    Value pair = epPairs.lookup(v);
+    if (!pair) {
+      auto ty = cast<RankedTensorType>(v.getType());
+      Type elem = ty.getElementType();
+      SmallVector<Value, 2> at = ty.getRank() == 2
+                                     ? SmallVector<Value, 2>{epRow, epCol}
+                                     : SmallVector<Value, 2>{epCol};
+      pair = vector::LoadOp::create(
+          b, loc, VectorType::get({2}, elem), epArgs[ba.getArgNumber()], at,
+          /*nontemporal=*/false,
+          llvm::MaybeAlign(elem.getIntOrFloatBitWidth() / 4));
+      if (!elem.isF32())
+        pair = arith::ExtFOp::create(b, loc, VectorType::get({2}, f32), pair);
+      epPairs[v] = pair;
+    }
+    r = vector::ExtractOp::create(b, loc, pair, ArrayRef<int64_t>{e});
+  } else if (v == p.accValue[0] || v == p.accValue[1]) {
+    int a = v == p.accValue[0] ? 0 : 1;
+    Value acc = epAccs[a * (t.consumerRows() / 64) + epMb];
+    r = LLVM::ExtractValueOp::create(b, loc, acc, 4 * epJ + 2 * epHalf + e);
+    if (auto l = v.getDefiningOp<LinearOp>(); l && l.getBias())
+      r = addF(r, evaluate(l.getBias(), e));
+  } else {
+    Operation *op = v.getDefiningOp();
+    auto in = [&](unsigned i) { return evaluate(op->getOperand(i), e); };
+    if (isa<AddOp>(op)) {
+      r = addF(in(0), in(1));
+    } else if (isa<MulOp>(op)) {
+      r = mulF(in(0), in(1));
+    } else if (isa<SiluOp>(op)) {
+      Value x = in(0);
+      Value ex = math::ExpOp::create(b, loc, arith::NegFOp::create(b, loc, x));
+      r = arith::DivFOp::create(b, loc, x, addF(cF32(1.0), ex));
+    } else if (isa<SwigluOp>(op)) {
+      Value g = in(0);
+      Value ex = math::ExpOp::create(b, loc, arith::NegFOp::create(b, loc, g));
+      r = mulF(arith::DivFOp::create(b, loc, g, addF(cF32(1.0), ex)), in(1));
+    } else if (auto gl = dyn_cast<GeluOp>(op)) {
+      Value x = in(0), inner;
+      Value halfX = mulF(cF32(0.5), x);
+      if (gl.getApproximate() == GeluApprox::tanh) {
+        Value x3 = mulF(x, mulF(x, x));
+        Value u = addF(x, mulF(cF32(0.044715), x3));
+        inner =
+            math::TanhOp::create(b, loc, mulF(cF32(std::sqrt(2.0 / M_PI)), u));
+      } else {
+        inner = math::ErfOp::create(b, loc, mulF(x, cF32(M_SQRT1_2)));
+      }
+      r = mulF(halfX, addF(cF32(1.0), inner));
+    } else if (auto cv = dyn_cast<ConvertOp>(op)) {
+      // As the SIMT kernel: a narrowing conversion rounds.
+      r = in(0);
+      Type to = cv.getElementType();
+      if (!to.isF32())
+        r = arith::ExtFOp::create(
+            b, loc, f32, arith::TruncFOp::create(b, loc, to, r).getResult());
+    } else if (isa<SiluGradOp>(op)) {
+      Value x = in(0);
+      r = mulF(in(1), siluPrime(x, sigmoid(x)));
+    } else if (auto sg = dyn_cast<SwigluGradOp>(op)) {
+      Value g = in(0), u = in(1), dy = in(2);
+      Value s = sigmoid(g);
+      r = cast<OpResult>(v).getResultNumber() == 0
+              ? mulF(mulF(dy, u), siluPrime(g, s))
+              : mulF(dy, mulF(g, s));
+    } else if (auto gg = dyn_cast<GeluGradOp>(op)) {
+      Value x = in(0), dy = in(1), d;
+      if (gg.getApproximate() == GeluApprox::tanh) {
+        double k = std::sqrt(2.0 / M_PI);
+        Value x2 = mulF(x, x);
+        Value u = mulF(cF32(k), addF(x, mulF(cF32(0.044715), mulF(x2, x))));
+        Value th = math::TanhOp::create(b, loc, u);
+        Value sech2 = subF(cF32(1.0), mulF(th, th));
+        Value du = mulF(cF32(k), addF(cF32(1.0), mulF(cF32(3 * 0.044715), x2)));
+        d = addF(mulF(cF32(0.5), addF(cF32(1.0), th)),
+                 mulF(mulF(cF32(0.5), x), mulF(sech2, du)));
+      } else {
+        Value cdf =
+            mulF(cF32(0.5),
+                 addF(cF32(1.0),
+                      math::ErfOp::create(b, loc, mulF(x, cF32(M_SQRT1_2)))));
+        Value pdf =
+            mulF(cF32(1.0 / std::sqrt(2.0 * M_PI)),
+                 math::ExpOp::create(b, loc, mulF(cF32(-0.5), mulF(x, x))));
+        d = addF(cdf, mulF(x, pdf));
+      }
+      r = mulF(dy, d);
+    }
+  }
+  epMemo[{v, e}] = r;
+  return r;
+}
+
+std::string GemmBuilder::expression(Value v) {
+  if (auto ba = dyn_cast<BlockArgument>(v)) {
+    auto ty = cast<RankedTensorType>(v.getType());
+    return (ty.getRank() == 2 ? "row" : "col") +
+           std::to_string(ba.getArgNumber()) + ":" +
+           typeName(ty.getElementType());
+  }
+  if (v == p.accValue[0] || v == p.accValue[1]) {
+    std::string acc = v == p.accValue[0] ? "acc0" : "acc1";
+    if (auto l = v.getDefiningOp<LinearOp>(); l && l.getBias())
+      return "add(" + acc + "," + expression(l.getBias()) + ")";
+    return acc;
+  }
+  Operation *op = v.getDefiningOp();
+  std::string name;
+  if (isa<AddOp>(op))
+    name = "add";
+  else if (isa<MulOp>(op))
+    name = "mul";
+  else if (isa<SiluOp>(op))
+    name = "silu";
+  else if (isa<SwigluOp>(op))
+    name = "swiglu";
+  else if (auto g = dyn_cast<GeluOp>(op))
+    name = g.getApproximate() == GeluApprox::tanh ? "gelu_tanh" : "gelu_erf";
+  else if (auto cv = dyn_cast<ConvertOp>(op))
+    name = cv.getElementType().isF32() ? "f32" : "bf16";
+  else if (isa<SiluGradOp>(op))
+    name = "silu_grad";
+  else if (isa<SwigluGradOp>(op))
+    name = cast<OpResult>(v).getResultNumber() == 0 ? "swiglu_dgate"
+                                                    : "swiglu_dup";
+  else if (auto gg = dyn_cast<GeluGradOp>(op))
+    name = gg.getApproximate() == GeluApprox::tanh ? "gelu_grad_tanh"
+                                                   : "gelu_grad_erf";
+  std::string s = name + "(";
+  for (auto [i, operand] : llvm::enumerate(op->getOperands()))
+    s += (i ? "," : "") + expression(operand);
+  return s + ")";
 }
 
 } // namespace
@@ -617,20 +1107,30 @@ FailureOr<Operation *> colossus::buildHopperGemm(FusionOp fusion,
                               "in a gpu.module");
   MLIRContext *ctx = builder.getContext();
   prepareHopperModule(module, builder, loc);
+  ctx->getOrLoadDialect<math::MathDialect>();
 
   Block &body = fusion.getBody().front();
   auto ptrTy = LLVM::LLVMPointerType::get(ctx);
+  llvm::SmallDenseSet<unsigned> mapArgs;
+  for (const HopperGemmTerm &t : p.terms) {
+    mapArgs.insert(t.aArg);
+    mapArgs.insert(t.bArg);
+  }
+  if (p.b2Arg >= 0)
+    mapArgs.insert(p.b2Arg);
   SmallVector<Type> argTypes;
   for (BlockArgument a : body.getArguments()) {
-    if (a.getArgNumber() == p.xArg || a.getArgNumber() == p.weightArg) {
+    if (mapArgs.count(a.getArgNumber())) {
       argTypes.push_back(ptrTy);
       continue;
     }
     auto rt = cast<RankedTensorType>(a.getType());
     argTypes.push_back(MemRefType::get(rt.getShape(), rt.getElementType()));
   }
-  auto rt = cast<RankedTensorType>(fusion.getResult(0).getType());
-  argTypes.push_back(MemRefType::get(rt.getShape(), rt.getElementType()));
+  for (Type t : fusion.getResultTypes()) {
+    auto rt = cast<RankedTensorType>(t);
+    argTypes.push_back(MemRefType::get(rt.getShape(), rt.getElementType()));
+  }
   Type i64 = builder.getI64Type();
   argTypes.append({i64, i64, i64});
   auto fn = gpu::GPUFuncOp::create(builder, loc, name,
@@ -650,14 +1150,36 @@ FailureOr<Operation *> colossus::buildHopperGemm(FusionOp fusion,
   }
 
   const HopperGemmTile &t = p.tile;
+  auto list = [](auto range, auto fn) {
+    std::string s;
+    for (const auto &x : range)
+      s += (s.empty() ? "" : ",") + fn(x);
+    return s;
+  };
+  auto major = [](GemmMajor m) { return m == GemmMajor::K ? "k" : "mn"; };
+  std::string outs =
+      list(p.outElems, [](Type e) { return std::string(typeName(e)); });
+  std::string epilogue;
+  for (Value v : p.outputs)
+    epilogue += (epilogue.empty() ? "" : ";") + gb.expression(v);
   std::string abi = llvm::formatv(
       "m={0} n={1} k={2} bm={3} bn={4} bk={5} stages={6} grid={7},{8},1 "
       "block={9},1,1 dynamic_smem={10} a_arg={11} b_arg={12} bias_arg={13} "
-      "residual_arg={14} out_arg={15} out={16} bias={17} residual={18}",
+      "residual_arg={14} out_arg={15} out={16} bias={17} residual={18} "
+      "a_layout={19} b_layout={20} kparts={21} b2_arg={22} mask_k={23} "
+      "outs={24} epilogue={25}",
       p.m, p.n, p.k, t.bm, t.bn, t.bk, t.stages, t.grid, 1, t.threads(),
-      t.dynamicSmemBytes(), p.xArg, p.weightArg, p.biasArg, p.residualArg,
-      body.getNumArguments(), typeName(p.outElem), typeName(p.biasElem),
-      typeName(p.residualElem));
+      t.dynamicSmemBytes(),
+      list(p.terms,
+           [](const HopperGemmTerm &x) { return std::to_string(x.aArg); }),
+      list(p.terms,
+           [](const HopperGemmTerm &x) { return std::to_string(x.bArg); }),
+      p.biasArg, p.residualArg, body.getNumArguments(), outs,
+      typeName(p.biasElem), typeName(p.residualElem), major(p.aMajor),
+      major(p.bMajor),
+      list(p.terms,
+           [](const HopperGemmTerm &x) { return std::to_string(x.k); }),
+      p.b2Arg, p.tokenK ? 1 : 0, p.outputs.size(), epilogue);
   fn->setAttr(kHopperGemmAbiAttr, builder.getStringAttr(abi));
   return fn.getOperation();
 }

@@ -8,7 +8,7 @@ using namespace colossus;
 std::optional<HopperGemmTile>
 colossus::selectHopperGemmTile(int64_t m, int64_t n, int64_t k,
                                const HopperGemmLimits &limits,
-                               std::string *whyNot) {
+                               std::string *whyNot, int64_t bOperands) {
   auto fail = [&](std::string msg) -> std::optional<HopperGemmTile> {
     if (whyNot)
       *whyNot = std::move(msg);
@@ -32,6 +32,7 @@ colossus::selectHopperGemmTile(int64_t m, int64_t n, int64_t k,
     t.bn = c[1];
     t.bk = bk;
     t.consumers = t.bm >= 128 ? 2 : 1;
+    t.bOperands = bOperands;
     if (m % t.bm || n % t.bn)
       continue;
     if (t.accumulatorRegisters() > limits.maxAccumulatorRegisters)
@@ -47,7 +48,8 @@ colossus::selectHopperGemmTile(int64_t m, int64_t n, int64_t k,
     const int64_t waves = (tiles + sms - 1) / sms;
     t.grid = std::min(tiles, sms);
     const double score = double(tiles) / double(waves * sms) *
-                         double(t.bm * t.bn) / double(t.bm + t.bn);
+                         double(bOperands * t.bm * t.bn) /
+                         double(t.bm + bOperands * t.bn);
     if (!best || score > bestScore) {
       best = t;
       bestScore = score;

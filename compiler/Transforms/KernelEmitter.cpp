@@ -2537,7 +2537,13 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
   // sm_90a with hopperGemm: a bf16 GEMM group becomes the TMA + wgmma kernel
   // (docs/hopper-gemm.md); every other group takes the SIMT path below.
   std::string hopperWhyNot;
-  if (target == KernelTarget::Gpu && hopperGemm && fusion.getKind() == "gemm") {
+  // Weight gradients (linear_weight_grad) are `reduce` groups.
+  bool gemmGroup = fusion.getKind() == "gemm" ||
+                   (fusion.getKind() == "reduce" &&
+                    llvm::any_of(body.without_terminator(), [](Operation &op) {
+                      return isa<LinearWeightGradOp>(op);
+                    }));
+  if (target == KernelTarget::Gpu && hopperGemm && gemmGroup) {
     if (std::optional<HopperGemmProblem> p =
             matchHopperGemm(fusion, hopperWhyNot)) {
       FailureOr<Operation *> kernelOp =
@@ -2552,7 +2558,8 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
       k->setAttr(kattrs::kFusedOps, builder.getArrayAttr(fused));
       k->setAttr(kattrs::kCols, builder.getI64IntegerAttr(p->n));
       k->setAttr(kattrs::kNumArgs,
-                 builder.getI64IntegerAttr(body.getNumArguments() + 1));
+                 builder.getI64IntegerAttr(body.getNumArguments() +
+                                           fusion.getNumResults()));
       k->setAttr(kattrs::kFlops,
                  builder.getF64FloatAttr(estimateFlops(fusion)));
       k->setAttr(kattrs::kBytes,

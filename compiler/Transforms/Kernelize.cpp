@@ -1,10 +1,12 @@
 //===- Kernelize.cpp - One loop-nest kernel per colossus.fusion -----------===//
+#include "colossus/Compiler/HopperGemm.h"
 #include "colossus/Compiler/KernelEmitter.h"
 #include "colossus/Compiler/Passes.h"
 
 #include "colossus/Compiler/ImportModel.h"
 #include "colossus/Dialect/Colossus/IR/ColossusOps.h"
 
+#include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
@@ -106,10 +108,12 @@ private:
   llvm::DenseSet<std::pair<Operation *, unsigned>> visited;
 };
 
-/// Turns every `memref.store x, out[i]` into `out[i] = out[i] + x` for the
-/// output buffers `outputs` of a kernel. Each element must be written by one
-/// plain store per kernel run (true of the reduction, row and elementwise
-/// kernels that produce gradients); any other use of the buffer is refused.
+/// Turns every `memref.store x, out[i]` into `out[i] = out[i] + x` (and
+/// every `vector.store` likewise, element by element: the Hopper GEMM's
+/// epilogue stores column pairs) for the output buffers `outputs` of a
+/// kernel. Each element must be written by one plain store per kernel run
+/// (true of the reduction, row, elementwise and GEMM kernels that produce
+/// gradients); any other use of the buffer is refused.
 LogicalResult accumulateIntoOutputs(Block &entry, unsigned numInputs,
                                     ArrayRef<unsigned> outputs,
                                     FusionOp fusion) {
@@ -128,6 +132,16 @@ LogicalResult accumulateIntoOutputs(Block &entry, unsigned numInputs,
     if (stores.empty())
       return fusion.emitOpError("cannot accumulate into gradient result ")
              << r << ": its kernel does not store it";
+    // A Hopper GEMM's launch ABI says which outputs it adds into.
+    if (auto fn = dyn_cast<gpu::GPUFuncOp>(entry.getParentOp()))
+      if (auto abi = fn->getAttrOfType<StringAttr>(kHopperGemmAbiAttr))
+        fn->setAttr(kHopperGemmAbiAttr,
+                    StringAttr::get(fn.getContext(),
+                                    abi.getValue() +
+                                        (abi.getValue().contains(" accumulate=")
+                                             ? ","
+                                             : " accumulate=") +
+                                        Twine(r)));
     for (Operation *op : stores) {
       OpBuilder b(op);
       if (auto st = dyn_cast<memref::StoreOp>(op)) {

@@ -67,6 +67,60 @@ TEST(HopperGemmTile, NotAMultipleOf128RowsUses64x256OnOneConsumer) {
   EXPECT_EQ(t->stages, 5); // 40 KiB stages
 }
 
+TEST(HopperGemmTile, DualGemmHoldsTwoBTilesAndTwoAccumulators) {
+  // Gate and up projections sharing A: the two accumulators of a consumer
+  // thread must fit 128 registers together, so 128x256 (2 x 64x256 per
+  // consumer = 256), 256x128 (2 x 128x128 = 256) and 64x256 are out;
+  // 128x128 on two consumers (2 x 64x128 = 128) scores best.
+  std::optional<HopperGemmTile> t = selectHopperGemmTile(
+      8192, 8192, 4096, HopperGemmLimits(), nullptr, /*bOperands=*/2);
+  ASSERT_TRUE(t);
+  EXPECT_EQ(t->bm, 128);
+  EXPECT_EQ(t->bn, 128);
+  EXPECT_EQ(t->consumers, 2);
+  EXPECT_EQ(t->bOperands, 2);
+  EXPECT_EQ(t->accumulatorRegisters(), 128);
+  EXPECT_EQ(t->stageBytes(), (128 + 2 * 128) * 64 * 2);
+  EXPECT_EQ(t->stages, 4);
+  EXPECT_EQ(t->grid, 132);
+  EXPECT_EQ(t->threads(), 384);
+  // A small one: the most tiles (64x64 on one consumer), 24 KiB stages.
+  t = selectHopperGemmTile(512, 1024, 256, HopperGemmLimits(), nullptr, 2);
+  ASSERT_TRUE(t);
+  EXPECT_EQ(t->bm, 64);
+  EXPECT_EQ(t->bn, 64);
+  EXPECT_EQ(t->consumers, 1);
+  EXPECT_EQ(t->accumulatorRegisters(), 64);
+  EXPECT_EQ(t->stageBytes(), 24576);
+  EXPECT_EQ(t->stages, 4);
+  EXPECT_EQ(t->grid, 128);
+}
+
+TEST(HopperGemmTile, DualGemmRegisterBudgetCoversBothAccumulators) {
+  // Every shape the heuristic may pick keeps both accumulators of a
+  // consumer thread within the budget; a single GEMM may use 128x256 where
+  // the dual one may not.
+  for (int64_t m : {64, 128, 256, 512, 4096, 8192})
+    for (int64_t n : {64, 128, 256, 1024, 14336})
+      for (int64_t ops : {1, 2}) {
+        std::optional<HopperGemmTile> t =
+            selectHopperGemmTile(m, n, 4096, HopperGemmLimits(), nullptr, ops);
+        ASSERT_TRUE(t) << m << "x" << n;
+        EXPECT_LE(t->accumulatorRegisters(), 128) << m << "x" << n;
+        EXPECT_EQ(t->accumulatorRegisters(),
+                  ops * (t->bm / t->consumers) * t->bn / 128);
+      }
+  HopperGemmLimits tight;
+  tight.maxAccumulatorRegisters = 64;
+  std::optional<HopperGemmTile> t =
+      selectHopperGemmTile(4096, 4096, 4096, tight, nullptr, 2);
+  ASSERT_TRUE(t);
+  EXPECT_LE(t->accumulatorRegisters(), 64);
+  std::optional<HopperGemmTile> single = selectHopperGemmTile(8192, 8192, 4096);
+  ASSERT_TRUE(single);
+  EXPECT_EQ(single->accumulatorRegisters(), 128);
+}
+
 TEST(HopperGemmTile, SmallProblemPrefersMoreCtas) {
   // 256 x 256: 128x256 gives 2 tiles, 64x64 gives 16 (the best score: wave
   // efficiency 16/132 times intensity 32).

@@ -1,9 +1,10 @@
 //===- HopperGemm.h - TMA + wgmma GEMM kernels for sm_90a -------*- C++ -*-===//
 //
-// Builds the Hopper tensor-core kernel of a `gemm` fusion group whose linear
-// multiplies bf16 operands: C[M, N] = A[M, K] * B[N, K]^T (+ bias)
-// (+ residual), f32 accumulation, C bf16 or f32. Design, tile heuristic and
-// the launch ABI: docs/hopper-gemm.md.
+// Builds the Hopper tensor-core kernel of a `gemm` fusion group whose
+// linears multiply bf16 operands (or of a weight gradient): C = sum_i A_i
+// B_i (or the dual C0 = A B, C1 = A B2), operands K- or M/N-contiguous, f32
+// accumulation, then the group's elementwise epilogue, outputs bf16 or f32.
+// Design, tile heuristic and the launch ABI: docs/hopper-gemm.md.
 //
 //===----------------------------------------------------------------------===//
 #ifndef COLOSSUS_COMPILER_HOPPERGEMM_H
@@ -15,6 +16,7 @@
 #include "mlir/IR/Builders.h"
 
 #include <string>
+#include <vector>
 
 namespace colossus {
 
@@ -25,22 +27,53 @@ namespace colossus {
 /// (ArtifactWriter.h) records in the artifact for the runtime.
 inline constexpr const char *kHopperGemmAbiAttr = "colossus.hopper_gemm";
 
+/// How a GEMM operand lies in global memory (row-major buffers):
+/// `K` - K-contiguous (A as [M, K], B as [N, K]: the x and the weight of a
+/// `transpose_w` linear); `MN` - M- or N-contiguous (A as [K, M], B as
+/// [K, N]: the weight of a `transpose_w = false` linear, both operands of a
+/// weight gradient). The wgmma transpose flags (imm-trans-a/b) are 1 for
+/// `MN`.
+enum class GemmMajor { K, MN };
+
+/// One product A_i * B_i of accumulator 0, over its own K_i: the terms'
+/// K ranges are concatenated (sum_i A_i B_i = [A_0 A_1 ..] [B_0; B_1; ..]).
+struct HopperGemmTerm {
+  unsigned aArg = 0, bArg = 0; ///< block-argument numbers
+  int64_t k = 0;
+};
+
 /// A fusion group the Hopper GEMM can compile.
 struct HopperGemmProblem {
-  int64_t m = 0, n = 0, k = 0;
-  unsigned xArg = 0, weightArg = 0; ///< block-argument numbers of A and B
+  int64_t m = 0, n = 0, k = 0; ///< k: the sum of the terms'
+  GemmMajor aMajor = GemmMajor::K, bMajor = GemmMajor::K;
+  std::vector<HopperGemmTerm> terms; ///< accumulator 0
+  /// The dual GEMM: accumulator 1 = A_0 * B2 (one term, same layouts).
+  int b2Arg = -1;
+  /// Weight gradient: K is the token dimension; rows >= nb * nt of both
+  /// operands are zeroed in shared memory before the wgmmas, and every
+  /// output row is written.
+  bool tokenK = false;
+  /// The group values the accumulators stand for (a linear, a sum of
+  /// linears, a linear_weight_grad); a linear's bias is added in the
+  /// epilogue.
+  mlir::Value accValue[2];
+  /// The yielded values (kernel outputs in order) and their element types.
+  std::vector<mlir::Value> outputs;
+  std::vector<mlir::Type> outElems;
+  /// For the launch ABI's legacy keys: the bias of a single linear and a
+  /// group input added to it (-1 when absent).
   int biasArg = -1, residualArg = -1;
-  mlir::Type outElem;  ///< bf16 or f32
-  mlir::Type biasElem; ///< bf16 or f32 when biasArg >= 0
-  mlir::Type residualElem;
+  mlir::Type biasElem, residualElem;
   HopperGemmTile tile;
 };
 
-/// Returns the problem when `fusion` is a gemm group this kernel handles: one
-/// `colossus.linear` (transpose_w, bf16 x and weight, static shapes, optional
-/// bias), optionally followed by a residual `colossus.add`, yielding the last
-/// of them; and a tile from selectHopperGemmTile. Otherwise returns nullopt
-/// and says why in `whyNot`.
+/// Returns the problem when `fusion` is a group this kernel handles
+/// (docs/hopper-gemm.md "When it is used"): bf16 `colossus.linear`s with
+/// static shapes forming one accumulator (one linear, or a sum of linears
+/// with the same layout) or two (two linears sharing x: the dual GEMM), or
+/// one `colossus.linear_weight_grad`, followed by elementwise ops the
+/// epilogue computes; and a tile from selectHopperGemmTile. Otherwise
+/// returns nullopt and says why in `whyNot`.
 std::optional<HopperGemmProblem> matchHopperGemm(FusionOp fusion,
                                                  std::string &whyNot);
 
@@ -50,7 +83,8 @@ std::optional<HopperGemmProblem> matchHopperGemm(FusionOp fusion,
 /// the dynamic shared memory symbol. The kernel's parameters follow the
 /// fusion's block arguments, then its results, then nb, nt, pos0 (i64), as
 /// every kernel's; the A and B operands are passed as pointers to CUtensorMap
-/// objects in device memory instead of data pointers.
+/// objects in device memory instead of data pointers. The kernel's
+/// `colossus.hopper_gemm` attribute is its launch ABI line.
 mlir::FailureOr<mlir::Operation *>
 buildHopperGemm(FusionOp fusion, const HopperGemmProblem &problem,
                 llvm::StringRef name, mlir::OpBuilder &builder);

@@ -26,9 +26,13 @@ struct HopperGemmTile {
   int64_t stages = 0;    ///< tiles in the shared-memory ring
   int64_t consumers = 1; ///< consumer warpgroups: 1 (bm = 64) or 2
   int64_t grid = 0;      ///< persistent CTAs: min(numSMs, tiles)
+  /// B tiles per stage, one accumulator each: 1, or 2 for the dual GEMM
+  /// (gate and up projections sharing A).
+  int64_t bOperands = 1;
 
-  /// Bytes of one stage: an A tile [bm, bk] and a B tile [bn, bk], bf16.
-  int64_t stageBytes() const { return (bm + bn) * bk * 2; }
+  /// Bytes of one stage: an A tile [bm, bk] and `bOperands` B tiles
+  /// [bn, bk], bf16.
+  int64_t stageBytes() const { return (bm + bOperands * bn) * bk * 2; }
   /// Dynamic shared memory the kernel needs: the ring plus 1024 bytes of
   /// slack to align it to 1024 bytes (128-byte swizzle atoms).
   int64_t dynamicSmemBytes() const {
@@ -36,10 +40,10 @@ struct HopperGemmTile {
   }
   /// Rows of a tile one consumer warpgroup computes (a multiple of 64).
   int64_t consumerRows() const { return bm / consumers; }
-  /// f32 accumulator registers per consumer thread (consumerRows x bn over
-  /// one warpgroup).
+  /// f32 accumulator registers per consumer thread over all its accumulators
+  /// (bOperands accumulators of consumerRows x bn over one warpgroup).
   int64_t accumulatorRegisters() const {
-    return consumerRows() * bn / kWarpgroupThreads;
+    return bOperands * consumerRows() * bn / kWarpgroupThreads;
   }
   /// Threads per CTA: the producer warpgroup and the consumers.
   int64_t threads() const { return kWarpgroupThreads * (1 + consumers); }
@@ -69,8 +73,8 @@ struct HopperGemmLimits {
   int64_t maxDynamicSmem = 227 * 1024 - 128;
   int64_t maxStages = 8;
   int64_t minStages = 3;
-  /// Accumulator registers per consumer thread: must leave room for
-  /// addresses and the epilogue under setmaxnreg's 232.
+  /// Accumulator registers per consumer thread, all accumulators together:
+  /// must leave room for addresses and the epilogue under setmaxnreg's 232.
   int64_t maxAccumulatorRegisters = 128;
 };
 
@@ -90,10 +94,14 @@ struct HopperGemmLimits {
 ///  4. stages = as many as fit the shared-memory budget, capped at maxStages
 ///     and at the number of k tiles (but never below minStages);
 ///  5. grid = min(numSMs, tiles): the persistent CTAs.
+/// With `bOperands` = 2 (the dual GEMM) a stage holds two B tiles, the
+/// register budget covers both accumulators of a consumer thread (at most
+/// maxAccumulatorRegisters f32 in total) and the intensity counts both
+/// products: bOperands * bm * bn / (bm + bOperands * bn).
 std::optional<HopperGemmTile>
 selectHopperGemmTile(int64_t m, int64_t n, int64_t k,
                      const HopperGemmLimits &limits = HopperGemmLimits(),
-                     std::string *whyNot = nullptr);
+                     std::string *whyNot = nullptr, int64_t bOperands = 1);
 
 } // namespace colossus
 
