@@ -17,7 +17,8 @@
 // sm_90a vector mode (docs/kernels.md): memory-bound groups take a parallel
 // index per chunk of 8 bf16 / 4 f32 columns (16-byte loads and stores), row
 // groups share a row among the lanes of a warp (shuffle reductions, the
-// row's chunks kept in registers across passes when they fit), the norms'
+// row's chunks kept in registers across passes when they fit; a row too
+// long for a warp takes a block, combined through shared memory), the norms'
 // weight gradients run by blocks with the row statistics in shared memory.
 //
 //===----------------------------------------------------------------------===//
@@ -34,6 +35,7 @@
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <map>
@@ -339,6 +341,10 @@ public:
   /// lane) * vecW; unrolled (the row's chunks stay in registers) or in an
   /// scf.for (rows too long for registers: read again per pass).
   int64_t rowLanes = 0, rowChunks = 0;
+  /// A wide row's cross-warp reduction buffer (workgroup memory, warps x
+  /// kRowSmemVals f32), only when rowLanes > 32.
+  Value rowSmem;
+  static constexpr int64_t kRowSmemVals = 4;
   bool rowUnrolled = false;
   Value lane;
   /// Stores happen only where this is true (row-vector mode: lanes of the
@@ -1250,7 +1256,9 @@ SmallVector<Value> Emitter::laneAllReduce(
   SmallVector<Value> cur(vals);
   // Lanes of a row are rowLanes consecutive threads of one warp, starting
   // at a multiple of rowLanes: xor offsets below rowLanes stay in the row.
-  for (int64_t off = rowLanes / 2; off >= 1; off /= 2) {
+  // A wide row (rowLanes > 32: the whole block) combines within each warp
+  // first.
+  for (int64_t off = std::min<int64_t>(rowLanes, 32) / 2; off >= 1; off /= 2) {
     SmallVector<Value> other;
     for (Value v : cur)
       other.push_back(b.create<gpu::ShuffleOp>(loc, v, off, /*width=*/32,
@@ -1258,7 +1266,42 @@ SmallVector<Value> Emitter::laneAllReduce(
                           .getShuffleResult());
     cur = comb(cur, other);
   }
-  return cur;
+  if (rowLanes <= 32)
+    return cur;
+  // Then across the block's warps through shared memory (rowSmem, warps x
+  // kRowSmemVals): lane 0 of each warp leaves its values, every thread
+  // combines the warps' values in warp order (the same result in every
+  // lane); the second barrier lets the next reduction reuse the buffer.
+  // Callers stay in uniform control flow (every thread of the block).
+  int64_t warps = rowLanes / 32;
+  Value warp = b.create<arith::DivUIOp>(loc, lane, cIdx(32));
+  Value isLane0 = b.create<arith::CmpIOp>(
+      loc, arith::CmpIPredicate::eq,
+      b.create<arith::RemUIOp>(loc, lane, cIdx(32)), cIdx(0));
+  SmallVector<Value> out;
+  for (size_t g0 = 0; g0 < cur.size(); g0 += kRowSmemVals) {
+    size_t n = std::min<size_t>(kRowSmemVals, cur.size() - g0);
+    {
+      auto first = b.create<scf::IfOp>(loc, isLane0, false);
+      OpBuilder::InsertionGuard g(b);
+      b.setInsertionPointToStart(&first.getThenRegion().front());
+      for (size_t i = 0; i < n; ++i)
+        b.create<memref::StoreOp>(loc, cur[g0 + i], rowSmem,
+                                  ValueRange{warp, cIdx(i)});
+    }
+    b.create<gpu::BarrierOp>(loc);
+    SmallVector<Value> acc;
+    for (int64_t w = 0; w < warps; ++w) {
+      SmallVector<Value> vw;
+      for (size_t i = 0; i < n; ++i)
+        vw.push_back(b.create<memref::LoadOp>(loc, rowSmem,
+                                              ValueRange{cIdx(w), cIdx(i)}));
+      acc = w == 0 ? vw : comb(acc, vw);
+    }
+    b.create<gpu::BarrierOp>(loc);
+    out.append(acc);
+  }
+  return out;
 }
 
 LogicalResult Emitter::emitChunkStores(Value r, Value base) {
@@ -2761,14 +2804,15 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
   //   `rowLanes` threads of a warp per row, each over its chunks; the row's
   //   statistics are combined by warp shuffles. A row of at most
   //   kMaxRowRegs elements per thread is unrolled: its chunks are loaded once
-  //   and kept in registers for every pass over the row.
+  //   and kept in registers for every pass over the row. Longer norm and
+  //   softmax rows take a block of rowLanes > 32 threads (see below).
   enum class VecKind { None, Pointwise, Adamw1, Row, NormParamGrad, RowSum };
   VecKind vec = VecKind::None;
   Operation *normParamGrad = nullptr;
   int64_t ropePairHd = 0;
   unsigned vecW = 0;
   int64_t rowLanes = 0, rowCols = 0;
-  constexpr int64_t kMaxRowRegs = 64;
+  constexpr int64_t kMaxRowRegs = 64, kWideRowRegs = 32;
   if (target == KernelTarget::Gpu) {
     bool anyBf16 = false;
     for (Type t : llvm::concat<const Type>(body.getArgumentTypes(),
@@ -2809,6 +2853,22 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
         rowLanes = 32;
         while (chunks % rowLanes != 0)
           rowLanes /= 2;
+        // A norm/softmax row too long for a warp's registers: a block of
+        // its own per row (at least blockDim threads, doubled up to 1024
+        // until a lane holds at most kWideRowRegs elements), so the row
+        // stays in registers (one pass over global memory); the statistics
+        // are combined through shared memory. The kernel's block is then
+        // rowLanes threads.
+        if (shape == Shape::Row && rowCols / rowLanes > kMaxRowRegs &&
+            blockDim >= 32 && blockDim % 32 == 0 && blockDim <= 1024 &&
+            chunks % blockDim == 0) {
+          int64_t wide = blockDim;
+          while (rowCols / wide > kWideRowRegs && wide * 2 <= 1024 &&
+                 chunks % (wide * 2) == 0)
+            wide *= 2;
+          if (wide > 32 && rowCols / wide <= kMaxRowRegs)
+            rowLanes = wide;
+        }
       }
     }
     // row_sum over a buffer of whole 4-row chunks: one warp.
@@ -3015,6 +3075,17 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
         loc, b.create<arith::DivUIOp>(loc, flat, em.cIdx(rowLanes)),
         b.create<arith::SubIOp>(loc, rows, em.cIdx(1)));
     Value laneId = b.create<arith::RemUIOp>(loc, flat, em.cIdx(rowLanes));
+    if (rowLanes > 32) {
+      // A block per row (rowLanes == blockDim): rows * rowLanes threads
+      // fill whole blocks, so every thread of a block reaches its barriers.
+      auto smemTy =
+          MemRefType::get({rowLanes / 32, Emitter::kRowSmemVals},
+                          b.getF32Type(), MemRefLayoutAttrInterface{},
+                          gpu::AddressSpaceAttr::get(
+                              b.getContext(), gpu::AddressSpace::Workgroup));
+      em.rowSmem =
+          cast<gpu::GPUFuncOp>(kernelOp).addWorkgroupAttribution(smemTy, loc);
+    }
     em.vecW = vecW;
     em.setupRowVector(rowCols, rowLanes, laneId, kMaxRowRegs);
     em.storeGuard = inRange;
@@ -3124,6 +3195,9 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
   kernelOp->setAttr(kattrs::kBytes,
                     builder.getF64FloatAttr(estimateBytes(fusion)));
   if (target == KernelTarget::Gpu)
-    kernelOp->setAttr(kattrs::kBlockDim, builder.getI64IntegerAttr(blockDim));
+    kernelOp->setAttr(
+        kattrs::kBlockDim,
+        builder.getI64IntegerAttr(
+            vec == VecKind::Row && rowLanes > 32 ? rowLanes : blockDim));
   return success();
 }

@@ -1,11 +1,28 @@
 // Row kernels for the sm_90a vector-access check (vector-rows-sm90a.test).
 
-// Llama-3-8B-wide rows (4096 bf16: 512 chunks, 32 lanes of 16 chunks, more
-// than a lane keeps in registers): the looped form.
+// Llama-3-8B-wide rows (4096 bf16: 512 chunks, more than a warp's 32 lanes
+// keep in registers): a block of 128 threads per row, 4 chunks per lane.
 func.func @wide_rms(%x: tensor<64x4096xbf16>, %w: tensor<4096xbf16>)
     -> tensor<64x4096xbf16> {
   %0 = colossus.rms_norm %x, %w eps = 1.0e-05 : tensor<64x4096xbf16>, tensor<4096xbf16>
   return %0 : tensor<64x4096xbf16>
+}
+// Llama-3-70B-wide rows (8192 bf16: 8 chunks per lane of a 128-thread
+// block), and the dx of rms_norm_grad at both widths.
+func.func @wide70_rms(%x: tensor<64x8192xbf16>, %w: tensor<8192xbf16>)
+    -> tensor<64x8192xbf16> {
+  %0 = colossus.rms_norm %x, %w eps = 1.0e-05 : tensor<64x8192xbf16>, tensor<8192xbf16>
+  return %0 : tensor<64x8192xbf16>
+}
+func.func @wide_dx(%x: tensor<64x4096xbf16>, %w: tensor<4096xbf16>, %dy: tensor<64x4096xbf16>)
+    -> tensor<64x4096xbf16> {
+  %0:2 = colossus.rms_norm_grad %x, %w, %dy eps = 1.0e-05 : tensor<64x4096xbf16>, tensor<4096xbf16>
+  return %0#0 : tensor<64x4096xbf16>
+}
+func.func @wide70_dx(%x: tensor<64x8192xbf16>, %w: tensor<8192xbf16>, %dy: tensor<64x8192xbf16>)
+    -> tensor<64x8192xbf16> {
+  %0:2 = colossus.rms_norm_grad %x, %w, %dy eps = 1.0e-05 : tensor<64x8192xbf16>, tensor<8192xbf16>
+  return %0#0 : tensor<64x8192xbf16>
 }
 
 // layer_norm (mean, then the centered sum of squares) and softmax (max,
