@@ -454,15 +454,10 @@ GEMM_RE = re.compile(r"norm-wise relative error ([0-9.eE+-]+) \(tolerance ([0-9.
 TIME_RE = re.compile(r"time: median ([0-9.]+) ms of (\d+) \(min ([0-9.]+), max ([0-9.]+)\): ([0-9.]+) TFLOP/s")
 
 
-def check_gemm(r, bundle, hgc, g):
-    rec = {"name": g["name"], "kernel": g["kernel"], "m": g["m"], "n": g["n"], "k": g["k"]}
-    if hgc is None:
-        rec.update(status="error", error="hopper_gemm_check was not built")
-        return rec
-    cmd = [hgc, os.path.join(bundle, g["ptx"]), "--kernel", g["kernel"], "--repeats", str(g.get("repeats", 20))]
-    if g.get("rows"):
-        cmd += ["--rows", str(g["rows"])]
-    res = r.run("gemm-" + g["kernel"], cmd, 120)
+def run_kernel_check(r, rec, step, cmd, timeout):
+    """Runs a hopper_*_check command as step `step` and fills `rec` from its
+    numerics line (pass/fail, relative error, tolerance) and time line."""
+    res = r.run(step, cmd, timeout)
     for line in res["stdout"].splitlines():
         r.say("  | " + line)
     m = GEMM_RE.search(res["stdout"])
@@ -474,6 +469,17 @@ def check_gemm(r, bundle, hgc, g):
     if t:
         rec.update(median_ms=float(t.group(1)), tflops=float(t.group(5)))
     return rec
+
+
+def check_gemm(r, bundle, hgc, g):
+    rec = {"name": g["name"], "kernel": g["kernel"], "m": g["m"], "n": g["n"], "k": g["k"]}
+    if hgc is None:
+        rec.update(status="error", error="hopper_gemm_check was not built")
+        return rec
+    cmd = [hgc, os.path.join(bundle, g["ptx"]), "--kernel", g["kernel"], "--repeats", str(g.get("repeats", 20))]
+    if g.get("rows"):
+        cmd += ["--rows", str(g["rows"])]
+    return run_kernel_check(r, rec, "gemm-" + g["kernel"], cmd, 120)
 
 
 def check_attention(r, bundle, hac, a):
@@ -485,18 +491,7 @@ def check_attention(r, bundle, hac, a):
         rec.update(status="error", error="hopper_attention_check was not built")
         return rec
     cmd = [hac, os.path.join(bundle, a["ptx"]), "--kernel", a["kernel"], "--repeats", str(a.get("repeats", 20))]
-    res = r.run("attention-" + a["kernel"], cmd, 150)
-    for line in res["stdout"].splitlines():
-        r.say("  | " + line)
-    m = GEMM_RE.search(res["stdout"])
-    if m:
-        rec.update(rel_error=float(m.group(1)), tol=float(m.group(2)), status="pass" if m.group(3) == "PASS" else "fail")
-    else:
-        rec.update(status="skipped" if res.get("skipped") else "error", error=step_error(res) or "no numerics line")
-    t = TIME_RE.search(res["stdout"])
-    if t:
-        rec.update(median_ms=float(t.group(1)), tflops=float(t.group(5)))
-    return rec
+    return run_kernel_check(r, rec, "attention-" + a["kernel"], cmd, 150)
 
 
 def check_train(r, bundle, run_bin, t):
