@@ -454,6 +454,35 @@ GEMM_RE = re.compile(r"norm-wise relative error ([0-9.eE+-]+) \(tolerance ([0-9.
 TIME_RE = re.compile(r"time: median ([0-9.]+) ms of (\d+) \(min ([0-9.]+), max ([0-9.]+)\): ([0-9.]+) TFLOP/s")
 
 
+def start_check_build(r, nvcc, work, name):
+    """Starts nvcc on scripts/gpu/NAME.cu (it includes harness.h next to it)
+    into WORK/NAME, as step NAME-build (dashes); returns what
+    finish_check_build needs, or None without nvcc."""
+    if not nvcc:
+        return None
+    binary = os.path.join(work, name)
+    cuda_root = os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))
+    cmd = [nvcc, "-arch=sm_90a", "-O2", "-o", binary, os.path.join(REPO, "scripts", "gpu", name + ".cu"),
+           "-lcuda", "-lpthread", "-L" + os.path.join(cuda_root, "lib64", "stubs")]
+    step = name.replace("_", "-") + "-build"
+    started = time.time()
+    proc, out = r.start(step, cmd)
+    return binary, step, proc, out, started
+
+
+def finish_check_build(r, build, results, key):
+    """Waits for a start_check_build; records "ok", the error or "nvcc not
+    found" as results[key]; returns the binary, or None when not built."""
+    if build is None:
+        results[key] = "nvcc not found"
+        return None
+    binary, step, proc, out, started = build
+    lim = min(180.0, (time.time() - started) + max(10.0, r.left() - 10))
+    res = r.finish(step, proc, out, lim, started)
+    results[key] = step_error(res) or "ok"
+    return None if step_error(res) else binary
+
+
 def run_kernel_check(r, rec, step, cmd, timeout):
     """Runs a hopper_*_check command as step `step` and fills `rec` from its
     numerics line (pass/fail, relative error, tolerance) and time line."""
@@ -712,40 +741,13 @@ def check(args):
     # (a) runtime, with the GEMM harness compiled alongside (both CPU-bound).
     r.say("== (a) build colossus-run (no LLVM), scripts/gpu/hopper_gemm_check.cu and hopper_attention_check.cu")
     nvcc = tools["nvcc"]
-    hgc = os.path.join(work, "hopper_gemm_check")
-    src = os.path.join(REPO, "scripts", "gpu", "hopper_gemm_check.cu")
-    nvcc_cmd = [nvcc, "-arch=sm_90a", "-O2", "-o", hgc, src, "-lcuda", "-lpthread"] if nvcc else None
-    cuda_root = os.path.dirname(os.path.dirname(os.path.realpath(nvcc))) if nvcc else None
-    hac = os.path.join(work, "hopper_attention_check")
-    hac_cmd = ([nvcc, "-arch=sm_90a", "-O2", "-o", hac, os.path.join(REPO, "scripts", "gpu", "hopper_attention_check.cu"),
-                "-lcuda", "-lpthread", "-L" + os.path.join(cuda_root, "lib64", "stubs")] if nvcc else None)
-    if hac_cmd:
-        ha_t = time.time()
-        ha_p, ha_out = r.start("hopper-attention-check-build", hac_cmd)
-    if nvcc_cmd:
-        nv_t = time.time()
-        nv_p, nv_out = r.start("hopper-gemm-check-build", nvcc_cmd + ["-L" + os.path.join(cuda_root, "lib64", "stubs")])
+    hac_build = start_check_build(r, nvcc, work, "hopper_attention_check")
+    hgc_build = start_check_build(r, nvcc, work, "hopper_gemm_check")
     run_bin, tries = build_runtime(r, bundle, results)
     results["runtime_build"] = {"binary": run_bin, "tries": tries}
     r.say(f"  colossus-run: {run_bin or 'NONE'} ({'; '.join(t['how'] + ': ' + (t['error'] or 'ok') for t in tries)})")
-    if nvcc_cmd:
-        lim = min(180.0, (time.time() - nv_t) + max(10.0, r.left() - 10))
-        res = r.finish("hopper-gemm-check-build", nv_p, nv_out, lim, nv_t)
-        if step_error(res):
-            hgc = None
-        results["hopper_gemm_check_build"] = step_error(res) or "ok"
-    else:
-        hgc = None
-        results["hopper_gemm_check_build"] = "nvcc not found"
-    if hac_cmd:
-        lim = min(180.0, (time.time() - ha_t) + max(10.0, r.left() - 10))
-        res = r.finish("hopper-attention-check-build", ha_p, ha_out, lim, ha_t)
-        if step_error(res):
-            hac = None
-        results["hopper_attention_check_build"] = step_error(res) or "ok"
-    else:
-        hac = None
-        results["hopper_attention_check_build"] = "nvcc not found"
+    hgc = finish_check_build(r, hgc_build, results, "hopper_gemm_check_build")
+    hac = finish_check_build(r, hac_build, results, "hopper_attention_check_build")
 
     # (b) numerics of the models.
     r.say("== (b) numerics: sm_90a artifacts on the GPU vs the cpu's results")

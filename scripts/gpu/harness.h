@@ -248,6 +248,20 @@ struct Launcher {
   }
 };
 
+/// A device copy of `bytes` bytes at `p`.
+inline CUdeviceptr upload(const void *p, size_t bytes) {
+  CUdeviceptr d = 0;
+  CHECK_CU(cuMemAlloc(&d, bytes));
+  CHECK_CU(cuMemcpyHtoD(d, p, bytes));
+  return d;
+}
+
+/// A tensor map in device memory (64-byte aligned: cuMemAlloc), for a
+/// kernel parameter that is a pointer to one.
+inline CUdeviceptr uploadMap(const CUtensorMap &map) {
+  return upload(&map, sizeof(CUtensorMap));
+}
+
 /// False (and says which) when the ABI left a kernel parameter unset.
 inline bool allParamsSet(const std::vector<void *> &params) {
   for (size_t i = 0; i < params.size(); ++i)

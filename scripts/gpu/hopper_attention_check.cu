@@ -237,12 +237,6 @@ int runBackward(const std::string &kernel, const Abi &abi,
     for (long long h = 0; h < H; ++h)
       L[size_t(r) * H + h] = float(std::log(keys));
   }
-  auto upload = [&](const void *p, size_t bytes) {
-    CUdeviceptr d = 0;
-    CHECK_CU(cuMemAlloc(&d, bytes));
-    CHECK_CU(cuMemcpyHtoD(d, p, bytes));
-    return d;
-  };
   CUdeviceptr dQ = upload(hQ.data(), hQ.size() * 2),
               dK = upload(hK.data(), hK.size() * 2),
               dV = upload(hV.data(), hV.size() * 2),
@@ -266,10 +260,8 @@ int runBackward(const std::string &kernel, const Abi &abi,
              {64, cuuint32_t(bn), 1}),
       encode(dDO, {cuuint64_t(C), cuuint64_t(T)}, {64, cuuint32_t(bq)})};
   CUdeviceptr dMaps[4];
-  for (int i = 0; i < 4; ++i) {
-    CHECK_CU(cuMemAlloc(&dMaps[i], sizeof(CUtensorMap)));
-    CHECK_CU(cuMemcpyHtoD(dMaps[i], &maps[i], sizeof(CUtensorMap)));
-  }
+  for (int i = 0; i < 4; ++i)
+    dMaps[i] = uploadMap(maps[i]);
   const int lastBuffer = dqPart ? dqArg : std::max(dkArg, dvArg);
   std::vector<void *> params(lastBuffer + 4, nullptr);
   int64_t pNb = nb, pNt = nt, pPos0 = pos0;
@@ -492,13 +484,9 @@ int main(int argc, char **argv) {
   auto hQ = fill(size_t(T) * C, Q);
   auto hK = fill(size_t(B) * S * KC, K);
   auto hV = fill(size_t(B) * S * KC, V);
-  auto upload = [&](const std::vector<uint16_t> &h) {
-    CUdeviceptr d = 0;
-    CHECK_CU(cuMemAlloc(&d, h.size() * 2));
-    CHECK_CU(cuMemcpyHtoD(d, h.data(), h.size() * 2));
-    return d;
-  };
-  CUdeviceptr dQ = upload(hQ), dK = upload(hK), dV = upload(hV);
+  CUdeviceptr dQ = upload(hQ.data(), hQ.size() * 2),
+              dK = upload(hK.data(), hK.size() * 2),
+              dV = upload(hV.data(), hV.size() * 2);
   const size_t outBytes = size_t(T) * C * (outF32 ? 4 : 2);
   const size_t lseBytes = size_t(T) * H * 4;
   CUdeviceptr dOut, dLse = 0;
@@ -519,10 +507,8 @@ int main(int argc, char **argv) {
       encode(dV, {cuuint64_t(KC), cuuint64_t(S), cuuint64_t(B)},
              {64, cuuint32_t(bn), 1})};
   CUdeviceptr dMaps[3];
-  for (int i = 0; i < 3; ++i) {
-    CHECK_CU(cuMemAlloc(&dMaps[i], sizeof(CUtensorMap)));
-    CHECK_CU(cuMemcpyHtoD(dMaps[i], &maps[i], sizeof(CUtensorMap)));
-  }
+  for (int i = 0; i < 3; ++i)
+    dMaps[i] = uploadMap(maps[i]);
 
   // Parameters: q, k, v (tensor-map pointers), out, lse, nb, nt, pos0.
   const int lastBuffer = std::max(outArg, lseArg);

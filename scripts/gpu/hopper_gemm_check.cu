@@ -394,10 +394,8 @@ int main(int argc, char **argv) {
   // The tensor maps live in device memory (64-byte aligned: cuMemAlloc).
   std::vector<CUdeviceptr> mapDev(numParams, 0);
   for (int i = 0; i < numParams; ++i)
-    if (isMap[i]) {
-      CHECK_CU(cuMemAlloc(&mapDev[i], sizeof(CUtensorMap)));
-      CHECK_CU(cuMemcpyHtoD(mapDev[i], &maps[i], sizeof(CUtensorMap)));
-    }
+    if (isMap[i])
+      mapDev[i] = uploadMap(maps[i]);
 
   // Parameters: the fusion's operands (A and B as tensor-map pointers), the
   // outputs, then nb, nt, pos0 (active rows = nb * nt).
