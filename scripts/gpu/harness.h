@@ -246,6 +246,11 @@ struct Launcher {
     CHECK_CU(cuLaunchKernel(fn, grid[0], grid[1], grid[2], block[0], block[1],
                             block[2], smem, stream, params.data(), nullptr));
   }
+  /// One launch, waited for.
+  void once() const {
+    (*this)();
+    CHECK_CU(cuStreamSynchronize(stream));
+  }
 };
 
 /// A device copy of `bytes` bytes at `p`.

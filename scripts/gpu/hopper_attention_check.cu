@@ -54,6 +54,15 @@ bool findKernel(const std::string &text, std::string &name, Abi &abi,
   return found;
 }
 
+/// Points the nb, nt, pos0 parameters (after the last buffer) at `rowArgs`;
+/// false when the ABI left a parameter unset.
+bool setRowArgs(std::vector<void *> &params, int lastBuffer,
+                int64_t rowArgs[3]) {
+  for (int i = 0; i < 3; ++i)
+    params[lastBuffer + 1 + i] = &rowArgs[i];
+  return allParamsSet(params);
+}
+
 /// A bf16, 128-byte swizzled map of a dense row-major tensor; `dims`
 /// innermost first.
 CUtensorMap encode(CUdeviceptr base, std::vector<cuuint64_t> dims,
@@ -264,7 +273,7 @@ int runBackward(const std::string &kernel, const Abi &abi,
     dMaps[i] = uploadMap(maps[i]);
   const int lastBuffer = dqPart ? dqArg : std::max(dkArg, dvArg);
   std::vector<void *> params(lastBuffer + 4, nullptr);
-  int64_t pNb = nb, pNt = nt, pPos0 = pos0;
+  int64_t rowArgs[3] = {nb, nt, pos0};
   params[qArg] = &dMaps[0];
   params[kArg] = &dMaps[1];
   params[vArg] = &dMaps[2];
@@ -277,15 +286,11 @@ int runBackward(const std::string &kernel, const Abi &abi,
     params[dkArg] = &dDK;
     params[dvArg] = &dDV;
   }
-  params[lastBuffer + 1] = &pNb;
-  params[lastBuffer + 2] = &pNt;
-  params[lastBuffer + 3] = &pPos0;
-  if (!allParamsSet(params))
+  if (!setRowArgs(params, lastBuffer, rowArgs))
     return 2;
   Launcher launch(fn, grid, block, smem, params);
   CUstream stream = launch.stream;
-  launch();
-  CHECK_CU(cuStreamSynchronize(stream));
+  launch.once();
   std::vector<float> gK(gradBytes / 4), gV(dqPart ? 0 : gK.size());
   CHECK_CU(cuMemcpyDtoH(gK.data(), dDK, gradBytes));
   if (!dqPart)
@@ -513,23 +518,19 @@ int main(int argc, char **argv) {
   // Parameters: q, k, v (tensor-map pointers), out, lse, nb, nt, pos0.
   const int lastBuffer = std::max(outArg, lseArg);
   std::vector<void *> params(lastBuffer + 4, nullptr);
-  int64_t pNb = nb, pNt = nt, pPos0 = pos0;
+  int64_t rowArgs[3] = {nb, nt, pos0};
   params[qArg] = &dMaps[0];
   params[kArg] = &dMaps[1];
   params[vArg] = &dMaps[2];
   params[outArg] = &dOut;
   if (lseArg >= 0)
     params[lseArg] = &dLse;
-  params[lastBuffer + 1] = &pNb;
-  params[lastBuffer + 2] = &pNt;
-  params[lastBuffer + 3] = &pPos0;
-  if (!allParamsSet(params))
+  if (!setRowArgs(params, lastBuffer, rowArgs))
     return 2;
 
   Launcher launch(fn, grid, block, smem, params);
   CUstream stream = launch.stream;
-  launch();
-  CHECK_CU(cuStreamSynchronize(stream));
+  launch.once();
   std::vector<uint8_t> hOut(outBytes);
   CHECK_CU(cuMemcpyDtoH(hOut.data(), dOut, outBytes));
   std::vector<float> hLse(lseArg >= 0 ? size_t(T) * H : 0);
