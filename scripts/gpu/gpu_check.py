@@ -454,15 +454,39 @@ GEMM_RE = re.compile(r"norm-wise relative error ([0-9.eE+-]+) \(tolerance ([0-9.
 TIME_RE = re.compile(r"time: median ([0-9.]+) ms of (\d+) \(min ([0-9.]+), max ([0-9.]+)\): ([0-9.]+) TFLOP/s")
 
 
-def check_gemm(r, bundle, hgc, g):
-    rec = {"name": g["name"], "kernel": g["kernel"], "m": g["m"], "n": g["n"], "k": g["k"]}
-    if hgc is None:
-        rec.update(status="error", error="hopper_gemm_check was not built")
-        return rec
-    cmd = [hgc, os.path.join(bundle, g["ptx"]), "--kernel", g["kernel"], "--repeats", str(g.get("repeats", 20))]
-    if g.get("rows"):
-        cmd += ["--rows", str(g["rows"])]
-    res = r.run("gemm-" + g["kernel"], cmd, 120)
+def start_check_build(r, nvcc, work, name):
+    """Starts nvcc on scripts/gpu/NAME.cu (it includes harness.h next to it)
+    into WORK/NAME, as step NAME-build (dashes); returns what
+    finish_check_build needs, or None without nvcc."""
+    if not nvcc:
+        return None
+    binary = os.path.join(work, name)
+    cuda_root = os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))
+    cmd = [nvcc, "-arch=sm_90a", "-O2", "-o", binary, os.path.join(REPO, "scripts", "gpu", name + ".cu"),
+           "-lcuda", "-lpthread", "-L" + os.path.join(cuda_root, "lib64", "stubs")]
+    step = name.replace("_", "-") + "-build"
+    started = time.time()
+    proc, out = r.start(step, cmd)
+    return binary, step, proc, out, started
+
+
+def finish_check_build(r, build, results, key):
+    """Waits for a start_check_build; records "ok", the error or "nvcc not
+    found" as results[key]; returns the binary, or None when not built."""
+    if build is None:
+        results[key] = "nvcc not found"
+        return None
+    binary, step, proc, out, started = build
+    lim = min(180.0, (time.time() - started) + max(10.0, r.left() - 10))
+    res = r.finish(step, proc, out, lim, started)
+    results[key] = step_error(res) or "ok"
+    return None if step_error(res) else binary
+
+
+def run_kernel_check(r, rec, step, cmd, timeout):
+    """Runs a hopper_*_check command as step `step` and fills `rec` from its
+    numerics line (pass/fail, relative error, tolerance) and time line."""
+    res = r.run(step, cmd, timeout)
     for line in res["stdout"].splitlines():
         r.say("  | " + line)
     m = GEMM_RE.search(res["stdout"])
@@ -474,6 +498,17 @@ def check_gemm(r, bundle, hgc, g):
     if t:
         rec.update(median_ms=float(t.group(1)), tflops=float(t.group(5)))
     return rec
+
+
+def check_gemm(r, bundle, hgc, g):
+    rec = {"name": g["name"], "kernel": g["kernel"], "m": g["m"], "n": g["n"], "k": g["k"]}
+    if hgc is None:
+        rec.update(status="error", error="hopper_gemm_check was not built")
+        return rec
+    cmd = [hgc, os.path.join(bundle, g["ptx"]), "--kernel", g["kernel"], "--repeats", str(g.get("repeats", 20))]
+    if g.get("rows"):
+        cmd += ["--rows", str(g["rows"])]
+    return run_kernel_check(r, rec, "gemm-" + g["kernel"], cmd, 120)
 
 
 def check_attention(r, bundle, hac, a):
@@ -485,18 +520,7 @@ def check_attention(r, bundle, hac, a):
         rec.update(status="error", error="hopper_attention_check was not built")
         return rec
     cmd = [hac, os.path.join(bundle, a["ptx"]), "--kernel", a["kernel"], "--repeats", str(a.get("repeats", 20))]
-    res = r.run("attention-" + a["kernel"], cmd, 150)
-    for line in res["stdout"].splitlines():
-        r.say("  | " + line)
-    m = GEMM_RE.search(res["stdout"])
-    if m:
-        rec.update(rel_error=float(m.group(1)), tol=float(m.group(2)), status="pass" if m.group(3) == "PASS" else "fail")
-    else:
-        rec.update(status="skipped" if res.get("skipped") else "error", error=step_error(res) or "no numerics line")
-    t = TIME_RE.search(res["stdout"])
-    if t:
-        rec.update(median_ms=float(t.group(1)), tflops=float(t.group(5)))
-    return rec
+    return run_kernel_check(r, rec, "attention-" + a["kernel"], cmd, 150)
 
 
 def check_train(r, bundle, run_bin, t):
@@ -717,40 +741,13 @@ def check(args):
     # (a) runtime, with the GEMM harness compiled alongside (both CPU-bound).
     r.say("== (a) build colossus-run (no LLVM), scripts/gpu/hopper_gemm_check.cu and hopper_attention_check.cu")
     nvcc = tools["nvcc"]
-    hgc = os.path.join(work, "hopper_gemm_check")
-    src = os.path.join(REPO, "scripts", "gpu", "hopper_gemm_check.cu")
-    nvcc_cmd = [nvcc, "-arch=sm_90a", "-O2", "-o", hgc, src, "-lcuda", "-lpthread"] if nvcc else None
-    cuda_root = os.path.dirname(os.path.dirname(os.path.realpath(nvcc))) if nvcc else None
-    hac = os.path.join(work, "hopper_attention_check")
-    hac_cmd = ([nvcc, "-arch=sm_90a", "-O2", "-o", hac, os.path.join(REPO, "scripts", "gpu", "hopper_attention_check.cu"),
-                "-lcuda", "-lpthread", "-L" + os.path.join(cuda_root, "lib64", "stubs")] if nvcc else None)
-    if hac_cmd:
-        ha_t = time.time()
-        ha_p, ha_out = r.start("hopper-attention-check-build", hac_cmd)
-    if nvcc_cmd:
-        nv_t = time.time()
-        nv_p, nv_out = r.start("hopper-gemm-check-build", nvcc_cmd + ["-L" + os.path.join(cuda_root, "lib64", "stubs")])
+    hac_build = start_check_build(r, nvcc, work, "hopper_attention_check")
+    hgc_build = start_check_build(r, nvcc, work, "hopper_gemm_check")
     run_bin, tries = build_runtime(r, bundle, results)
     results["runtime_build"] = {"binary": run_bin, "tries": tries}
     r.say(f"  colossus-run: {run_bin or 'NONE'} ({'; '.join(t['how'] + ': ' + (t['error'] or 'ok') for t in tries)})")
-    if nvcc_cmd:
-        lim = min(180.0, (time.time() - nv_t) + max(10.0, r.left() - 10))
-        res = r.finish("hopper-gemm-check-build", nv_p, nv_out, lim, nv_t)
-        if step_error(res):
-            hgc = None
-        results["hopper_gemm_check_build"] = step_error(res) or "ok"
-    else:
-        hgc = None
-        results["hopper_gemm_check_build"] = "nvcc not found"
-    if hac_cmd:
-        lim = min(180.0, (time.time() - ha_t) + max(10.0, r.left() - 10))
-        res = r.finish("hopper-attention-check-build", ha_p, ha_out, lim, ha_t)
-        if step_error(res):
-            hac = None
-        results["hopper_attention_check_build"] = step_error(res) or "ok"
-    else:
-        hac = None
-        results["hopper_attention_check_build"] = "nvcc not found"
+    hgc = finish_check_build(r, hgc_build, results, "hopper_gemm_check_build")
+    hac = finish_check_build(r, hac_build, results, "hopper_attention_check_build")
 
     # (b) numerics of the models.
     r.say("== (b) numerics: sm_90a artifacts on the GPU vs the cpu's results")

@@ -18,6 +18,8 @@
 // read (causal) and q rows past nb * nt must stay untouched. Host code only
 // (CUDA driver API); exit status 0 = numerics within bf16 tolerance, 1 =
 // mismatch, 2 = usage or CUDA error.
+#include "harness.h"
+
 #include <cuda.h>
 
 #include <algorithm>
@@ -36,90 +38,29 @@
 
 namespace {
 
-#define CHECK_CU(call)                                                         \
-  do {                                                                         \
-    CUresult rc_ = (call);                                                     \
-    if (rc_ != CUDA_SUCCESS) {                                                 \
-      const char *msg_ = nullptr;                                              \
-      cuGetErrorString(rc_, &msg_);                                            \
-      std::fprintf(stderr, "%s:%d: %s failed: %s\n", __FILE__, __LINE__,      \
-                   #call, msg_ ? msg_ : "?");                                  \
-      std::exit(2);                                                            \
-    }                                                                          \
-  } while (0)
-
-uint16_t toBf16(float f) { // round to nearest even
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  u += 0x7FFF + ((u >> 16) & 1);
-  return static_cast<uint16_t>(u >> 16);
-}
-float fromBf16(uint16_t h) {
-  uint32_t u = static_cast<uint32_t>(h) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-
-struct Abi {
-  std::map<std::string, std::string> kv;
-  long long num(const std::string &k) const {
-    auto it = kv.find(k);
-    if (it == kv.end()) {
-      std::fprintf(stderr, "ABI line lacks %s\n", k.c_str());
-      std::exit(2);
-    }
-    return std::atoll(it->second.c_str());
-  }
-  std::string str(const std::string &k) const {
-    auto it = kv.find(k);
-    return it == kv.end() ? "none" : it->second;
-  }
-};
+using namespace harness;
 
 /// Finds kernel `name` (or the first Hopper attention kernel) in the
 /// --emit=ptx output: its ABI line and its PTX module text.
 bool findKernel(const std::string &text, std::string &name, Abi &abi,
                 std::string &ptx, bool &backward) {
-  std::istringstream in(text);
-  std::string line, current, body, abiLine;
-  bool found = false, abiBwd = false;
-  auto finish = [&]() {
-    if (!found && !current.empty() && !abiLine.empty() &&
-        (name.empty() || name == current)) {
-      name = current;
-      ptx = body;
-      backward = abiBwd;
-      std::istringstream ws(abiLine);
-      std::string tok;
-      while (ws >> tok)
-        if (auto eq = tok.find('='); eq != std::string::npos)
-          abi.kv[tok.substr(0, eq)] = tok.substr(eq + 1);
-      found = true;
-    }
-  };
-  const std::string header = "// ----- kernel ",
-                    abiTag = "// colossus.hopper_attention ",
-                    bwdTag = "// colossus.hopper_attention_bwd ";
-  while (std::getline(in, line)) {
-    if (line.rfind(header, 0) == 0) {
-      finish();
-      std::istringstream hs(line.substr(header.size()));
-      hs >> current;
-      body.clear();
-      abiLine.clear();
-      continue;
-    }
-    if (line.rfind(abiTag, 0) == 0 || line.rfind(bwdTag, 0) == 0) {
-      abiBwd = line.rfind(bwdTag, 0) == 0;
-      abiLine = line.substr(abiBwd ? bwdTag.size() : abiTag.size());
-      continue;
-    }
-    body += line;
-    body += '\n';
-  }
-  finish();
+  size_t tag = 0;
+  bool found = findAbiKernel(
+      text, name, abi, ptx,
+      {"// colossus.hopper_attention ", "// colossus.hopper_attention_bwd "},
+      &tag);
+  if (found)
+    backward = tag == 1;
   return found;
+}
+
+/// Points the nb, nt, pos0 parameters (after the last buffer) at `rowArgs`;
+/// false when the ABI left a parameter unset.
+bool setRowArgs(std::vector<void *> &params, int lastBuffer,
+                int64_t rowArgs[3]) {
+  for (int i = 0; i < 3; ++i)
+    params[lastBuffer + 1 + i] = &rowArgs[i];
+  return allParamsSet(params);
 }
 
 /// A bf16, 128-byte swizzled map of a dense row-major tensor; `dims`
@@ -140,31 +81,6 @@ CUtensorMap encode(CUdeviceptr base, std::vector<cuuint64_t> dims,
       CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
       CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE));
   return map;
-}
-
-/// Median of `repeats` launches after 3 warm-ups; prints the time line
-/// with `flops` per launch.
-template <typename Launch>
-void timeKernel(CUstream stream, Launch &launch, int repeats, double flops) {
-  CUevent start, stop;
-  CHECK_CU(cuEventCreate(&start, CU_EVENT_DEFAULT));
-  CHECK_CU(cuEventCreate(&stop, CU_EVENT_DEFAULT));
-  for (int i = 0; i < 3; ++i)
-    launch();
-  std::vector<float> ms;
-  for (int i = 0; i < repeats; ++i) {
-    CHECK_CU(cuEventRecord(start, stream));
-    launch();
-    CHECK_CU(cuEventRecord(stop, stream));
-    CHECK_CU(cuEventSynchronize(stop));
-    float t = 0;
-    CHECK_CU(cuEventElapsedTime(&t, start, stop));
-    ms.push_back(t);
-  }
-  std::sort(ms.begin(), ms.end());
-  double med = ms[ms.size() / 2];
-  std::printf("time: median %.3f ms of %d (min %.3f, max %.3f): %.1f TFLOP/s\n",
-              med, repeats, ms.front(), ms.back(), flops / (med * 1e-3) / 1e12);
 }
 
 /// The dQ kernel's check (`part=dq`): dq[r, h] = scale sum_j p_rj (dout_r .
@@ -227,18 +143,7 @@ int finishDq(CUfunction, CUmodule mod, CUdevice dev, CUstream stream,
       p.refSq += dq[d] * dq[d];
     }
   };
-  unsigned numThreads =
-      std::max(1u, std::min<unsigned>(std::thread::hardware_concurrency(),
-                                      unsigned(pairs.size())));
-  std::vector<Partial> partials(numThreads);
-  std::vector<std::thread> threads;
-  for (unsigned i = 0; i < numThreads; ++i)
-    threads.emplace_back([&, i]() {
-      for (size_t x = i; x < pairs.size(); x += numThreads)
-        checkPair(pairs[x], partials[i]);
-    });
-  for (std::thread &th : threads)
-    th.join();
+  std::vector<Partial> partials = checkInParallel<Partial>(pairs, checkPair);
   double errSq = 0, refSq = 0;
   for (const Partial &p : partials) {
     errSq += p.errSq;
@@ -317,43 +222,16 @@ int runBackward(const std::string &kernel, const Abi &abi,
               causal ? "causal" : "not causal", bn, bq, grid[0], grid[1],
               grid[2], block[0], smem, nb, nt, pos0);
 
-  CHECK_CU(cuInit(0));
   CUdevice dev;
-  CHECK_CU(cuDeviceGet(&dev, 0));
-  int major = 0;
-  CHECK_CU(cuDeviceGetAttribute(
-      &major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev));
-  if (major != 9) {
-    std::fprintf(stderr, "sm_90a kernels need an sm_90 GPU\n");
-    return 2;
-  }
-  CUcontext ctx;
-  CHECK_CU(cuDevicePrimaryCtxRetain(&ctx, dev));
-  CHECK_CU(cuCtxSetCurrent(ctx));
-  char log[8192] = {0};
-  CUjit_option opts[] = {CU_JIT_ERROR_LOG_BUFFER,
-                         CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES};
-  void *vals[] = {log, reinterpret_cast<void *>(sizeof(log))};
   CUmodule mod;
-  if (cuModuleLoadDataEx(&mod, ptx.c_str(), 2, opts, vals) != CUDA_SUCCESS) {
-    std::fprintf(stderr, "cuModuleLoadDataEx failed:\n%s\n", log);
-    return 2;
-  }
   CUfunction fn;
-  CHECK_CU(cuModuleGetFunction(&fn, mod, kernel.c_str()));
-  CHECK_CU(cuFuncSetAttribute(
-      fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem));
+  if (!loadKernel(ptx, kernel, smem, dev, mod, fn, /*anyMinor=*/true))
+    return 2;
 
   std::mt19937 rng(4321);
   std::uniform_real_distribution<float> dist(-1.f, 1.f);
   auto fill = [&](size_t count, std::vector<float> &ref) {
-    std::vector<uint16_t> h(count);
-    ref.resize(count);
-    for (size_t i = 0; i < count; ++i) {
-      h[i] = toBf16(dist(rng));
-      ref[i] = fromBf16(h[i]);
-    }
-    return h;
+    return fillBf16(rng, dist, count, ref);
   };
   std::vector<float> Q, K, V, DO, O;
   auto hQ = fill(size_t(T) * C, Q);
@@ -368,12 +246,6 @@ int runBackward(const std::string &kernel, const Abi &abi,
     for (long long h = 0; h < H; ++h)
       L[size_t(r) * H + h] = float(std::log(keys));
   }
-  auto upload = [&](const void *p, size_t bytes) {
-    CUdeviceptr d = 0;
-    CHECK_CU(cuMemAlloc(&d, bytes));
-    CHECK_CU(cuMemcpyHtoD(d, p, bytes));
-    return d;
-  };
   CUdeviceptr dQ = upload(hQ.data(), hQ.size() * 2),
               dK = upload(hK.data(), hK.size() * 2),
               dV = upload(hV.data(), hV.size() * 2),
@@ -397,13 +269,11 @@ int runBackward(const std::string &kernel, const Abi &abi,
              {64, cuuint32_t(bn), 1}),
       encode(dDO, {cuuint64_t(C), cuuint64_t(T)}, {64, cuuint32_t(bq)})};
   CUdeviceptr dMaps[4];
-  for (int i = 0; i < 4; ++i) {
-    CHECK_CU(cuMemAlloc(&dMaps[i], sizeof(CUtensorMap)));
-    CHECK_CU(cuMemcpyHtoD(dMaps[i], &maps[i], sizeof(CUtensorMap)));
-  }
+  for (int i = 0; i < 4; ++i)
+    dMaps[i] = uploadMap(maps[i]);
   const int lastBuffer = dqPart ? dqArg : std::max(dkArg, dvArg);
   std::vector<void *> params(lastBuffer + 4, nullptr);
-  int64_t pNb = nb, pNt = nt, pPos0 = pos0;
+  int64_t rowArgs[3] = {nb, nt, pos0};
   params[qArg] = &dMaps[0];
   params[kArg] = &dMaps[1];
   params[vArg] = &dMaps[2];
@@ -416,22 +286,11 @@ int runBackward(const std::string &kernel, const Abi &abi,
     params[dkArg] = &dDK;
     params[dvArg] = &dDV;
   }
-  params[lastBuffer + 1] = &pNb;
-  params[lastBuffer + 2] = &pNt;
-  params[lastBuffer + 3] = &pPos0;
-  for (size_t i = 0; i < params.size(); ++i)
-    if (!params[i]) {
-      std::fprintf(stderr, "ABI leaves parameter %zu unset\n", i);
-      return 2;
-    }
-  CUstream stream;
-  CHECK_CU(cuStreamCreate(&stream, CU_STREAM_NON_BLOCKING));
-  auto launch = [&]() {
-    CHECK_CU(cuLaunchKernel(fn, grid[0], grid[1], grid[2], block[0], block[1],
-                            block[2], smem, stream, params.data(), nullptr));
-  };
-  launch();
-  CHECK_CU(cuStreamSynchronize(stream));
+  if (!setRowArgs(params, lastBuffer, rowArgs))
+    return 2;
+  Launcher launch(fn, grid, block, smem, params);
+  CUstream stream = launch.stream;
+  launch.once();
   std::vector<float> gK(gradBytes / 4), gV(dqPart ? 0 : gK.size());
   CHECK_CU(cuMemcpyDtoH(gK.data(), dDK, gradBytes));
   if (!dqPart)
@@ -491,18 +350,7 @@ int runBackward(const std::string &kernel, const Abi &abi,
       }
     }
   };
-  unsigned numThreads =
-      std::max(1u, std::min<unsigned>(std::thread::hardware_concurrency(),
-                                      unsigned(rows.size())));
-  std::vector<Partial> partials(numThreads);
-  std::vector<std::thread> threads;
-  for (unsigned t = 0; t < numThreads; ++t)
-    threads.emplace_back([&, t]() {
-      for (size_t i = t; i < rows.size(); i += numThreads)
-        checkRow(rows[i], partials[t]);
-    });
-  for (std::thread &t : threads)
-    t.join();
+  std::vector<Partial> partials = checkInParallel<Partial>(rows, checkRow);
   double errSq = 0, refSq = 0;
   for (const Partial &p : partials) {
     errSq += p.errSq;
@@ -531,30 +379,12 @@ int runBackward(const std::string &kernel, const Abi &abi,
               "%lld elements written outside the active keys: %s\n",
               rows.size(), rel, tol, touched, ok ? "PASS" : "FAIL");
 
-  CUevent start, stop;
-  CHECK_CU(cuEventCreate(&start, CU_EVENT_DEFAULT));
-  CHECK_CU(cuEventCreate(&stop, CU_EVENT_DEFAULT));
-  for (int i = 0; i < 3; ++i)
-    launch();
-  std::vector<float> ms;
-  for (int i = 0; i < repeats; ++i) {
-    CHECK_CU(cuEventRecord(start, stream));
-    launch();
-    CHECK_CU(cuEventRecord(stop, stream));
-    CHECK_CU(cuEventSynchronize(stop));
-    float t = 0;
-    CHECK_CU(cuEventElapsedTime(&t, start, stop));
-    ms.push_back(t);
-  }
-  std::sort(ms.begin(), ms.end());
-  double med = ms[ms.size() / 2];
   // Four products of 2 * d FLOPs per visible (query, key) pair and head
   // (S, dP, dV, dK; dQ would be the fifth).
   double pairs = causal ? double(nt) * nt / 2 + double(pos0) * nt
                         : double(nt) * (pos0 + nt);
   double flops = 8.0 * nb * H * D * pairs;
-  std::printf("time: median %.3f ms of %d (min %.3f, max %.3f): %.1f TFLOP/s\n",
-              med, repeats, ms.front(), ms.back(), flops / (med * 1e-3) / 1e12);
+  timeKernel(stream, launch, repeats, flops);
   cuModuleUnload(mod);
   cuDevicePrimaryCtxRelease(dev);
   return ok ? 0 : 1;
@@ -567,44 +397,33 @@ int main(int argc, char **argv) {
   int repeats = 20;
   long long nbOpt = -1, ntOpt = -1, pos0Opt = 0, samples = 1024;
   bool samplesSet = false;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a == "--kernel" && i + 1 < argc)
-      kernel = argv[++i];
-    else if (a == "--repeats" && i + 1 < argc)
-      repeats = std::max(1, std::atoi(argv[++i]));
-    else if (a == "--nb" && i + 1 < argc)
+  auto option = [&](const std::string &a, int &i) {
+    if (i + 1 >= argc)
+      return false;
+    if (a == "--nb")
       nbOpt = std::atoll(argv[++i]);
-    else if (a == "--nt" && i + 1 < argc)
+    else if (a == "--nt")
       ntOpt = std::atoll(argv[++i]);
-    else if (a == "--pos0" && i + 1 < argc)
+    else if (a == "--pos0")
       pos0Opt = std::atoll(argv[++i]);
-    else if (a == "--samples" && i + 1 < argc) {
+    else if (a == "--samples") {
       samples = std::max(1LL, std::atoll(argv[++i]));
       samplesSet = true;
-    } else if (a == "--help" || a == "-h") {
-      std::printf("usage: %s KERNELS.ptx [--kernel NAME] [--repeats N] "
-                  "[--nb NB] [--nt NT] [--pos0 P] [--samples N]\n",
-                  argv[0]);
-      return 0;
-    } else if (path.empty())
-      path = a;
-    else {
-      std::fprintf(stderr, "unexpected argument %s\n", a.c_str());
-      return 2;
-    }
-  }
-  if (path.empty()) {
-    std::fprintf(stderr, "usage: %s KERNELS.ptx [--kernel NAME]\n", argv[0]);
-    return 2;
-  }
-  std::ifstream f(path);
-  std::stringstream ss;
-  ss << f.rdbuf();
+    } else
+      return false;
+    return true;
+  };
+  int rc = parseArgs(argc, argv,
+                     "KERNELS.ptx [--kernel NAME] [--repeats N] [--nb NB] "
+                     "[--nt NT] [--pos0 P] [--samples N]",
+                     path, kernel, repeats, option);
+  if (rc >= 0)
+    return rc;
+  std::string text;
   Abi abi;
   std::string ptx;
   bool backward = false;
-  if (!f || !findKernel(ss.str(), kernel, abi, ptx, backward)) {
+  if (!readFile(path, text) || !findKernel(text, kernel, abi, ptx, backward)) {
     std::fprintf(stderr, "%s: no Hopper attention kernel%s%s\n", path.c_str(),
                  kernel.empty() ? "" : " named ", kernel.c_str());
     return 2;
@@ -652,36 +471,11 @@ int main(int argc, char **argv) {
               causal ? "causal" : "not causal", bm, bn, abi.num("stages"),
               grid[0], grid[1], grid[2], block[0], smem, nb, nt, pos0);
 
-  CHECK_CU(cuInit(0));
   CUdevice dev;
-  CHECK_CU(cuDeviceGet(&dev, 0));
-  int major = 0, minor = 0;
-  CHECK_CU(cuDeviceGetAttribute(
-      &major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev));
-  CHECK_CU(cuDeviceGetAttribute(
-      &minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev));
-  if (major != 9 || minor != 0) {
-    std::fprintf(stderr, "sm_90a kernels need an sm_90 GPU (found sm_%d%d)\n",
-                 major, minor);
-    return 2;
-  }
-  CUcontext ctx;
-  CHECK_CU(cuDevicePrimaryCtxRetain(&ctx, dev));
-  CHECK_CU(cuCtxSetCurrent(ctx));
-
-  char log[8192] = {0};
-  CUjit_option opts[] = {CU_JIT_ERROR_LOG_BUFFER,
-                         CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES};
-  void *vals[] = {log, reinterpret_cast<void *>(sizeof(log))};
   CUmodule mod;
-  if (cuModuleLoadDataEx(&mod, ptx.c_str(), 2, opts, vals) != CUDA_SUCCESS) {
-    std::fprintf(stderr, "cuModuleLoadDataEx failed:\n%s\n", log);
-    return 2;
-  }
   CUfunction fn;
-  CHECK_CU(cuModuleGetFunction(&fn, mod, kernel.c_str()));
-  CHECK_CU(cuFuncSetAttribute(
-      fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem));
+  if (!loadKernel(ptx, kernel, smem, dev, mod, fn))
+    return 2;
 
   // Inputs: uniform in [-1, 1), rounded to bf16 (the reference uses the
   // rounded values). The whole cache is filled: keys a row may not see
@@ -689,25 +483,15 @@ int main(int argc, char **argv) {
   std::mt19937 rng(1234);
   std::uniform_real_distribution<float> dist(-1.f, 1.f);
   auto fill = [&](size_t count, std::vector<float> &ref) {
-    std::vector<uint16_t> h(count);
-    ref.resize(count);
-    for (size_t i = 0; i < count; ++i) {
-      h[i] = toBf16(dist(rng));
-      ref[i] = fromBf16(h[i]);
-    }
-    return h;
+    return fillBf16(rng, dist, count, ref);
   };
   std::vector<float> Q, K, V;
   auto hQ = fill(size_t(T) * C, Q);
   auto hK = fill(size_t(B) * S * KC, K);
   auto hV = fill(size_t(B) * S * KC, V);
-  auto upload = [&](const std::vector<uint16_t> &h) {
-    CUdeviceptr d = 0;
-    CHECK_CU(cuMemAlloc(&d, h.size() * 2));
-    CHECK_CU(cuMemcpyHtoD(d, h.data(), h.size() * 2));
-    return d;
-  };
-  CUdeviceptr dQ = upload(hQ), dK = upload(hK), dV = upload(hV);
+  CUdeviceptr dQ = upload(hQ.data(), hQ.size() * 2),
+              dK = upload(hK.data(), hK.size() * 2),
+              dV = upload(hV.data(), hV.size() * 2);
   const size_t outBytes = size_t(T) * C * (outF32 ? 4 : 2);
   const size_t lseBytes = size_t(T) * H * 4;
   CUdeviceptr dOut, dLse = 0;
@@ -728,38 +512,25 @@ int main(int argc, char **argv) {
       encode(dV, {cuuint64_t(KC), cuuint64_t(S), cuuint64_t(B)},
              {64, cuuint32_t(bn), 1})};
   CUdeviceptr dMaps[3];
-  for (int i = 0; i < 3; ++i) {
-    CHECK_CU(cuMemAlloc(&dMaps[i], sizeof(CUtensorMap)));
-    CHECK_CU(cuMemcpyHtoD(dMaps[i], &maps[i], sizeof(CUtensorMap)));
-  }
+  for (int i = 0; i < 3; ++i)
+    dMaps[i] = uploadMap(maps[i]);
 
   // Parameters: q, k, v (tensor-map pointers), out, lse, nb, nt, pos0.
   const int lastBuffer = std::max(outArg, lseArg);
   std::vector<void *> params(lastBuffer + 4, nullptr);
-  int64_t pNb = nb, pNt = nt, pPos0 = pos0;
+  int64_t rowArgs[3] = {nb, nt, pos0};
   params[qArg] = &dMaps[0];
   params[kArg] = &dMaps[1];
   params[vArg] = &dMaps[2];
   params[outArg] = &dOut;
   if (lseArg >= 0)
     params[lseArg] = &dLse;
-  params[lastBuffer + 1] = &pNb;
-  params[lastBuffer + 2] = &pNt;
-  params[lastBuffer + 3] = &pPos0;
-  for (size_t i = 0; i < params.size(); ++i)
-    if (!params[i]) {
-      std::fprintf(stderr, "ABI leaves parameter %zu unset\n", i);
-      return 2;
-    }
+  if (!setRowArgs(params, lastBuffer, rowArgs))
+    return 2;
 
-  CUstream stream;
-  CHECK_CU(cuStreamCreate(&stream, CU_STREAM_NON_BLOCKING));
-  auto launch = [&]() {
-    CHECK_CU(cuLaunchKernel(fn, grid[0], grid[1], grid[2], block[0], block[1],
-                            block[2], smem, stream, params.data(), nullptr));
-  };
-  launch();
-  CHECK_CU(cuStreamSynchronize(stream));
+  Launcher launch(fn, grid, block, smem, params);
+  CUstream stream = launch.stream;
+  launch.once();
   std::vector<uint8_t> hOut(outBytes);
   CHECK_CU(cuMemcpyDtoH(hOut.data(), dOut, outBytes));
   std::vector<float> hLse(lseArg >= 0 ? size_t(T) * H : 0);
@@ -838,17 +609,7 @@ int main(int argc, char **argv) {
                                                        : 1e30);
     }
   };
-  unsigned numThreads = std::max(1u, std::min<unsigned>(
-      std::thread::hardware_concurrency(), unsigned(pairs.size())));
-  std::vector<Partial> partials(numThreads);
-  std::vector<std::thread> threads;
-  for (unsigned t = 0; t < numThreads; ++t)
-    threads.emplace_back([&, t]() {
-      for (size_t i = t; i < pairs.size(); i += numThreads)
-        checkPair(pairs[i], partials[t]);
-    });
-  for (std::thread &t : threads)
-    t.join();
+  std::vector<Partial> partials = checkInParallel<Partial>(pairs, checkPair);
   double errSq = 0, refSq = 0, maxAbs = 0, lseMax = 0;
   for (const Partial &p : partials) {
     errSq += p.errSq;
@@ -876,28 +637,10 @@ int main(int argc, char **argv) {
   // Timing: median of `repeats` launches after 3 warm-up launches. FLOPs
   // as torch_bench.py counts SDPA's: 4 * nb * H * d * (visible keys summed
   // over the rows); causal with pos0 = 0 and nt = S: 4 * B * H * S^2 * d / 2.
-  CUevent start, stop;
-  CHECK_CU(cuEventCreate(&start, CU_EVENT_DEFAULT));
-  CHECK_CU(cuEventCreate(&stop, CU_EVENT_DEFAULT));
-  for (int i = 0; i < 3; ++i)
-    launch();
-  std::vector<float> ms;
-  for (int i = 0; i < repeats; ++i) {
-    CHECK_CU(cuEventRecord(start, stream));
-    launch();
-    CHECK_CU(cuEventRecord(stop, stream));
-    CHECK_CU(cuEventSynchronize(stop));
-    float t = 0;
-    CHECK_CU(cuEventElapsedTime(&t, start, stop));
-    ms.push_back(t);
-  }
-  std::sort(ms.begin(), ms.end());
-  double med = ms[ms.size() / 2];
   double keys = causal ? double(nt) * nt / 2 + double(pos0) * nt
                        : double(nt) * (pos0 + nt);
   double flops = 4.0 * nb * H * D * keys;
-  std::printf("time: median %.3f ms of %d (min %.3f, max %.3f): %.1f TFLOP/s\n",
-              med, repeats, ms.front(), ms.back(), flops / (med * 1e-3) / 1e12);
+  timeKernel(stream, launch, repeats, flops);
 
   cuModuleUnload(mod);
   cuDevicePrimaryCtxRelease(dev);

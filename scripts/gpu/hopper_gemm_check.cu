@@ -14,6 +14,8 @@
 // kernel adds into (accumulate).
 // Host code only (CUDA driver API); exit status 0 = numerics within bf16
 // tolerance, 1 = mismatch, 2 = usage or CUDA error.
+#include "harness.h"
+
 #include <cuda.h>
 
 #include <algorithm>
@@ -35,97 +37,13 @@
 
 namespace {
 
-#define CHECK_CU(call)                                                         \
-  do {                                                                         \
-    CUresult rc_ = (call);                                                     \
-    if (rc_ != CUDA_SUCCESS) {                                                 \
-      const char *msg_ = nullptr;                                              \
-      cuGetErrorString(rc_, &msg_);                                            \
-      std::fprintf(stderr, "%s:%d: %s failed: %s\n", __FILE__, __LINE__,      \
-                   #call, msg_ ? msg_ : "?");                                  \
-      std::exit(2);                                                            \
-    }                                                                          \
-  } while (0)
-
-uint16_t toBf16(float f) { // round to nearest even
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  u += 0x7FFF + ((u >> 16) & 1);
-  return static_cast<uint16_t>(u >> 16);
-}
-float fromBf16(uint16_t h) {
-  uint32_t u = static_cast<uint32_t>(h) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-
-struct Abi {
-  std::map<std::string, std::string> kv;
-  long long num(const std::string &k) const {
-    auto it = kv.find(k);
-    if (it == kv.end()) {
-      std::fprintf(stderr, "ABI line lacks %s\n", k.c_str());
-      std::exit(2);
-    }
-    return std::atoll(it->second.c_str());
-  }
-  std::string str(const std::string &k) const {
-    auto it = kv.find(k);
-    return it == kv.end() ? "none" : it->second;
-  }
-  /// `key=x,y,z` (grid, block): three positive integers.
-  void dims(const std::string &k, unsigned out[3]) const {
-    auto it = kv.find(k);
-    if (it == kv.end() ||
-        std::sscanf(it->second.c_str(), "%u,%u,%u", &out[0], &out[1],
-                    &out[2]) != 3 ||
-        !out[0] || !out[1] || !out[2]) {
-      std::fprintf(stderr, "ABI line lacks %s=X,Y,Z\n", k.c_str());
-      std::exit(2);
-    }
-  }
-};
+using namespace harness;
 
 /// Finds kernel `name` (or the first Hopper GEMM) in the --emit=ptx output:
 /// its ABI line and its PTX module text.
 bool findKernel(const std::string &text, std::string &name, Abi &abi,
                 std::string &ptx) {
-  std::istringstream in(text);
-  std::string line, current, body, abiLine;
-  bool found = false;
-  auto finish = [&]() {
-    if (!found && !current.empty() && !abiLine.empty() &&
-        (name.empty() || name == current)) {
-      name = current;
-      ptx = body;
-      std::istringstream ws(abiLine);
-      std::string tok;
-      while (ws >> tok)
-        if (auto eq = tok.find('='); eq != std::string::npos)
-          abi.kv[tok.substr(0, eq)] = tok.substr(eq + 1);
-      found = true;
-    }
-  };
-  const std::string header = "// ----- kernel ", abiTag = "// colossus.hopper_gemm ";
-  while (std::getline(in, line)) {
-    if (line.rfind(header, 0) == 0) {
-      finish();
-      std::istringstream hs(line.substr(header.size()));
-      hs >> current;
-      body.clear();
-      abiLine.clear();
-      continue;
-    }
-    if (line.rfind(abiTag, 0) == 0) {
-      abiLine = line.substr(abiTag.size());
-      continue;
-    }
-    body += line;
-    body += '\n';
-  }
-  finish();
-  return found;
+  return findAbiKernel(text, name, abi, ptx, {"// colossus.hopper_gemm "});
 }
 
 /// A tensor map of a bf16 operand with `rows` rows (M or N) and `kPart`
@@ -288,36 +206,21 @@ int main(int argc, char **argv) {
   std::string path, kernel;
   int repeats = 20;
   long long activeRows = -1;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a == "--kernel" && i + 1 < argc)
-      kernel = argv[++i];
-    else if (a == "--repeats" && i + 1 < argc)
-      repeats = std::max(1, std::atoi(argv[++i]));
-    else if (a == "--rows" && i + 1 < argc)
-      activeRows = std::atoll(argv[++i]);
-    else if (a == "--help" || a == "-h") {
-      std::printf("usage: %s KERNELS.ptx [--kernel NAME] [--repeats N] "
-                  "[--rows R]\n",
-                  argv[0]);
-      return 0;
-    } else if (path.empty())
-      path = a;
-    else {
-      std::fprintf(stderr, "unexpected argument %s\n", a.c_str());
-      return 2;
-    }
-  }
-  if (path.empty()) {
-    std::fprintf(stderr, "usage: %s KERNELS.ptx [--kernel NAME]\n", argv[0]);
-    return 2;
-  }
-  std::ifstream f(path);
-  std::stringstream ss;
-  ss << f.rdbuf();
+  int rc = parseArgs(argc, argv,
+                     "KERNELS.ptx [--kernel NAME] [--repeats N] [--rows R]",
+                     path, kernel, repeats, [&](const std::string &a, int &i) {
+                       if (a == "--rows" && i + 1 < argc) {
+                         activeRows = std::atoll(argv[++i]);
+                         return true;
+                       }
+                       return false;
+                     });
+  if (rc >= 0)
+    return rc;
+  std::string text;
   Abi abi;
   std::string ptx;
-  if (!f || !findKernel(ss.str(), kernel, abi, ptx)) {
+  if (!readFile(path, text) || !findKernel(text, kernel, abi, ptx)) {
     std::fprintf(stderr, "%s: no Hopper GEMM kernel%s%s\n", path.c_str(),
                  kernel.empty() ? "" : " named ", kernel.c_str());
     return 2;
@@ -391,36 +294,11 @@ int main(int argc, char **argv) {
               maskK ? "token rows of K" : "rows", activeRows, numOuts,
               numOuts == 1 ? "" : "s");
 
-  CHECK_CU(cuInit(0));
   CUdevice dev0;
-  CHECK_CU(cuDeviceGet(&dev0, 0));
-  int major = 0, minor = 0;
-  CHECK_CU(cuDeviceGetAttribute(
-      &major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev0));
-  CHECK_CU(cuDeviceGetAttribute(
-      &minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev0));
-  if (major != 9 || minor != 0) {
-    std::fprintf(stderr, "sm_90a kernels need an sm_90 GPU (found sm_%d%d)\n",
-                 major, minor);
-    return 2;
-  }
-  CUcontext ctx;
-  CHECK_CU(cuDevicePrimaryCtxRetain(&ctx, dev0));
-  CHECK_CU(cuCtxSetCurrent(ctx));
-
-  char log[8192] = {0};
-  CUjit_option opts[] = {CU_JIT_ERROR_LOG_BUFFER,
-                         CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES};
-  void *vals[] = {log, reinterpret_cast<void *>(sizeof(log))};
   CUmodule mod;
-  if (cuModuleLoadDataEx(&mod, ptx.c_str(), 2, opts, vals) != CUDA_SUCCESS) {
-    std::fprintf(stderr, "cuModuleLoadDataEx failed:\n%s\n", log);
-    return 2;
-  }
   CUfunction fn;
-  CHECK_CU(cuModuleGetFunction(&fn, mod, kernel.c_str()));
-  CHECK_CU(cuFuncSetAttribute(
-      fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem));
+  if (!loadKernel(ptx, kernel, smem, dev0, mod, fn))
+    return 2;
 
   // Inputs: uniform in [-1, 1), rounded to bf16 (the reference uses the
   // rounded values, so only the kernel's arithmetic is measured). Operands
@@ -516,10 +394,8 @@ int main(int argc, char **argv) {
   // The tensor maps live in device memory (64-byte aligned: cuMemAlloc).
   std::vector<CUdeviceptr> mapDev(numParams, 0);
   for (int i = 0; i < numParams; ++i)
-    if (isMap[i]) {
-      CHECK_CU(cuMemAlloc(&mapDev[i], sizeof(CUtensorMap)));
-      CHECK_CU(cuMemcpyHtoD(mapDev[i], &maps[i], sizeof(CUtensorMap)));
-    }
+    if (isMap[i])
+      mapDev[i] = uploadMap(maps[i]);
 
   // Parameters: the fusion's operands (A and B as tensor-map pointers), the
   // outputs, then nb, nt, pos0 (active rows = nb * nt).
@@ -533,20 +409,12 @@ int main(int argc, char **argv) {
   params[outArg + numOuts] = &nb;
   params[outArg + numOuts + 1] = &nt;
   params[outArg + numOuts + 2] = &pos0;
-  for (size_t i = 0; i < params.size(); ++i)
-    if (!params[i]) {
-      std::fprintf(stderr, "ABI leaves parameter %zu unset\n", i);
-      return 2;
-    }
+  if (!allParamsSet(params))
+    return 2;
 
-  CUstream stream;
-  CHECK_CU(cuStreamCreate(&stream, CU_STREAM_NON_BLOCKING));
-  auto launch = [&]() {
-    CHECK_CU(cuLaunchKernel(fn, grid[0], grid[1], grid[2], block[0], block[1],
-                            block[2], smem, stream, params.data(), nullptr));
-  };
-  launch();
-  CHECK_CU(cuStreamSynchronize(stream));
+  Launcher launch(fn, grid, block, smem, params);
+  CUstream stream = launch.stream;
+  launch.once();
   std::vector<std::vector<uint8_t>> hC(numOuts);
   for (int o = 0; o < numOuts; ++o) {
     hC[o].resize(outBytes[o]);
@@ -623,19 +491,9 @@ int main(int argc, char **argv) {
       }
     }
   };
-  unsigned numThreads = std::max(1u, std::min<unsigned>(
-      std::thread::hardware_concurrency(), unsigned(rows.size())));
-  std::vector<Partial> partials(numThreads);
-  for (Partial &p : partials)
-    p.errSq = p.refSq = p.maxAbs = std::vector<double>(numOuts, 0.0);
-  std::vector<std::thread> threads;
-  for (unsigned t = 0; t < numThreads; ++t)
-    threads.emplace_back([&, t]() {
-      for (size_t i = t; i < rows.size(); i += numThreads)
-        checkRow(rows[i], partials[t]);
-    });
-  for (std::thread &t : threads)
-    t.join();
+  Partial init;
+  init.errSq = init.refSq = init.maxAbs = std::vector<double>(numOuts, 0.0);
+  std::vector<Partial> partials = checkInParallel(rows, checkRow, init);
   long long touched = 0;
   double worst = 0, worstTol = 0, worstMax = 0;
   bool ok = true;
@@ -672,28 +530,10 @@ int main(int argc, char **argv) {
               ok ? "PASS" : "FAIL");
 
   // Timing: median of `repeats` launches after 3 warm-up launches.
-  CUevent start, stop;
-  CHECK_CU(cuEventCreate(&start, CU_EVENT_DEFAULT));
-  CHECK_CU(cuEventCreate(&stop, CU_EVENT_DEFAULT));
-  for (int i = 0; i < 3; ++i)
-    launch();
-  std::vector<float> ms;
-  for (int i = 0; i < repeats; ++i) {
-    CHECK_CU(cuEventRecord(start, stream));
-    launch();
-    CHECK_CU(cuEventRecord(stop, stream));
-    CHECK_CU(cuEventSynchronize(stop));
-    float t = 0;
-    CHECK_CU(cuEventElapsedTime(&t, start, stop));
-    ms.push_back(t);
-  }
-  std::sort(ms.begin(), ms.end());
-  double med = ms[ms.size() / 2];
   // Useful work: active rows (of the output, or of K for weight gradients).
   double flops = 2.0 * double(maskK ? m : activeRows) * n *
                  double(maskK ? activeRows : k) * (b2Arg >= 0 ? 2 : 1);
-  std::printf("time: median %.3f ms of %d (min %.3f, max %.3f): %.1f TFLOP/s\n",
-              med, repeats, ms.front(), ms.back(), flops / (med * 1e-3) / 1e12);
+  timeKernel(stream, launch, repeats, flops);
 
   cuModuleUnload(mod);
   cuDevicePrimaryCtxRelease(dev0);
