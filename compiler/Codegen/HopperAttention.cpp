@@ -1430,28 +1430,10 @@ colossus::buildHopperAttention(FusionOp fusion, const HopperAttentionProblem &p,
   ctx->getOrLoadDialect<math::MathDialect>();
 
   Block &body = fusion.getBody().front();
-  auto ptrTy = LLVM::LLVMPointerType::get(ctx);
-  SmallVector<Type> argTypes;
-  for (BlockArgument a : body.getArguments()) {
-    unsigned n = a.getArgNumber();
-    if (n == p.qArg || n == p.kArg || n == p.vArg) {
-      argTypes.push_back(ptrTy);
-      continue;
-    }
-    auto rt = cast<RankedTensorType>(a.getType());
-    argTypes.push_back(MemRefType::get(rt.getShape(), rt.getElementType()));
-  }
-  for (Type t : fusion.getResultTypes()) {
-    auto rt = cast<RankedTensorType>(t);
-    argTypes.push_back(MemRefType::get(rt.getShape(), rt.getElementType()));
-  }
-  Type i64 = builder.getI64Type();
-  argTypes.append({i64, i64, i64});
-  auto fn = gpu::GPUFuncOp::create(builder, loc, name,
-                                   builder.getFunctionType(argTypes, {}));
-  fn->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), builder.getUnitAttr());
-  fn.setKnownBlockSizeAttr(builder.getDenseI32ArrayAttr(
-      {static_cast<int32_t>(HopperAttentionTile::kThreads), 1, 1}));
+  auto fn = createHopperKernel(
+      builder, loc, name, body, fusion.getResultTypes(),
+      [&](unsigned n) { return n == p.qArg || n == p.kArg || n == p.vArg; },
+      static_cast<int32_t>(HopperAttentionTile::kThreads));
 
   AttentionBuilder ab(builder, loc, p);
   {
@@ -1622,28 +1604,12 @@ colossus::buildHopperAttentionBwd(FusionOp fusion,
   ctx->getOrLoadDialect<math::MathDialect>();
 
   Block &body = fusion.getBody().front();
-  auto ptrTy = LLVM::LLVMPointerType::get(ctx);
-  SmallVector<Type> argTypes;
-  for (BlockArgument a : body.getArguments()) {
-    unsigned n = a.getArgNumber();
-    if (n == p.qArg || n == p.kArg || n == p.vArg || n == p.doArg) {
-      argTypes.push_back(ptrTy);
-      continue;
-    }
-    auto rt = cast<RankedTensorType>(a.getType());
-    argTypes.push_back(MemRefType::get(rt.getShape(), rt.getElementType()));
-  }
-  for (Type t : fusion.getResultTypes()) {
-    auto rt = cast<RankedTensorType>(t);
-    argTypes.push_back(MemRefType::get(rt.getShape(), rt.getElementType()));
-  }
-  Type i64 = builder.getI64Type();
-  argTypes.append({i64, i64, i64});
-  auto fn = gpu::GPUFuncOp::create(builder, loc, name,
-                                   builder.getFunctionType(argTypes, {}));
-  fn->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), builder.getUnitAttr());
-  fn.setKnownBlockSizeAttr(builder.getDenseI32ArrayAttr(
-      {static_cast<int32_t>(HopperAttentionBwdTile::kThreads), 1, 1}));
+  auto fn = createHopperKernel(
+      builder, loc, name, body, fusion.getResultTypes(),
+      [&](unsigned n) {
+        return n == p.qArg || n == p.kArg || n == p.vArg || n == p.doArg;
+      },
+      static_cast<int32_t>(HopperAttentionBwdTile::kThreads));
 
   unsigned numInputs = body.getNumArguments();
   {
