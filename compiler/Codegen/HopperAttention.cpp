@@ -245,6 +245,22 @@ protected:
     return LLVM::InsertValueOp::create(b, loc, s, v, i);
   }
 
+  Value asIndex(Value v) {
+    return arith::IndexCastOp::create(b, loc, b.getIndexType(), v).getResult();
+  }
+
+  /// Lane 0 of each warp arrives on the slot's empty barrier `barId` (count
+  /// 4 * warpgroups): the warp is done with the slot.
+  void releaseSlot(Value lane, Value barId) {
+    Value lane0 =
+        arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, lane, idx(0));
+    auto rel = scf::IfOp::create(b, loc, lane0, false);
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(&rel.getThenRegion().front());
+    nvgpu::MBarrierArriveOp::create(b, loc, nvgpu::MBarrierTokenType::get(ctx),
+                                    bars, barId);
+  }
+
   Value view(MemRefType ty, Value byteOffset) {
     return memref::ViewOp::create(b, loc, ty, smem, add(ringBase, byteOffset),
                                   ValueRange{});
@@ -608,16 +624,7 @@ SmallVector<Value> AttentionBuilder::keyBlock(Value i, ValueRange state,
                 arith::AddIOp::create(b, loc, vBase, cI64(kc * 16 * 128)));
   NVVM::WgmmaGroupSyncAlignedOp::create(b, loc);
   NVVM::WgmmaWaitGroupSyncOp::create(b, loc, 0);
-  // Release the slot: lane 0 of each warp (count 4 * warpgroups).
-  {
-    Value lane0 =
-        arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, lane, idx(0));
-    auto rel = scf::IfOp::create(b, loc, lane0, false);
-    OpBuilder::InsertionGuard g(b);
-    b.setInsertionPointToStart(&rel.getThenRegion().front());
-    nvgpu::MBarrierArriveOp::create(b, loc, nvgpu::MBarrierTokenType::get(ctx),
-                                    bars, barEmpty(slot));
-  }
+  releaseSlot(lane, barEmpty(slot));
   return {mNew[0], mNew[1], lNew[0], lNew[1], o};
 }
 
@@ -626,9 +633,6 @@ void AttentionBuilder::build(gpu::GPUFuncOp fn, unsigned numInputs,
   Block *entry = &fn.getBody().front();
   ValueRange args = entry->getArguments();
   b.setInsertionPointToStart(entry);
-  auto asIndex = [&](Value v) {
-    return arith::IndexCastOp::create(b, loc, b.getIndexType(), v).getResult();
-  };
   unsigned extents = numInputs + numResults;
   Value nb = asIndex(args[extents]);
   nt = asIndex(args[extents + 1]);
@@ -990,15 +994,7 @@ SmallVector<Value> AttentionBwdBuilder::step(Value it, ValueRange acc,
                  /*lbo=*/kBwdBq * 128);
   NVVM::WgmmaGroupSyncAlignedOp::create(b, loc);
   NVVM::WgmmaWaitGroupSyncOp::create(b, loc, 0);
-  {
-    Value lane0 =
-        arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, lane, idx(0));
-    auto rel = scf::IfOp::create(b, loc, lane0, false);
-    OpBuilder::InsertionGuard g(b);
-    b.setInsertionPointToStart(&rel.getThenRegion().front());
-    nvgpu::MBarrierArriveOp::create(b, loc, nvgpu::MBarrierTokenType::get(ctx),
-                                    bars, barEmpty(slot));
-  }
+  releaseSlot(lane, barEmpty(slot));
   return {dk, dv};
 }
 
@@ -1032,9 +1028,6 @@ void AttentionBwdBuilder::build(gpu::GPUFuncOp fn, unsigned numInputs) {
   Block *entry = &fn.getBody().front();
   ValueRange args = entry->getArguments();
   b.setInsertionPointToStart(entry);
-  auto asIndex = [&](Value v) {
-    return arith::IndexCastOp::create(b, loc, b.getIndexType(), v).getResult();
-  };
   unsigned extents = numInputs + 2;
   Value nb = asIndex(args[extents]);
   nt = asIndex(args[extents + 1]);
@@ -1281,15 +1274,7 @@ Value AttentionDqBuilder::keyBlock(Value i, Value acc) {
                   /*lbo=*/kDqBn * 128);
   NVVM::WgmmaGroupSyncAlignedOp::create(b, loc);
   NVVM::WgmmaWaitGroupSyncOp::create(b, loc, 0);
-  {
-    Value lane0 =
-        arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, lane, idx(0));
-    auto rel = scf::IfOp::create(b, loc, lane0, false);
-    OpBuilder::InsertionGuard g(b);
-    b.setInsertionPointToStart(&rel.getThenRegion().front());
-    nvgpu::MBarrierArriveOp::create(b, loc, nvgpu::MBarrierTokenType::get(ctx),
-                                    bars, barEmpty(slot));
-  }
+  releaseSlot(lane, barEmpty(slot));
   return acc;
 }
 
@@ -1297,9 +1282,6 @@ void AttentionDqBuilder::build(gpu::GPUFuncOp fn, unsigned numInputs) {
   Block *entry = &fn.getBody().front();
   ValueRange args = entry->getArguments();
   b.setInsertionPointToStart(entry);
-  auto asIndex = [&](Value v) {
-    return arith::IndexCastOp::create(b, loc, b.getIndexType(), v).getResult();
-  };
   unsigned extents = numInputs + 1;
   Value nb = asIndex(args[extents]);
   nt = asIndex(args[extents + 1]);
