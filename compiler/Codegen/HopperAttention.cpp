@@ -45,26 +45,34 @@
 using namespace mlir;
 using namespace colossus;
 
-std::optional<HopperAttentionProblem>
-colossus::matchHopperAttention(FusionOp fusion, std::string &whyNot) {
-  Block &body = fusion.getBody().front();
-  AttentionOp attn;
+/// The one `OpT` (`what`) of a group besides positions ops; null with
+/// `whyNot` set when there is none or anything else.
+template <typename OpT>
+static OpT soleOpOf(Block &body, StringRef what, std::string &whyNot) {
+  OpT found;
   for (Operation &op : body.without_terminator()) {
     if (isa<PositionsOp>(op))
       continue;
-    if (auto a = dyn_cast<AttentionOp>(op); a && !attn) {
-      attn = a;
+    if (auto a = dyn_cast<OpT>(op); a && !found) {
+      found = a;
       continue;
     }
     whyNot = ("'" + op.getName().getStringRef() +
-              "' in the group besides the attention")
+              "' in the group besides the " + what)
                  .str();
-    return std::nullopt;
+    return OpT();
   }
-  if (!attn) {
-    whyNot = "no attention in the group";
+  if (!found)
+    whyNot = ("no " + what + " in the group").str();
+  return found;
+}
+
+std::optional<HopperAttentionProblem>
+colossus::matchHopperAttention(FusionOp fusion, std::string &whyNot) {
+  Block &body = fusion.getBody().front();
+  auto attn = soleOpOf<AttentionOp>(body, "attention", whyNot);
+  if (!attn)
     return std::nullopt;
-  }
   HopperAttentionProblem p;
   auto arg = [&](Value v) {
     auto ba = dyn_cast<BlockArgument>(v);
@@ -1452,23 +1460,9 @@ colossus::buildHopperAttention(FusionOp fusion, const HopperAttentionProblem &p,
 std::optional<HopperAttentionBwdProblem>
 colossus::matchHopperAttentionBwd(FusionOp fusion, std::string &whyNot) {
   Block &body = fusion.getBody().front();
-  AttentionGradOp ag;
-  for (Operation &op : body.without_terminator()) {
-    if (isa<PositionsOp>(op))
-      continue;
-    if (auto a = dyn_cast<AttentionGradOp>(op); a && !ag) {
-      ag = a;
-      continue;
-    }
-    whyNot = ("'" + op.getName().getStringRef() +
-              "' in the group besides the attention_grad")
-                 .str();
+  auto ag = soleOpOf<AttentionGradOp>(body, "attention_grad", whyNot);
+  if (!ag)
     return std::nullopt;
-  }
-  if (!ag) {
-    whyNot = "no attention_grad in the group";
-    return std::nullopt;
-  }
   auto yield = cast<YieldOp>(body.getTerminator());
   HopperAttentionBwdProblem p;
   p.dq = yield.getNumOperands() == 1 && yield.getValues()[0] == ag.getDq();
