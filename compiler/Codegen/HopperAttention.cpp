@@ -45,26 +45,34 @@
 using namespace mlir;
 using namespace colossus;
 
-std::optional<HopperAttentionProblem>
-colossus::matchHopperAttention(FusionOp fusion, std::string &whyNot) {
-  Block &body = fusion.getBody().front();
-  AttentionOp attn;
+/// The one `OpT` (`what`) of a group besides positions ops; null with
+/// `whyNot` set when there is none or anything else.
+template <typename OpT>
+static OpT soleOpOf(Block &body, StringRef what, std::string &whyNot) {
+  OpT found;
   for (Operation &op : body.without_terminator()) {
     if (isa<PositionsOp>(op))
       continue;
-    if (auto a = dyn_cast<AttentionOp>(op); a && !attn) {
-      attn = a;
+    if (auto a = dyn_cast<OpT>(op); a && !found) {
+      found = a;
       continue;
     }
     whyNot = ("'" + op.getName().getStringRef() +
-              "' in the group besides the attention")
+              "' in the group besides the " + what)
                  .str();
-    return std::nullopt;
+    return OpT();
   }
-  if (!attn) {
-    whyNot = "no attention in the group";
+  if (!found)
+    whyNot = ("no " + what + " in the group").str();
+  return found;
+}
+
+std::optional<HopperAttentionProblem>
+colossus::matchHopperAttention(FusionOp fusion, std::string &whyNot) {
+  Block &body = fusion.getBody().front();
+  auto attn = soleOpOf<AttentionOp>(body, "attention", whyNot);
+  if (!attn)
     return std::nullopt;
-  }
   HopperAttentionProblem p;
   auto arg = [&](Value v) {
     auto ba = dyn_cast<BlockArgument>(v);
@@ -243,6 +251,22 @@ protected:
   }
   Value insert(Value s, Value v, int64_t i) {
     return LLVM::InsertValueOp::create(b, loc, s, v, i);
+  }
+
+  Value asIndex(Value v) {
+    return arith::IndexCastOp::create(b, loc, b.getIndexType(), v).getResult();
+  }
+
+  /// Lane 0 of each warp arrives on the slot's empty barrier `barId` (count
+  /// 4 * warpgroups): the warp is done with the slot.
+  void releaseSlot(Value lane, Value barId) {
+    Value lane0 =
+        arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, lane, idx(0));
+    auto rel = scf::IfOp::create(b, loc, lane0, false);
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(&rel.getThenRegion().front());
+    nvgpu::MBarrierArriveOp::create(b, loc, nvgpu::MBarrierTokenType::get(ctx),
+                                    bars, barId);
   }
 
   Value view(MemRefType ty, Value byteOffset) {
@@ -608,16 +632,7 @@ SmallVector<Value> AttentionBuilder::keyBlock(Value i, ValueRange state,
                 arith::AddIOp::create(b, loc, vBase, cI64(kc * 16 * 128)));
   NVVM::WgmmaGroupSyncAlignedOp::create(b, loc);
   NVVM::WgmmaWaitGroupSyncOp::create(b, loc, 0);
-  // Release the slot: lane 0 of each warp (count 4 * warpgroups).
-  {
-    Value lane0 =
-        arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, lane, idx(0));
-    auto rel = scf::IfOp::create(b, loc, lane0, false);
-    OpBuilder::InsertionGuard g(b);
-    b.setInsertionPointToStart(&rel.getThenRegion().front());
-    nvgpu::MBarrierArriveOp::create(b, loc, nvgpu::MBarrierTokenType::get(ctx),
-                                    bars, barEmpty(slot));
-  }
+  releaseSlot(lane, barEmpty(slot));
   return {mNew[0], mNew[1], lNew[0], lNew[1], o};
 }
 
@@ -626,9 +641,6 @@ void AttentionBuilder::build(gpu::GPUFuncOp fn, unsigned numInputs,
   Block *entry = &fn.getBody().front();
   ValueRange args = entry->getArguments();
   b.setInsertionPointToStart(entry);
-  auto asIndex = [&](Value v) {
-    return arith::IndexCastOp::create(b, loc, b.getIndexType(), v).getResult();
-  };
   unsigned extents = numInputs + numResults;
   Value nb = asIndex(args[extents]);
   nt = asIndex(args[extents + 1]);
@@ -782,29 +794,94 @@ constexpr int64_t kBwdBn = HopperAttentionBwdTile::kBn;
 constexpr int64_t kBwdBq = HopperAttentionBwdTile::kBq;
 constexpr int64_t kBwdStages = HopperAttentionBwdTile::kStages;
 
-/// Builds the body of the dK/dV kernel: one CTA per (key block of 128,
-/// kv head, sequence), K and V resident, Q and dO tiles of 64 query rows of
-/// every query head of the GQA group streamed through a ring of stages.
-class AttentionBwdBuilder : KernelBase {
-public:
-  AttentionBwdBuilder(OpBuilder &b, Location loc,
-                      const HopperAttentionBwdProblem &p)
-      : KernelBase(b, loc), p(p), t(p.tile) {
-    qBox = MemRefType::get({kBwdBq, 64}, bf16, MemRefLayoutAttrInterface(),
+/// What the dK/dV and the dQ kernels share: Q / dO tiles of `qRows` rows
+/// and K / V tiles of `kvRows` keys (bf16, 128-byte swizzled, chunks of 64
+/// columns), their four tensor maps, the launch extents and the thread's
+/// place in its warpgroup.
+class BwdKernelBase : protected KernelBase {
+protected:
+  BwdKernelBase(OpBuilder &b, Location loc, const HopperAttentionBwdProblem &p,
+                int64_t qRows, int64_t kvRows, int64_t numBarriers,
+                int64_t sCols)
+      : KernelBase(b, loc), p(p) {
+    qBox = MemRefType::get({qRows, 64}, bf16, MemRefLayoutAttrInterface(),
                            smemSpace);
-    kvBox = MemRefType::get({1, kBwdBn, 64}, bf16, MemRefLayoutAttrInterface(),
+    kvBox = MemRefType::get({1, kvRows, 64}, bf16, MemRefLayoutAttrInterface(),
                             smemSpace);
-    statsTy =
-        MemRefType::get({kBwdBq}, f32, MemRefLayoutAttrInterface(), smemSpace);
     tmapQ = swizzled128TensorMap(ctx, qBox);
     tmapKV = swizzled128TensorMap(ctx, kvBox);
-    barriers =
-        nvgpu::MBarrierGroupType::get(ctx, smemSpace, 1 + 2 * kBwdStages);
-    sType = LLVM::LLVMStructType::getLiteral(
-        ctx, SmallVector<Type>(kBwdBq / 2, f32));
+    barriers = nvgpu::MBarrierGroupType::get(ctx, smemSpace, numBarriers);
+    sType = LLVM::LLVMStructType::getLiteral(ctx,
+                                             SmallVector<Type>(sCols / 2, f32));
     accType = LLVM::LLVMStructType::getLiteral(
         ctx, SmallVector<Type>(p.headDim / 2, f32));
     chunks = p.headDim / 64;
+  }
+
+  /// The three i64 extents at `args[extents]`: sets nt and pos0, returns the
+  /// number of sequences.
+  Value readExtents(ValueRange args, unsigned extents) {
+    Value nb = asIndex(args[extents]);
+    nt = asIndex(args[extents + 1]);
+    pos0 = asIndex(args[extents + 2]);
+    return nb;
+  }
+
+  /// The tensor maps of Q, dO, K and V (generic pointers in `args`), then
+  /// the shared-memory ring.
+  void setUpMapsAndRing(ValueRange args) {
+    tmQ = UnrealizedConversionCastOp::create(b, loc, tmapQ, args[p.qArg])
+              .getResult(0);
+    tmDO = UnrealizedConversionCastOp::create(b, loc, tmapQ, args[p.doArg])
+               .getResult(0);
+    tmK = UnrealizedConversionCastOp::create(b, loc, tmapKV, args[p.kArg])
+              .getResult(0);
+    tmV = UnrealizedConversionCastOp::create(b, loc, tmapKV, args[p.vArg])
+              .getResult(0);
+    setUpRing();
+  }
+
+  /// Thread 0, after initialising the barriers: fences them, acquires the
+  /// four tensor maps and prefetches them.
+  void fenceAndPrefetch(ValueRange args) {
+    NVVM::FenceMbarrierInitOp::create(b, loc);
+    for (Value ptr : {args[p.qArg], args[p.kArg], args[p.vArg], args[p.doArg]})
+      fenceTensorMap(b, loc, ptr);
+    for (Value tm : {tmQ, tmK, tmV, tmDO})
+      nvgpu::TmaPrefetchOp::create(b, loc, tm, Value());
+  }
+
+  /// Sets wg, lane and laneMod4 from tid; returns the thread's first
+  /// accumulator row r0 in the CTA's tile (the second is r0 + 8).
+  Value threadRow() {
+    wg = divu(tid, 128);
+    Value warp = divu(remu(tid, 128), 32);
+    lane = remu(tid, 32);
+    laneMod4 = remu(lane, 4);
+    return add(add(mul(wg, idx(64)), mul(warp, idx(16))), divu(lane, 4));
+  }
+
+  const HopperAttentionBwdProblem &p;
+  MemRefType qBox, kvBox;
+  nvgpu::TensorMapDescriptorType tmapQ, tmapKV;
+  nvgpu::MBarrierGroupType barriers;
+  LLVM::LLVMStructType sType, accType;
+  int64_t chunks = 1;
+  Value tmQ, tmK, tmV, tmDO;
+  Value tid, isLeader, lane, wg, laneMod4, nt, pos0, seqIdx;
+};
+
+/// Builds the body of the dK/dV kernel: one CTA per (key block of 128,
+/// kv head, sequence), K and V resident, Q and dO tiles of 64 query rows of
+/// every query head of the GQA group streamed through a ring of stages.
+class AttentionBwdBuilder : BwdKernelBase {
+public:
+  AttentionBwdBuilder(OpBuilder &b, Location loc,
+                      const HopperAttentionBwdProblem &p)
+      : BwdKernelBase(b, loc, p, kBwdBq, kBwdBn, 1 + 2 * kBwdStages, kBwdBq),
+        t(p.tile) {
+    statsTy =
+        MemRefType::get({kBwdBq}, f32, MemRefLayoutAttrInterface(), smemSpace);
   }
 
   void build(gpu::GPUFuncOp fn, unsigned numInputs);
@@ -866,15 +943,9 @@ private:
 
   void epilogue(ValueRange acc, Value dkMem, Value dvMem);
 
-  const HopperAttentionBwdProblem &p;
   const HopperAttentionBwdTile &t;
-  MemRefType qBox, kvBox, statsTy;
-  nvgpu::TensorMapDescriptorType tmapQ, tmapKV;
-  nvgpu::MBarrierGroupType barriers;
-  LLVM::LLVMStructType sType, accType;
-  int64_t chunks = 1;
-  Value tmQ, tmK, tmV, tmDO;
-  Value tid, isLeader, lane, wg, laneMod4, nt, pos0, seqIdx, kvHead, j0;
+  MemRefType statsTy;
+  Value kvHead, j0;
   Value qbFirst, nQb, nIter;
   /// Key positions of this thread's accumulator rows r0 and r0 + 8.
   Value keyPos[2];
@@ -990,15 +1061,7 @@ SmallVector<Value> AttentionBwdBuilder::step(Value it, ValueRange acc,
                  /*lbo=*/kBwdBq * 128);
   NVVM::WgmmaGroupSyncAlignedOp::create(b, loc);
   NVVM::WgmmaWaitGroupSyncOp::create(b, loc, 0);
-  {
-    Value lane0 =
-        arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, lane, idx(0));
-    auto rel = scf::IfOp::create(b, loc, lane0, false);
-    OpBuilder::InsertionGuard g(b);
-    b.setInsertionPointToStart(&rel.getThenRegion().front());
-    nvgpu::MBarrierArriveOp::create(b, loc, nvgpu::MBarrierTokenType::get(ctx),
-                                    bars, barEmpty(slot));
-  }
+  releaseSlot(lane, barEmpty(slot));
   return {dk, dv};
 }
 
@@ -1032,13 +1095,7 @@ void AttentionBwdBuilder::build(gpu::GPUFuncOp fn, unsigned numInputs) {
   Block *entry = &fn.getBody().front();
   ValueRange args = entry->getArguments();
   b.setInsertionPointToStart(entry);
-  auto asIndex = [&](Value v) {
-    return arith::IndexCastOp::create(b, loc, b.getIndexType(), v).getResult();
-  };
-  unsigned extents = numInputs + 2;
-  Value nb = asIndex(args[extents]);
-  nt = asIndex(args[extents + 1]);
-  pos0 = asIndex(args[extents + 2]);
+  Value nb = readExtents(args, numInputs + 2);
 
   tid = gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);
   Value kb = gpu::BlockIdOp::create(b, loc, gpu::Dimension::x);
@@ -1053,13 +1110,7 @@ void AttentionBwdBuilder::build(gpu::GPUFuncOp fn, unsigned numInputs) {
   auto ifActive = scf::IfOp::create(b, loc, active, /*withElse=*/false);
   b.setInsertionPointToStart(&ifActive.getThenRegion().front());
 
-  Value ptrQ = args[p.qArg], ptrK = args[p.kArg], ptrV = args[p.vArg],
-        ptrDO = args[p.doArg];
-  tmQ = UnrealizedConversionCastOp::create(b, loc, tmapQ, ptrQ).getResult(0);
-  tmDO = UnrealizedConversionCastOp::create(b, loc, tmapQ, ptrDO).getResult(0);
-  tmK = UnrealizedConversionCastOp::create(b, loc, tmapKV, ptrK).getResult(0);
-  tmV = UnrealizedConversionCastOp::create(b, loc, tmapKV, ptrV).getResult(0);
-  setUpRing();
+  setUpMapsAndRing(args);
 
   // Query tiles: causal, from the first token that sees key j0 (token
   // j0 - pos0) on; else all. Every query head of the group in turn.
@@ -1086,11 +1137,7 @@ void AttentionBwdBuilder::build(gpu::GPUFuncOp fn, unsigned numInputs) {
       nvgpu::MBarrierInitOp::create(b, loc, bars, idx(4 * kWg),
                                     barEmpty(idx(s)), Value());
     }
-    NVVM::FenceMbarrierInitOp::create(b, loc);
-    for (Value ptr : {ptrQ, ptrK, ptrV, ptrDO})
-      fenceTensorMap(b, loc, ptr);
-    for (Value tm : {tmQ, tmK, tmV, tmDO})
-      nvgpu::TmaPrefetchOp::create(b, loc, tm, Value());
+    fenceAndPrefetch(args);
     // K and V of the key block, resident.
     nvgpu::MBarrierArriveExpectTxOp::create(
         b, loc, bars, idx(2 * t.kvTileBytes()), idx(0), Value());
@@ -1110,11 +1157,7 @@ void AttentionBwdBuilder::build(gpu::GPUFuncOp fn, unsigned numInputs) {
   }
   gpu::BarrierOp::create(b, loc);
 
-  wg = divu(tid, 128);
-  Value warp = divu(remu(tid, 128), 32);
-  lane = remu(tid, 32);
-  laneMod4 = remu(lane, 4);
-  Value r0 = add(add(mul(wg, idx(64)), mul(warp, idx(16))), divu(lane, 4));
+  Value r0 = threadRow();
   keyPos[0] = add(j0, r0);
   keyPos[1] = add(j0, add(r0, idx(8)));
 
@@ -1144,24 +1187,12 @@ constexpr int64_t kDqStages = HopperAttentionDqTile::kStages;
 /// sequence), Q and dO resident, K and V tiles of 64 keys streamed; per
 /// key tile S = Q K^T, dP = dO V^T (shared-memory wgmma), dS = P (dP - D)
 /// and dQ += dS K (A from registers).
-class AttentionDqBuilder : KernelBase {
+class AttentionDqBuilder : BwdKernelBase {
 public:
   AttentionDqBuilder(OpBuilder &b, Location loc,
                      const HopperAttentionBwdProblem &p)
-      : KernelBase(b, loc), p(p) {
+      : BwdKernelBase(b, loc, p, kDqBm, kDqBn, 1 + 3 * kDqStages, kDqBn) {
     t.headDim = p.headDim;
-    qBox = MemRefType::get({kDqBm, 64}, bf16, MemRefLayoutAttrInterface(),
-                           smemSpace);
-    kvBox = MemRefType::get({1, kDqBn, 64}, bf16, MemRefLayoutAttrInterface(),
-                            smemSpace);
-    tmapQ = swizzled128TensorMap(ctx, qBox);
-    tmapKV = swizzled128TensorMap(ctx, kvBox);
-    barriers = nvgpu::MBarrierGroupType::get(ctx, smemSpace, 1 + 3 * kDqStages);
-    sType = LLVM::LLVMStructType::getLiteral(ctx,
-                                             SmallVector<Type>(kDqBn / 2, f32));
-    accType = LLVM::LLVMStructType::getLiteral(
-        ctx, SmallVector<Type>(p.headDim / 2, f32));
-    chunks = p.headDim / 64;
   }
 
   void build(gpu::GPUFuncOp fn, unsigned numInputs);
@@ -1201,15 +1232,8 @@ private:
 
   Value keyBlock(Value i, Value acc);
 
-  const HopperAttentionBwdProblem &p;
   HopperAttentionDqTile t;
-  MemRefType qBox, kvBox;
-  nvgpu::TensorMapDescriptorType tmapQ, tmapKV;
-  nvgpu::MBarrierGroupType barriers;
-  LLVM::LLVMStructType sType, accType;
-  int64_t chunks = 1;
-  Value tmQ, tmK, tmV, tmDO;
-  Value tid, isLeader, lane, wg, laneMod4, nt, pos0, seqIdx, kvCol, nKV;
+  Value kvCol, nKV;
   Value rowT[2], dRow[2], lRow[2];
 };
 
@@ -1281,15 +1305,7 @@ Value AttentionDqBuilder::keyBlock(Value i, Value acc) {
                   /*lbo=*/kDqBn * 128);
   NVVM::WgmmaGroupSyncAlignedOp::create(b, loc);
   NVVM::WgmmaWaitGroupSyncOp::create(b, loc, 0);
-  {
-    Value lane0 =
-        arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, lane, idx(0));
-    auto rel = scf::IfOp::create(b, loc, lane0, false);
-    OpBuilder::InsertionGuard g(b);
-    b.setInsertionPointToStart(&rel.getThenRegion().front());
-    nvgpu::MBarrierArriveOp::create(b, loc, nvgpu::MBarrierTokenType::get(ctx),
-                                    bars, barEmpty(slot));
-  }
+  releaseSlot(lane, barEmpty(slot));
   return acc;
 }
 
@@ -1297,13 +1313,7 @@ void AttentionDqBuilder::build(gpu::GPUFuncOp fn, unsigned numInputs) {
   Block *entry = &fn.getBody().front();
   ValueRange args = entry->getArguments();
   b.setInsertionPointToStart(entry);
-  auto asIndex = [&](Value v) {
-    return arith::IndexCastOp::create(b, loc, b.getIndexType(), v).getResult();
-  };
-  unsigned extents = numInputs + 1;
-  Value nb = asIndex(args[extents]);
-  nt = asIndex(args[extents + 1]);
-  pos0 = asIndex(args[extents + 2]);
+  Value nb = readExtents(args, numInputs + 1);
 
   tid = gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);
   // The query blocks with the most keys (causal: the last) start first.
@@ -1316,13 +1326,7 @@ void AttentionDqBuilder::build(gpu::GPUFuncOp fn, unsigned numInputs) {
   auto ifActive = scf::IfOp::create(b, loc, active, /*withElse=*/false);
   b.setInsertionPointToStart(&ifActive.getThenRegion().front());
 
-  Value ptrQ = args[p.qArg], ptrK = args[p.kArg], ptrV = args[p.vArg],
-        ptrDO = args[p.doArg];
-  tmQ = UnrealizedConversionCastOp::create(b, loc, tmapQ, ptrQ).getResult(0);
-  tmDO = UnrealizedConversionCastOp::create(b, loc, tmapQ, ptrDO).getResult(0);
-  tmK = UnrealizedConversionCastOp::create(b, loc, tmapKV, ptrK).getResult(0);
-  tmV = UnrealizedConversionCastOp::create(b, loc, tmapKV, ptrV).getResult(0);
-  setUpRing();
+  setUpMapsAndRing(args);
 
   const int64_t group = p.heads / p.kvHeads;
   kvCol = mul(divu(head, group), idx(p.headDim));
@@ -1348,11 +1352,7 @@ void AttentionDqBuilder::build(gpu::GPUFuncOp fn, unsigned numInputs) {
       nvgpu::MBarrierInitOp::create(b, loc, bars, idx(4 * kWg),
                                     barEmpty(idx(s)), Value());
     }
-    NVVM::FenceMbarrierInitOp::create(b, loc);
-    for (Value ptr : {ptrQ, ptrK, ptrV, ptrDO})
-      fenceTensorMap(b, loc, ptr);
-    for (Value tm : {tmQ, tmK, tmV, tmDO})
-      nvgpu::TmaPrefetchOp::create(b, loc, tm, Value());
+    fenceAndPrefetch(args);
     // Q and dO, resident.
     nvgpu::MBarrierArriveExpectTxOp::create(
         b, loc, bars, idx(2 * t.qTileBytes()), idx(0), Value());
@@ -1372,11 +1372,7 @@ void AttentionDqBuilder::build(gpu::GPUFuncOp fn, unsigned numInputs) {
   }
   gpu::BarrierOp::create(b, loc);
 
-  wg = divu(tid, 128);
-  Value warp = divu(remu(tid, 128), 32);
-  lane = remu(tid, 32);
-  laneMod4 = remu(lane, 4);
-  Value r0 = add(add(mul(wg, idx(64)), mul(warp, idx(16))), divu(lane, 4));
+  Value r0 = threadRow();
   waitBar(idx(0), idx(0));
   Value outMem = args[p.outArg], lseMem = args[p.lseArg];
   for (int h = 0; h < 2; ++h) {
@@ -1430,28 +1426,10 @@ colossus::buildHopperAttention(FusionOp fusion, const HopperAttentionProblem &p,
   ctx->getOrLoadDialect<math::MathDialect>();
 
   Block &body = fusion.getBody().front();
-  auto ptrTy = LLVM::LLVMPointerType::get(ctx);
-  SmallVector<Type> argTypes;
-  for (BlockArgument a : body.getArguments()) {
-    unsigned n = a.getArgNumber();
-    if (n == p.qArg || n == p.kArg || n == p.vArg) {
-      argTypes.push_back(ptrTy);
-      continue;
-    }
-    auto rt = cast<RankedTensorType>(a.getType());
-    argTypes.push_back(MemRefType::get(rt.getShape(), rt.getElementType()));
-  }
-  for (Type t : fusion.getResultTypes()) {
-    auto rt = cast<RankedTensorType>(t);
-    argTypes.push_back(MemRefType::get(rt.getShape(), rt.getElementType()));
-  }
-  Type i64 = builder.getI64Type();
-  argTypes.append({i64, i64, i64});
-  auto fn = gpu::GPUFuncOp::create(builder, loc, name,
-                                   builder.getFunctionType(argTypes, {}));
-  fn->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), builder.getUnitAttr());
-  fn.setKnownBlockSizeAttr(builder.getDenseI32ArrayAttr(
-      {static_cast<int32_t>(HopperAttentionTile::kThreads), 1, 1}));
+  auto fn = createHopperKernel(
+      builder, loc, name, body, fusion.getResultTypes(),
+      [&](unsigned n) { return n == p.qArg || n == p.kArg || n == p.vArg; },
+      static_cast<int32_t>(HopperAttentionTile::kThreads));
 
   AttentionBuilder ab(builder, loc, p);
   {
@@ -1482,23 +1460,9 @@ colossus::buildHopperAttention(FusionOp fusion, const HopperAttentionProblem &p,
 std::optional<HopperAttentionBwdProblem>
 colossus::matchHopperAttentionBwd(FusionOp fusion, std::string &whyNot) {
   Block &body = fusion.getBody().front();
-  AttentionGradOp ag;
-  for (Operation &op : body.without_terminator()) {
-    if (isa<PositionsOp>(op))
-      continue;
-    if (auto a = dyn_cast<AttentionGradOp>(op); a && !ag) {
-      ag = a;
-      continue;
-    }
-    whyNot = ("'" + op.getName().getStringRef() +
-              "' in the group besides the attention_grad")
-                 .str();
+  auto ag = soleOpOf<AttentionGradOp>(body, "attention_grad", whyNot);
+  if (!ag)
     return std::nullopt;
-  }
-  if (!ag) {
-    whyNot = "no attention_grad in the group";
-    return std::nullopt;
-  }
   auto yield = cast<YieldOp>(body.getTerminator());
   HopperAttentionBwdProblem p;
   p.dq = yield.getNumOperands() == 1 && yield.getValues()[0] == ag.getDq();
@@ -1622,28 +1586,12 @@ colossus::buildHopperAttentionBwd(FusionOp fusion,
   ctx->getOrLoadDialect<math::MathDialect>();
 
   Block &body = fusion.getBody().front();
-  auto ptrTy = LLVM::LLVMPointerType::get(ctx);
-  SmallVector<Type> argTypes;
-  for (BlockArgument a : body.getArguments()) {
-    unsigned n = a.getArgNumber();
-    if (n == p.qArg || n == p.kArg || n == p.vArg || n == p.doArg) {
-      argTypes.push_back(ptrTy);
-      continue;
-    }
-    auto rt = cast<RankedTensorType>(a.getType());
-    argTypes.push_back(MemRefType::get(rt.getShape(), rt.getElementType()));
-  }
-  for (Type t : fusion.getResultTypes()) {
-    auto rt = cast<RankedTensorType>(t);
-    argTypes.push_back(MemRefType::get(rt.getShape(), rt.getElementType()));
-  }
-  Type i64 = builder.getI64Type();
-  argTypes.append({i64, i64, i64});
-  auto fn = gpu::GPUFuncOp::create(builder, loc, name,
-                                   builder.getFunctionType(argTypes, {}));
-  fn->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), builder.getUnitAttr());
-  fn.setKnownBlockSizeAttr(builder.getDenseI32ArrayAttr(
-      {static_cast<int32_t>(HopperAttentionBwdTile::kThreads), 1, 1}));
+  auto fn = createHopperKernel(
+      builder, loc, name, body, fusion.getResultTypes(),
+      [&](unsigned n) {
+        return n == p.qArg || n == p.kArg || n == p.vArg || n == p.doArg;
+      },
+      static_cast<int32_t>(HopperAttentionBwdTile::kThreads));
 
   unsigned numInputs = body.getNumArguments();
   {

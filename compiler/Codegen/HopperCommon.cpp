@@ -37,6 +37,34 @@ void colossus::prepareHopperModule(gpu::GPUModuleOp module, OpBuilder &builder,
                          static_cast<unsigned>(NVVM::NVVMMemorySpace::Shared));
 }
 
+gpu::GPUFuncOp
+colossus::createHopperKernel(OpBuilder &builder, Location loc, StringRef name,
+                             Block &body, TypeRange resultTypes,
+                             llvm::function_ref<bool(unsigned)> isTensorMap,
+                             int32_t threads) {
+  auto ptrTy = LLVM::LLVMPointerType::get(builder.getContext());
+  SmallVector<Type> argTypes;
+  for (BlockArgument a : body.getArguments()) {
+    if (isTensorMap(a.getArgNumber())) {
+      argTypes.push_back(ptrTy);
+      continue;
+    }
+    auto rt = cast<RankedTensorType>(a.getType());
+    argTypes.push_back(MemRefType::get(rt.getShape(), rt.getElementType()));
+  }
+  for (Type t : resultTypes) {
+    auto rt = cast<RankedTensorType>(t);
+    argTypes.push_back(MemRefType::get(rt.getShape(), rt.getElementType()));
+  }
+  Type i64 = builder.getI64Type();
+  argTypes.append({i64, i64, i64});
+  auto fn = gpu::GPUFuncOp::create(builder, loc, name,
+                                   builder.getFunctionType(argTypes, {}));
+  fn->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), builder.getUnitAttr());
+  fn.setKnownBlockSizeAttr(builder.getDenseI32ArrayAttr({threads, 1, 1}));
+  return fn;
+}
+
 void colossus::fenceTensorMap(OpBuilder &b, Location loc, Value ptr) {
   LLVM::InlineAsmOp::create(
       b, loc, TypeRange(), ValueRange{ptr},

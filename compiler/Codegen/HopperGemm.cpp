@@ -1110,7 +1110,6 @@ FailureOr<Operation *> colossus::buildHopperGemm(FusionOp fusion,
   ctx->getOrLoadDialect<math::MathDialect>();
 
   Block &body = fusion.getBody().front();
-  auto ptrTy = LLVM::LLVMPointerType::get(ctx);
   llvm::SmallDenseSet<unsigned> mapArgs;
   for (const HopperGemmTerm &t : p.terms) {
     mapArgs.insert(t.aArg);
@@ -1118,26 +1117,10 @@ FailureOr<Operation *> colossus::buildHopperGemm(FusionOp fusion,
   }
   if (p.b2Arg >= 0)
     mapArgs.insert(p.b2Arg);
-  SmallVector<Type> argTypes;
-  for (BlockArgument a : body.getArguments()) {
-    if (mapArgs.count(a.getArgNumber())) {
-      argTypes.push_back(ptrTy);
-      continue;
-    }
-    auto rt = cast<RankedTensorType>(a.getType());
-    argTypes.push_back(MemRefType::get(rt.getShape(), rt.getElementType()));
-  }
-  for (Type t : fusion.getResultTypes()) {
-    auto rt = cast<RankedTensorType>(t);
-    argTypes.push_back(MemRefType::get(rt.getShape(), rt.getElementType()));
-  }
-  Type i64 = builder.getI64Type();
-  argTypes.append({i64, i64, i64});
-  auto fn = gpu::GPUFuncOp::create(builder, loc, name,
-                                   builder.getFunctionType(argTypes, {}));
-  fn->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), builder.getUnitAttr());
-  fn.setKnownBlockSizeAttr(builder.getDenseI32ArrayAttr(
-      {static_cast<int32_t>(p.tile.threads()), 1, 1}));
+  auto fn = createHopperKernel(
+      builder, loc, name, body, fusion.getResultTypes(),
+      [&](unsigned n) { return mapArgs.count(n) != 0; },
+      static_cast<int32_t>(p.tile.threads()));
   // One CTA per SM: with .maxntid it fixes the register count at entry
   // (65536 / threads), which setmaxnreg needs.
   fn->setAttr(NVVM::NVVMDialect::getMinctasmAttrName(),

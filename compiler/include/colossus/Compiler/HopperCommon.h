@@ -12,6 +12,7 @@
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/Dialect/NVGPU/IR/NVGPUDialect.h"
 #include "mlir/IR/Builders.h"
+#include "llvm/ADT/STLFunctionalExtras.h"
 
 namespace colossus {
 
@@ -21,6 +22,17 @@ namespace colossus {
 /// symbol that gpu.dynamic_shared_memory reuses (docs/hopper-gemm.md).
 void prepareHopperModule(mlir::gpu::GPUModuleOp module,
                          mlir::OpBuilder &builder, mlir::Location loc);
+
+/// Creates the kernel `name` (at `builder`'s insertion point) of a fusion
+/// whose region entry block is `body` and whose results are `resultTypes`
+/// (ranked tensors): the arguments for which `isTensorMap` holds become
+/// generic pointers (to a CUtensorMap), the other inputs and the results
+/// memrefs of their shapes, then three i64 extents follow. Marked a kernel
+/// with a known block size of `threads` x 1 x 1.
+mlir::gpu::GPUFuncOp createHopperKernel(
+    mlir::OpBuilder &builder, mlir::Location loc, llvm::StringRef name,
+    mlir::Block &body, mlir::TypeRange resultTypes,
+    llvm::function_ref<bool(unsigned)> isTensorMap, int32_t threads);
 
 /// `fence.proxy.tensormap::generic.acquire.gpu [ptr], 128`: orders the
 /// host's write of the CUtensorMap at `ptr` (generic pointer) before the
