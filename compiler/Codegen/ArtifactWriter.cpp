@@ -37,25 +37,31 @@ TensorMapRecord bf16Map(int64_t arg, std::vector<uint64_t> dims,
   return t;
 }
 
-/// The Hopper attention's launch ABI (docs/hopper-attention.md "Launch
-/// ABI"): q [T, h*d] as a 2-D map read in [bm, 64] boxes, the k and v
-/// caches [B, S, kvh*d] as 3-D maps read in [1, bn, 64] boxes.
+/// The launch ABI of the Hopper attention forward (docs/hopper-attention.md
+/// "Launch ABI") and of its backward kernels (`backward`, "Backward"): q
+/// (and, backward, dout) [T, h*d] as 2-D maps read in [rows, 64] boxes, the
+/// k and v caches [B, S, kvh*d] as 3-D maps read in [1, bn, 64] boxes. The
+/// query rows per box are `bm` (forward) or `bq` (backward).
 template <typename Number, typename Triple, typename Bad>
 llvm::Error applyAttentionLaunchAbi(KernelRecord &k, Number &number,
-                                    Triple &triple, Bad &bad) {
-  int64_t b, s, t, h, kvh, d, bm, bn, smem, qArg, kArg, vArg;
-  for (auto [key, out] : {std::pair<const char *, int64_t *>{"b", &b},
-                          {"s", &s},
-                          {"t", &t},
-                          {"h", &h},
-                          {"kvh", &kvh},
-                          {"d", &d},
-                          {"bm", &bm},
-                          {"bn", &bn},
-                          {"dynamic_smem", &smem},
-                          {"q_arg", &qArg},
-                          {"k_arg", &kArg},
-                          {"v_arg", &vArg}})
+                                    Triple &triple, Bad &bad, bool backward) {
+  int64_t b, s, t, h, kvh, d, rows, bn, smem, qArg, kArg, vArg, doArg = -1;
+  llvm::SmallVector<std::pair<const char *, int64_t *>> keys = {
+      {"b", &b},
+      {"s", &s},
+      {"t", &t},
+      {"h", &h},
+      {"kvh", &kvh},
+      {"d", &d},
+      {backward ? "bq" : "bm", &rows},
+      {"bn", &bn},
+      {"dynamic_smem", &smem},
+      {"q_arg", &qArg},
+      {"k_arg", &kArg},
+      {"v_arg", &vArg}};
+  if (backward)
+    keys.push_back({"dout_arg", &doArg});
+  for (auto [key, out] : keys)
     if (llvm::Error e = number(key, *out))
       return e;
   if (llvm::Error e = triple("grid", k.grid))
@@ -63,9 +69,12 @@ llvm::Error applyAttentionLaunchAbi(KernelRecord &k, Number &number,
   if (llvm::Error e = triple("block", k.block))
     return e;
   if (b <= 0 || s <= 0 || t <= 0 || h <= 0 || kvh <= 0 || d % 64 != 0 ||
-      d <= 0 || bm <= 0 || bm > 256 || bn <= 0 || bn > 256 || smem < 0)
+      d <= 0 || rows <= 0 || rows > 256 || bn <= 0 || bn > 256 || smem < 0)
     return bad("a value is out of range");
-  for (int64_t arg : {qArg, kArg, vArg})
+  llvm::SmallVector<int64_t> mapArgs = {qArg, kArg, vArg};
+  if (backward)
+    mapArgs.push_back(doArg);
+  for (int64_t arg : mapArgs)
     if (arg < 0 || arg >= k.numArgs)
       return bad("a tensor-map argument is out of range");
   k.dynamicSmemBytes = static_cast<unsigned>(smem);
@@ -73,54 +82,12 @@ llvm::Error applyAttentionLaunchAbi(KernelRecord &k, Number &number,
   auto u64 = [](int64_t v) { return static_cast<uint64_t>(v); };
   auto u32 = [](int64_t v) { return static_cast<uint32_t>(v); };
   k.tensorMaps = {
-      bf16Map(qArg, {u64(h * d), u64(t)}, {64, u32(bm)}),
+      bf16Map(qArg, {u64(h * d), u64(t)}, {64, u32(rows)}),
       bf16Map(kArg, {u64(kvh * d), u64(s), u64(b)}, {64, u32(bn), 1}),
       bf16Map(vArg, {u64(kvh * d), u64(s), u64(b)}, {64, u32(bn), 1})};
-  return llvm::Error::success();
-}
-
-/// The Hopper attention backward's (dK/dV) launch ABI
-/// (docs/hopper-attention.md "Backward"): q and dout [T, h*d] as 2-D maps
-/// read in [bq, 64] boxes, k and v [B, S, kvh*d] as 3-D maps read in
-/// [1, bn, 64] boxes.
-template <typename Number, typename Triple, typename Bad>
-llvm::Error applyAttentionBwdLaunchAbi(KernelRecord &k, Number &number,
-                                       Triple &triple, Bad &bad) {
-  int64_t b, s, t, h, kvh, d, bn, bq, smem, qArg, kArg, vArg, doArg;
-  for (auto [key, out] : {std::pair<const char *, int64_t *>{"b", &b},
-                          {"s", &s},
-                          {"t", &t},
-                          {"h", &h},
-                          {"kvh", &kvh},
-                          {"d", &d},
-                          {"bn", &bn},
-                          {"bq", &bq},
-                          {"dynamic_smem", &smem},
-                          {"q_arg", &qArg},
-                          {"k_arg", &kArg},
-                          {"v_arg", &vArg},
-                          {"dout_arg", &doArg}})
-    if (llvm::Error e = number(key, *out))
-      return e;
-  if (llvm::Error e = triple("grid", k.grid))
-    return e;
-  if (llvm::Error e = triple("block", k.block))
-    return e;
-  if (b <= 0 || s <= 0 || t <= 0 || h <= 0 || kvh <= 0 || d % 64 != 0 ||
-      d <= 0 || bq <= 0 || bq > 256 || bn <= 0 || bn > 256 || smem < 0)
-    return bad("a value is out of range");
-  for (int64_t arg : {qArg, kArg, vArg, doArg})
-    if (arg < 0 || arg >= k.numArgs)
-      return bad("a tensor-map argument is out of range");
-  k.dynamicSmemBytes = static_cast<unsigned>(smem);
-  k.blockDim = k.block[0] * k.block[1] * k.block[2];
-  auto u64 = [](int64_t v) { return static_cast<uint64_t>(v); };
-  auto u32 = [](int64_t v) { return static_cast<uint32_t>(v); };
-  k.tensorMaps = {
-      bf16Map(qArg, {u64(h * d), u64(t)}, {64, u32(bq)}),
-      bf16Map(kArg, {u64(kvh * d), u64(s), u64(b)}, {64, u32(bn), 1}),
-      bf16Map(vArg, {u64(kvh * d), u64(s), u64(b)}, {64, u32(bn), 1}),
-      bf16Map(doArg, {u64(h * d), u64(t)}, {64, u32(bq)})};
+  if (backward)
+    k.tensorMaps.push_back(
+        bf16Map(doArg, {u64(h * d), u64(t)}, {64, u32(rows)}));
   return llvm::Error::success();
 }
 } // namespace
@@ -166,9 +133,9 @@ llvm::Error colossus::applyLaunchAbi(KernelRecord &k) {
     return llvm::Error::success();
   };
   if (k.gpu.abiAttr == kHopperAttentionAbiAttr)
-    return applyAttentionLaunchAbi(k, number, triple, bad);
+    return applyAttentionLaunchAbi(k, number, triple, bad, /*backward=*/false);
   if (k.gpu.abiAttr == kHopperAttentionBwdAbiAttr)
-    return applyAttentionBwdLaunchAbi(k, number, triple, bad);
+    return applyAttentionLaunchAbi(k, number, triple, bad, /*backward=*/true);
   // Comma-separated lists of integers (a_arg, b_arg, kparts).
   auto numbers = [&](llvm::StringRef key,
                      std::vector<int64_t> &out) -> llvm::Error {
