@@ -123,7 +123,13 @@ log "data: tokens and weights"
 "$PY" "$REPO/test/e2e/make_tokens.py" --out "$BUNDLE/data/tokens.bin" >/dev/null
 "$PY" "$REPO/test/e2e/make_weights.py" --config "$REPO/examples/tiny-llama/config.json" --seed 3 \
     --out "$BUNDLE/data/tiny-llama.safetensors" >/dev/null 2>&1
-MODELS=(tiny-llama:examples/tiny-llama/config.json medium-llama:bench/medium-llama.json)
+# name:config:train batch:train seq:precisions checked on the GPU.
+# small-llama-hd64 (head_dim 64, seq 256) is there so that
+# --hopper-attention takes its attention (below); its f32 results are only
+# the basis of the bf16 tolerance and stay out of the bundle (size).
+MODELS=(tiny-llama:examples/tiny-llama/config.json:8:64:f32,bf16
+        medium-llama:bench/medium-llama.json:8:64:f32,bf16
+        small-llama-hd64:bench/small-llama-hd64.json:2:256:bf16)
 weights_of() { # the colossus-run flags giving model $1 its parameters
   case "$1" in
     tiny-llama) echo "--weights $BUNDLE/data/tiny-llama.safetensors" ;;
@@ -134,25 +140,30 @@ weights_of() { # the colossus-run flags giving model $1 its parameters
 # ---- artifacts and the cpu's results --------------------------------------------
 PROMPT=17,3,250,96,41,7,128,64,200,33,5,99,180,2,77,150,11,240,61,19,88,130,45,222
 FWD_SEQ=64; TRAIN_BATCH=8; TRAIN_SEQ=64
+mkdir -p "$tmp/expected"
 for m in "${MODELS[@]}"; do
-  name="${m%%:*}"; cfg="$REPO/${m#*:}"
+  IFS=: read -r name cfg tb ts checked <<<"$m"; cfg="$REPO/$cfg"
+  fseq=$(( ts > FWD_SEQ ? ts : FWD_SEQ ))
   for prec in f32 bf16; do
-    log "$name $prec: compile (cpu, sm_90a) and run on the cpu"
-    for target in cpu sm_90a; do
-      "$CC" "$cfg" --target=$target --precision=$prec --step=forward --batch 1 --seq $FWD_SEQ \
+    targets=cpu; exp="$tmp/expected"
+    [[ ",$checked," == *",$prec,"* ]] && { targets="cpu sm_90a"; exp="$BUNDLE/expected"; }
+    log "$name $prec: compile (${targets// /, }) and run on the cpu"
+    for target in $targets; do
+      "$CC" "$cfg" --target=$target --precision=$prec --step=forward --batch 1 --seq $fseq \
           -o "$tmp/$name-$prec-forward.$target.colossus"
-      "$CC" "$cfg" --target=$target --precision=$prec --step=train --batch $TRAIN_BATCH --seq $TRAIN_SEQ \
+      "$CC" "$cfg" --target=$target --precision=$prec --step=train --batch $tb --seq $ts \
           -o "$tmp/$name-$prec-train.$target.colossus"
     done
-    cp "$tmp/$name-$prec-forward.sm_90a.colossus" "$tmp/$name-$prec-train.sm_90a.colossus" "$BUNDLE/artifacts/"
+    [[ "$targets" == *sm_90a* ]] && cp "$tmp/$name-$prec-forward.sm_90a.colossus" \
+        "$tmp/$name-$prec-train.sm_90a.colossus" "$BUNDLE/artifacts/"
     # shellcheck disable=SC2046
     "$RUN" "$tmp/$name-$prec-forward.cpu.colossus" forward $(weights_of "$name") \
-        --prompt-ids "$PROMPT" --logits-out "$BUNDLE/expected/$name-$prec-forward.logits.npy" >/dev/null
+        --prompt-ids "$PROMPT" --logits-out "$exp/$name-$prec-forward.logits.npy" >/dev/null
     # shellcheck disable=SC2046
     "$RUN" "$tmp/$name-$prec-train.cpu.colossus" grads $(weights_of "$name") \
         --data "$BUNDLE/data/tokens.bin" --data-order sequential \
-        --grads-out "$BUNDLE/expected/$name-$prec-grads.safetensors" --json \
-        >"$BUNDLE/expected/$name-$prec-grads.json"
+        --grads-out "$exp/$name-$prec-grads.safetensors" --json \
+        >"$exp/$name-$prec-grads.json"
   done
 done
 
@@ -176,14 +187,31 @@ log "medium-llama bf16 train step with --hopper-gemm (sm_90a)"
     | "$PY" -c 'import json, sys; sys.exit(not any(k["kind"] == "reduce" and "tensor_maps" in k for k in json.load(sys.stdin)["kernels"]))' \
     || { echo "gpu-prepare.sh: the --hopper-gemm train artifact has no weight gradient kernel" >&2; exit 1; }
 
-log "llama-1b (bench/llama-1b.json): train step, bf16, batch 1 x 2048, sm_90a"
+# The head_dim-64 model with the TMA + wgmma GEMM and attention kernels
+# (--hopper-attention needs head_dim 64 or 128 and a seq of whole 128-row
+# tiles): forward (a 24-token prompt in a 256-token artifact: a partial
+# tile) and grads (batch 2 x 256), against its cpu bf16 results.
+log "small-llama-hd64 bf16 forward and train step with --hopper-gemm --hopper-attention (sm_90a)"
+"$CC" "$REPO/bench/small-llama-hd64.json" --target=sm_90a --precision=bf16 --hopper-gemm --hopper-attention \
+    --step=forward --batch 1 --seq 256 -o "$BUNDLE/artifacts/small-llama-hd64-bf16-forward-hopper.sm_90a.colossus"
+"$CC" "$REPO/bench/small-llama-hd64.json" --target=sm_90a --precision=bf16 --hopper-gemm --hopper-attention \
+    --step=train --batch 2 --seq 256 -o "$BUNDLE/artifacts/small-llama-hd64-bf16-train-hopper.sm_90a.colossus"
+for st in forward train; do
+  "$RUN" "$BUNDLE/artifacts/small-llama-hd64-bf16-$st-hopper.sm_90a.colossus" info \
+      | "$PY" -c 'import json, sys; sys.exit(not any(k["kind"].startswith("attention") and "tensor_maps" in k for k in json.load(sys.stdin)["kernels"]))' \
+      || { echo "gpu-prepare.sh: the --hopper-attention $st artifact has no TMA attention kernel" >&2; exit 1; }
+done
+
+# (The SIMT-only llama-1b artifact, 59 s a step on an H200 on 2026-11-28,
+# docs/performance.md, no longer travels: the size of the bundle.)
+log "llama-1b (bench/llama-1b.json): train step, bf16, batch 1 x 2048, sm_90a, --hopper-gemm --hopper-attention"
 "$CC" "$REPO/bench/llama-1b.json" --target=sm_90a --precision=bf16 --step=train --batch 1 --seq 2048 \
-    -o "$BUNDLE/artifacts/llama-1b-bf16-train.sm_90a.colossus"
+    --hopper-gemm --hopper-attention -o "$BUNDLE/artifacts/llama-1b-bf16-train-hopper.sm_90a.colossus"
 
 # Parameter counts for the MFU (all parameters, embeddings included).
 params_of() { "$RUN" "$1" info | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["param_elements"])'; }
 p_medium="$(params_of "$BUNDLE/artifacts/medium-llama-bf16-train.sm_90a.colossus")"
-p_1b="$(params_of "$BUNDLE/artifacts/llama-1b-bf16-train.sm_90a.colossus")"
+p_1b="$(params_of "$BUNDLE/artifacts/llama-1b-bf16-train-hopper.sm_90a.colossus")"
 
 # ---- Hopper GEMM PTX ------------------------------------------------------------
 log "Hopper GEMM PTX (--hopper-gemm --emit=ptx)"
@@ -233,7 +261,14 @@ E = lambda rel: os.path.join(bundle, rel)
 # it may sit up to about d from the cpu's bf16 result: tol = max(floor, 2 d).
 # A wrong kernel is off by O(1).
 numerics = []
-for name in ("tiny-llama", "medium-llama"):
+shapes = {"tiny-llama": (8, 64, ("f32", "bf16")), "medium-llama": (8, 64, ("f32", "bf16")),
+          "small-llama-hd64": (2, 256, ("bf16",))}
+for name, (tb, ts, checked) in shapes.items():
+    # Results of a precision not checked on the GPU: in the temporary
+    # folder of the prepare step (the basis of the tolerance only).
+    def E(rel, name=name):
+        alt = os.path.join("$tmp", rel)
+        return alt if rel.startswith(f"expected/{name}-f32") and "f32" not in checked else os.path.join(bundle, rel)
     params = ({"weights": f"data/{name}.safetensors"} if name == "tiny-llama"
               else {"init": "random", "seed": 3})
     d_logits = gpu_check.compare_logits(E(f"expected/{name}-bf16-forward.logits.npy"),
@@ -251,7 +286,7 @@ for name in ("tiny-llama", "medium-llama"):
                  "basis": f"max(floor, 2 x the cpu's bf16-vs-f32 distance: logits {d_logits:.3g}, "
                           f"worst gradient {d_grads['worst_tensor_rel_error']:.3g}, loss {d_loss:.3g})"},
     }
-    for prec in ("f32", "bf16"):
+    for prec in checked:
         numerics.append({
             "name": f"{name} {prec} forward logits", "kind": "forward", "precision": prec, **params,
             "artifact": f"artifacts/{name}-{prec}-forward.sm_90a.colossus",
@@ -259,7 +294,7 @@ for name in ("tiny-llama", "medium-llama"):
             "expected": f"expected/{name}-{prec}-forward.logits.npy",
             "tol": tol[prec]["logits"], "tol_basis": tol[prec]["basis"]})
         numerics.append({
-            "name": f"{name} {prec} grads (batch $TRAIN_BATCH x $TRAIN_SEQ)", "kind": "grads", "precision": prec,
+            "name": f"{name} {prec} grads (batch {tb} x {ts})", "kind": "grads", "precision": prec,
             **params, "artifact": f"artifacts/{name}-{prec}-train.sm_90a.colossus", "data": "data/tokens.bin",
             "expected": f"expected/{name}-{prec}-grads.safetensors",
             "expected_json": f"expected/{name}-{prec}-grads.json",
@@ -274,6 +309,12 @@ hopg = dict(next(n for n in numerics if n["name"] == "medium-llama bf16 grads (b
 hopg["name"] += " (--hopper-gemm)"
 hopg["artifact"] = "artifacts/medium-llama-bf16-train-hopper.sm_90a.colossus"
 numerics.append(hopg)
+for kind, base in (("forward", "small-llama-hd64 bf16 forward logits"),
+                   ("train", "small-llama-hd64 bf16 grads (batch 2 x 256)")):
+    h = dict(next(n for n in numerics if n["name"] == base))
+    h["name"] += " (--hopper-gemm --hopper-attention)"
+    h["artifact"] = f"artifacts/small-llama-hd64-bf16-{kind}-hopper.sm_90a.colossus"
+    numerics.append(h)
 manifest = {
     "bundle_version": 1,
     "git_commit": "$commit",
@@ -345,10 +386,14 @@ manifest = {
          "artifact": "artifacts/medium-llama-bf16-train.sm_90a.colossus",
          "init": "random", "seed": 3, "data": "data/tokens.bin",
          "steps": 10, "param_elements": $p_medium, "timeout_s": 90},
-        {"name": "llama-1b bf16 train step (batch 1 x 2048)",
-         "artifact": "artifacts/llama-1b-bf16-train.sm_90a.colossus",
+        {"name": "medium-llama bf16 train step (batch $TRAIN_BATCH x $TRAIN_SEQ, --hopper-gemm)",
+         "artifact": "artifacts/medium-llama-bf16-train-hopper.sm_90a.colossus",
+         "init": "random", "seed": 3, "data": "data/tokens.bin",
+         "steps": 10, "param_elements": $p_medium, "timeout_s": 90, "profile_steps": 2},
+        {"name": "llama-1b bf16 train step (batch 1 x 2048, --hopper-gemm --hopper-attention)",
+         "artifact": "artifacts/llama-1b-bf16-train-hopper.sm_90a.colossus",
          "init": "random", "data": "data/tokens.bin",
-         "steps": 4, "param_elements": $p_1b, "timeout_s": 150},
+         "steps": 4, "param_elements": $p_1b, "timeout_s": 150, "profile_steps": 1},
     ],
 }
 json.dump(manifest, open(E("manifest.json"), "w"), indent=1)

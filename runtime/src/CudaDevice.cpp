@@ -23,7 +23,9 @@
 // the buffer's (the kernel reads CUtensorMap objects from global memory). A
 // step (runStep) is timed with two events and, unless CudaOptions::graphs is
 // off, captured once per (step, nb, nt, pos0) as a CUDA graph and replayed with
-// cuGraphLaunch (bounded LRU cache of instances).
+// cuGraphLaunch (bounded LRU cache of instances). With profiling
+// (Device::setProfiling) a step is launched kernel by kernel with an event
+// after each launch, and the per-launch times are read when it is done.
 //
 // The device is used from one thread at a time (the one that created it).
 //
@@ -146,6 +148,8 @@ public:
       for (CUevent e : {stepStart_, stepEnd_})
         if (e)
           api_.cuEventDestroy(e);
+      for (CUevent e : launchEvents_)
+        api_.cuEventDestroy(e);
       api_.cuStreamDestroy(stream_);
     }
     for (const auto &[key, ptr] : tensorMaps_)
@@ -441,6 +445,8 @@ public:
   Status runStep(uint32_t step, const StepLaunch *launches, size_t count,
                  int64_t nb, int64_t nt, int64_t pos0) override {
     stepTimed_ = false;
+    if (profiling())
+      return runStepProfiled(launches, count, nb, nt, pos0);
     COLOSSUS_RETURN_IF_ERROR(check(api_.cuEventRecord(stepStart_, stream_),
                                    "cuEventRecord(step start)"));
     if (options_.graphs) {
@@ -469,6 +475,41 @@ public:
   }
 
 private:
+  /// runStep with profiling: no graph, an event after every launch (the
+  /// step's start event before the first), then waits for the step and adds
+  /// each launch's time (its event minus the one before) to the profile.
+  Status runStepProfiled(const StepLaunch *launches, size_t count, int64_t nb,
+                         int64_t nt, int64_t pos0) {
+    while (launchEvents_.size() < count) {
+      CUevent e = nullptr;
+      COLOSSUS_RETURN_IF_ERROR(
+          check(api_.cuEventCreate(&e, CU_EVENT_DEFAULT), "cuEventCreate"));
+      launchEvents_.push_back(e);
+    }
+    COLOSSUS_RETURN_IF_ERROR(check(api_.cuEventRecord(stepStart_, stream_),
+                                   "cuEventRecord(step start)"));
+    for (size_t i = 0; i < count; ++i) {
+      COLOSSUS_RETURN_IF_ERROR(launch(launches[i].kernel, launches[i].args,
+                                      launches[i].numArgs, nb, nt, pos0));
+      COLOSSUS_RETURN_IF_ERROR(check(
+          api_.cuEventRecord(launchEvents_[i], stream_), "cuEventRecord"));
+    }
+    COLOSSUS_RETURN_IF_ERROR(check(api_.cuEventRecord(stepEnd_, stream_),
+                                   "cuEventRecord(step end)"));
+    stepTimed_ = true;
+    COLOSSUS_RETURN_IF_ERROR(
+        check(api_.cuEventSynchronize(stepEnd_), "cuEventSynchronize"));
+    for (size_t i = 0; i < count; ++i) {
+      float ms = 0.0f;
+      COLOSSUS_RETURN_IF_ERROR(check(
+          api_.cuEventElapsedTime(&ms, i ? launchEvents_[i - 1] : stepStart_,
+                                  launchEvents_[i]),
+          "cuEventElapsedTime"));
+      addKernelTime(launches[i].kernel, static_cast<double>(ms) / 1000.0);
+    }
+    return Status::success();
+  }
+
   struct GraphEntry {
     uint32_t step;
     int64_t nb, nt, pos0;
@@ -768,6 +809,7 @@ private:
   CUevent stepStart_ = nullptr;
   CUevent stepEnd_ = nullptr;
   bool stepTimed_ = false;
+  std::vector<CUevent> launchEvents_; ///< profiling: one per launch of a step
   std::vector<GraphEntry> graphs_; ///< most recently used first
   std::vector<CUmodule> modules_;
   std::vector<KernelInfo> kernels_;

@@ -54,6 +54,7 @@ Status Session::init(const SessionOptions &options) {
   if (!device)
     return device.error();
   device_ = std::move(device).value();
+  device_->setProfiling(options.profile);
   COLOSSUS_RETURN_IF_ERROR(device_->loadKernels(a));
   COLOSSUS_RETURN_IF_ERROR(allocateBuffers());
 

@@ -528,12 +528,17 @@ def check_train(r, bundle, run_bin, t):
     if run_bin is None:
         rec.update(status="error", error="no colossus-run (the runtime build failed)")
         return rec
-    cmd = [run_bin, os.path.join(bundle, t["artifact"]), "train", "--data", os.path.join(bundle, t["data"]),
-           "--data-order", "sequential", "--steps", str(t["steps"]), "--lr", "1e-4", "--warmup", "0",
-           "--device", "cuda", "--json"]
-    cmd += param_flags(bundle, t)
+    def train_cmd(steps):
+        return [run_bin, os.path.join(bundle, t["artifact"]), "train", "--data", os.path.join(bundle, t["data"]),
+                "--data-order", "sequential", "--steps", str(steps), "--lr", "1e-4", "--warmup", "0",
+                "--device", "cuda", "--json"] + param_flags(bundle, t)
     tag = re.sub(r"[^A-Za-z0-9]+", "-", t["name"]).strip("-")
-    res = r.run("train-" + tag, cmd, t.get("timeout_s", 120))
+    if t.get("profile_steps"):
+        rec["profile"] = profile_train(r, t, tag, train_cmd(t["profile_steps"]))
+    if not t.get("steps"):
+        rec.update(status="profile only", error="no timed steps (profile only)")
+        return rec
+    res = r.run("train-" + tag, train_cmd(t["steps"]), t.get("timeout_s", 120))
     steps = [s for s in json_lines(res["stdout"]) if "step" in s]
     err = step_error(res)
     if err or not steps:
@@ -551,6 +556,25 @@ def check_train(r, bundle, run_bin, t):
           f"MFU {100 * mfu:.4f}% (6 * {t['param_elements']} params * tokens/s / 989e12); "
           f"losses {', '.join(fmt(l, '.4f') for l in losses)}{'' if finite else ' (NOT FINITE)'}")
     return rec
+
+
+def profile_train(r, t, tag, cmd):
+    """`colossus-run train --profile`: every launch timed (cuda events, no
+    graphs); the JSON lands in the step logs. Returns the heaviest kernels."""
+    path = os.path.join(r.logs, f"profile-{tag}.json")
+    res = r.run("profile-" + tag, cmd + ["--profile", path], t.get("timeout_s", 120))
+    err = step_error(res)
+    if err or not os.path.exists(path):
+        r.say(f"  profile of {t['name']}: {err or 'no profile written'}")
+        return {"error": err or "no profile written"}
+    prof = json.load(open(path))
+    steps = t["profile_steps"]
+    r.say(f"  profile of {t['name']} ({steps} step{'s' if steps > 1 else ''}, graphs off): "
+          f"{prof['total_s']:.4f} s of kernel time, {len(prof['kernels'])} kernels; heaviest:")
+    for k in prof["kernels"][:12]:
+        r.say(f"    {100 * k['share']:6.2f}%  {k['total_s'] / steps * 1e3:10.3f} ms/step  "
+              f"{k['launches'] // steps:4d} x  {k['name']}")
+    return {"steps": steps, "total_s": prof["total_s"], "kernels": prof["kernels"][:40]}
 
 
 def short(msg, n=90):
@@ -636,6 +660,17 @@ def table(results):
                      "not available: colossus " + results["manifest"]["attention"]["colossus"]
                      + (f"; SDPA: {short(results.get('attention_error'))}" if results.get("attention_error") else "")))
     for t in results["train"]:
+        prof = t.get("profile")
+        if prof and "total_s" in prof:
+            top = prof["kernels"][0] if prof["kernels"] else None
+            rows.append((f"profile: {t['name']}", f"{prof['total_s'] / prof['steps']:.4f} s/step", "kernels summed",
+                         f"top {100 * top['share']:.1f}%" if top else "n/a",
+                         "measured (graphs off)" + (f"; top: {short(top['name'], 40)}" if top else "")))
+        elif prof:
+            rows.append((f"profile: {t['name']}", "not measured", "kernels summed", "n/a",
+                         f"not available ({short(prof.get('error'))})"))
+        if t["status"] == "profile only":
+            continue
         if t["status"] == "measured":
             rows.append((f"train: {t['name']}", f"{t['tokens_per_s']:.1f} tokens/s", "989 TFLOP/s (peak)",
                          f"MFU {100 * t['mfu']:.4f}%", "measured" + ("" if t["losses_finite"] else " (loss NOT finite)")))
@@ -690,6 +725,11 @@ def check(args):
         return 2
     problems = validate(bundle, manifest)
     tools = tools_report()
+    skip = {x for x in args.skip.split(",") if x}
+    if skip - {"gemm", "attention"}:
+        print(f"gpu-check: --skip: unknown part(s) {', '.join(sorted(skip - {'gemm', 'attention'}))} "
+              f"(expected gemm, attention)", file=sys.stderr)
+        return 2
 
     if args.dry_run:
         print(f"gpu-check --dry-run: bundle {bundle}")
@@ -755,14 +795,16 @@ def check(args):
         results["numerics"].append(check_numerics(r, bundle, run_bin, c))
 
     # (c) Hopper GEMM and cuBLAS on the same shapes.
-    r.say("== (c) Hopper GEMM (hopper_gemm_check) and torch.nn.functional.linear")
-    for g in manifest.get("gemm", []):
+    r.say("== (c) Hopper GEMM (hopper_gemm_check) and torch.nn.functional.linear"
+          + (" (skipped: --skip gemm)" if "gemm" in skip else ""))
+    for g in ([] if "gemm" in skip else manifest.get("gemm", [])):
         rec = check_gemm(r, bundle, hgc, g)
         rec["peer"] = bool(g.get("peer"))
         results["gemm"].append(rec)
     py = sys.executable
     bench = os.path.join(REPO, "scripts", "gpu", "torch_bench.py")
-    shapes = ",".join(f"{g['m']}x{g['n']}x{g['k']}" for g in manifest.get("gemm", []) if g.get("peer"))
+    shapes = ",".join(f"{g['m']}x{g['n']}x{g['k']}" for g in manifest.get("gemm", [])
+                      if g.get("peer") and "gemm" not in skip)
     results["torch_gemm"] = []
     if shapes:
         res = r.run("torch-gemm", [py, bench, "gemm", "--shapes", shapes, "--repeats", "50"], 150)
@@ -776,10 +818,12 @@ def check(args):
 
     # (d) attention: the Hopper attention forward (hopper_attention_check:
     # float64 numerics, time) and torch SDPA forward + backward.
-    r.say("== (d) attention: colossus (" + manifest["attention"]["colossus"] + ") and torch SDPA forward + backward")
+    r.say("== (d) attention: colossus (" + manifest["attention"]["colossus"] + ") and torch SDPA forward + backward"
+          + (" (skipped: --skip attention)" if "attention" in skip else ""))
     a = manifest["attention"]
-    results["attention_colossus"] = [check_attention(r, bundle, hac, k) for k in a.get("kernels", [])]
-    res = r.run("torch-sdpa", [py, bench, "sdpa", "--seqs", ",".join(str(s) for s in a["seqs"]),
+    results["attention_colossus"] = [check_attention(r, bundle, hac, k) for k in a.get("kernels", [])
+                                     if "attention" not in skip]
+    res = {"stdout": "", "skipped": True} if "attention" in skip else r.run("torch-sdpa", [py, bench, "sdpa", "--seqs", ",".join(str(s) for s in a["seqs"]),
                                "--batch", str(a["batch"]), "--heads", str(a["heads"]),
                                "--head-dim", str(a["head_dim"])], 150)
     results["attention"] = [x for x in json_lines(res["stdout"]) if x.get("op") == "sdpa"]
@@ -789,7 +833,7 @@ def check(args):
         else:
             r.say(f"  SDPA {x['backend']} S={x['seq']}: fwd {x['fwd_median_ms']:.3f} ms {x['fwd_tflops']:.1f} TFLOP/s, "
                   f"fwd+bwd {x['fwd_bwd_median_ms']:.3f} ms {x['fwd_bwd_tflops']:.1f} TFLOP/s")
-    if step_error(res):
+    if "attention" not in skip and step_error(res):
         results["attention_error"] = step_error(res)
 
     # (e) training throughput.
@@ -835,6 +879,7 @@ def main():
     c.add_argument("--dry-run", action="store_true")
     c.add_argument("--out")
     c.add_argument("--budget", type=float, default=330)
+    c.add_argument("--skip", default="", help="comma-separated parts to leave out: gemm, attention")
     args = ap.parse_args()
     if args.cmd == "seal":
         return seal(args.bundle)

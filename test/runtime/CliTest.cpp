@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstring>
+#include <set>
 #include <dlfcn.h>
 
 using namespace colossus;
@@ -216,6 +217,45 @@ TEST_F(Cli, GenerateJsonAndText) {
   auto a = nlohmann::json::parse(run(sampled).out);
   auto b = nlohmann::json::parse(run(sampled).out);
   EXPECT_EQ(a["tokens"], b["tokens"]);
+}
+
+TEST_F(Cli, ProfileWritesPerKernelTimes) {
+  const std::string gen = art + " generate --weights " + weights +
+                          " --prompt-ids 3,1,4 --max-new-tokens 4";
+  CommandResult plain = run(gen);
+  ASSERT_EQ(plain.exitCode, 0) << plain.err;
+  const std::string prof = dir.file("profile.json");
+  CommandResult r = run(gen + " --profile " + prof);
+  ASSERT_EQ(r.exitCode, 0) << r.err;
+  EXPECT_EQ(r.out, plain.out); // profiling does not change the result
+  EXPECT_THAT(r.err, HasSubstr("profile: 3 kernels"));
+  std::vector<uint8_t> bytes = readFile(prof);
+  auto j = nlohmann::json::parse(std::string(bytes.begin(), bytes.end()));
+  EXPECT_EQ(j["device"], "cpu");
+  ASSERT_EQ(j["kernels"].size(), 3u);
+  std::set<std::string> names;
+  double shares = 0, total = 0, previous = 1e30;
+  for (const auto &k : j["kernels"]) {
+    names.insert(k["name"].get<std::string>());
+    // The prefill, then one step per new token after the first.
+    EXPECT_EQ(k["launches"], 4) << k.dump();
+    double t = k["total_s"].get<double>();
+    EXPECT_GE(t, 0.0);
+    EXPECT_LE(t, previous) << "heaviest first";
+    previous = t;
+    total += t;
+    shares += k["share"].get<double>();
+  }
+  EXPECT_EQ(names, (std::set<std::string>{"tiny_store_kv", "tiny_embed",
+                                          "tiny_logits"}));
+  EXPECT_NEAR(j["total_s"].get<double>(), total, 1e-12);
+  if (total > 0)
+    EXPECT_NEAR(shares, 1.0, 1e-9);
+
+  expectError(gen + " --profile " + dir.file("no/such/dir/p.json"), 1,
+              "--profile: ");
+  expectError(art + " info --profile " + prof, 2,
+              "--profile is not an option of the 'info' command");
 }
 
 TEST_F(Cli, InfoPrintsJsonSummary) {

@@ -387,6 +387,41 @@ TEST_F(CudaFake, GraphsCanBeTurnedOff) {
   EXPECT_EQ(lines(log(), "launch tiny_embed grid=2,1,1").size(), 2u);
 }
 
+TEST_F(CudaFake, ProfilingTimesEveryLaunchWithoutGraphs) {
+  SessionOptions profiled; // graphs stay on: profiling must bypass them
+  profiled.profile = true;
+  auto s = open(cudaTinySpec(), profiled);
+  ASSERT_TRUE(s) << s.message();
+  const std::vector<int32_t> prompt = {3, 1, 4};
+  const std::vector<float> expected = cpuLogits(prompt);
+  Fake::get().clearLog();
+  for (int i = 0; i < 2; ++i) {
+    auto logits = (*s)->forward(prompt);
+    ASSERT_TRUE(logits) << logits.message();
+    EXPECT_EQ(*logits, expected);
+  }
+  std::string l = log();
+  EXPECT_EQ(lines(l, "cuStreamBeginCapture").size(), 0u) << l;
+  EXPECT_EQ(lines(l, "cuGraphLaunch").size(), 0u);
+  // Per step: the start event, one after each of the 3 launches, the end.
+  EXPECT_EQ(lines(l, "cuEventRecord").size(), 2u * 5u);
+  EXPECT_THAT(l, HasSubstr("run tiny_embed 1,3,0\ncuEventRecord\n"));
+  // The fake clock advances 0.25 ms per kernel run.
+  const std::vector<KernelTime> &times = (*s)->device().kernelTimes();
+  size_t timed = 0;
+  for (const KernelTime &t : times) {
+    if (t.launches == 0)
+      continue;
+    ++timed;
+    EXPECT_EQ(t.launches, 2u) << "kernel " << t.kernel;
+    EXPECT_NEAR(t.seconds, 0.0005, 1e-9) << "kernel " << t.kernel;
+  }
+  EXPECT_EQ(timed, 3u);
+  auto step = (*s)->lastStepDeviceSeconds();
+  ASSERT_TRUE(step);
+  EXPECT_DOUBLE_EQ(*step, 0.00075);
+}
+
 TEST_F(CudaFake, GraphCacheIsBoundedLeastRecentlyUsed) {
   auto art = Artifact::loadBuffer(buildArtifact(cudaTinySpec()), "g.colossus");
   ASSERT_TRUE(art);

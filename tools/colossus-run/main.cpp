@@ -10,6 +10,7 @@
 
 #include "colossus/runtime/Artifact.h"
 #include "colossus/runtime/Checkpoint.h"
+#include "colossus/runtime/FileIO.h"
 #include "colossus/runtime/Npy.h"
 #include "colossus/runtime/OptimizerRef.h"
 #include "colossus/runtime/SafetensorsWriter.h"
@@ -32,6 +33,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <unistd.h>
 #include <vector>
 
 using namespace colossus;
@@ -101,6 +103,11 @@ options (a value may be given as --flag VALUE or --flag=VALUE):
                          cpu -> cpu, sm_90a -> cuda)
   --no-cuda-graphs       cuda: launch every kernel of a step instead of
                          replaying the step as a CUDA graph
+  --profile FILE         time every kernel launch (cuda: events around each
+                         launch, no CUDA graphs; cpu: the host clock) and
+                         write each kernel's launches and device time,
+                         heaviest first, as JSON to FILE; the heaviest ten
+                         go to stderr. Slows the run: use for diagnosis
   --prompt-ids IDS       comma-separated token ids, e.g. 1,2,3 (forward,
                          generate); each in [0, vocab)
   --logits-out FILE      forward: output .npy file (float32, shape (L, vocab))
@@ -278,6 +285,7 @@ const std::map<std::string, std::set<std::string>> kValueFlags = {
     {"--temperature", {"generate"}},
     {"--top-k", {"generate"}},
     {"--top-p", {"generate"}},
+    {"--profile", {"forward", "generate", "grads", "train"}},
 };
 const std::map<std::string, std::set<std::string>> kBoolFlags = {
     {"--json", {"forward", "generate", "grads", "train"}},
@@ -494,6 +502,57 @@ openTokens(const std::string &path, TokenDataOptions dopts,
 }
 
 /// `colossus-run ART grads`: the loss and gradients of one batch.
+/// --profile FILE: every kernel's device time over the run (launches, total,
+/// mean, share of the total), heaviest first, as JSON; the heaviest few on
+/// stderr. Returns 0, or 1 after a message when FILE cannot be written.
+int writeProfile(Session &s, const std::optional<std::string> &path) {
+  if (!path)
+    return 0;
+  const schema::Artifact &a = s.artifact().root();
+  std::vector<KernelTime> times;
+  double total = 0.0;
+  for (const KernelTime &t : s.device().kernelTimes())
+    if (t.launches > 0) {
+      times.push_back(t);
+      total += t.seconds;
+    }
+  std::stable_sort(times.begin(), times.end(),
+                   [](const KernelTime &x, const KernelTime &y) {
+                     return x.seconds > y.seconds;
+                   });
+  auto nameOf = [&](uint32_t k) { return a.kernels()->Get(k)->name()->str(); };
+  ojson j;
+  j["artifact"] = s.artifact().name();
+  j["device"] = s.device().description();
+  j["timing"] = s.deviceKind() == DeviceKind::Cuda
+                    ? "cuda events around each launch, graphs off"
+                    : "host clock around each launch";
+  j["total_s"] = total;
+  ojson list = ojson::array();
+  for (const KernelTime &t : times) {
+    ojson k;
+    k["name"] = nameOf(t.kernel);
+    k["launches"] = t.launches;
+    k["total_s"] = t.seconds;
+    k["mean_s"] = t.seconds / static_cast<double>(t.launches);
+    k["share"] = total > 0 ? t.seconds / total : 0.0;
+    list.push_back(std::move(k));
+  }
+  j["kernels"] = std::move(list);
+  auto written = writeFileAtomically(*path, j.dump(1) + "\n");
+  if (!written)
+    return error("--profile: " + written.message());
+  std::fprintf(stderr, "profile: %zu kernels, %.6f s of device time -> %s\n",
+               times.size(), total, path->c_str());
+  for (size_t i = 0; i < times.size() && i < 10; ++i)
+    std::fprintf(stderr, "  %6.2f%%  %12.6f s  %6llu x  %s\n",
+                 total > 0 ? 100.0 * times[i].seconds / total : 0.0,
+                 times[i].seconds,
+                 static_cast<unsigned long long>(times[i].launches),
+                 nameOf(times[i].kernel).c_str());
+  return 0;
+}
+
 int runGrads(const std::string &artPath, const SessionOptions &sopts,
              uint64_t seed, bool json, const FlagGetter &get) {
   auto dataPath = get("--data");
@@ -561,7 +620,7 @@ int runGrads(const std::string &artPath, const SessionOptions &sopts,
   std::cout.flush();
   if (!std::cout)
     return error("cannot write to stdout");
-  return 0;
+  return writeProfile(s, get("--profile"));
 }
 
 double positiveOrZeroDouble(const FlagGetter &get, const std::string &flag,
@@ -882,7 +941,7 @@ int runTrain(const std::string &artPath, SessionOptions sopts, uint64_t seed,
   std::cout.flush();
   if (!std::cout)
     return error("cannot write to stdout");
-  return 0;
+  return writeProfile(sess, get("--profile"));
 }
 
 int run(int argc, char **argv) {
@@ -955,6 +1014,16 @@ int run(int argc, char **argv) {
     sopts.device = kind;
   }
   sopts.cudaGraphs = o.flags.count("--no-cuda-graphs") == 0;
+  if (auto prof = get("--profile")) {
+    // Checked before the run, not after it.
+    const std::string parent = parentDirectory(*prof);
+    if (prof->empty() || ::access(parent.c_str(), W_OK | X_OK) != 0)
+      return error("--profile: cannot write '" + *prof + "' (its directory '" +
+                   parent + "' " +
+                   (prof->empty() ? "is not named" : std::strerror(errno)) +
+                   ")");
+    sopts.profile = true;
+  }
   const bool json = o.flags.count("--json") > 0;
   if (command == "grads")
     return runGrads(artPath, sopts, seed, json, get);
@@ -1040,7 +1109,7 @@ int run(int argc, char **argv) {
       j["time_s"] = seconds;
       std::cout << j.dump() << "\n";
     }
-    return 0;
+    return writeProfile(s, get("--profile"));
   }
 
   auto result = s.generate(ids, maxNew, sampling);
@@ -1062,7 +1131,7 @@ int run(int argc, char **argv) {
   std::cout.flush();
   if (!std::cout)
     return error("cannot write to stdout");
-  return 0;
+  return writeProfile(s, get("--profile"));
 }
 
 } // namespace

@@ -18,10 +18,12 @@
 #include "colossus/runtime/Artifact.h"
 #include "colossus/runtime/Status.h"
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace colossus {
 
@@ -30,6 +32,14 @@ struct StepLaunch {
   uint32_t kernel = 0;
   void *const *args = nullptr;
   size_t numArgs = 0;
+};
+
+/// Device time of one kernel, summed over the launches made while
+/// profiling (Device::setProfiling).
+struct KernelTime {
+  uint32_t kernel = 0;   ///< index in Artifact.kernels
+  uint64_t launches = 0; ///< launches timed
+  double seconds = 0.0;  ///< their summed device time
 };
 
 /// Options of the cuda device (ignored by the cpu device).
@@ -90,18 +100,54 @@ public:
   /// the same id must always come with the same launches and arguments.
   /// The default launches each; the cuda device also times the step with
   /// events and captures / replays it as a CUDA graph (CudaOptions).
+  /// With profiling on, the default times each launch with the host clock
+  /// (launch, then synchronize).
   virtual Status runStep(uint32_t step, const StepLaunch *launches,
                          size_t count, int64_t nb, int64_t nt, int64_t pos0) {
     (void)step;
-    for (size_t i = 0; i < count; ++i)
+    for (size_t i = 0; i < count; ++i) {
+      auto start = std::chrono::steady_clock::now();
       COLOSSUS_RETURN_IF_ERROR(launch(launches[i].kernel, launches[i].args,
                                       launches[i].numArgs, nb, nt, pos0));
+      if (!profiling_)
+        continue;
+      COLOSSUS_RETURN_IF_ERROR(synchronize());
+      addKernelTime(launches[i].kernel,
+                    std::chrono::duration<double>(
+                        std::chrono::steady_clock::now() - start)
+                        .count());
+    }
     return Status::success();
   }
   /// The device time of the last runStep in seconds (waits for it to
   /// finish); negative when the device does not time steps (cpu) or no
   /// step ran.
   virtual Expected<double> lastStepSeconds() { return -1.0; }
+
+  /// Per-launch timing (`colossus-run --profile`). When on, runStep launches
+  /// the kernels one by one (the cuda device replays no CUDA graph), times
+  /// each launch (cuda: an event before and after each, read when the step
+  /// is done; cpu: the host clock) and adds the time to kernelTimes(). Off
+  /// by default: it waits for every step and, on the cpu, for every launch.
+  void setProfiling(bool on) { profiling_ = on; }
+  bool profiling() const { return profiling_; }
+  /// The kernels launched while profiling, by kernel index (launches == 0:
+  /// not launched).
+  const std::vector<KernelTime> &kernelTimes() const { return kernelTimes_; }
+
+protected:
+  void addKernelTime(uint32_t kernel, double seconds) {
+    if (kernel >= kernelTimes_.size())
+      kernelTimes_.resize(kernel + 1);
+    KernelTime &t = kernelTimes_[kernel];
+    t.kernel = kernel;
+    t.launches += 1;
+    t.seconds += seconds;
+  }
+
+private:
+  bool profiling_ = false;
+  std::vector<KernelTime> kernelTimes_;
 };
 
 /// The CPU device: runs Artifact.cpu_object (an x86-64 ELF shared object)

@@ -59,6 +59,9 @@ struct SessionOptions {
   /// cuda: replay each step as a CUDA graph (captured on the first run with
   /// a given nb, nt, pos0). `colossus-run --no-cuda-graphs` sets it false.
   bool cudaGraphs = true;
+  /// Time every kernel launch (Device::setProfiling; `colossus-run
+  /// --profile`). Serializes each step with the host.
+  bool profile = false;
 };
 
 struct GenerateResult {
