@@ -3,7 +3,7 @@
 # GPU machine (H100/H200, CUDA toolkit, PyTorch; no LLVM needed) from the
 # repository root, on the bundle scripts/gpu-prepare.sh made:
 #
-#   bash scripts/gpu-check.sh [--dry-run] [--out DIR] [--budget SECONDS] [BUNDLE_DIR]
+#   bash scripts/gpu-check.sh [--dry-run] [--out DIR] [--budget SECONDS] [--skip LIST] [BUNDLE_DIR]
 #
 #   BUNDLE_DIR   default build/gpu-bundle
 #   --dry-run    validate the bundle (files, sizes, sha256, schema) and print
@@ -12,6 +12,7 @@
 #                gpu-check-steps.tar.gz go (default: $OUT when set)
 #   --budget S   wall-clock budget of the whole run (default 330); every
 #                step's time limit is cut to what is left
+#   --skip LIST  parts to leave out, comma-separated: gemm, attention
 #
 # It (a) builds colossus-run from source without LLVM (bundled headers;
 # fallback: the bundle's binary), (b) runs the sm_90a artifacts and compares
@@ -37,10 +38,10 @@ while (($#)); do
   case "$1" in
     -h|--help) usage; exit 0 ;;
     --dry-run) args+=(--dry-run) ;;
-    --out|--budget)
+    --out|--budget|--skip)
       [[ $# -ge 2 ]] || { echo "gpu-check.sh: $1 needs a value" >&2; exit 2; }
       args+=("$1" "$2"); shift ;;
-    --out=*|--budget=*) args+=("$1") ;;
+    --out=*|--budget=*|--skip=*) args+=("$1") ;;
     -*) echo "gpu-check.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     *)
       [[ -z "$bundle" ]] || { echo "gpu-check.sh: one bundle folder only (got $bundle and $1)" >&2; exit 2; }
