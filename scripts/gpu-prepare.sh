@@ -213,6 +213,21 @@ params_of() { "$RUN" "$1" info | "$PY" -c 'import json,sys; print(json.load(sys.
 p_medium="$(params_of "$BUNDLE/artifacts/medium-llama-bf16-train.sm_90a.colossus")"
 p_1b="$(params_of "$BUNDLE/artifacts/llama-1b-bf16-train-hopper.sm_90a.colossus")"
 
+# ---- op-level numerics: the PTX of test/ops' one-op graphs ---------------------
+# test/ops/check_training_ops.py and check_bf16_ops.py run their kernels
+# on the cpu in the test suite; with COLOSSUS_OPCHECK_BACKEND=ptx-prepare
+# they compile the same graphs for sm_90a into opcheck/ (gzip'ed PTX named
+# by the graph's hash), which the GPU check runs with the cuda backend
+# against the same references (jax.vjp, float64 numpy) on fresh inputs.
+log "op-level numerics: sm_90a PTX of the test/ops graphs"
+for script in check_training_ops.py check_bf16_ops.py; do
+  COLOSSUS_OPCHECK_BACKEND=ptx-prepare COLOSSUS_OPCHECK_DIR="$BUNDLE/opcheck" COLOSSUS_COMPILE="$CC" \
+      "$PY" "$REPO/test/ops/$script" >"$tmp/opcheck-$script.log" 2>&1 \
+    || { cat "$tmp/opcheck-$script.log" >&2; echo "gpu-prepare.sh: test/ops/$script (ptx-prepare) failed" >&2; exit 1; }
+done
+n_train_ops="$("$PY" -c 'import sys; print(sys.argv[1].split(" checks")[0].split()[-1])' "$(tail -1 "$tmp/opcheck-check_training_ops.py.log")")"
+n_bf16_ops="$("$PY" -c 'import sys; print(sys.argv[1].split(" checks")[0].split()[-1])' "$(tail -1 "$tmp/opcheck-check_bf16_ops.py.log")")"
+
 # ---- Hopper GEMM PTX ------------------------------------------------------------
 log "Hopper GEMM PTX (--hopper-gemm --emit=ptx)"
 "$CC" "$REPO/scripts/gpu/gemm-bench.mlir" --target=sm_90a --hopper-gemm --emit=ptx -o "$BUNDLE/gemm/gemm-bench.ptx"
@@ -324,6 +339,12 @@ manifest = {
     "runtime_binary": {"path": "bin/colossus-run", "glibc_min": "$glibc_req",
                        "glibcxx_min": "$glibcxx_req"},
     "numerics": numerics,
+    "opcheck": [
+        {"name": "op-level training kernels vs jax.vjp (test/ops/check_training_ops.py)",
+         "script": "test/ops/check_training_ops.py", "checks": $n_train_ops},
+        {"name": "op-level bf16 forward kernels vs float64 numpy (test/ops/check_bf16_ops.py)",
+         "script": "test/ops/check_bf16_ops.py", "checks": $n_bf16_ops},
+    ],
     "gemm": [
         {"name": "bf16 GEMM 4096^3", "ptx": "gemm/gemm-bench.ptx", "kernel": "gemm_4096_0_gemm",
          "m": 4096, "n": 4096, "k": 4096, "repeats": 50, "peer": True},

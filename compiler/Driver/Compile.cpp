@@ -397,12 +397,33 @@ int compileKernelsOnly(bool gpu) {
     auto bins = buildGpuKernels(kernels, ptxasOpt);
     if (!bins)
       return fail(llvm::toString(bins.takeError()));
+    // The SIMT kernels' launch (docs/artifact-format.md: a 1-D grid of
+    // ceil(rows * cols / block_dim) blocks, rows the active tokens nb * nt
+    // or fixed, no dynamic shared memory), for harnesses that run the PTX
+    // without an artifact (test/ops/opcheck.py on a GPU).
+    std::map<std::string, std::string> simt;
+    kernels.walk([&](Operation *op) {
+      if (!op->getAttrOfType<StringAttr>(kattrs::kKind))
+        return;
+      auto bd = op->getAttrOfType<IntegerAttr>(kattrs::kBlockDim);
+      auto fr = op->getAttrOfType<IntegerAttr>(kattrs::kFixedRows);
+      std::string line;
+      llvm::raw_string_ostream ls(line);
+      ls << "block_dim=" << (bd ? bd.getInt() : 0) << " cols="
+         << op->getAttrOfType<IntegerAttr>(kattrs::kCols).getInt() << " rows="
+         << (fr ? std::to_string(fr.getInt()) : std::string("tokens"))
+         << " num_args="
+         << op->getAttrOfType<IntegerAttr>(kattrs::kNumArgs).getInt();
+      simt[cast<SymbolOpInterface>(op).getName().str()] = line;
+    });
     return writeText([&](llvm::raw_ostream &os) {
       for (auto &[name, k] : *bins) {
         os << "// ----- kernel " << name << " registers " << k.registers
            << " spill_bytes " << k.spillBytes << " -----\n";
         if (!k.abi.empty())
           os << "// " << k.abiAttr << " " << k.abi << "\n";
+        else if (auto it = simt.find(name); it != simt.end())
+          os << "// colossus.simt " << it->second << "\n";
         os << k.ptx << "\n";
       }
     });

@@ -94,6 +94,8 @@ def referenced(manifest):
         refs.append(a.get("ptx"))
     for t in manifest.get("train", []):
         refs += [t.get(k) for k in ("artifact", "weights", "data")]
+    if manifest.get("opcheck"):
+        refs += [rel for rel in manifest.get("files", {}) if rel.startswith("opcheck/")] or ["opcheck/"]
     return [r for r in refs if r]
 
 
@@ -450,6 +452,33 @@ def check_numerics(r, bundle, run_bin, c):
     return rec
 
 
+OPCHECK_RE = re.compile(r"^opcheck: (\d+) passed, (\d+) failed", re.M)
+
+
+def check_opcheck(r, bundle, o):
+    """test/ops' one-op kernels on the GPU: the script with the cuda backend
+    on the bundle's PTX (opcheck/), its own fresh inputs and references;
+    pass when every one of its checks passed and none is missing."""
+    rec = {"name": o["name"], "checks_expected": o["checks"]}
+    env = dict(os.environ, COLOSSUS_OPCHECK_BACKEND="cuda",
+               COLOSSUS_OPCHECK_DIR=os.path.join(bundle, "opcheck"), JAX_PLATFORMS="cpu")
+    tag = "opcheck-" + os.path.basename(o["script"]).replace(".py", "")
+    res = r.run(tag, [sys.executable, os.path.join(REPO, o["script"])], 120, env=env)
+    m = OPCHECK_RE.search(res.get("stdout", ""))
+    if not m:
+        rec.update(status="skipped" if res.get("skipped") else "error",
+                   error=step_error(res) or "no 'opcheck:' summary line")
+        r.say(f"  {o['name']}: {rec['error']}")
+        return rec
+    passed, failed = int(m.group(1)), int(m.group(2))
+    fails = [l for l in res["stdout"].splitlines() if l.startswith("FAIL")]
+    ok = failed == 0 and passed == o["checks"]
+    rec.update(status="pass" if ok else "fail", passed=passed, failed=failed, failures=fails[:20])
+    r.say(f"  {o['name']}: {passed} passed, {failed} failed (expected {o['checks']} checks): "
+          f"{'PASS' if ok else 'FAIL'}" + "".join(f"\n    {l}" for l in fails[:10]))
+    return rec
+
+
 GEMM_RE = re.compile(r"norm-wise relative error ([0-9.eE+-]+) \(tolerance ([0-9.eE+-]+)\).*?: (PASS|FAIL)")
 TIME_RE = re.compile(r"time: median ([0-9.]+) ms of (\d+) \(min ([0-9.]+), max ([0-9.]+)\): ([0-9.]+) TFLOP/s")
 
@@ -588,6 +617,10 @@ def table(results):
         val = c.get("rel_error", c.get("worst_tensor_rel_error"))
         rows.append((c["name"], f"rel err {fmt(val)}", "cpu run (bundle)",
                      f"tol {c['tol']:.3g}", c["status"].upper() + (f" ({short(c['error'])})" if c.get("error") else "")))
+    for o in results.get("opcheck", []):
+        rows.append((o["name"], f"{o.get('passed', 0)} of {o['checks_expected']} passed" if "passed" in o
+                     else "not run", "jax.vjp / float64 numpy", "per check",
+                     o["status"].upper() + (f" ({short(o['error'])})" if o.get("error") else "")))
     peers = {(p["m"], p["n"], p["k"]): p for p in results.get("torch_gemm", []) if "tflops" in p}
     for g in results["gemm"]:
         rows.append((g["name"] + " numerics", f"rel err {fmt(g.get('rel_error'))}",
@@ -742,6 +775,9 @@ def check(args):
         print(f"  numerics checks: {len(manifest.get('numerics', []))}")
         for c in manifest.get("numerics", []):
             print(f"    {c['name']}: {c['artifact']} vs {c['expected']} (tol {c['tol']:.3g})")
+        for o in manifest.get("opcheck", []):
+            n_ptx = sum(1 for rel in manifest.get("files", {}) if rel.startswith("opcheck/"))
+            print(f"  op-level: {o['name']}: {o['checks']} checks ({n_ptx} PTX files in opcheck/ for all)")
         print(f"  Hopper GEMM checks: {len(manifest.get('gemm', []))}")
         for g in manifest.get("gemm", []):
             print(f"    {g['name']}: {g['ptx']} {g['kernel']}{' + torch.linear' if g.get('peer') else ''}")
@@ -793,6 +829,8 @@ def check(args):
     r.say("== (b) numerics: sm_90a artifacts on the GPU vs the cpu's results")
     for c in manifest.get("numerics", []):
         results["numerics"].append(check_numerics(r, bundle, run_bin, c))
+    r.say("== (b2) op-level numerics: test/ops' one-op kernels (sm_90a PTX) against jax / float64 numpy")
+    results["opcheck"] = [check_opcheck(r, bundle, o) for o in manifest.get("opcheck", [])]
 
     # (c) Hopper GEMM and cuBLAS on the same shapes.
     r.say("== (c) Hopper GEMM (hopper_gemm_check) and torch.nn.functional.linear"
@@ -845,7 +883,8 @@ def check(args):
     rows = table(results)
     results["table"] = [dict(zip(("check", "colossus", "peer", "ratio", "status"), x)) for x in rows]
     print_table(r, rows)
-    checks = results["numerics"] + results["gemm"] + results.get("attention_colossus", [])
+    checks = (results["numerics"] + results.get("opcheck", []) + results["gemm"]
+              + results.get("attention_colossus", []))
     failed = [c["name"] for c in checks if c.get("status") != "pass"]
     results["all_numerics_passed"] = not failed and bool(checks)
     results["seconds"] = round(time.time() - r.t0, 1)

@@ -166,7 +166,8 @@ got = y[0]
 want_bits = np.array([0x3F80, 0x3F82, 0xBF80], np.uint16)  # ties to even
 chk.count += 1
 ok = (got[:3] == want_bits).all() and np.isnan(from_bf16(got[3]))
-print(f"{'ok  ' if ok else 'FAIL'} round to nearest even: {[hex(v) for v in got]}")
-chk.failures += 0 if ok else 1
+if chk.comparing():
+    print(f"{'ok  ' if ok else 'FAIL'} round to nearest even: {[hex(v) for v in got]}")
+    chk.failures += 0 if ok else 1
 
 sys.exit(chk.done())
