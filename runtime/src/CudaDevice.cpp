@@ -22,8 +22,9 @@
 // cuMemAlloc'ed 128 bytes; the launch passes that device pointer in place of
 // the buffer's (the kernel reads CUtensorMap objects from global memory). A
 // step (runStep) is timed with two events and, unless CudaOptions::graphs is
-// off, captured once per (step, nb, nt, pos0) as a CUDA graph and replayed with
-// cuGraphLaunch (bounded LRU cache of instances). With profiling
+// off, captured once per (step, nb, nt, pos0) as a CUDA graph on its
+// graphAfterRuns-th run (default the second; earlier runs launch kernel by
+// kernel) and replayed with cuGraphLaunch (bounded LRU cache of instances). With profiling
 // (Device::setProfiling) a step is launched kernel by kernel with an event
 // after each launch, and the per-launch times are read when it is done.
 //
@@ -136,6 +137,8 @@ public:
   explicit CudaDevice(const CudaOptions &options) : options_(options) {
     if (options_.graphCacheSize == 0)
       options_.graphCacheSize = 1;
+    if (options_.graphAfterRuns == 0)
+      options_.graphAfterRuns = 1;
   }
 
   ~CudaDevice() override {
@@ -528,6 +531,23 @@ private:
                      "cuGraphLaunch");
       }
     }
+    // Not captured before its graphAfterRuns-th run: launched directly.
+    auto key = std::make_tuple(step, nb, nt, pos0);
+    auto seen = std::find_if(runsSeen_.begin(), runsSeen_.end(),
+                             [&](const auto &e) { return e.first == key; });
+    unsigned runs = seen == runsSeen_.end() ? 1 : seen->second + 1;
+    if (seen != runsSeen_.end())
+      runsSeen_.erase(seen);
+    if (runs < options_.graphAfterRuns) {
+      // Most recent first, bounded: keys seen once long ago are forgotten.
+      runsSeen_.insert(runsSeen_.begin(), {key, runs});
+      if (runsSeen_.size() > 4 * options_.graphCacheSize)
+        runsSeen_.pop_back();
+      for (size_t i = 0; i < count; ++i)
+        COLOSSUS_RETURN_IF_ERROR(launch(launches[i].kernel, launches[i].args,
+                                        launches[i].numArgs, nb, nt, pos0));
+      return Status::success();
+    }
     COLOSSUS_RETURN_IF_ERROR(check(
         api_.cuStreamBeginCapture(stream_, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL),
         "cuStreamBeginCapture"));
@@ -811,6 +831,11 @@ private:
   bool stepTimed_ = false;
   std::vector<CUevent> launchEvents_; ///< profiling: one per launch of a step
   std::vector<GraphEntry> graphs_; ///< most recently used first
+  /// Keys run fewer than graphAfterRuns times so far, with their count
+  /// (most recent first, at most 4 x graphCacheSize).
+  std::vector<std::pair<std::tuple<uint32_t, int64_t, int64_t, int64_t>,
+                        unsigned>>
+      runsSeen_;
   std::vector<CUmodule> modules_;
   std::vector<KernelInfo> kernels_;
   /// (kernel, tensor map, bound buffer) -> device copy of the encoded map.

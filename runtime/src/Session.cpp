@@ -50,6 +50,7 @@ Status Session::init(const SessionOptions &options) {
 
   CudaOptions cudaOptions;
   cudaOptions.graphs = options.cudaGraphs;
+  cudaOptions.graphAfterRuns = options.cudaGraphAfterRuns;
   auto device = createDevice(kind, cudaOptions);
   if (!device)
     return device.error();

@@ -323,7 +323,9 @@ TEST_F(CudaFake, StepIsTimedWithEventsOnTheStream) {
 }
 
 TEST_F(CudaFake, GraphIsCapturedOnceAndReplayed) {
-  auto s = open(cudaTinySpec()); // graphs are on by default
+  SessionOptions first; // graphs are on by default; capture the first run
+  first.cudaGraphAfterRuns = 1;
+  auto s = open(cudaTinySpec(), first);
   ASSERT_TRUE(s) << s.message();
   const std::vector<int32_t> prompt = {3, 1, 4};
   const std::vector<float> expected = cpuLogits(prompt);
@@ -373,6 +375,41 @@ TEST_F(CudaFake, GraphIsCapturedOnceAndReplayed) {
   EXPECT_EQ(lines(l, "cuGraphInstantiate").size(), 2u) << l;
   EXPECT_THAT(l, HasSubstr("region=1,1,3\n"));
   EXPECT_THAT(l, HasSubstr("region=1,1,4\n"));
+}
+
+TEST_F(CudaFake, ByDefaultAStepIsCapturedOnItsSecondRun) {
+  auto s = open(cudaTinySpec());
+  ASSERT_TRUE(s) << s.message();
+  const std::vector<int32_t> prompt = {3, 1, 4};
+  const std::vector<float> expected = cpuLogits(prompt);
+  Fake::get().clearLog();
+  for (int i = 0; i < 3; ++i) {
+    auto logits = (*s)->forward(prompt);
+    ASSERT_TRUE(logits) << logits.message();
+    EXPECT_EQ(*logits, expected) << "run " << i;
+  }
+  std::string l = log();
+  // Run 1 kernel by kernel, run 2 captured and launched, run 3 replayed.
+  EXPECT_EQ(lines(l, "cuStreamBeginCapture").size(), 1u) << l;
+  EXPECT_EQ(lines(l, "cuGraphLaunch 3 launches").size(), 2u);
+  EXPECT_EQ(lines(l, "run ").size(), 9u);
+  EXPECT_LT(l.find("launch tiny_store_kv grid="),
+            l.find("cuStreamBeginCapture"));
+
+  // Generation: the prefill (1, 3, 0) replays that graph; every decode
+  // step has its own pos0, runs once and is not captured.
+  Fake::get().clearLog();
+  auto g = (*s)->generate(prompt, 4, SamplingParams{});
+  ASSERT_TRUE(g) << g.message();
+  l = log();
+  EXPECT_EQ(lines(l, "cuStreamBeginCapture").size(), 0u) << l;
+  EXPECT_EQ(lines(l, "cuGraphLaunch").size(), 1u);
+  EXPECT_EQ(lines(l, "launch tiny_store_kv grid=").size(), 3u);
+  // A second generation from the same prompt length repeats those pos0s:
+  // now each decode step is captured (its second run).
+  Fake::get().clearLog();
+  ASSERT_TRUE((*s)->generate(prompt, 4, SamplingParams{}));
+  EXPECT_EQ(lines(log(), "cuGraphInstantiate").size(), 3u) << log();
 }
 
 TEST_F(CudaFake, GraphsCanBeTurnedOff) {
@@ -428,6 +465,7 @@ TEST_F(CudaFake, GraphCacheIsBoundedLeastRecentlyUsed) {
   {
     CudaOptions options;
     options.graphCacheSize = 2;
+    options.graphAfterRuns = 1;
     auto device = createDevice(DeviceKind::Cuda, options);
     ASSERT_TRUE(device) << device.message();
     Device &d = **device;
@@ -456,7 +494,9 @@ TEST_F(CudaFake, GraphCacheIsBoundedLeastRecentlyUsed) {
 }
 
 TEST_F(CudaFake, FailedCaptureLeavesTheStreamUsable) {
-  auto s = open(cudaTinySpec());
+  SessionOptions first;
+  first.cudaGraphAfterRuns = 1;
+  auto s = open(cudaTinySpec(), first);
   ASSERT_TRUE(s) << s.message();
   Fake::get().fail("cuLaunchKernel", 1);
   auto bad = (*s)->forward({2, 2});

@@ -49,6 +49,11 @@ struct CudaOptions {
   bool graphs = true;
   /// Instantiated graphs kept (least recently used evicted), >= 1.
   size_t graphCacheSize = 32;
+  /// The run of a (step, nb, nt, pos0) that is captured: 1 = its first run,
+  /// 2 (default) = its second, the first launched kernel by kernel. A key
+  /// seen once is not worth a capture and an instantiation: every decode
+  /// step of generation has its own pos0 and runs once.
+  unsigned graphAfterRuns = 2;
 };
 
 class Device {

@@ -59,6 +59,9 @@ struct SessionOptions {
   /// cuda: replay each step as a CUDA graph (captured on the first run with
   /// a given nb, nt, pos0). `colossus-run --no-cuda-graphs` sets it false.
   bool cudaGraphs = true;
+  /// cuda: CudaOptions::graphAfterRuns (capture a step on its n-th run with
+  /// the same nb, nt, pos0; default the second).
+  unsigned cudaGraphAfterRuns = 2;
   /// Time every kernel launch (Device::setProfiling; `colossus-run
   /// --profile`). Serializes each step with the host.
   bool profile = false;
