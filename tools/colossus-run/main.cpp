@@ -56,8 +56,8 @@ usage:
   colossus-run ARTIFACT grads    (--weights W | --init=random) --data TOKENS.bin
                                  [--data-dtype uint16|uint32]
                                  [--data-order sequential|random] [--seed S]
-                                 [--step-index K] [--grads-out G.safetensors]
-                                 [--json]
+                                 [--step-index K] [--grad-accum M]
+                                 [--grads-out G.safetensors] [--json]
   colossus-run ARTIFACT train    (--weights W | --init=random) --data TOKENS.bin
                                  --steps N [--seed S] [--data-dtype ...]
                                  [--data-order random|sequential] [--lr PEAK]
@@ -124,7 +124,9 @@ options (a value may be given as --flag VALUE or --flag=VALUE):
   --data-order sequential|random
                          how batches are drawn (grads: default sequential;
                          train: default random; see docs/training-runtime.md)
-  --step-index K         grads: the data step whose batch is used (default 0)
+  --step-index K         grads: the data step whose batch is used (default 0;
+                         with --grad-accum M, the M micro-batches of train's
+                         step K: data step K of a global batch of M x B)
   --grads-out FILE       grads, train (first step, before the update): write
                          the gradients (float32, the parameters'
                          HF names and shapes) as .safetensors
@@ -139,7 +141,7 @@ options (a value may be given as --flag VALUE or --flag=VALUE):
                          --steps must use the final total here
   --max-grad-norm M      train: clip the global gradient norm to M (default
                          1.0; 0 = no clipping)
-  --grad-accum M         train: micro-batches per optimizer step (default 1):
+  --grad-accum M         grads, train: micro-batches per step (default 1):
                          the gradient is the mean of M micro-batch gradients
                          (batch B of the artifact each), the loss the mean of
                          their losses; --grads-out writes the mean gradient;
@@ -277,7 +279,7 @@ const std::map<std::string, std::set<std::string>> kValueFlags = {
     {"--min-lr", {"train"}},
     {"--max-grad-norm", {"train"}},
     {"--schedule-steps", {"train"}},
-    {"--grad-accum", {"train"}},
+    {"--grad-accum", {"grads", "train"}},
     {"--checkpoint-dir", {"train"}},
     {"--checkpoint-every", {"train"}},
     {"--logits-out", {"forward"}},
@@ -569,6 +571,13 @@ int runGrads(const std::string &artPath, const SessionOptions &sopts,
     stepIndex = static_cast<int64_t>(*v);
   }
   auto gradsOut = get("--grads-out");
+  int64_t M = 1;
+  if (auto m = get("--grad-accum")) {
+    auto v = parseUInt(*m);
+    if (!v || *v < 1 || *v > static_cast<uint64_t>(INT32_MAX))
+      usageError("--grad-accum: '" + *m + "' is not an integer >= 1");
+    M = static_cast<int64_t>(*v);
+  }
 
   auto artifact = Artifact::loadFile(artPath, sopts.device);
   if (!artifact)
@@ -583,38 +592,68 @@ int runGrads(const std::string &artPath, const SessionOptions &sopts,
     return error(data.message());
   std::vector<int32_t> tokens(static_cast<size_t>(B * S)),
       targets(static_cast<size_t>(B * S));
-  Status filled = (*data)->fillBatch(stepIndex, B, S, order, seed,
-                                     tokens.data(), targets.data());
-  if (!filled)
+  // With --grad-accum M: micro-batch j is samples [j*B, j*B + B) of data
+  // step K of a global batch of M*B (train's micro-batches of its step K).
+  auto fill = [&](int64_t j) {
+    return M == 1 ? (*data)->fillBatch(stepIndex, B, S, order, seed,
+                                       tokens.data(), targets.data())
+                  : (*data)->fillSamples(stepIndex, M * B, j * B, B, S, order,
+                                         seed, tokens.data(), targets.data());
+  };
+  if (Status filled = fill(0); !filled)
     return error(filled.message());
 
   auto session = Session::create(std::move(artifact).value(), sopts);
   if (!session)
     return error(session.message());
   Session &s = **session;
-  auto result = s.grads(tokens.data(), targets.data());
+  auto result = s.grads(tokens.data(), targets.data(), M == 1);
   if (!result)
     return error(result.message());
+  double lossSum = result->loss, stepSeconds = 0.0;
+  auto addTime = [&](const GradsResult &r) {
+    // cuda: the step timed on the device (events); cpu: wall time.
+    stepSeconds += r.deviceSeconds >= 0 ? r.deviceSeconds : r.seconds;
+  };
+  addTime(*result);
+  for (int64_t j = 1; j < M; ++j) {
+    if (Status filled = fill(j); !filled)
+      return error(filled.message());
+    auto more =
+        s.accumulateGrads(tokens.data(), targets.data(), j == M - 1);
+    if (!more)
+      return error(more.message());
+    lossSum += more->loss;
+    addTime(*more);
+    if (j == M - 1)
+      result->grads = std::move(more->grads);
+  }
+  if (M > 1) {
+    // The buffers hold the sum: the mean gradient, and its norm.
+    for (ParamGradient &pg : result->grads)
+      for (float &v : pg.values)
+        v = static_cast<float>(static_cast<double>(v) /
+                               static_cast<double>(M));
+    result->gradNorm = gradientNorm(result->grads);
+  }
+  const double loss = lossSum / static_cast<double>(M);
 
   if (gradsOut)
     if (Status w = writeGradients(*gradsOut, result->grads); !w)
       return error(w.message());
-  const double stepSeconds =
-      result->deviceSeconds >= 0 ? result->deviceSeconds : result->seconds;
   if (json) {
     ojson j;
-    j["loss"] = result->loss;
+    j["loss"] = loss;
     j["grad_norm"] = result->gradNorm;
-    j["tokens"] = B * S;
-    // cuda: the step timed on the device (events); cpu: wall time.
+    j["tokens"] = M * B * S;
     j["time_s"] = stepSeconds;
     std::cout << j.dump() << "\n";
   } else {
     char line[160];
     std::snprintf(line, sizeof(line),
-                  "loss %.6f grad_norm %.6f tokens %lld (%.3f s)\n",
-                  static_cast<double>(result->loss), result->gradNorm,
-                  static_cast<long long>(B * S), stepSeconds);
+                  "loss %.6f grad_norm %.6f tokens %lld (%.3f s)\n", loss,
+                  result->gradNorm, static_cast<long long>(M * B * S),
+                  stepSeconds);
     std::cout << line;
   }
   std::cout.flush();
