@@ -20,6 +20,7 @@
 #               the epilogue shapes of test/Compiler/Hopper/Inputs/gemm.mlir
 #               and the variants of .../Inputs/gemm-variants.mlir and
 #               .../Inputs/gemm-variants-ws.mlir (two consumer warpgroups)
+#               and the KV cache writes of .../Inputs/gemm-cache.mlir
 #   attention/  PTX of the sm_90a TMA + wgmma attention (--hopper-attention
 #               --emit=ptx): the forward and the dK/dV and dQ backward, causal, 32
 #               heads of 128, seq 4096 and 16384
@@ -250,6 +251,12 @@ done
 for k in swiglu_ws_0_gemm wgrad_ws_0_reduce; do
   grep -q "^// ----- kernel $k " "$BUNDLE/gemm/gemm-variants-ws.ptx" || { echo "gpu-prepare.sh: no kernel $k in gemm-variants-ws.ptx" >&2; exit 1; }
 done
+# Projections whose rows go into a KV cache (cache_write at positions).
+"$CC" "$REPO/test/Compiler/Hopper/Inputs/gemm-cache.mlir" --target=sm_90a --hopper-gemm --emit=ptx -o "$BUNDLE/gemm/gemm-cache.ptx"
+for k in kv_cache_0_gemm kv_cache_bias_0_gemm kv_llama_0_gemm; do
+  grep -q "^// ----- kernel $k " "$BUNDLE/gemm/gemm-cache.ptx" || { echo "gpu-prepare.sh: no kernel $k in gemm-cache.ptx" >&2; exit 1; }
+  grep -A1 "^// ----- kernel $k " "$BUNDLE/gemm/gemm-cache.ptx" | grep -q " cache=" || { echo "gpu-prepare.sh: kernel $k writes no cache" >&2; exit 1; }
+done
 
 # ---- Hopper attention PTX -------------------------------------------------------
 log "Hopper attention PTX (--hopper-attention --emit=ptx)"
@@ -379,6 +386,19 @@ manifest = {
          "kernel": "swiglu_ws_0_gemm", "m": 4096, "n": 4096, "k": 1024, "repeats": 5, "peer": False},
         {"name": "dW = dY^T X 4096x4096 over 1000 of 1024 tokens (f32, accumulated, two consumers)", "ptx": "gemm/gemm-variants-ws.ptx",
          "kernel": "wgrad_ws_0_reduce", "m": 4096, "n": 4096, "k": 1024, "rows": 1000, "repeats": 5, "peer": False},
+        # KV cache writes: row r at cache[r / nt, pos0 + r % nt]; nb = rows / nt.
+        {"name": "bf16 x W -> KV cache [2, 1024, 256], 2 x 500 tokens from position 300", "ptx": "gemm/gemm-cache.ptx",
+         "kernel": "kv_cache_0_gemm", "m": 1024, "n": 256, "k": 512, "rows": 1000, "nt": 500, "pos0": 300,
+         "repeats": 5, "peer": False},
+        {"name": "bf16 x W + b -> rows and KV cache [4, 256, 128], 4 x 120 tokens from position 100", "ptx": "gemm/gemm-cache.ptx",
+         "kernel": "kv_cache_bias_0_gemm", "m": 512, "n": 128, "k": 256, "rows": 480, "nt": 120, "pos0": 100,
+         "repeats": 5, "peer": False},
+        {"name": "bf16 llama-1b v projection -> KV cache 2048x512x2048", "ptx": "gemm/gemm-cache.ptx",
+         "kernel": "kv_llama_0_gemm", "m": 2048, "n": 512, "k": 2048, "rows": 2048, "nt": 2048, "pos0": 0,
+         "repeats": 20, "peer": False},
+        {"name": "bf16 llama-1b v projection -> KV cache, decode: 1 token at position 1500", "ptx": "gemm/gemm-cache.ptx",
+         "kernel": "kv_llama_0_gemm", "m": 2048, "n": 512, "k": 2048, "rows": 1, "nt": 1, "pos0": 1500,
+         "repeats": 5, "peer": False},
     ],
     "attention": {"batch": 1, "heads": 32, "head_dim": 128, "seqs": [4096, 16384], "causal": True,
                   "colossus": "forward and backward (dK/dV, dQ) by scripts/gpu/hopper_attention_check.cu",

@@ -232,6 +232,33 @@ colossus::matchHopperGemm(FusionOp fusion, std::string &whyNot) {
   for (Operation &op : body.without_terminator()) {
     if (mainloopOps.count(&op))
       continue;
+    // KV cache writes of the epilogue's rows (the K/V projections): the
+    // yielded cache gets row r at [r / nt, positions[r]]; positions are
+    // re-materialized (pos0 + r % nt), the cache's old contents not read.
+    if (auto pos = dyn_cast<PositionsOp>(op)) {
+      if (llvm::any_of(pos->getUsers(),
+                       [](Operation *u) { return !isa<CacheWriteOp>(u); }))
+        return fail("the positions are used by other ops than cache_write");
+      continue;
+    }
+    if (auto cw = dyn_cast<CacheWriteOp>(op)) {
+      auto ct = dyn_cast<RankedTensorType>(cw.getCache().getType());
+      RankedTensorType xt = staticMatrix(cw.getX());
+      if (!cw.getPositions().getDefiningOp<PositionsOp>())
+        return fail("the cache_write's positions are not colossus.positions "
+                    "of the group");
+      if (arg(cw.getCache()) < 0 || !ct || !ct.hasStaticShape())
+        return fail("the cache_write's cache is not a static group input");
+      if (!xt || xt.getDimSize(0) != p.m || xt.getDimSize(1) != p.n ||
+          !elemOk(xt.getElementType()))
+        return fail("the cache_write's rows are not a bf16 or f32 [M, N] "
+                    "matrix");
+      if (!cw->hasOneUse() || !isa<YieldOp>(*cw->user_begin()))
+        return fail("the cache_write's result is used inside the group");
+      if (operandArgs.count(arg(cw.getCache())))
+        return fail("a GEMM operand is also a cache");
+      continue;
+    }
     if (!isEpilogueOp(&op))
       return fail("'" + op.getName().getStringRef() +
                   "' in the group (the epilogue computes only elementwise "
@@ -261,6 +288,13 @@ colossus::matchHopperGemm(FusionOp fusion, std::string &whyNot) {
     }
   }
   for (Value v : yield.getOperands()) {
+    std::pair<int64_t, int64_t> cache{0, 0};
+    if (auto cw = v.getDefiningOp<CacheWriteOp>()) {
+      auto ct = cast<RankedTensorType>(cw.getCache().getType());
+      cache = {ct.getDimSize(0), ct.getDimSize(1)};
+      v = cw.getX();
+    }
+    p.cacheDims.push_back(cache);
     RankedTensorType t = staticMatrix(v);
     if (arg(v) >= 0 || (mainloopOps.count(v.getDefiningOp()) && !isAcc(v)))
       return fail("the group yields a value the epilogue does not compute");
@@ -508,6 +542,9 @@ private:
   SmallVector<Value> tmA, tmB;
   Value tmB2;
   Value smem, ringBase, ringAddr, bars, m0, n0, kEnd;
+  /// nt and pos0 (index): a cache output's row r lies at
+  /// [r / nt, pos0 + r % nt] of the cache.
+  Value ntIdx, pos0Idx;
   // Epilogue state at one column pair.
   ArrayRef<Value> epAccs;
   ValueRange epArgs;
@@ -664,6 +701,8 @@ void GemmBuilder::build(gpu::GPUFuncOp fn, unsigned numInputs) {
   };
   unsigned nArgs = numInputs + p.outputs.size();
   Value rows = mul(asIndex(args[nArgs]), asIndex(args[nArgs + 1]));
+  ntIdx = asIndex(args[nArgs + 1]);
+  pos0Idx = asIndex(args[nArgs + 2]);
   // The tiles of the active rows (nb * nt): tile rows [0, activeTileRows).
   // A weight gradient's rows are features: all of them are computed.
   Value activeTileRows =
@@ -908,6 +947,13 @@ void GemmBuilder::epilogue(ArrayRef<Value> accs, ValueRange args,
         auto guard = scf::IfOp::create(b, loc, inRange, false);
         b.setInsertionPointToStart(&guard.getThenRegion().front());
       }
+      // A cache output's row: sequence r / nt, position pos0 + r % nt (the
+      // SIMT kernel's cache_write addressing, colossus.positions).
+      Value seq, pos;
+      if (llvm::any_of(p.cacheDims, [](auto d) { return d.first != 0; })) {
+        seq = arith::DivUIOp::create(b, loc, row, ntIdx);
+        pos = add(pos0Idx, arith::RemUIOp::create(b, loc, row, ntIdx));
+      }
       for (int64_t j = 0; j < t.bn / 8; ++j) {
         epRow = row;
         epCol = add(colBase, idx(8 * j));
@@ -926,8 +972,11 @@ void GemmBuilder::epilogue(ArrayRef<Value> accs, ValueRange args,
                                            pair);
           // A pair starts at an even column of a row of N (a multiple of
           // 64) elements: aligned to two elements when the buffer is.
+          SmallVector<Value, 3> at = {epRow, epCol};
+          if (p.cacheDims[i].first != 0)
+            at = {seq, pos, epCol};
           vector::StoreOp::create(
-              b, loc, pair, args[numInputs + i], ValueRange{epRow, epCol},
+              b, loc, pair, args[numInputs + i], at,
               /*nontemporal=*/false,
               llvm::MaybeAlign(elem.getIntOrFloatBitWidth() / 4));
         }
@@ -1163,6 +1212,16 @@ FailureOr<Operation *> colossus::buildHopperGemm(FusionOp fusion,
       list(p.terms,
            [](const HopperGemmTerm &x) { return std::to_string(x.k); }),
       p.b2Arg, p.tokenK ? 1 : 0, p.outputs.size(), epilogue);
+  // KV cache outputs: `cache=<output>:<B>x<S>` (comma-separated), only when
+  // there is one (the other kernels' ABI lines are unchanged).
+  std::string cache;
+  for (auto [i, d] : llvm::enumerate(p.cacheDims))
+    if (d.first != 0)
+      cache += llvm::formatv("{0}{1}:{2}x{3}", cache.empty() ? "" : ",", i,
+                             d.first, d.second)
+                   .str();
+  if (!cache.empty())
+    abi += " cache=" + cache;
   fn->setAttr(kHopperGemmAbiAttr, builder.getStringAttr(abi));
   return fn.getOperation();
 }

@@ -537,7 +537,13 @@ def check_gemm(r, bundle, hgc, g):
     cmd = [hgc, os.path.join(bundle, g["ptx"]), "--kernel", g["kernel"], "--repeats", str(g.get("repeats", 20))]
     if g.get("rows"):
         cmd += ["--rows", str(g["rows"])]
-    return run_kernel_check(r, rec, "gemm-" + g["kernel"], cmd, 120)
+    # KV cache outputs: nt tokens per sequence from position pos0.
+    for key in ("nt", "pos0"):
+        if key in g:
+            cmd += ["--" + key, str(g[key])]
+    # One log per entry: a kernel checked at a second pos0 gets its own.
+    step = "gemm-" + g["kernel"] + (f"-pos0-{g['pos0']}" if g.get("pos0") else "")
+    return run_kernel_check(r, rec, step, cmd, 120)
 
 
 def check_attention(r, bundle, hac, a):

@@ -4,14 +4,17 @@
 //
 //   nvcc -arch=sm_90a -O2 -o hopper_gemm_check scripts/gpu/hopper_gemm_check.cu -lcuda -lpthread
 //   ./hopper_gemm_check KERNELS.ptx [--kernel NAME] [--repeats N] [--rows R]
+//                       [--nt NT] [--pos0 P]
 //
 // The kernel's launch ABI (docs/hopper-gemm.md) is read from the
 // `// colossus.hopper_gemm ...` line that --emit=ptx prints before its PTX:
 // operand layouts (a_layout, b_layout), summed products (a_arg, b_arg,
 // kparts), the dual GEMM (b2_arg), weight gradients (mask_k: K is the token
 // dimension, rows >= --rows of both operands are poisoned with NaN and must
-// not count), the epilogue expression of every output and the outputs the
-// kernel adds into (accumulate).
+// not count), the epilogue expression of every output, the outputs the
+// kernel adds into (accumulate) and the KV cache outputs (cache: row r is
+// stored at cache[r / nt, pos0 + r % nt]; --nt and --pos0 set nt and pos0,
+// nb = R / nt, and every cache row not written must keep its sentinel).
 // Host code only (CUDA driver API); exit status 0 = numerics within bf16
 // tolerance, 1 = mismatch, 2 = usage or CUDA error.
 #include "harness.h"
@@ -205,12 +208,21 @@ double evalExpr(const Expr &e, double acc0, double acc1,
 int main(int argc, char **argv) {
   std::string path, kernel;
   int repeats = 20;
-  long long activeRows = -1;
+  long long activeRows = -1, ntArg = 1, pos0Arg = 0;
   int rc = parseArgs(argc, argv,
-                     "KERNELS.ptx [--kernel NAME] [--repeats N] [--rows R]",
+                     "KERNELS.ptx [--kernel NAME] [--repeats N] [--rows R] "
+                     "[--nt NT] [--pos0 P]",
                      path, kernel, repeats, [&](const std::string &a, int &i) {
                        if (a == "--rows" && i + 1 < argc) {
                          activeRows = std::atoll(argv[++i]);
+                         return true;
+                       }
+                       if (a == "--nt" && i + 1 < argc) {
+                         ntArg = std::atoll(argv[++i]);
+                         return true;
+                       }
+                       if (a == "--pos0" && i + 1 < argc) {
+                         pos0Arg = std::atoll(argv[++i]);
                          return true;
                        }
                        return false;
@@ -268,6 +280,20 @@ int main(int argc, char **argv) {
   if (abi.kv.count("accumulate"))
     for (long long o : numbers(abi.str("accumulate")))
       accumulate.at(o) = true;
+  // KV cache outputs (`cache=<output>:<B>x<S>,...`): [B, S, N], row r at
+  // [r / nt, pos0 + r % nt]; {0, 0} for an [M, N] output.
+  std::vector<std::pair<long long, long long>> cacheDims(numOuts, {0, 0});
+  if (abi.kv.count("cache"))
+    for (const std::string &c : split(abi.str("cache"), ',')) {
+      int o = -1;
+      long long nbCap = 0, sCap = 0;
+      if (std::sscanf(c.c_str(), "%d:%lldx%lld", &o, &nbCap, &sCap) != 3 ||
+          o < 0 || o >= numOuts || nbCap <= 0 || sCap <= 0) {
+        std::fprintf(stderr, "bad cache=%s in the ABI line\n", c.c_str());
+        return 2;
+      }
+      cacheDims[o] = {nbCap, sCap};
+    }
   if (aArgs.empty() || aArgs.size() != bArgs.size() ||
       aArgs.size() != kParts.size() || int(outF32.size()) != numOuts) {
     std::fprintf(stderr, "inconsistent ABI line\n");
@@ -283,16 +309,33 @@ int main(int argc, char **argv) {
   const long long tokens = maskK ? k : m;
   if (activeRows < 0)
     activeRows = tokens;
+  // nb sequences of nt active tokens each, the first at position pos0.
+  if (ntArg <= 0 || activeRows % ntArg != 0 || pos0Arg < 0) {
+    std::fprintf(stderr,
+                 "--rows %lld is not a multiple of --nt %lld (or "
+                 "--pos0 < 0)\n",
+                 activeRows, ntArg);
+    return 2;
+  }
+  for (int o = 0; o < numOuts; ++o)
+    if (cacheDims[o].first && (activeRows / ntArg > cacheDims[o].first ||
+                               pos0Arg + ntArg > cacheDims[o].second)) {
+      std::fprintf(stderr,
+                   "output %d: %lld sequences of %lld tokens from "
+                   "position %lld do not fit the cache [%lld, %lld]\n",
+                   o, activeRows / ntArg, ntArg, pos0Arg, cacheDims[o].first,
+                   cacheDims[o].second);
+      return 2;
+    }
   std::printf("kernel %s: M=%lld N=%lld K=%lld (%zu product%s) A %s B %s%s "
               "tile %lldx%lldx%lld stages %lld grid %ux%ux%u block %ux%ux%u "
-              "smem %u, active %s %lld, %d output%s\n",
+              "smem %u, active %s %lld (nt %lld, pos0 %lld), %d output%s\n",
               kernel.c_str(), m, n, k, aArgs.size(),
               aArgs.size() == 1 ? "" : "s", aMn ? "M-major" : "K-major",
-              bMn ? "N-major" : "K-major", b2Arg >= 0 ? " + B2 (dual)" : "",
-              bm, bn, bk, abi.num("stages"), grid[0], grid[1], grid[2],
-              block[0], block[1], block[2], smem,
-              maskK ? "token rows of K" : "rows", activeRows, numOuts,
-              numOuts == 1 ? "" : "s");
+              bMn ? "N-major" : "K-major", b2Arg >= 0 ? " + B2 (dual)" : "", bm,
+              bn, bk, abi.num("stages"), grid[0], grid[1], grid[2], block[0],
+              block[1], block[2], smem, maskK ? "token rows of K" : "rows",
+              activeRows, ntArg, pos0Arg, numOuts, numOuts == 1 ? "" : "s");
 
   CUdevice dev0;
   CUmodule mod;
@@ -382,14 +425,26 @@ int main(int argc, char **argv) {
   std::vector<std::vector<uint8_t>> initOut(numOuts);
   std::vector<std::vector<double>> refInit(numOuts);
   std::vector<size_t> outBytes(numOuts);
+  // A cache output holds B * S rows of N.
+  auto outRows = [&](int o) -> size_t {
+    return cacheDims[o].first ? size_t(cacheDims[o].first) * cacheDims[o].second
+                              : size_t(m);
+  };
   for (int o = 0; o < numOuts; ++o) {
-    outBytes[o] = size_t(m) * n * (outF32[o] ? 4 : 2);
+    outBytes[o] = outRows(o) * n * (outF32[o] ? 4 : 2);
     if (accumulate[o])
-      initOut[o] = fill(size_t(m) * n, outF32[o], refInit[o]);
+      initOut[o] = fill(outRows(o) * n, outF32[o], refInit[o]);
     else
       initOut[o].assign(outBytes[o], 0xFF);
     dev[outArg + o] = upload(initOut[o]);
   }
+
+  // Inputs the kernel does not read (the cache a cache_write updates in
+  // place: the kernel writes the output, which the runtime aliases with
+  // it): a small buffer, so every parameter is a valid pointer.
+  for (int i = 0; i < outArg; ++i)
+    if (!dev[i] && !isMap[i])
+      dev[i] = upload(std::vector<uint8_t>(256, 0xFF));
 
   // The tensor maps live in device memory (64-byte aligned: cuMemAlloc).
   std::vector<CUdeviceptr> mapDev(numParams, 0);
@@ -400,7 +455,7 @@ int main(int argc, char **argv) {
   // Parameters: the fusion's operands (A and B as tensor-map pointers), the
   // outputs, then nb, nt, pos0 (active rows = nb * nt).
   std::vector<void *> params(numParams, nullptr);
-  int64_t nb = activeRows, nt = 1, pos0 = 0;
+  int64_t nb = activeRows / ntArg, nt = ntArg, pos0 = pos0Arg;
   for (int i = 0; i < outArg + numOuts; ++i)
     if (isMap[i])
       params[i] = &mapDev[i];
@@ -453,8 +508,10 @@ int main(int argc, char **argv) {
   };
   auto checkRow = [&](long long r, Partial &p) {
     if (!maskK && r >= activeRows) {
-      // Untouched: still the initial bytes.
+      // Untouched: still the initial bytes (caches: checked below).
       for (int o = 0; o < numOuts; ++o) {
+        if (cacheDims[o].first)
+          continue;
         size_t w = outF32[o] ? 4 : 2;
         for (size_t i = size_t(r) * n * w; i < size_t(r + 1) * n * w; ++i)
           p.touched += hC[o][i] != initOut[o][i];
@@ -480,10 +537,15 @@ int main(int argc, char **argv) {
                                  : refIn[arg][size_t(c)];
       };
       for (int o = 0; o < numOuts; ++o) {
+        // The element's place: [r, c], or in a cache [r / nt, pos0 +
+        // r % nt, c].
+        size_t at = size_t(r) * n + c;
+        if (cacheDims[o].first)
+          at = (size_t(r / nt) * cacheDims[o].second + pos0 + r % nt) * n + c;
         double want = evalExpr(epilogue[o], acc0, acc1, leaf);
         if (accumulate[o])
-          want += refInit[o][size_t(r) * n + c];
-        double got = outAt(o, size_t(r) * n + c);
+          want += refInit[o][at];
+        double got = outAt(o, at);
         double d = std::isfinite(got) ? got - want : 1e30;
         p.errSq[o] += d * d;
         p.refSq[o] += want * want;
@@ -499,6 +561,21 @@ int main(int argc, char **argv) {
   bool ok = true;
   for (const Partial &p : partials)
     touched += p.touched;
+  // Cache rows no active row maps to (other sequences, positions outside
+  // [pos0, pos0 + nt)) keep their initial bytes.
+  for (int o = 0; o < numOuts; ++o) {
+    if (!cacheDims[o].first)
+      continue;
+    size_t w = outF32[o] ? 4 : 2;
+    for (long long sq = 0; sq < cacheDims[o].first; ++sq)
+      for (long long ps = 0; ps < cacheDims[o].second; ++ps) {
+        if (sq < nb && ps >= pos0 && ps < pos0 + nt)
+          continue;
+        size_t row = size_t(sq) * cacheDims[o].second + ps;
+        for (size_t i = row * n * w; i < (row + 1) * n * w; ++i)
+          touched += hC[o][i] != initOut[o][i];
+      }
+  }
   for (int o = 0; o < numOuts; ++o) {
     double errSq = 0, refSq = 0, maxAbs = 0;
     for (const Partial &p : partials) {

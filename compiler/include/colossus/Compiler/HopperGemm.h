@@ -57,9 +57,15 @@ struct HopperGemmProblem {
   /// linears, a linear_weight_grad); a linear's bias is added in the
   /// epilogue.
   mlir::Value accValue[2];
-  /// The yielded values (kernel outputs in order) and their element types.
+  /// The epilogue value of each kernel output (in yield order) and its
+  /// element type. For a yielded `colossus.cache_write` the value is its
+  /// `x`: row r of it goes to the cache at [r / nt, pos0 + r % nt].
   std::vector<mlir::Value> outputs;
   std::vector<mlir::Type> outElems;
+  /// Per output: the cache's [B, S] (batch, capacity) when the output is a
+  /// KV cache written by a `colossus.cache_write`, else {0, 0} (an [M, N]
+  /// output at [row, col]).
+  std::vector<std::pair<int64_t, int64_t>> cacheDims;
   /// For the launch ABI's legacy keys: the bias of a single linear and a
   /// group input added to it (-1 when absent).
   int biasArg = -1, residualArg = -1;
@@ -72,8 +78,10 @@ struct HopperGemmProblem {
 /// static shapes forming one accumulator (one linear, or a sum of linears
 /// with the same layout) or two (two linears sharing x: the dual GEMM), or
 /// one `colossus.linear_weight_grad`, followed by elementwise ops the
-/// epilogue computes; and a tile from selectHopperGemmTile. Otherwise
-/// returns nullopt and says why in `whyNot`.
+/// epilogue computes, whose results may be stored into a KV cache by
+/// `colossus.cache_write` at `colossus.positions`; and a tile from
+/// selectHopperGemmTile. Otherwise returns nullopt and says why in
+/// `whyNot`.
 std::optional<HopperGemmProblem> matchHopperGemm(FusionOp fusion,
                                                  std::string &whyNot);
 
