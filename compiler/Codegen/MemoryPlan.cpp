@@ -1,6 +1,7 @@
 //===- MemoryPlan.cpp - Step program and static memory plan ---------------===//
 #include "colossus/Compiler/MemoryPlan.h"
 #include "colossus/Compiler/ImportModel.h"
+#include "colossus/Compiler/KernelEmitter.h"
 #include "colossus/Dialect/Colossus/IR/ColossusOps.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -160,6 +161,34 @@ Error Planner::walkBody(Block &body, llvm::DenseMap<Value, unsigned> &env,
         }
         launch.args.push_back(buf);
         env[res] = buf;
+      }
+      // A kernel that needs scratch memory (the sm_90a global_norm's
+      // partial sums) gets an arena buffer of its own after the results; a
+      // second kernel of the fusion runs right after with the same
+      // arguments (docs/kernels.md).
+      auto then = fusion->getAttrOfType<StringAttr>(kattrs::kThenKernel);
+      if (auto bytes =
+              fusion->getAttrOfType<IntegerAttr>(kattrs::kScratchBytes)) {
+        PlannedBuffer s;
+        s.name = scope + launch.kernel + ".scratch";
+        s.kind = BufferKind::Arena;
+        s.dtype = PlannedBuffer::DType::F32;
+        s.size = static_cast<uint64_t>(bytes.getInt());
+        s.shape = {bytes.getInt() / 4};
+        s.defLaunch = index;
+        s.lastUse = index;
+        launch.args.push_back(addBuffer(std::move(s)));
+      }
+      if (then) {
+        int second = launchCount++;
+        for (unsigned a : launch.args)
+          plan.buffers[a].lastUse = std::max(plan.buffers[a].lastUse, second);
+        PlannedLaunch next;
+        next.kernel = then.getValue().str();
+        next.args = launch.args;
+        launchOut->push_back(std::move(launch));
+        launchOut->push_back(std::move(next));
+        continue;
       }
       launchOut->push_back(std::move(launch));
       continue;

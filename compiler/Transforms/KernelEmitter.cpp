@@ -29,6 +29,7 @@
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
@@ -244,6 +245,8 @@ public:
                                   int64_t warps, int64_t lanes, Value smem);
   LogicalResult emitScalar();
   LogicalResult emitRowSumWarp(RowSumOp op, Value lane);
+  LogicalResult emitEmbeddingGradWarp(EmbeddingGradOp op, Value flat,
+                                      int64_t rowChunks, int64_t vocab);
   LogicalResult emitCrossEntropyRows(CrossEntropyRowsOp op, Value r);
 
 private:
@@ -2146,6 +2149,103 @@ LogicalResult Emitter::emitRowSumWarp(RowSumOp op, Value lane) {
   return success();
 }
 
+/// sm_90a: embedding_grad, dtable[v, c] = sum over the active rows r with
+/// ids[r] == v of dy[r, c], by a thread per chunk of vecW columns of a
+/// vocabulary row (`flat`: v * rowChunks + chunk; threads past the last row
+/// work on it and store nothing). The rows go by tiles of 32: each lane
+/// loads one id, a warp ballot per vocabulary row of the warp (rowChunks a
+/// multiple of 32: one; else 32 / rowChunks) gives the tile's matching
+/// rows, and each thread adds dy's chunk of those rows in increasing row
+/// order (the cpu's order, so the same sums). ids are read 32 at a time per
+/// warp instead of once per row per output element.
+LogicalResult Emitter::emitEmbeddingGradWarp(EmbeddingGradOp op, Value flat,
+                                             int64_t rowChunks, int64_t vocab) {
+  Value ids = memOf(op.getIds());
+  if (!ids)
+    return op.emitOpError("ids must be a kernel input");
+  Type i32 = b.getI32Type();
+  auto cI32 = [&](int64_t x) {
+    return b.create<arith::ConstantOp>(loc, b.getI32IntegerAttr(x)).getResult();
+  };
+  Value lastV = cIdx(vocab - 1);
+  Value v = b.create<arith::MinUIOp>(
+      loc, b.create<arith::DivUIOp>(loc, flat, cIdx(rowChunks)), lastV);
+  Value base = b.create<arith::MulIOp>(
+      loc, b.create<arith::RemUIOp>(loc, flat, cIdx(rowChunks)), cIdx(vecW));
+  Value laneId = b.create<arith::RemUIOp>(loc, flat, cIdx(32));
+  Value warpRow0 = b.create<arith::DivUIOp>(
+      loc, b.create<arith::SubIOp>(loc, flat, laneId), cIdx(rowChunks));
+  int64_t segs = rowChunks >= 32 ? 1 : 32 / rowChunks;
+  Value rows = b.create<arith::MulIOp>(loc, nb, nt);
+  Value lastRow = b.create<arith::SubIOp>(loc, rows, cIdx(1));
+  SmallVector<Value> init(vecW, cF32(0.0));
+  auto tiles = b.create<scf::ForOp>(loc, cIdx(0), rows, cIdx(32), init);
+  {
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(tiles.getBody());
+    Value r0 = tiles.getInductionVar();
+    Value r = b.create<arith::AddIOp>(loc, r0, laneId);
+    Value live =
+        b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::ult, r, rows);
+    Value id = b.create<memref::LoadOp>(
+        loc, ids, ValueRange{b.create<arith::MinUIOp>(loc, r, lastRow)});
+    id = b.create<arith::SelectOp>(loc, live, id, cI32(-1));
+    // The tile's rows whose id is this thread's vocabulary row.
+    Value mask;
+    for (int64_t sgm = 0; sgm < segs; ++sgm) {
+      Value vs = b.create<arith::IndexCastOp>(
+          loc, i32,
+          b.create<arith::MinUIOp>(
+              loc, b.create<arith::AddIOp>(loc, warpRow0, cIdx(sgm)), lastV));
+      Value hit =
+          b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::eq, id, vs);
+      Value ballot = b.create<NVVM::VoteSyncOp>(
+          loc, i32, cI32(-1), hit,
+          NVVM::VoteSyncKindAttr::get(b.getContext(),
+                                      NVVM::VoteSyncKind::ballot));
+      if (sgm == 0) {
+        mask = ballot;
+        continue;
+      }
+      Value mine = b.create<arith::CmpIOp>(
+          loc, arith::CmpIPredicate::eq,
+          b.create<arith::DivUIOp>(loc, laneId, cIdx(rowChunks)), cIdx(sgm));
+      mask = b.create<arith::SelectOp>(loc, mine, ballot, mask);
+    }
+    // Its set bits, lowest first.
+    Value count = b.create<arith::IndexCastOp>(
+        loc, b.getIndexType(), b.create<math::CtPopOp>(loc, mask));
+    SmallVector<Value> inner(tiles.getRegionIterArgs());
+    inner.push_back(mask);
+    auto bits = b.create<scf::ForOp>(loc, cIdx(0), count, cIdx(1), inner);
+    {
+      OpBuilder::InsertionGuard g2(b);
+      b.setInsertionPointToStart(bits.getBody());
+      Value m = bits.getRegionIterArgs().back();
+      Value row = b.create<arith::AddIOp>(
+          loc, r0,
+          b.create<arith::IndexCastOp>(
+              loc, b.getIndexType(),
+              b.create<math::CountTrailingZerosOp>(loc, m)));
+      SmallVector<Value> acc;
+      for (int64_t k = 0; k < vecW; ++k) {
+        FailureOr<Value> d = emit(op.getDy(), {row, chunkCol(base, k)});
+        if (failed(d))
+          return failure();
+        acc.push_back(
+            b.create<arith::AddFOp>(loc, bits.getRegionIterArgs()[k], *d));
+      }
+      acc.push_back(b.create<arith::AndIOp>(
+          loc, m, b.create<arith::SubIOp>(loc, m, cI32(1))));
+      b.create<scf::YieldOp>(loc, acc);
+    }
+    b.create<scf::YieldOp>(loc, bits.getResults().drop_back());
+  }
+  for (int64_t k = 0; k < vecW; ++k)
+    store(tiles.getResult(k), outputMem[0], ValueRange{v, chunkCol(base, k)});
+  return checkStoresFlushed();
+}
+
 /// The mean token cross entropy over the active rows (one thread).
 LogicalResult Emitter::emitScalar() {
   auto yield = cast<YieldOp>(fusion.getBody().front().getTerminator());
@@ -2569,6 +2669,287 @@ double estimateBytes(FusionOp fusion) {
   return bytes;
 }
 
+//===----------------------------------------------------------------------===//
+// sm_90a global_norm (docs/kernels.md "Reductions"): two kernels over
+// a scratch buffer of one f64 partial sum per block. The first (the fusion's
+// kernel) runs `blocks` blocks; each thread adds the squares of its fixed
+// share of every gradient (16-byte loads, tensors in order, f64 sums), the
+// block combines its threads' sums in a fixed order (shuffle tree, then the
+// warps in order) and stores its partial. The second (`<name>_final`, one
+// block) adds the partials in the same fixed way and stores
+// grad_scale * sqrt(sum). No atomics: the same inputs give the same bits.
+//===----------------------------------------------------------------------===//
+
+constexpr int64_t kNormMaxBlocks = 1024;
+
+/// `v` (f64) from lane (lane ^ off) of the warp: two 32-bit shuffles.
+Value shuffleXorF64(OpBuilder &b, Location loc, Value v, int32_t off) {
+  Type i64 = b.getI64Type(), i32 = b.getI32Type();
+  Value c32 = b.create<arith::ConstantOp>(loc, b.getI64IntegerAttr(32));
+  Value bits = b.create<arith::BitcastOp>(loc, i64, v);
+  Value lo = b.create<arith::TruncIOp>(loc, i32, bits);
+  Value hi = b.create<arith::TruncIOp>(
+      loc, i32, b.create<arith::ShRUIOp>(loc, bits, c32));
+  auto shfl = [&](Value x) {
+    return b.create<gpu::ShuffleOp>(loc, x, off, 32, gpu::ShuffleMode::XOR)
+        .getShuffleResult();
+  };
+  Value lo2 = b.create<arith::ExtUIOp>(loc, i64, shfl(lo));
+  Value hi2 = b.create<arith::ExtUIOp>(loc, i64, shfl(hi));
+  Value r =
+      b.create<arith::OrIOp>(loc, lo2, b.create<arith::ShLIOp>(loc, hi2, c32));
+  return b.create<arith::BitcastOp>(loc, b.getF64Type(), r);
+}
+
+/// The sum of `v` (f64) over the block's `blockDim` threads, in a fixed
+/// order: a butterfly in each warp, lane 0 of each warp to `smem` ([warps]
+/// f64), a barrier, then every thread adds the warps' sums in warp order.
+Value blockSumF64(OpBuilder &b, Location loc, Value v, Value tid,
+                  int64_t blockDim, Value smem) {
+  for (int32_t off = 16; off >= 1; off /= 2)
+    v = b.create<arith::AddFOp>(loc, v, shuffleXorF64(b, loc, v, off));
+  auto cIdx = [&](int64_t x) {
+    return b.create<arith::ConstantIndexOp>(loc, x).getResult();
+  };
+  Value warp = b.create<arith::DivUIOp>(loc, tid, cIdx(32));
+  Value lane0 = b.create<arith::CmpIOp>(
+      loc, arith::CmpIPredicate::eq,
+      b.create<arith::RemUIOp>(loc, tid, cIdx(32)), cIdx(0));
+  {
+    auto first = b.create<scf::IfOp>(loc, lane0, false);
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(&first.getThenRegion().front());
+    b.create<memref::StoreOp>(loc, v, smem, ValueRange{warp});
+  }
+  b.create<gpu::BarrierOp>(loc);
+  Value sum = b.create<memref::LoadOp>(loc, smem, ValueRange{cIdx(0)});
+  for (int64_t w = 1; w < blockDim / 32; ++w)
+    sum = b.create<arith::AddFOp>(
+        loc, sum, b.create<memref::LoadOp>(loc, smem, ValueRange{cIdx(w)}));
+  return sum;
+}
+
+/// Emits both global_norm kernels (see above) and records on `fusion` the
+/// scratch buffer and the second launch for the memory plan.
+LogicalResult emitGlobalNormGpu(FusionOp fusion, GlobalNormOp gn,
+                                StringRef name, int64_t blockDim,
+                                OpBuilder &builder) {
+  Location loc = fusion.getLoc();
+  Block &body = fusion.getBody().front();
+  MLIRContext *ctx = fusion.getContext();
+  // The gradients: f32 kernel inputs of static shape.
+  SmallVector<unsigned> tensorArgs;
+  int64_t totalChunks = 0;
+  for (Value t : gn.getTensors()) {
+    auto arg = dyn_cast<BlockArgument>(t);
+    auto tt = cast<RankedTensorType>(t.getType());
+    if (!arg || !tt.hasStaticShape() || !tt.getElementType().isF32() ||
+        tt.getRank() == 0)
+      return fusion.emitOpError(
+          "global_norm on sm_90a needs f32 kernel inputs of static shape");
+    tensorArgs.push_back(arg.getArgNumber());
+    totalChunks += (tt.getNumElements() + 3) / 4;
+  }
+  auto hyperArg = dyn_cast<BlockArgument>(gn.getHyper());
+  if (!hyperArg)
+    return gn.emitOpError("operands must be kernel inputs");
+  // Enough blocks for every thread to have a chunk, at most kNormMaxBlocks
+  // (a few waves of 132 SMs; the partials stay small).
+  int64_t blocks = std::clamp<int64_t>((totalChunks + blockDim - 1) / blockDim,
+                                       1, kNormMaxBlocks);
+  int64_t threads = blocks * blockDim;
+
+  Type f32 = builder.getF32Type(), f64 = builder.getF64Type();
+  SmallVector<Type> argTypes;
+  for (Type t : body.getArgumentTypes())
+    argTypes.push_back(memrefFor(t));
+  for (Type t : fusion.getResultTypes())
+    argTypes.push_back(memrefFor(t));
+  unsigned nIn = argTypes.size();
+  argTypes.push_back(MemRefType::get({blocks}, f64)); // the partials
+  Type i64 = builder.getI64Type();
+  argTypes.append({i64, i64, i64});
+  FunctionType fnType = builder.getFunctionType(argTypes, {});
+  auto smemTy = MemRefType::get(
+      {blockDim / 32}, f64, MemRefLayoutAttrInterface{},
+      gpu::AddressSpaceAttr::get(ctx, gpu::AddressSpace::Workgroup));
+  SmallVector<Attribute> fused;
+  for (Operation &op : body.without_terminator())
+    fused.push_back(builder.getStringAttr(op.getName().getStringRef()));
+
+  auto makeKernel = [&](OpBuilder &ob, StringRef kname, int64_t fixedRows,
+                        double flops, double bytes) {
+    auto fn = ob.create<gpu::GPUFuncOp>(loc, kname, fnType);
+    fn->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), ob.getUnitAttr());
+    fn->setAttr(kattrs::kKind, fusion.getKindAttr());
+    fn->setAttr(kattrs::kFusedOps, ob.getArrayAttr(fused));
+    fn->setAttr(kattrs::kCols, ob.getI64IntegerAttr(blockDim));
+    fn->setAttr(kattrs::kFixedRows, ob.getI64IntegerAttr(fixedRows));
+    fn->setAttr(kattrs::kNumArgs, ob.getI64IntegerAttr(nIn + 1));
+    fn->setAttr(kattrs::kFlops, ob.getF64FloatAttr(flops));
+    fn->setAttr(kattrs::kBytes, ob.getF64FloatAttr(bytes));
+    fn->setAttr(kattrs::kBlockDim, ob.getI64IntegerAttr(blockDim));
+    return fn;
+  };
+
+  // Kernel 1: the blocks' partial sums.
+  {
+    gpu::GPUFuncOp fn = makeKernel(builder, name, blocks, 2.0 * 4 * totalChunks,
+                                   estimateBytes(fusion) + 8 * blocks);
+    Value smem = fn.addWorkgroupAttribution(smemTy, loc);
+    Block *entry = &fn.getBody().front();
+    OpBuilder b = OpBuilder::atBlockEnd(entry);
+    auto cIdx = [&](int64_t x) {
+      return b.create<arith::ConstantIndexOp>(loc, x).getResult();
+    };
+    Value tid = b.create<gpu::ThreadIdOp>(loc, gpu::Dimension::x);
+    Value bid = b.create<gpu::BlockIdOp>(loc, gpu::Dimension::x);
+    Value gid = b.create<arith::AddIOp>(
+        loc, b.create<arith::MulIOp>(loc, bid, cIdx(blockDim)), tid);
+    auto vt = VectorType::get({4}, f32);
+    auto addSquares = [&](Value acc, Value v) {
+      for (int64_t k = 0; k < 4; ++k) {
+        Value e = b.create<vector::ExtractOp>(loc, v, ArrayRef<int64_t>{k});
+        Value x = b.create<arith::ExtFOp>(loc, f64, e);
+        acc = b.create<arith::AddFOp>(loc, acc,
+                                      b.create<arith::MulFOp>(loc, x, x));
+      }
+      return acc;
+    };
+    Value acc = b.create<arith::ConstantOp>(loc, b.getF64FloatAttr(0.0));
+    for (unsigned a : tensorArgs) {
+      Value mem = entry->getArgument(a);
+      auto mt = cast<MemRefType>(mem.getType());
+      int64_t n = mt.getNumElements();
+      if (mt.getRank() > 1) {
+        SmallVector<ReassociationIndices> re(1);
+        for (int64_t d = 0; d < mt.getRank(); ++d)
+          re[0].push_back(d);
+        mem = b.create<memref::CollapseShapeOp>(loc, mem, re);
+      }
+      int64_t chunks = n / 4;
+      // Groups of 4 chunks a stride apart (4 loads in flight), then the
+      // chunks left over, then the elements past the last whole chunk.
+      int64_t groups = chunks / (4 * threads);
+      if (groups > 0) {
+        auto loop = b.create<scf::ForOp>(loc, cIdx(0), cIdx(groups), cIdx(1),
+                                         ValueRange{acc});
+        OpBuilder::InsertionGuard g(b);
+        b.setInsertionPointToStart(loop.getBody());
+        Value base = b.create<arith::AddIOp>(
+            loc,
+            b.create<arith::MulIOp>(loc, loop.getInductionVar(),
+                                    cIdx(4 * threads)),
+            gid);
+        SmallVector<Value> vs;
+        for (int64_t j = 0; j < 4; ++j) {
+          Value chunk = b.create<arith::AddIOp>(loc, base, cIdx(j * threads));
+          Value at = b.create<arith::MulIOp>(loc, chunk, cIdx(4));
+          vs.push_back(b.create<vector::LoadOp>(loc, vt, mem, ValueRange{at},
+                                                /*nontemporal=*/false,
+                                                llvm::Align(16)));
+        }
+        Value s = loop.getRegionIterArgs()[0];
+        for (Value v : vs)
+          s = addSquares(s, v);
+        b.create<scf::YieldOp>(loc, s);
+        acc = loop.getResult(0);
+      }
+      if (groups * 4 * threads < chunks) {
+        auto loop = b.create<scf::ForOp>(
+            loc, b.create<arith::AddIOp>(loc, gid, cIdx(groups * 4 * threads)),
+            cIdx(chunks), cIdx(threads), ValueRange{acc});
+        OpBuilder::InsertionGuard g(b);
+        b.setInsertionPointToStart(loop.getBody());
+        Value at =
+            b.create<arith::MulIOp>(loc, loop.getInductionVar(), cIdx(4));
+        Value v =
+            b.create<vector::LoadOp>(loc, vt, mem, ValueRange{at},
+                                     /*nontemporal=*/false, llvm::Align(16));
+        b.create<scf::YieldOp>(loc, addSquares(loop.getRegionIterArgs()[0], v));
+        acc = loop.getResult(0);
+      }
+      if (chunks * 4 < n) {
+        auto loop = b.create<scf::ForOp>(
+            loc, b.create<arith::AddIOp>(loc, gid, cIdx(chunks * 4)), cIdx(n),
+            cIdx(threads), ValueRange{acc});
+        OpBuilder::InsertionGuard g(b);
+        b.setInsertionPointToStart(loop.getBody());
+        Value e = b.create<memref::LoadOp>(loc, mem,
+                                           ValueRange{loop.getInductionVar()});
+        Value x = b.create<arith::ExtFOp>(loc, f64, e);
+        b.create<scf::YieldOp>(loc, ValueRange{b.create<arith::AddFOp>(
+                                        loc, loop.getRegionIterArgs()[0],
+                                        b.create<arith::MulFOp>(loc, x, x))});
+        acc = loop.getResult(0);
+      }
+    }
+    Value sum = blockSumF64(b, loc, acc, tid, blockDim, smem);
+    Value first =
+        b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::eq, tid, cIdx(0));
+    auto guard = b.create<scf::IfOp>(loc, first, false);
+    b.setInsertionPointToStart(&guard.getThenRegion().front());
+    b.create<memref::StoreOp>(loc, sum, entry->getArgument(nIn),
+                              ValueRange{bid});
+    b.setInsertionPointToEnd(entry);
+    b.create<gpu::ReturnOp>(loc);
+  }
+
+  // Kernel 2, in a gpu.module of its own next to the first: one block adds
+  // the partials and stores the norm.
+  std::string finalName = (name + "_final").str();
+  {
+    Operation *gm = builder.getInsertionBlock()->getParentOp();
+    if (!isa<gpu::GPUModuleOp>(gm))
+      return fusion.emitOpError("internal error: sm_90a kernels live in a "
+                                "gpu.module");
+    OpBuilder mb(ctx);
+    mb.setInsertionPointAfter(gm);
+    auto gm2 = mb.create<gpu::GPUModuleOp>(loc, finalName);
+    OpBuilder kb = OpBuilder::atBlockBegin(gm2.getBody());
+    gpu::GPUFuncOp fn = makeKernel(kb, finalName, 1, blocks, 8.0 * blocks + 24);
+    Value smem = fn.addWorkgroupAttribution(smemTy, loc);
+    Block *entry = &fn.getBody().front();
+    OpBuilder b = OpBuilder::atBlockEnd(entry);
+    auto cIdx = [&](int64_t x) {
+      return b.create<arith::ConstantIndexOp>(loc, x).getResult();
+    };
+    Value tid = b.create<gpu::ThreadIdOp>(loc, gpu::Dimension::x);
+    Value part = entry->getArgument(nIn);
+    auto loop = b.create<scf::ForOp>(
+        loc, tid, cIdx(blocks), cIdx(blockDim),
+        ValueRange{b.create<arith::ConstantOp>(loc, b.getF64FloatAttr(0.0))
+                       .getResult()});
+    {
+      OpBuilder::InsertionGuard g(b);
+      b.setInsertionPointToStart(loop.getBody());
+      Value p = b.create<memref::LoadOp>(loc, part,
+                                         ValueRange{loop.getInductionVar()});
+      b.create<scf::YieldOp>(loc, ValueRange{b.create<arith::AddFOp>(
+                                      loc, loop.getRegionIterArgs()[0], p)});
+    }
+    Value sum = blockSumF64(b, loc, loop.getResult(0), tid, blockDim, smem);
+    Value first =
+        b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::eq, tid, cIdx(0));
+    auto guard = b.create<scf::IfOp>(loc, first, false);
+    b.setInsertionPointToStart(&guard.getThenRegion().front());
+    // The norm of the scaled gradient: grad_scale (hyper[4]) * sqrt(sum).
+    Value scale = b.create<memref::LoadOp>(
+        loc, entry->getArgument(hyperArg.getArgNumber()), ValueRange{cIdx(4)});
+    Value scaled =
+        b.create<arith::MulFOp>(loc, b.create<math::SqrtOp>(loc, sum),
+                                b.create<arith::ExtFOp>(loc, f64, scale));
+    b.create<memref::StoreOp>(loc, b.create<arith::TruncFOp>(loc, f32, scaled),
+                              entry->getArgument(body.getNumArguments()),
+                              ValueRange{cIdx(0)});
+    b.setInsertionPointToEnd(entry);
+    b.create<gpu::ReturnOp>(loc);
+  }
+  fusion->setAttr(kattrs::kScratchBytes, builder.getI64IntegerAttr(8 * blocks));
+  fusion->setAttr(kattrs::kThenKernel, builder.getStringAttr(finalName));
+  return success();
+}
+
 } // namespace
 
 LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
@@ -2689,6 +3070,14 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
            << elem << " is not supported by code generation yet (f32, bf16)";
   }
 
+  // sm_90a global_norm: a multi-block kernel and a final one (see
+  // emitGlobalNormGpu).
+  if (target == KernelTarget::Gpu &&
+      body.getTerminator()->getNumOperands() == 1)
+    if (auto gn =
+            body.getTerminator()->getOperand(0).getDefiningOp<GlobalNormOp>())
+      return emitGlobalNormGpu(fusion, gn, name, blockDim, builder);
+
   // Shape of the kernel.
   Shape shape = Shape::Pointwise;
   AttentionOp attention;
@@ -2806,7 +3195,16 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
   //   kMaxRowRegs elements per thread is unrolled: its chunks are loaded once
   //   and kept in registers for every pass over the row. Longer norm and
   //   softmax rows take a block of rowLanes > 32 threads (see below).
-  enum class VecKind { None, Pointwise, Adamw1, Row, NormParamGrad, RowSum };
+  enum class VecKind {
+    None,
+    Pointwise,
+    Adamw1,
+    Row,
+    NormParamGrad,
+    RowSum,
+    EmbeddingGrad
+  };
+  EmbeddingGradOp embeddingGrad;
   VecKind vec = VecKind::None;
   Operation *normParamGrad = nullptr;
   int64_t ropePairHd = 0;
@@ -2904,6 +3302,20 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
           rowLanes /= 2;
       }
     }
+    // embedding_grad alone, ids a kernel input, rows of whole chunks whose
+    // count divides or is a multiple of a warp: a thread per chunk of a
+    // vocabulary row, the matching token rows found by warp ballots
+    // (emitEmbeddingGradWarp).
+    if (shape == Shape::Reduce && yield.getNumOperands() == 1 &&
+        blockDim % 32 == 0)
+      if (auto eg = yield.getValues()[0].getDefiningOp<EmbeddingGradOp>()) {
+        int64_t chunks = cols % w == 0 ? cols / w : 0;
+        if (isa<BlockArgument>(eg.getIds()) && chunks > 0 &&
+            (chunks % 32 == 0 || 32 % chunks == 0)) {
+          vec = VecKind::EmbeddingGrad;
+          embeddingGrad = eg;
+        }
+      }
     if (vec != VecKind::None)
       vecW = w;
   }
@@ -2920,6 +3332,8 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
     parallelCols = rowLanes;
   else if (vec == VecKind::RowSum)
     parallelCols = 32;
+  else if (vec == VecKind::EmbeddingGrad)
+    parallelCols = cols / vecW;
   // Threads run over launchRows x parallelCols; Adamw1 takes a chunk of the
   // vector parameter per thread.
   int64_t launchRows = vec == VecKind::Adamw1 || vec == VecKind::NormParamGrad
@@ -3097,6 +3511,23 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
                failed(em.emitRowVectorStores(r))) {
       return failure();
     }
+    b.setInsertionPointToEnd(entry);
+    b.create<gpu::ReturnOp>(loc);
+  } else if (vec == VecKind::EmbeddingGrad) {
+    // No early exit: every lane of a warp takes part in its ballots. A
+    // thread past the last vocabulary row works on it and stores nothing.
+    Value bid = b.create<gpu::BlockIdOp>(loc, gpu::Dimension::x);
+    Value bdim = b.create<gpu::BlockDimOp>(loc, gpu::Dimension::x);
+    Value tid = b.create<gpu::ThreadIdOp>(loc, gpu::Dimension::x);
+    Value flat = b.create<arith::AddIOp>(
+        loc, b.create<arith::MulIOp>(loc, bid, bdim), tid);
+    em.storeGuard =
+        b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::ult, flat,
+                                em.cIdx(fixedRows * parallelCols));
+    em.vecW = vecW;
+    if (failed(em.emitEmbeddingGradWarp(embeddingGrad, flat, parallelCols,
+                                        fixedRows)))
+      return failure();
     b.setInsertionPointToEnd(entry);
     b.create<gpu::ReturnOp>(loc);
   } else if (vec != VecKind::None) {

@@ -19,6 +19,14 @@ inline constexpr const char *kBlockDim = "colossus.block_dim";
 /// Set on kernels whose parallel rows are a fixed count (reductions over
 /// the active rows, the loss) rather than the active rows.
 inline constexpr const char *kFixedRows = "colossus.fixed_rows";
+/// Set by the sm_90a kernel generation on a colossus.fusion (not a kernel)
+/// whose kernel needs an arena scratch buffer of this many bytes: the memory
+/// plan appends one to the launch's arguments (after the results), live for
+/// the fusion's launches only.
+inline constexpr const char *kScratchBytes = "colossus.scratch_bytes";
+/// Set on a colossus.fusion whose work takes a second kernel (this name),
+/// launched right after the fusion's kernel with the same arguments.
+inline constexpr const char *kThenKernel = "colossus.then_kernel";
 } // namespace kattrs
 
 enum class KernelTarget { Cpu, Gpu };
