@@ -417,6 +417,20 @@ int compileKernelsOnly(bool gpu) {
          << op->getAttrOfType<IntegerAttr>(kattrs::kNumArgs).getInt();
       simt[cast<SymbolOpInterface>(op).getName().str()] = line;
     });
+    // A fusion with scratch memory (the sm_90a global_norm) takes one more
+    // buffer after its results, and a second kernel runs right after it with
+    // the same arguments (docs/kernels.md).
+    module->walk([&](FusionOp fusion) {
+      auto kernel = fusion.getKernelAttr();
+      auto it = kernel ? simt.find(kernel.getValue().str()) : simt.end();
+      if (it == simt.end())
+        return;
+      if (auto bytes =
+              fusion->getAttrOfType<IntegerAttr>(kattrs::kScratchBytes))
+        it->second += " scratch_bytes=" + std::to_string(bytes.getInt());
+      if (auto then = fusion->getAttrOfType<StringAttr>(kattrs::kThenKernel))
+        it->second += " then=" + then.getValue().str();
+    });
     return writeText([&](llvm::raw_ostream &os) {
       for (auto &[name, k] : *bins) {
         os << "// ----- kernel " << name << " registers " << k.registers

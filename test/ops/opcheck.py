@@ -190,14 +190,24 @@ class Kernel:
             cuda = Cuda.get()
             if symbol not in self.kernels:
                 raise RuntimeError(f"opcheck: no kernel {symbol} in the PTX of\n{self.graph}")
-            if symbol not in self.functions:
-                self.functions[symbol] = cuda.load(self.kernels[symbol][0], symbol)
             launch = self.kernels[symbol][1]
-            if int(launch["num_args"]) != len(arrays):
-                raise RuntimeError(f"opcheck: {symbol} takes {launch['num_args']} buffers, given {len(arrays)}")
             work = [a.copy() for a in arrays]
-            cuda.run(self.functions[symbol], symbol, launch, work, nb, nt, pos0)
-            return work[len(inputs):]
+            if "scratch_bytes" in launch:
+                # The fusion's scratch buffer (poisoned too) after the results.
+                work.append(np.full(int(launch["scratch_bytes"]), 0xFF, np.uint8))
+            if int(launch["num_args"]) != len(work):
+                raise RuntimeError(f"opcheck: {symbol} takes {launch['num_args']} buffers, given {len(work)}")
+            name = symbol
+            while True:  # the kernel, then its `then` kernel(s), same buffers
+                if name not in self.functions:
+                    self.functions[name] = cuda.load(self.kernels[name][0], name)
+                cuda.run(self.functions[name], name, self.kernels[name][1], work, nb, nt, pos0)
+                name = self.kernels[name][1].get("then")
+                if not name:
+                    break
+                if name not in self.kernels:
+                    raise RuntimeError(f"opcheck: {symbol}'s then-kernel {name} is not in the PTX")
+            return work[len(inputs):len(arrays)]
         ptrs = (ctypes.c_void_p * len(arrays))(
             *[a.ctypes.data_as(ctypes.c_void_p) for a in arrays])
         fn = getattr(self.lib, symbol)
