@@ -241,8 +241,13 @@ public:
   LogicalResult emitAttentionGrad(AttentionGradOp op, Value r, Value h,
                                   bool kv);
   LogicalResult emitReduction(Value p, Value q);
+  /// With `scratch`, only the row tiles [tileBegin, tileEnd) are added and
+  /// the sums go to scratch[(split * outputs + i) * cols + column] instead
+  /// of the outputs (the split form, see emitKernel).
   LogicalResult emitNormParamGrad(Operation *normGrad, Value chunk, Value tid,
-                                  int64_t warps, int64_t lanes, Value smem);
+                                  int64_t warps, int64_t lanes, Value smem,
+                                  Value tileBegin = {}, Value tileEnd = {},
+                                  Value scratch = {}, Value split = {});
   LogicalResult emitScalar();
   LogicalResult emitRowSumWarp(RowSumOp op, Value lane);
   LogicalResult emitEmbeddingGradWarp(EmbeddingGradOp op, Value flat,
@@ -1996,7 +2001,9 @@ LogicalResult Emitter::emitReduction(Value p, Value q) {
 /// of once per column, and every access is a 16-byte vector.
 LogicalResult Emitter::emitNormParamGrad(Operation *normGrad, Value chunk,
                                          Value tid, int64_t warps,
-                                         int64_t lanes, Value smem) {
+                                         int64_t lanes, Value smem,
+                                         Value tileBegin, Value tileEnd,
+                                         Value scratch, Value split) {
   auto rms = dyn_cast<RmsNormGradOp>(normGrad);
   auto ln = dyn_cast<LayerNormGradOp>(normGrad);
   Value x = rms ? rms.getX() : ln.getX();
@@ -2019,7 +2026,13 @@ LogicalResult Emitter::emitNormParamGrad(Operation *normGrad, Value chunk,
   for (Value v : yield.getValues())
     which.push_back(cast<OpResult>(v).getResultNumber());
   SmallVector<Value> init(which.size() * vecW, cF32(0.0));
-  auto tiles = b.create<scf::ForOp>(loc, cIdx(0), rows, cIdx(warps), init);
+  Value firstRow = cIdx(0), endRow = rows;
+  if (scratch) {
+    firstRow = b.create<arith::MulIOp>(loc, tileBegin, cIdx(warps));
+    endRow = b.create<arith::MulIOp>(loc, tileEnd, cIdx(warps));
+  }
+  auto tiles =
+      b.create<scf::ForOp>(loc, firstRow, endRow, cIdx(warps), init);
   {
     OpBuilder::InsertionGuard g(b);
     b.setInsertionPointToStart(tiles.getBody());
@@ -2096,6 +2109,34 @@ LogicalResult Emitter::emitNormParamGrad(Operation *normGrad, Value chunk,
     }
     b.create<gpu::BarrierOp>(loc);
     b.create<scf::YieldOp>(loc, acc);
+  }
+  if (scratch) {
+    // This split's sums of the thread's chunk, one f32 partial per column.
+    auto guard = b.create<scf::IfOp>(loc, storeGuard, false);
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(&guard.getThenRegion().front());
+    Value perSplit = cIdx(int64_t(which.size()) * cols);
+    for (unsigned i = 0; i < which.size(); ++i) {
+      Value at = b.create<arith::AddIOp>(
+          loc,
+          b.create<arith::AddIOp>(
+              loc, b.create<arith::MulIOp>(loc, split, perSplit),
+              cIdx(int64_t(i) * cols)),
+          base);
+      for (int64_t k = 0; k < vecW; k += 4) {
+        Value v = b.create<vector::FromElementsOp>(
+            loc, VectorType::get({4}, b.getF32Type()),
+            ValueRange{tiles.getResult(i * vecW + k),
+                       tiles.getResult(i * vecW + k + 1),
+                       tiles.getResult(i * vecW + k + 2),
+                       tiles.getResult(i * vecW + k + 3)});
+        b.create<vector::StoreOp>(
+            loc, v, scratch,
+            ValueRange{b.create<arith::AddIOp>(loc, at, cIdx(k))},
+            /*nontemporal=*/false, llvm::Align(16));
+      }
+    }
+    return success();
   }
   for (auto [i, mem] : llvm::enumerate(outputMem))
     for (int64_t k = 0; k < vecW; ++k)
@@ -2681,6 +2722,8 @@ double estimateBytes(FusionOp fusion) {
 //===----------------------------------------------------------------------===//
 
 constexpr int64_t kNormMaxBlocks = 1024;
+/// Blocks a split norm weight gradient aims at (4 per SM of an H100/H200).
+constexpr int64_t kNormSplitBlocks = 4 * 132;
 
 /// `v` (f64) from lane (lane ^ off) of the warp: two 32-bit shuffles.
 Value shuffleXorF64(OpBuilder &b, Location loc, Value v, int32_t off) {
@@ -2946,6 +2989,107 @@ LogicalResult emitGlobalNormGpu(FusionOp fusion, GlobalNormOp gn,
     b.create<gpu::ReturnOp>(loc);
   }
   fusion->setAttr(kattrs::kScratchBytes, builder.getI64IntegerAttr(8 * blocks));
+  fusion->setAttr(kattrs::kThenKernel, builder.getStringAttr(finalName));
+  return success();
+}
+
+/// The second kernel of a split norm weight gradient (emitKernel,
+/// normSplits): thread c adds, for every output i, the `splits` partial sums
+/// scratch[(s * outputs + i) * cols + chunk c] in the order s = 0, 1, ...
+/// and stores them (16-byte vectors) in output i. In a gpu.module of its own
+/// next to the first kernel's, named <name>_final, with the same arguments.
+LogicalResult emitNormSplitFinal(FusionOp fusion, StringRef name,
+                                 FunctionType fnType, unsigned nIn,
+                                 int64_t outputs, int64_t cols, int64_t vecW,
+                                 int64_t splits, int64_t blockDim,
+                                 OpBuilder &builder) {
+  Location loc = fusion.getLoc();
+  Operation *gm = builder.getInsertionBlock()->getParentOp();
+  if (!isa<gpu::GPUModuleOp>(gm))
+    return fusion.emitOpError("internal error: sm_90a kernels live in a "
+                              "gpu.module");
+  std::string finalName = (name + "_final").str();
+  OpBuilder mb(fusion.getContext());
+  mb.setInsertionPointAfter(gm);
+  auto gm2 = mb.create<gpu::GPUModuleOp>(loc, finalName);
+  OpBuilder kb = OpBuilder::atBlockBegin(gm2.getBody());
+  auto fn = kb.create<gpu::GPUFuncOp>(loc, finalName, fnType);
+  fn->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), kb.getUnitAttr());
+  int64_t chunks = cols / vecW;
+  SmallVector<Attribute> fused;
+  for (Operation &op : fusion.getBody().front().without_terminator())
+    fused.push_back(kb.getStringAttr(op.getName().getStringRef()));
+  fn->setAttr(kattrs::kKind, fusion.getKindAttr());
+  fn->setAttr(kattrs::kFusedOps, kb.getArrayAttr(fused));
+  fn->setAttr(kattrs::kCols, kb.getI64IntegerAttr(1));
+  fn->setAttr(kattrs::kFixedRows, kb.getI64IntegerAttr(chunks));
+  fn->setAttr(kattrs::kNumArgs, kb.getI64IntegerAttr(nIn + 1));
+  fn->setAttr(kattrs::kFlops,
+              kb.getF64FloatAttr(double(splits * outputs * cols)));
+  fn->setAttr(kattrs::kBytes,
+              kb.getF64FloatAttr(4.0 * (splits + 2) * outputs * cols));
+  fn->setAttr(kattrs::kBlockDim, kb.getI64IntegerAttr(blockDim));
+
+  Block *entry = &fn.getBody().front();
+  OpBuilder b = OpBuilder::atBlockEnd(entry);
+  auto cIdx = [&](int64_t x) {
+    return b.create<arith::ConstantIndexOp>(loc, x).getResult();
+  };
+  Value bid = b.create<gpu::BlockIdOp>(loc, gpu::Dimension::x);
+  Value tid = b.create<gpu::ThreadIdOp>(loc, gpu::Dimension::x);
+  Value c = b.create<arith::AddIOp>(
+      loc, b.create<arith::MulIOp>(loc, bid, cIdx(blockDim)), tid);
+  auto guard = b.create<scf::IfOp>(
+      loc, b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::ult, c,
+                                   cIdx(chunks)),
+      false);
+  b.setInsertionPointToStart(&guard.getThenRegion().front());
+  Value scratch = entry->getArgument(nIn);
+  Value col = b.create<arith::MulIOp>(loc, c, cIdx(vecW));
+  auto vt = VectorType::get({4}, b.getF32Type());
+  Value zero = b.create<arith::ConstantOp>(loc, DenseElementsAttr::get(
+                                                    vt, b.getF32FloatAttr(0)));
+  unsigned firstOutput = nIn - outputs;
+  for (int64_t i = 0; i < outputs; ++i) {
+    SmallVector<Value> init(vecW / 4, zero);
+    auto loop = b.create<scf::ForOp>(loc, cIdx(0), cIdx(splits), cIdx(1),
+                                     init);
+    {
+      OpBuilder::InsertionGuard g(b);
+      b.setInsertionPointToStart(loop.getBody());
+      Value at = b.create<arith::AddIOp>(
+          loc,
+          b.create<arith::MulIOp>(
+              loc,
+              b.create<arith::AddIOp>(
+                  loc,
+                  b.create<arith::MulIOp>(loc, loop.getInductionVar(),
+                                          cIdx(outputs)),
+                  cIdx(i)),
+              cIdx(cols)),
+          col);
+      SmallVector<Value> acc;
+      for (int64_t k = 0; k < vecW / 4; ++k) {
+        Value v = b.create<vector::LoadOp>(
+            loc, vt, scratch,
+            ValueRange{b.create<arith::AddIOp>(loc, at, cIdx(4 * k))},
+            /*nontemporal=*/false, llvm::Align(16));
+        acc.push_back(
+            b.create<arith::AddFOp>(loc, loop.getRegionIterArgs()[k], v));
+      }
+      b.create<scf::YieldOp>(loc, acc);
+    }
+    Value out = entry->getArgument(firstOutput + i);
+    for (int64_t k = 0; k < vecW / 4; ++k)
+      b.create<vector::StoreOp>(
+          loc, loop.getResult(k), out,
+          ValueRange{b.create<arith::AddIOp>(loc, col, cIdx(4 * k))},
+          /*nontemporal=*/false, llvm::Align(16));
+  }
+  b.setInsertionPointToEnd(entry);
+  b.create<gpu::ReturnOp>(loc);
+  fusion->setAttr(kattrs::kScratchBytes,
+                  builder.getI64IntegerAttr(4 * splits * outputs * cols));
   fusion->setAttr(kattrs::kThenKernel, builder.getStringAttr(finalName));
   return success();
 }
@@ -3319,6 +3463,29 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
     if (vec != VecKind::None)
       vecW = w;
   }
+  // A norm's weight gradient over many rows: with only cols / vecW threads
+  // (2048 columns: 2 blocks) it cannot fill the GPU, so the row tiles are
+  // split over `normSplits` groups of blocks that store f32 partial sums in
+  // a scratch buffer, and a second kernel adds the splits in order
+  // (deterministic) into the outputs. Enough splits for about
+  // kNormSplitBlocks blocks, each split at least 8 row tiles of the
+  // capacity; f32 outputs only.
+  int64_t normSplits = 1, normColBlocks = 0;
+  if (vec == VecKind::NormParamGrad) {
+    int64_t chunks = rowCols / vecW;
+    normColBlocks = (chunks + blockDim - 1) / blockDim;
+    int64_t capacity =
+        cast<RankedTensorType>(normParamGrad->getOperand(0).getType())
+            .getDimSize(0);
+    bool f32Outs = llvm::all_of(fusion.getResultTypes(), [](Type t) {
+      return cast<RankedTensorType>(t).getElementType().isF32();
+    });
+    if (f32Outs && !ShapedType::isDynamic(capacity)) {
+      int64_t byRows = capacity / (blockDim / 32 * 8);
+      int64_t want = (kNormSplitBlocks + normColBlocks - 1) / normColBlocks;
+      normSplits = std::clamp<int64_t>(std::min(want, byRows), 1, 256);
+    }
+  }
   int64_t parallelCols = shape == Shape::Row || shape == Shape::LossRows ? 1
                          : shape == Shape::Attention ? attention.getNumHeads()
                          : shape == Shape::AttnGradQ
@@ -3345,6 +3512,10 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
     argTypes.push_back(memrefFor(t));
   for (Type t : fusion.getResultTypes())
     argTypes.push_back(memrefFor(t));
+  const int64_t numOutputs = fusion.getNumResults();
+  if (normSplits > 1) // the partial sums, after the results
+    argTypes.push_back(MemRefType::get({normSplits * numOutputs * rowCols},
+                                       builder.getF32Type()));
   Type i64 = builder.getI64Type();
   argTypes.append({i64, i64, i64});
   FunctionType fnType = builder.getFunctionType(argTypes, {});
@@ -3369,9 +3540,10 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
   auto toIndex = [&](Value v) {
     return b.create<arith::IndexCastOp>(loc, b.getIndexType(), v).getResult();
   };
-  Value nb = toIndex(entry->getArgument(nIn));
-  Value nt = toIndex(entry->getArgument(nIn + 1));
-  Value pos0 = toIndex(entry->getArgument(nIn + 2));
+  const unsigned region = nIn + (normSplits > 1 ? 1 : 0);
+  Value nb = toIndex(entry->getArgument(region));
+  Value nt = toIndex(entry->getArgument(region + 1));
+  Value pos0 = toIndex(entry->getArgument(region + 2));
   Emitter em(b, loc, fusion, memrefs, nb, nt, pos0,
              target == KernelTarget::Gpu);
   Value rows = fixedRows ? em.cIdx(fixedRows)
@@ -3460,20 +3632,50 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
                             b.getContext(), gpu::AddressSpace::Workgroup));
     Value smem = fn.addWorkgroupAttribution(smemTy, loc);
     Value bid = b.create<gpu::BlockIdOp>(loc, gpu::Dimension::x);
-    Value bdim = b.create<gpu::BlockDimOp>(loc, gpu::Dimension::x);
     Value tid = b.create<gpu::ThreadIdOp>(loc, gpu::Dimension::x);
+    const int64_t chunks = launchRows;
+    Value split, colBlock = bid, tileBegin, tileEnd;
+    if (normSplits > 1) {
+      // Block (split, column block): split s adds the row tiles
+      // [s * tiles / S, (s + 1) * tiles / S) of the active rows.
+      split = b.create<arith::DivUIOp>(loc, bid, em.cIdx(normColBlocks));
+      colBlock = b.create<arith::RemUIOp>(loc, bid, em.cIdx(normColBlocks));
+      Value tiles = b.create<arith::DivUIOp>(
+          loc, b.create<arith::AddIOp>(loc, rows, em.cIdx(warps - 1)),
+          em.cIdx(warps));
+      auto bound = [&](Value sp) {
+        return b
+            .create<arith::DivUIOp>(
+                loc, b.create<arith::MulIOp>(loc, sp, tiles),
+                em.cIdx(normSplits))
+            .getResult();
+      };
+      tileBegin = bound(split);
+      tileEnd = bound(b.create<arith::AddIOp>(loc, split, em.cIdx(1)));
+    }
     Value flat = b.create<arith::AddIOp>(
-        loc, b.create<arith::MulIOp>(loc, bid, bdim), tid);
+        loc, b.create<arith::MulIOp>(loc, colBlock, em.cIdx(blockDim)), tid);
     Value inRange = b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::ult,
-                                            flat, em.cIdx(launchRows));
-    Value chunk = b.create<arith::MinUIOp>(loc, flat, em.cIdx(launchRows - 1));
+                                            flat, em.cIdx(chunks));
+    Value chunk = b.create<arith::MinUIOp>(loc, flat, em.cIdx(chunks - 1));
     em.vecW = vecW;
     em.storeGuard = inRange;
-    if (failed(em.emitNormParamGrad(normParamGrad, chunk, tid, warps, rowLanes,
-                                    smem)))
+    if (failed(em.emitNormParamGrad(
+            normParamGrad, chunk, tid, warps, rowLanes, smem, tileBegin,
+            tileEnd, normSplits > 1 ? entry->getArgument(nIn) : Value(),
+            split)))
       return failure();
     b.setInsertionPointToEnd(entry);
     b.create<gpu::ReturnOp>(loc);
+    if (normSplits > 1) {
+      // Launched as normSplits x (normColBlocks x blockDim) threads.
+      launchRows = normSplits;
+      parallelCols = normColBlocks * blockDim;
+      if (failed(emitNormSplitFinal(fusion, name, fnType, nIn, numOutputs,
+                                    rowCols, vecW, normSplits, blockDim,
+                                    builder)))
+        return failure();
+    }
   } else if (vec == VecKind::Row) {
     // No early exit: every lane of a row takes part in its shuffles. Lanes
     // past the last row compute on the last row and store nothing.
@@ -3620,7 +3822,8 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
   if (fixedRows)
     kernelOp->setAttr(kattrs::kFixedRows,
                       builder.getI64IntegerAttr(launchRows));
-  kernelOp->setAttr(kattrs::kNumArgs, builder.getI64IntegerAttr(nIn));
+  kernelOp->setAttr(kattrs::kNumArgs,
+                    builder.getI64IntegerAttr(nIn + (normSplits > 1 ? 1 : 0)));
   kernelOp->setAttr(kattrs::kFlops,
                     builder.getF64FloatAttr(estimateFlops(fusion)));
   kernelOp->setAttr(kattrs::kBytes,

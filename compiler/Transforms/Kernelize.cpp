@@ -220,6 +220,14 @@ struct ColossusKernelizePass final
             entry = &f.getBody().front();
           else if (auto g = dyn_cast_or_null<gpu::GPUFuncOp>(kernel))
             entry = &g.getBody().front();
+          // A fusion run as two kernels (a split reduction: partial sums,
+          // then their total) stores its results in the second.
+          if (auto then = fusion->getAttrOfType<StringAttr>(
+                  colossus::kattrs::kThenKernel)) {
+            auto gm = kernels.lookupSymbol<gpu::GPUModuleOp>(then);
+            auto g = gm ? gm.lookupSymbol<gpu::GPUFuncOp>(then) : nullptr;
+            entry = g ? &g.getBody().front() : nullptr;
+          }
           unsigned numInputs = fusion.getBody().front().getNumArguments();
           if (!entry ||
               failed(accumulateIntoOutputs(*entry, numInputs, it->second,
