@@ -133,15 +133,11 @@ LogicalResult Differentiator::vjp(OpBuilder &b, Operation *op,
     return acc(o.getRhs(), b.create<MulOp>(loc, g(), o.getLhs()));
   }
   if (auto o = dyn_cast<ConvertOp>(op)) {
-    // The f32 logits of a bf16 model: their f32 gradient goes to the output
-    // projection's rule as it is (a linear takes an f32 dy against a bf16
-    // weight), so no bf16 copy of the vocabulary-sized gradient is stored.
-    auto lin = o.getX().getDefiningOp<LinearOp>();
-    if (lin && o.getX().hasOneUse() &&
-        getElementTypeOrSelf(g().getType()).isF32() &&
-        getElementTypeOrSelf(lin.getWeight().getType()).isBF16() &&
-        getElementTypeOrSelf(lin.getX().getType()).isBF16())
-      return acc(o.getX(), g());
+    // The gradient is rounded to x's type. For the f32 logits of a bf16
+    // model this is the bf16 dlogits of PyTorch's autocast: the loss and its
+    // softmax stay f32, the stored gradient is bf16, so the output
+    // projection's two backward GEMMs read bf16 operands (colossus-fuse
+    // stores the rounded gradient from the loss kernel; docs/training.md).
     return acc(o.getX(), b.create<ConvertOp>(loc, g(),
                                              TypeAttr::get(getElementTypeOrSelf(
                                                  o.getX().getType()))));
@@ -164,11 +160,6 @@ LogicalResult Differentiator::vjp(OpBuilder &b, Operation *op,
     // y = x W^T: dx = dy W, dW = dy^T x (and transposed for y = x W).
     Value dx = b.create<LinearOp>(loc, g(), o.getWeight(), Value(),
                                   b.getBoolAttr(!tw));
-    // An f32 dy (see the convert rule) gives an f32 dx: x's adjoint has
-    // x's type (the conversion is the GEMM's epilogue).
-    Type xe = getElementTypeOrSelf(o.getX().getType());
-    if (getElementTypeOrSelf(dx.getType()) != xe)
-      dx = b.create<ConvertOp>(loc, dx, TypeAttr::get(xe));
     if (failed(acc(o.getX(), dx)))
       return failure();
     Value dw =

@@ -14,10 +14,11 @@
 //   - absorbing sibling cache writes, so that a layer's keys and values are
 //     stored by one kernel.
 // Norms, softmax and attention need whole rows (or the whole context) and
-// form groups of their own. Views (positions, slice) are cloned into every
-// group that reads them. A group is emitted at the position of its last op;
-// an absorption is refused when a value of the group has a user outside it
-// that would then come before the group.
+// form groups of their own; two row groups take the conversion of their
+// result (AdamW's bf16 parameter copy, the loss kernel's bf16 dlogits). Views
+// (positions, slice) are cloned into every group that reads them. A group is
+// emitted at the position of its last op; an absorption is refused when a value
+// of the group has a user outside it that would then come before the group.
 //
 //===----------------------------------------------------------------------===//
 #include "colossus/Compiler/Passes.h"
@@ -273,6 +274,23 @@ void Fuser::grow(Group &g) {
       }
     return;
   }
+  // Mixed precision: the loss kernel stores the bf16 dlogits (the rounding
+  // of the f32 gradient that autodiff puts before the output projection's
+  // backward GEMMs) itself, so no f32 copy of the vocabulary-sized gradient
+  // is written.
+  if (auto rows = dyn_cast<CrossEntropyRowsOp>(g.root)) {
+    Value dl = rows.getDlogits();
+    auto cv =
+        dl.hasOneUse() ? dyn_cast<ConvertOp>(*dl.user_begin()) : ConvertOp();
+    if (cv && !groupOf.count(cv) && cv->getBlock() == &block &&
+        getElementTypeOrSelf(cv.getType()).isBF16() &&
+        externalUsersAfter(g, {cv}, later(g.last, cv.getOperation()))) {
+      g.ops.insert(cv);
+      groupOf[cv] = &g;
+      g.last = later(g.last, cv);
+    }
+    return;
+  }
   // A norm gradient's dx kernel takes the elementwise ops that consume dx,
   // such as the sum with the residual stream's adjoint (the norm backward
   // "with the residual"); its dweight kernel reduces over the rows and
@@ -364,6 +382,13 @@ void Fuser::fuseLossWithGrad() {
     ce.getResult().replaceAllUsesWith(sum.getResult());
     g.erase();
     ce.erase();
+    // A bf16 step rounds dlogits: the conversion (it reads nothing else)
+    // moves next to the row kernel, whose group then takes it (grow).
+    Value dl = rows.getDlogits();
+    if (dl.hasOneUse())
+      if (auto cv = dyn_cast<ConvertOp>(*dl.user_begin());
+          cv && cv->getBlock() == &block)
+        cv->moveAfter(rows);
   }
 }
 

@@ -1499,16 +1499,22 @@ FailureOr<Value> Emitter::validTargetCount(Value targets, int64_t ignore) {
 /// One logits row r of cross_entropy_rows: a pass over the targets for the
 /// number of valid ones, one pass over the row for its log-sum-exp (online
 /// max and normalizer), the row's loss term, then dlogits column by column.
-/// Every element of the row is read before it is written, so dlogits may
-/// share the logits buffer.
+/// Every element of the row is read before it is written, so f32 dlogits
+/// may share the logits buffer. A bf16 step's group also holds dlogits'
+/// conversion to bf16: the kernel stores the rounded values instead (into a
+/// buffer of its own).
 LogicalResult Emitter::emitCrossEntropyRows(CrossEntropyRowsOp op, Value r) {
   Value termsOut, dlOut;
   auto yield = cast<YieldOp>(fusion.getBody().front().getTerminator());
   for (auto [i, y] : llvm::enumerate(yield.getValues())) {
+    auto cv = y.getDefiningOp<ConvertOp>();
     if (y == op.getTerms())
       termsOut = outputMem[i];
-    else if (y == op.getDlogits())
-      dlOut = outputMem[i];
+    else if (y == op.getDlogits() || (cv && cv.getX() == op.getDlogits())) {
+      if (dlOut)
+        return op.emitOpError("dlogits stored in two types by one kernel");
+      dlOut = outputMem[i]; // stores round to a bf16 buffer's type
+    }
   }
   int64_t cols = cast<RankedTensorType>(op.getLogits().getType()).getDimSize(1);
   int64_t ignore = static_cast<int64_t>(op.getIgnoreIndex());
@@ -3323,9 +3329,13 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
   for (Operation &op : body)
     if (auto l = dyn_cast<CrossEntropyRowsOp>(op))
       lossRows = l;
+  // (With the bf16 rounding of its dlogits, which only sets the type the
+  // kernel stores.)
   if (shape == Shape::LossRows &&
-      llvm::count_if(body, [](Operation &op) {
-        return !isa<PositionsOp, SliceOp, YieldOp, arith::ConstantOp>(op);
+      llvm::count_if(body, [&](Operation &op) {
+        auto cv = dyn_cast<ConvertOp>(op);
+        return !isa<PositionsOp, SliceOp, YieldOp, arith::ConstantOp>(op) &&
+               !(cv && cv.getX() == lossRows.getDlogits());
       }) != 1)
     return fusion.emitOpError(
         "cross_entropy_rows must form a kernel of its own");

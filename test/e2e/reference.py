@@ -104,10 +104,37 @@ def _act(name: str):
 # training oracle's --activations flag): "bf16" rounds the output of every
 # module (norm, projection, rope, attention, activation function, product,
 # residual sum) to bfloat16, as a PyTorch model in bf16 does; the rounding's
-# derivative rounds the cotangent the same way. Logits stay float32.
+# derivative rounds the cotangent the same way. Logits stay float32 (their
+# cotangent is rounded: _logits_rounder).
 def _rounder(cfg: dict):
     if cfg.get("_colossus_activations", "f32") == "bf16":
         return lambda x: x.astype(jnp.bfloat16).astype(jnp.float32)
+    return lambda x: x
+
+
+# The logits stay float32 in the forward, but with "bf16" their cotangent
+# (the loss gradient dlogits) is rounded to bfloat16 before it reaches the
+# output projection, as PyTorch's bf16 autocast stores it (and colossus's
+# --precision=bf16 step: docs/training.md, "Mixed precision").
+@jax.custom_vjp
+def _round_cotangent(x):
+    return x
+
+
+def _round_cotangent_fwd(x):
+    return x, None
+
+
+def _round_cotangent_bwd(_, g):
+    return (g.astype(jnp.bfloat16).astype(jnp.float32),)
+
+
+_round_cotangent.defvjp(_round_cotangent_fwd, _round_cotangent_bwd)
+
+
+def _logits_rounder(cfg: dict):
+    if cfg.get("_colossus_activations", "f32") == "bf16":
+        return _round_cotangent
     return lambda x: x
 
 
@@ -256,7 +283,7 @@ def _llama_jit(cfg_json: str, j, ids):
         head = j["model.embed_tokens.weight"]
     else:
         head = j["lm_head.weight"]
-    return x @ head.T
+    return _logits_rounder(cfg)(x @ head.T)
 
 
 # --------------------------------------------------------------------------
@@ -306,7 +333,7 @@ def _gpt2_jit(cfg_json: str, j, ids):
     x = r(_layer_norm(x, j["ln_f.weight"], j["ln_f.bias"], eps))
     # GPT2LMHeadModel ties lm_head to wte (tie_word_embeddings defaults to True).
     head = j["wte.weight"] if cfg.get("tie_word_embeddings", True) else j["lm_head.weight"]
-    return x @ head.T
+    return _logits_rounder(cfg)(x @ head.T)
 
 
 # --------------------------------------------------------------------------

@@ -190,7 +190,8 @@ def main(argv=None) -> int:
         p.add_argument("--activations", choices=["f32", "bf16"], default="f32",
                        help="bf16: mixed precision as a PyTorch bf16 model: every module's output "
                             "(and its gradient) rounded to bf16, the forward reading the f32 "
-                            "master weights rounded to bf16; gradients, AdamW and logits in f32")
+                            "master weights rounded to bf16; gradients, AdamW and logits in f32, the "
+                            "logits' gradient rounded to bf16")
         p.add_argument("--json", action="store_true")
         if name == "loss-grads":
             p.add_argument("--step", type=int, default=0, help="0-based optimizer step index")

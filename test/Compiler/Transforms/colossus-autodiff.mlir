@@ -179,18 +179,18 @@ func.func @loss(%x: tensor<8x16xf32> {colossus.param = "x"}, %t: tensor<8xi32>) 
 
 // Mixed precision: a bf16 model's f32 logits. The parameter gradient is f32
 // (a sum over the rows) although the parameter is bf16; the f32 loss
-// gradient feeds the projection's rule as it is, and dx is converted back
-// to x's bf16; a convert that is not of a linear's result converts its
-// adjoint.
+// gradient is rounded to bf16 (the convert rule: the adjoint gets x's type,
+// PyTorch autocast's bf16 dlogits), so both of the projection's backward
+// GEMMs read bf16 operands; dx is bf16 like x.
 // CHECK-LABEL: func.func @loss_grad
 // CHECK-SAME: -> (tensor<f32>, tensor<8x16xf32> {colossus.param = "h"}, tensor<32x16xf32> {colossus.param = "w"})
 // CHECK: %[[Y:.*]] = colossus.linear %[[X:.*]], %[[W:.*]] : tensor<8x16xbf16>, tensor<32x16xbf16>
 // CHECK: %[[Y32:.*]] = colossus.convert %[[Y]] to f32 : tensor<8x32xbf16>
-// CHECK: %[[DY:.*]] = colossus.cross_entropy_grad %[[Y32]]
-// CHECK: %[[DX:.*]] = colossus.linear %[[DY]], %[[W]] {transpose_w = false} : tensor<8x32xf32>, tensor<32x16xbf16>
-// CHECK: %[[DXB:.*]] = colossus.convert %[[DX]] to bf16 : tensor<8x16xf32>
-// CHECK: %[[DW:.*]] = colossus.linear_weight_grad %[[X]], %[[DY]] : tensor<8x16xbf16>, tensor<8x32xf32>
-// CHECK: %[[DH:.*]] = colossus.convert %[[DXB]] to f32 : tensor<8x16xbf16>
+// CHECK: %[[DY32:.*]] = colossus.cross_entropy_grad %[[Y32]]
+// CHECK: %[[DY:.*]] = colossus.convert %[[DY32]] to bf16 : tensor<8x32xf32>
+// CHECK: %[[DX:.*]] = colossus.linear %[[DY]], %[[W]] {transpose_w = false} : tensor<8x32xbf16>, tensor<32x16xbf16>
+// CHECK: %[[DW:.*]] = colossus.linear_weight_grad %[[X]], %[[DY]] : tensor<8x16xbf16>, tensor<8x32xbf16>
+// CHECK: %[[DH:.*]] = colossus.convert %[[DX]] to f32 : tensor<8x16xbf16>
 // CHECK: return %{{.*}}, %[[DH]], %[[DW]]
 func.func @loss(%h: tensor<8x16xf32> {colossus.param = "h"}, %t: tensor<8xi32>,
                 %w: tensor<32x16xbf16> {colossus.param = "w"}) -> tensor<f32> {

@@ -148,6 +148,49 @@ func.func @loss_with_grad(%x: tensor<8x32xf32>, %t: tensor<8xi32>) -> (tensor<f3
 
 // -----
 
+// Mixed precision: autodiff rounds dlogits to bf16 for the output
+// projection's backward GEMMs. The conversion (moved next to the row kernel,
+// before the loss sum) joins the loss_grad kernel, which stores the bf16
+// gradient: no f32 dlogits leave it; the GEMMs read the bf16 result.
+// CHECK-LABEL: func.func @loss_with_bf16_grad
+// CHECK: %[[G:.*]]:2 = colossus.fusion "loss_grad"(%{{.*}}, %{{.*}}) : (tensor<8x32xf32>, tensor<8xi32>) -> (tensor<8xf32>, tensor<8x32xbf16>)
+// CHECK:   %[[TERMS:.*]], %[[DL:.*]] = colossus.cross_entropy_rows
+// CHECK:   %[[DLB:.*]] = colossus.convert %[[DL]] to bf16 : tensor<8x32xf32>
+// CHECK:   colossus.yield %[[TERMS]], %[[DLB]] : tensor<8xf32>, tensor<8x32xbf16>
+// CHECK: %[[L:.*]] = colossus.fusion "loss"(%[[G]]#0) : (tensor<8xf32>) -> tensor<f32>
+// CHECK: colossus.fusion "gemm"(%[[G]]#1, %{{.*}}) : (tensor<8x32xbf16>, tensor<32x16xbf16>) -> tensor<8x16xbf16>
+// CHECK: colossus.fusion "reduce"(%{{.*}}, %[[G]]#1) : (tensor<8x16xbf16>, tensor<8x32xbf16>) -> tensor<32x16xf32>
+// CHECK-NOT: colossus.fusion "elementwise"
+// CHECK: return %[[L]],
+func.func @loss_with_bf16_grad(%x: tensor<8x32xf32>, %t: tensor<8xi32>, %h: tensor<8x16xbf16>, %w: tensor<32x16xbf16>) -> (tensor<f32>, tensor<8x16xbf16>, tensor<32x16xf32>) {
+  %l = colossus.cross_entropy %x, %t : tensor<8x32xf32>, tensor<8xi32>
+  %one = arith.constant dense<1.0> : tensor<f32>
+  %g = colossus.cross_entropy_grad %x, %t, %one : tensor<8x32xf32>, tensor<8xi32>, tensor<f32>
+  %gb = colossus.convert %g to bf16 : tensor<8x32xf32>
+  %dh = colossus.linear %gb, %w {transpose_w = false} : tensor<8x32xbf16>, tensor<32x16xbf16>
+  %dw = colossus.linear_weight_grad %h, %gb : tensor<8x16xbf16>, tensor<8x32xbf16>
+  return %l, %dh, %dw : tensor<f32>, tensor<8x16xbf16>, tensor<32x16xf32>
+}
+
+// -----
+
+// f32 dlogits read by something else too: the row kernel stores them in f32
+// and the conversion is an elementwise kernel of its own.
+// CHECK-LABEL: func.func @loss_with_grad_used_twice
+// CHECK: %[[G:.*]]:2 = colossus.fusion "loss_grad"(%{{.*}}, %{{.*}}) : (tensor<8x32xf32>, tensor<8xi32>) -> (tensor<8xf32>, tensor<8x32xf32>)
+// CHECK-NOT: colossus.convert
+// CHECK: colossus.fusion "elementwise"(%[[G]]#1) : (tensor<8x32xf32>) -> tensor<8x32xbf16>
+// CHECK:   colossus.convert
+func.func @loss_with_grad_used_twice(%x: tensor<8x32xf32>, %t: tensor<8xi32>) -> (tensor<f32>, tensor<8x32xf32>, tensor<8x32xbf16>) {
+  %l = colossus.cross_entropy %x, %t : tensor<8x32xf32>, tensor<8xi32>
+  %one = arith.constant dense<1.0> : tensor<f32>
+  %g = colossus.cross_entropy_grad %x, %t, %one : tensor<8x32xf32>, tensor<8xi32>, tensor<f32>
+  %gb = colossus.convert %g to bf16 : tensor<8x32xf32>
+  return %l, %g, %gb : tensor<f32>, tensor<8x32xf32>, tensor<8x32xbf16>
+}
+
+// -----
+
 // Different ignore indices: not the same loss, left as two kernels.
 // CHECK-LABEL: func.func @loss_and_other_grad
 // CHECK: colossus.fusion "loss"
