@@ -41,8 +41,8 @@
 #include "llvm/Support/FormatVariadic.h"
 
 #include <cmath>
-#include <functional>
 #include <cstdio>
+#include <functional>
 
 using namespace mlir;
 using namespace colossus;
@@ -389,12 +389,13 @@ protected:
         Value dO = vector::LoadOp::create(b, loc, v8bf16, tile,
                                           ValueRange{row, mul(unit, idx(8))},
                                           false, llvm::MaybeAlign(16));
-        Value o = loadOut ? loadOut(k)
-                          : vector::LoadOp::create(
-                                b, loc, v8bf16, outMem,
-                                ValueRange{grow, add(colHead, col)}, false,
-                                llvm::MaybeAlign(16))
-                                .getResult();
+        Value o =
+            loadOut
+                ? loadOut(k)
+                : vector::LoadOp::create(b, loc, v8bf16, outMem,
+                                         ValueRange{grow, add(colHead, col)},
+                                         false, llvm::MaybeAlign(16))
+                      .getResult();
         Value prod = arith::MulFOp::create(
             b, loc, arith::ExtFOp::create(b, loc, v8f32, dO),
             arith::ExtFOp::create(b, loc, v8f32, o));
@@ -895,7 +896,9 @@ protected:
 
 /// Builds the body of the dK/dV kernel: one CTA per (key block of 128,
 /// kv head, sequence), K and V resident, Q and dO tiles of 64 query rows of
-/// every query head of the GQA group streamed through a ring of stages.
+/// every query head of the GQA group streamed through a ring of stages;
+/// with tile.prefetchOut (the default) the out and lse rows of the D
+/// computation come one iteration ahead by cp.async into two buffers.
 class AttentionBwdBuilder : BwdKernelBase {
 public:
   AttentionBwdBuilder(OpBuilder &b, Location loc,
@@ -927,9 +930,9 @@ private:
   /// thread tid at byte k * kThreads * 16 + tid * 16 (conflict-free 128-bit
   /// loads), then the tile's lse values at byte kThreads * head_dim / 2.
   Value prefetchOff(Value buf) {
-    return add(
-        idx(2 * t.kvTileBytes() + kBwdStages * (t.stageBytes() + t.statsBytes())),
-        mul(buf, idx(t.prefetchBytes())));
+    return add(idx(2 * t.kvTileBytes() +
+                   kBwdStages * (t.stageBytes() + t.statsBytes())),
+               mul(buf, idx(t.prefetchBytes())));
   }
   int64_t prefetchLseOff() const {
     return HopperAttentionBwdTile::kThreads * p.headDim / 2;
@@ -1012,7 +1015,6 @@ private:
   /// group. Rows past nt are not read.
   void prefetchOut(Value it, Value outMem, Value lseMem);
 
-
   /// One iteration: S^T, dP^T, P^T, dS^T and the dV, dK updates.
   SmallVector<Value> step(Value it, ValueRange acc, Value outMem, Value lseMem);
 
@@ -1049,9 +1051,9 @@ void AttentionBwdBuilder::prefetchOut(Value it, Value outMem, Value lseMem) {
                        "cp.async.cg.shared.global [$0], [g], 16;\n}";
     for (int64_t k = 0; k < perPart / 8; ++k)
       asmVoid(cp16,
-              ValueRange{addI64(dst, cI64(k * HopperAttentionBwdTile::kThreads *
-                                          16)),
-                         addI64(src, cI64(16 * k))},
+              ValueRange{
+                  addI64(dst, cI64(k * HopperAttentionBwdTile::kThreads * 16)),
+                  addI64(src, cI64(16 * k))},
               "l,l,~{memory}");
     Value first =
         arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, part, idx(0));
@@ -1059,8 +1061,8 @@ void AttentionBwdBuilder::prefetchOut(Value it, Value outMem, Value lseMem) {
     b.setInsertionPointToStart(&lse.getThenRegion().front());
     Value lsePtr =
         toI64(memref::ExtractAlignedPointerAsIndexOp::create(b, loc, lseMem));
-    Value lseSrc = addI64(
-        lsePtr, toI64(mul(add(mul(grow, idx(p.heads)), hh), idx(4))));
+    Value lseSrc =
+        addI64(lsePtr, toI64(mul(add(mul(grow, idx(p.heads)), hh), idx(4))));
     Value lseDst =
         addI64(buf, toI64(add(idx(prefetchLseOff()), mul(row, idx(4)))));
     asmVoid("{\n.reg .u64 g;\ncvta.to.global.u64 g, $1;\n"
@@ -1083,8 +1085,8 @@ void AttentionBwdBuilder::stats(Value it, Value slot, Value hh, Value tq0,
     Value buf = prefetchOff(remu(it, 2));
     const int64_t units = HopperAttentionBwdTile::kThreads * p.headDim / 4;
     loadOut = [this, buf, units, tidL](int64_t k) -> Value {
-      Value v = view(MemRefType::get({units}, bf16,
-                                     MemRefLayoutAttrInterface(), smemSpace),
+      Value v = view(MemRefType::get({units}, bf16, MemRefLayoutAttrInterface(),
+                                     smemSpace),
                      buf);
       Value at =
           add(idx(k * HopperAttentionBwdTile::kThreads * 8), mul(tidL, idx(8)));
@@ -1099,9 +1101,9 @@ void AttentionBwdBuilder::stats(Value it, Value slot, Value hh, Value tq0,
   }
   auto [d, lse2] =
       rowStats(valid, row, part, grow, hh, p.headDim, qBox,
-               add(stageOff(slot), idx(doOff(0))), kBwdBq * 128, outMem,
-               lseMem, loadOut ? llvm::function_ref<Value(int64_t)>(loadOut)
-                               : llvm::function_ref<Value(int64_t)>(),
+               add(stageOff(slot), idx(doOff(0))), kBwdBq * 128, outMem, lseMem,
+               loadOut ? llvm::function_ref<Value(int64_t)>(loadOut)
+                       : llvm::function_ref<Value(int64_t)>(),
                loadLse ? llvm::function_ref<Value()>(loadLse)
                        : llvm::function_ref<Value()>());
   Value first =
