@@ -37,13 +37,22 @@
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 
+#include "llvm/Support/CommandLine.h"
 #include "llvm/Support/FormatVariadic.h"
 
 #include <cmath>
 #include <cstdio>
+#include <functional>
 
 using namespace mlir;
 using namespace colossus;
+
+/// Internal: the first dK/dV kernel (out and lse read from global memory
+/// inside the D computation) instead of the prefetching one.
+static llvm::cl::opt<bool> clBwdV1(
+    "hopper-attention-bwd-v1", llvm::cl::Hidden, llvm::cl::init(false),
+    llvm::cl::desc("internal: the first Hopper attention dK/dV kernel (no "
+                   "cp.async prefetch of out and lse)"));
 
 /// The one `OpT` (`what`) of a group besides positions ops; null with
 /// `whyNot` set when there is none or anything else.
@@ -349,12 +358,16 @@ protected:
   /// of head_dim): D = dout . out (dout from the 128-byte swizzled shared
   /// tile at ring offset `tileOff`, 64-column chunks `chunkBytes` apart,
   /// viewed as `box`; out from global memory) summed over the row's 4
-  /// lanes, and lse * log2 e; both 0 when `valid` is false.
-  std::pair<Value, Value> rowStats(Value valid, Value row, Value part,
-                                   Value grow, Value hh, int64_t headDim,
-                                   MemRefType box, Value tileOff,
-                                   int64_t chunkBytes, Value outMem,
-                                   Value lseMem) {
+  /// lanes, and lse * log2 e; both 0 when `valid` is false. With
+  /// `loadOut` / `loadLse` (the dK/dV kernel's prefetch buffers), the
+  /// thread's k-th 8 columns of out and the row's lse come from them
+  /// instead of global memory.
+  std::pair<Value, Value>
+  rowStats(Value valid, Value row, Value part, Value grow, Value hh,
+           int64_t headDim, MemRefType box, Value tileOff, int64_t chunkBytes,
+           Value outMem, Value lseMem,
+           llvm::function_ref<Value(int64_t)> loadOut = nullptr,
+           llvm::function_ref<Value()> loadLse = nullptr) {
     Value colHead = mul(hh, idx(headDim));
     const int64_t perPart = headDim / 4; // 16 or 32 columns
     auto ifValid = scf::IfOp::create(b, loc, TypeRange{f32, f32}, valid, true);
@@ -372,17 +385,27 @@ protected:
         Value unit =
             arith::XOrIOp::create(b, loc, divu(remu(col, 64), 8), remu(row, 8));
         Value tile = view(box, add(tileOff, mul(chunk, idx(chunkBytes))));
+        // 16-byte aligned: one 128-bit load each.
         Value dO = vector::LoadOp::create(b, loc, v8bf16, tile,
-                                          ValueRange{row, mul(unit, idx(8))});
-        Value o = vector::LoadOp::create(b, loc, v8bf16, outMem,
-                                         ValueRange{grow, add(colHead, col)});
+                                          ValueRange{row, mul(unit, idx(8))},
+                                          false, llvm::MaybeAlign(16));
+        Value o =
+            loadOut
+                ? loadOut(k)
+                : vector::LoadOp::create(b, loc, v8bf16, outMem,
+                                         ValueRange{grow, add(colHead, col)},
+                                         false, llvm::MaybeAlign(16))
+                      .getResult();
         Value prod = arith::MulFOp::create(
             b, loc, arith::ExtFOp::create(b, loc, v8f32, dO),
             arith::ExtFOp::create(b, loc, v8f32, o));
         sum = fadd(sum, vector::ReductionOp::create(
                             b, loc, vector::CombiningKind::ADD, prod));
       }
-      Value lse = memref::LoadOp::create(b, loc, lseMem, ValueRange{grow, hh});
+      Value lse =
+          loadLse ? loadLse()
+                  : memref::LoadOp::create(b, loc, lseMem, ValueRange{grow, hh})
+                        .getResult();
       scf::YieldOp::create(b, loc, ValueRange{sum, fmul(lse, cF32(M_LOG2E))});
       b.setInsertionPointToStart(&ifValid.getElseRegion().front());
       scf::YieldOp::create(b, loc, ValueRange{cF32(0.0), cF32(0.0)});
@@ -873,7 +896,9 @@ protected:
 
 /// Builds the body of the dK/dV kernel: one CTA per (key block of 128,
 /// kv head, sequence), K and V resident, Q and dO tiles of 64 query rows of
-/// every query head of the GQA group streamed through a ring of stages.
+/// every query head of the GQA group streamed through a ring of stages;
+/// with tile.prefetchOut (the default) the out and lse rows of the D
+/// computation come one iteration ahead by cp.async into two buffers.
 class AttentionBwdBuilder : BwdKernelBase {
 public:
   AttentionBwdBuilder(OpBuilder &b, Location loc,
@@ -901,6 +926,39 @@ private:
     return add(idx(2 * t.kvTileBytes() + kBwdStages * t.stageBytes()),
                mul(slot, idx(t.statsBytes())));
   }
+  /// Prefetch buffer `buf` (0 or 1): the out rows, 16-byte unit k of
+  /// thread tid at byte k * kThreads * 16 + tid * 16 (conflict-free 128-bit
+  /// loads), then the tile's lse values at byte kThreads * head_dim / 2.
+  Value prefetchOff(Value buf) {
+    return add(idx(2 * t.kvTileBytes() +
+                   kBwdStages * (t.stageBytes() + t.statsBytes())),
+               mul(buf, idx(t.prefetchBytes())));
+  }
+  int64_t prefetchLseOff() const {
+    return HopperAttentionBwdTile::kThreads * p.headDim / 2;
+  }
+  /// Inline PTX without results; clobbers memory, so LLVM keeps the shared
+  /// loads after a cp.async wait.
+  void asmVoid(StringRef text, ValueRange operands, StringRef constraints) {
+    LLVM::InlineAsmOp::create(b, loc, TypeRange(), operands, text, constraints,
+                              /*has_side_effects=*/true,
+                              /*is_align_stack=*/false,
+                              LLVM::tailcallkind::TailCallKind::None,
+                              LLVM::AsmDialectAttr(), ArrayAttr());
+  }
+  Value addI64(Value x, Value y) { return arith::AddIOp::create(b, loc, x, y); }
+  /// %tid.x read where it is used (inline PTX with side effects): keeps
+  /// LLVM from hoisting the thread's prefetch and stats addresses out of
+  /// the loop, where they would stay live across the wgmma accumulators.
+  Value tidHere() {
+    Value v = LLVM::InlineAsmOp::create(
+                  b, loc, i32, ValueRange(), "mov.u32 $0, %tid.x;", "=r",
+                  /*has_side_effects=*/true, /*is_align_stack=*/false,
+                  LLVM::tailcallkind::TailCallKind::None,
+                  LLVM::AsmDialectAttr(), ArrayAttr())
+                  .getResult(0);
+    return arith::IndexCastUIOp::create(b, loc, b.getIndexType(), v);
+  }
   Value barFull(Value slot) { return add(idx(1), slot); }
   Value barEmpty(Value slot) { return add(idx(1 + kBwdStages), slot); }
   Value divuV(Value x, Value y) { return arith::DivUIOp::create(b, loc, x, y); }
@@ -908,9 +966,20 @@ private:
 
   /// Iteration `it` visits query head `hh` (of the kv head's group) and the
   /// query tile starting at token `tq0`.
+  /// (The quotient and remainder by nQb in 32 bits: it < group * nQb.)
   void coords(Value it, Value &hh, Value &tq0) {
-    hh = add(mul(kvHead, idx(p.heads / p.kvHeads)), divuV(it, nQb));
-    tq0 = mul(add(qbFirst, remuV(it, nQb)), idx(kBwdBq));
+    Value q = it, r = it;
+    if (p.heads / p.kvHeads == 1) {
+      q = idx(0);
+    } else {
+      Value it32 = arith::IndexCastUIOp::create(b, loc, i32, it);
+      Value n32 = arith::IndexCastUIOp::create(b, loc, i32, nQb);
+      Value q32 = arith::DivUIOp::create(b, loc, it32, n32);
+      q = arith::IndexCastUIOp::create(b, loc, b.getIndexType(), q32);
+      r = sub(it, mul(q, nQb));
+    }
+    hh = add(mul(kvHead, idx(p.heads / p.kvHeads)), q);
+    tq0 = mul(add(qbFirst, r), idx(kBwdBq));
   }
 
   /// Thread 0: the Q and dO tiles of iteration `it` into stage `slot`.
@@ -934,9 +1003,17 @@ private:
   }
 
   /// All threads: D = rowsum(dO * O) (dO from the swizzled shared tile, O
-  /// from global memory) and lse * log2 e of the tile's 64 rows into the
-  /// stage's stats (0 for rows past nt). 4 threads per row.
-  void stats(Value slot, Value hh, Value tq0, Value outMem, Value lseMem);
+  /// from the prefetch buffer of iteration `it` or global memory) and
+  /// lse * log2 e of the tile's 64 rows into the stage's stats (0 for rows
+  /// past nt). 4 threads per row.
+  void stats(Value it, Value slot, Value hh, Value tq0, Value outMem,
+             Value lseMem);
+
+  /// All threads: cp.async of the out row quarter (head_dim / 4 columns)
+  /// that this thread's D computation of iteration `it` reads, and (one
+  /// thread a row) the row's lse, into prefetch buffer it % 2; one commit
+  /// group. Rows past nt are not read.
+  void prefetchOut(Value it, Value outMem, Value lseMem);
 
   /// One iteration: S^T, dP^T, P^T, dS^T and the dV, dK updates.
   SmallVector<Value> step(Value it, ValueRange acc, Value outMem, Value lseMem);
@@ -951,15 +1028,84 @@ private:
   Value keyPos[2];
 };
 
-void AttentionBwdBuilder::stats(Value slot, Value hh, Value tq0, Value outMem,
-                                Value lseMem) {
-  Value row = divu(tid, 4), part = remu(tid, 4);
+void AttentionBwdBuilder::prefetchOut(Value it, Value outMem, Value lseMem) {
+  Value hh, tq0;
+  coords(it, hh, tq0);
+  Value tidL = t.prefetchOut ? tidHere() : tid;
+  Value row = divu(tidL, 4), part = remu(tidL, 4);
+  Value tq = add(tq0, row);
+  {
+    auto valid = scf::IfOp::create(b, loc, ult(tq, nt), false);
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(&valid.getThenRegion().front());
+    const int64_t perPart = p.headDim / 4;
+    Value grow = add(mul(seqIdx, nt), tq);
+    Value buf = add(ringAddr, toI64(prefetchOff(remu(it, 2))));
+    Value outPtr =
+        toI64(memref::ExtractAlignedPointerAsIndexOp::create(b, loc, outMem));
+    Value elem = add(mul(grow, idx(p.heads * p.headDim)),
+                     add(mul(hh, idx(p.headDim)), mul(part, idx(perPart))));
+    Value src = addI64(outPtr, toI64(mul(elem, idx(2))));
+    Value dst = addI64(buf, toI64(mul(tidL, idx(16))));
+    const char *cp16 = "{\n.reg .u64 g;\ncvta.to.global.u64 g, $1;\n"
+                       "cp.async.cg.shared.global [$0], [g], 16;\n}";
+    for (int64_t k = 0; k < perPart / 8; ++k)
+      asmVoid(cp16,
+              ValueRange{
+                  addI64(dst, cI64(k * HopperAttentionBwdTile::kThreads * 16)),
+                  addI64(src, cI64(16 * k))},
+              "l,l,~{memory}");
+    Value first =
+        arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, part, idx(0));
+    auto lse = scf::IfOp::create(b, loc, first, false);
+    b.setInsertionPointToStart(&lse.getThenRegion().front());
+    Value lsePtr =
+        toI64(memref::ExtractAlignedPointerAsIndexOp::create(b, loc, lseMem));
+    Value lseSrc =
+        addI64(lsePtr, toI64(mul(add(mul(grow, idx(p.heads)), hh), idx(4))));
+    Value lseDst =
+        addI64(buf, toI64(add(idx(prefetchLseOff()), mul(row, idx(4)))));
+    asmVoid("{\n.reg .u64 g;\ncvta.to.global.u64 g, $1;\n"
+            "cp.async.ca.shared.global [$0], [g], 4;\n}",
+            ValueRange{lseDst, lseSrc}, "l,l,~{memory}");
+  }
+  asmVoid("cp.async.commit_group;", ValueRange(), "~{memory}");
+}
+
+void AttentionBwdBuilder::stats(Value it, Value slot, Value hh, Value tq0,
+                                Value outMem, Value lseMem) {
+  Value tidL = t.prefetchOut ? tidHere() : tid;
+  Value row = divu(tidL, 4), part = remu(tidL, 4);
   Value tq = add(tq0, row);
   Value valid = ult(tq, nt);
   Value grow = add(mul(seqIdx, nt), tq);
-  auto [d, lse2] = rowStats(valid, row, part, grow, hh, p.headDim, qBox,
-                            add(stageOff(slot), idx(doOff(0))), kBwdBq * 128,
-                            outMem, lseMem);
+  std::function<Value(int64_t)> loadOut;
+  std::function<Value()> loadLse;
+  if (t.prefetchOut) {
+    Value buf = prefetchOff(remu(it, 2));
+    const int64_t units = HopperAttentionBwdTile::kThreads * p.headDim / 4;
+    loadOut = [this, buf, units, tidL](int64_t k) -> Value {
+      Value v = view(MemRefType::get({units}, bf16, MemRefLayoutAttrInterface(),
+                                     smemSpace),
+                     buf);
+      Value at =
+          add(idx(k * HopperAttentionBwdTile::kThreads * 8), mul(tidL, idx(8)));
+      return vector::LoadOp::create(b, loc, VectorType::get({8}, bf16), v,
+                                    ValueRange{at}, false,
+                                    llvm::MaybeAlign(16));
+    };
+    loadLse = [this, buf, row]() -> Value {
+      Value v = view(statsTy, add(buf, idx(prefetchLseOff())));
+      return memref::LoadOp::create(b, loc, v, ValueRange{row});
+    };
+  }
+  auto [d, lse2] =
+      rowStats(valid, row, part, grow, hh, p.headDim, qBox,
+               add(stageOff(slot), idx(doOff(0))), kBwdBq * 128, outMem, lseMem,
+               loadOut ? llvm::function_ref<Value(int64_t)>(loadOut)
+                       : llvm::function_ref<Value(int64_t)>(),
+               loadLse ? llvm::function_ref<Value()>(loadLse)
+                       : llvm::function_ref<Value()>());
   Value first =
       arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, part, idx(0));
   auto st = scf::IfOp::create(b, loc, first, false);
@@ -991,10 +1137,21 @@ SmallVector<Value> AttentionBwdBuilder::step(Value it, ValueRange acc,
     waitBar(barEmpty(prevSlot), divu(prev, kBwdStages));
     issueQdO(next, prevSlot);
   }
+  if (t.prefetchOut) {
+    // This iteration's out / lse rows (issued one iteration ago) have
+    // landed; the next iteration's go into the other buffer, which this
+    // thread last read before the previous iteration's bar.sync.
+    asmVoid("cp.async.wait_group 0;", ValueRange(), "~{memory}");
+    Value next = add(it, idx(1));
+    auto pf = scf::IfOp::create(b, loc, ult(next, nIter), false);
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(&pf.getThenRegion().front());
+    prefetchOut(next, outMem, lseMem);
+  }
   Value hh, tq0;
   coords(it, hh, tq0);
   waitBar(barFull(slot), use);
-  stats(slot, hh, tq0, outMem, lseMem);
+  stats(it, slot, hh, tq0, outMem, lseMem);
   // The stats of this stage are complete (and every thread is done with
   // the stage's previous use: one barrier per iteration, 3 stages).
   gpu::BarrierOp::create(b, loc);
@@ -1161,8 +1318,12 @@ void AttentionBwdBuilder::build(gpu::GPUFuncOp fn, unsigned numInputs) {
   keyPos[0] = add(j0, r0);
   keyPos[1] = add(j0, add(r0, idx(8)));
 
-  waitBar(idx(0), idx(0));
   Value outMem = args[p.outArg], lseMem = args[p.lseArg];
+  // The out / lse rows of iteration 0 (nIter >= 1: the CTA has a key of
+  // the step's tokens, so some query tile sees it).
+  if (t.prefetchOut)
+    prefetchOut(idx(0), outMem, lseMem);
+  waitBar(idx(0), idx(0));
   SmallVector<Value> acc = {LLVM::ZeroOp::create(b, loc, accType),
                             LLVM::ZeroOp::create(b, loc, accType)};
   {
@@ -1561,6 +1722,7 @@ colossus::matchHopperAttentionBwd(FusionOp fusion, std::string &whyNot) {
     return std::nullopt;
   }
   p.tile.headDim = p.headDim;
+  p.tile.prefetchOut = !clBwdV1;
   HopperAttentionDqTile dqTile;
   dqTile.headDim = p.headDim;
   if (p.tile.dynamicSmemBytes() > HopperAttentionTile::kMaxDynamicSmem ||

@@ -91,15 +91,24 @@ struct HopperAttentionBwdTile {
   static constexpr int64_t kStages = 3;            ///< Q/dO ring depth
   static constexpr int64_t kAlignSlack = 1024;
   int64_t headDim = 0;
+  /// The out and lse rows of the next query tile are prefetched by
+  /// cp.async into shared memory (two buffers) while the current tile is
+  /// computed; false: the first version's global loads inside the D
+  /// computation (internal option --hopper-attention-bwd-v1).
+  bool prefetchOut = true;
 
   int64_t kvTileBytes() const { return kBn * headDim * 2; }
   int64_t qTileBytes() const { return kBq * headDim * 2; }
   int64_t stageBytes() const { return 2 * qTileBytes(); }
   /// Per stage: D and lse (log2 e scaled) of the tile's rows, f32.
   int64_t statsBytes() const { return 2 * kBq * 4; }
+  /// One prefetch buffer: each thread's quarter row of out (head_dim / 2
+  /// bytes), then the tile's kBq lse values (f32).
+  int64_t prefetchBytes() const { return kThreads * headDim / 2 + kBq * 4; }
   int64_t dynamicSmemBytes() const {
     return kAlignSlack + 2 * kvTileBytes() +
-           kStages * (stageBytes() + statsBytes());
+           kStages * (stageBytes() + statsBytes()) +
+           (prefetchOut ? 2 * prefetchBytes() : 0);
   }
 };
 
