@@ -410,8 +410,9 @@ int compileKernelsOnly(bool gpu) {
       auto fr = op->getAttrOfType<IntegerAttr>(kattrs::kFixedRows);
       std::string line;
       llvm::raw_string_ostream ls(line);
-      ls << "block_dim=" << (bd ? bd.getInt() : 0) << " cols="
-         << op->getAttrOfType<IntegerAttr>(kattrs::kCols).getInt() << " rows="
+      ls << "block_dim=" << (bd ? bd.getInt() : 0)
+         << " cols=" << op->getAttrOfType<IntegerAttr>(kattrs::kCols).getInt()
+         << " rows="
          << (fr ? std::to_string(fr.getInt()) : std::string("tokens"))
          << " num_args="
          << op->getAttrOfType<IntegerAttr>(kattrs::kNumArgs).getInt();

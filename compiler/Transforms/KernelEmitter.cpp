@@ -2037,8 +2037,7 @@ LogicalResult Emitter::emitNormParamGrad(Operation *normGrad, Value chunk,
     firstRow = b.create<arith::MulIOp>(loc, tileBegin, cIdx(warps));
     endRow = b.create<arith::MulIOp>(loc, tileEnd, cIdx(warps));
   }
-  auto tiles =
-      b.create<scf::ForOp>(loc, firstRow, endRow, cIdx(warps), init);
+  auto tiles = b.create<scf::ForOp>(loc, firstRow, endRow, cIdx(warps), init);
   {
     OpBuilder::InsertionGuard g(b);
     b.setInsertionPointToStart(tiles.getBody());
@@ -2125,9 +2124,9 @@ LogicalResult Emitter::emitNormParamGrad(Operation *normGrad, Value chunk,
     for (unsigned i = 0; i < which.size(); ++i) {
       Value at = b.create<arith::AddIOp>(
           loc,
-          b.create<arith::AddIOp>(
-              loc, b.create<arith::MulIOp>(loc, split, perSplit),
-              cIdx(int64_t(i) * cols)),
+          b.create<arith::AddIOp>(loc,
+                                  b.create<arith::MulIOp>(loc, split, perSplit),
+                                  cIdx(int64_t(i) * cols)),
           base);
       for (int64_t k = 0; k < vecW; k += 4) {
         Value v = b.create<vector::FromElementsOp>(
@@ -3046,20 +3045,19 @@ LogicalResult emitNormSplitFinal(FusionOp fusion, StringRef name,
   Value c = b.create<arith::AddIOp>(
       loc, b.create<arith::MulIOp>(loc, bid, cIdx(blockDim)), tid);
   auto guard = b.create<scf::IfOp>(
-      loc, b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::ult, c,
-                                   cIdx(chunks)),
+      loc,
+      b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::ult, c, cIdx(chunks)),
       false);
   b.setInsertionPointToStart(&guard.getThenRegion().front());
   Value scratch = entry->getArgument(nIn);
   Value col = b.create<arith::MulIOp>(loc, c, cIdx(vecW));
   auto vt = VectorType::get({4}, b.getF32Type());
-  Value zero = b.create<arith::ConstantOp>(loc, DenseElementsAttr::get(
-                                                    vt, b.getF32FloatAttr(0)));
+  Value zero = b.create<arith::ConstantOp>(
+      loc, DenseElementsAttr::get(vt, b.getF32FloatAttr(0)));
   unsigned firstOutput = nIn - outputs;
   for (int64_t i = 0; i < outputs; ++i) {
     SmallVector<Value> init(vecW / 4, zero);
-    auto loop = b.create<scf::ForOp>(loc, cIdx(0), cIdx(splits), cIdx(1),
-                                     init);
+    auto loop = b.create<scf::ForOp>(loc, cIdx(0), cIdx(splits), cIdx(1), init);
     {
       OpBuilder::InsertionGuard g(b);
       b.setInsertionPointToStart(loop.getBody());
@@ -3655,9 +3653,9 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
           em.cIdx(warps));
       auto bound = [&](Value sp) {
         return b
-            .create<arith::DivUIOp>(
-                loc, b.create<arith::MulIOp>(loc, sp, tiles),
-                em.cIdx(normSplits))
+            .create<arith::DivUIOp>(loc,
+                                    b.create<arith::MulIOp>(loc, sp, tiles),
+                                    em.cIdx(normSplits))
             .getResult();
       };
       tileBegin = bound(split);

@@ -24,9 +24,10 @@
 // step (runStep) is timed with two events and, unless CudaOptions::graphs is
 // off, captured once per (step, nb, nt, pos0) as a CUDA graph on its
 // graphAfterRuns-th run (default the second; earlier runs launch kernel by
-// kernel) and replayed with cuGraphLaunch (bounded LRU cache of instances). With profiling
-// (Device::setProfiling) a step is launched kernel by kernel with an event
-// after each launch, and the per-launch times are read when it is done.
+// kernel) and replayed with cuGraphLaunch (bounded LRU cache of instances).
+// With profiling (Device::setProfiling) a step is launched kernel by kernel
+// with an event after each launch, and the per-launch times are read when it is
+// done.
 //
 // The device is used from one thread at a time (the one that created it).
 //
@@ -833,8 +834,8 @@ private:
   std::vector<GraphEntry> graphs_; ///< most recently used first
   /// Keys run fewer than graphAfterRuns times so far, with their count
   /// (most recent first, at most 4 x graphCacheSize).
-  std::vector<std::pair<std::tuple<uint32_t, int64_t, int64_t, int64_t>,
-                        unsigned>>
+  std::vector<
+      std::pair<std::tuple<uint32_t, int64_t, int64_t, int64_t>, unsigned>>
       runsSeen_;
   std::vector<CUmodule> modules_;
   std::vector<KernelInfo> kernels_;

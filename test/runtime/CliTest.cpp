@@ -9,8 +9,8 @@
 #include <nlohmann/json.hpp>
 
 #include <cstring>
-#include <set>
 #include <dlfcn.h>
+#include <set>
 
 using namespace colossus;
 using namespace colossus::test;

@@ -619,8 +619,7 @@ int runGrads(const std::string &artPath, const SessionOptions &sopts,
   for (int64_t j = 1; j < M; ++j) {
     if (Status filled = fill(j); !filled)
       return error(filled.message());
-    auto more =
-        s.accumulateGrads(tokens.data(), targets.data(), j == M - 1);
+    auto more = s.accumulateGrads(tokens.data(), targets.data(), j == M - 1);
     if (!more)
       return error(more.message());
     lossSum += more->loss;
@@ -632,8 +631,7 @@ int runGrads(const std::string &artPath, const SessionOptions &sopts,
     // The buffers hold the sum: the mean gradient, and its norm.
     for (ParamGradient &pg : result->grads)
       for (float &v : pg.values)
-        v = static_cast<float>(static_cast<double>(v) /
-                               static_cast<double>(M));
+        v = static_cast<float>(static_cast<double>(v) / static_cast<double>(M));
     result->gradNorm = gradientNorm(result->grads);
   }
   const double loss = lossSum / static_cast<double>(M);
@@ -650,10 +648,9 @@ int runGrads(const std::string &artPath, const SessionOptions &sopts,
     std::cout << j.dump() << "\n";
   } else {
     char line[160];
-    std::snprintf(line, sizeof(line),
-                  "loss %.6f grad_norm %.6f tokens %lld (%.3f s)\n", loss,
-                  result->gradNorm, static_cast<long long>(M * B * S),
-                  stepSeconds);
+    std::snprintf(
+        line, sizeof(line), "loss %.6f grad_norm %.6f tokens %lld (%.3f s)\n",
+        loss, result->gradNorm, static_cast<long long>(M * B * S), stepSeconds);
     std::cout << line;
   }
   std::cout.flush();
@@ -1057,10 +1054,9 @@ int run(int argc, char **argv) {
     // Checked before the run, not after it.
     const std::string parent = parentDirectory(*prof);
     if (prof->empty() || ::access(parent.c_str(), W_OK | X_OK) != 0)
-      return error("--profile: cannot write '" + *prof + "' (its directory '" +
-                   parent + "' " +
-                   (prof->empty() ? "is not named" : std::strerror(errno)) +
-                   ")");
+      return error(
+          "--profile: cannot write '" + *prof + "' (its directory '" + parent +
+          "' " + (prof->empty() ? "is not named" : std::strerror(errno)) + ")");
     sopts.profile = true;
   }
   const bool json = o.flags.count("--json") > 0;
