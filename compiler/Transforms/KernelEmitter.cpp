@@ -2779,6 +2779,51 @@ Value blockSumF64(OpBuilder &b, Location loc, Value v, Value tid,
 
 /// Emits both global_norm kernels (see above) and records on `fusion` the
 /// scratch buffer and the second launch for the memory plan.
+/// A SIMT gpu.func `kname` of type `fnType` for `fusion`, with the launch
+/// attributes the artifact records (a 1-D grid of ceil(fixedRows * cols /
+/// blockDim) blocks of blockDim threads; numArgs buffers).
+gpu::GPUFuncOp createSimtKernel(OpBuilder &ob, FusionOp fusion, StringRef kname,
+                                FunctionType fnType, int64_t cols,
+                                int64_t fixedRows, int64_t numArgs,
+                                double flops, double bytes, int64_t blockDim) {
+  auto fn = ob.create<gpu::GPUFuncOp>(fusion.getLoc(), kname, fnType);
+  SmallVector<Attribute> fused;
+  for (Operation &op : fusion.getBody().front().without_terminator())
+    fused.push_back(ob.getStringAttr(op.getName().getStringRef()));
+  fn->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), ob.getUnitAttr());
+  fn->setAttr(kattrs::kKind, fusion.getKindAttr());
+  fn->setAttr(kattrs::kFusedOps, ob.getArrayAttr(fused));
+  fn->setAttr(kattrs::kCols, ob.getI64IntegerAttr(cols));
+  fn->setAttr(kattrs::kFixedRows, ob.getI64IntegerAttr(fixedRows));
+  fn->setAttr(kattrs::kNumArgs, ob.getI64IntegerAttr(numArgs));
+  fn->setAttr(kattrs::kFlops, ob.getF64FloatAttr(flops));
+  fn->setAttr(kattrs::kBytes, ob.getF64FloatAttr(bytes));
+  fn->setAttr(kattrs::kBlockDim, ob.getI64IntegerAttr(blockDim));
+  return fn;
+}
+
+/// The second kernel of a fusion run as two (partial sums in a scratch
+/// buffer of `scratchBytes`, then their total): a gpu.module of its own
+/// named `finalName` right after the one `builder` inserts into, and the
+/// fusion attributes the memory plan reads (colossus.scratch_bytes,
+/// colossus.then_kernel). Returns a builder at the start of the new
+/// module's body.
+FailureOr<OpBuilder> beginThenKernel(FusionOp fusion, OpBuilder &builder,
+                                     StringRef finalName,
+                                     int64_t scratchBytes) {
+  Operation *gm = builder.getInsertionBlock()->getParentOp();
+  if (!isa<gpu::GPUModuleOp>(gm))
+    return fusion.emitOpError("internal error: sm_90a kernels live in a "
+                              "gpu.module");
+  OpBuilder mb(fusion.getContext());
+  mb.setInsertionPointAfter(gm);
+  auto gm2 = mb.create<gpu::GPUModuleOp>(fusion.getLoc(), finalName);
+  fusion->setAttr(kattrs::kScratchBytes,
+                  builder.getI64IntegerAttr(scratchBytes));
+  fusion->setAttr(kattrs::kThenKernel, builder.getStringAttr(finalName));
+  return OpBuilder::atBlockBegin(gm2.getBody());
+}
+
 LogicalResult emitGlobalNormGpu(FusionOp fusion, GlobalNormOp gn,
                                 StringRef name, int64_t blockDim,
                                 OpBuilder &builder) {
@@ -2821,23 +2866,10 @@ LogicalResult emitGlobalNormGpu(FusionOp fusion, GlobalNormOp gn,
   auto smemTy = MemRefType::get(
       {blockDim / 32}, f64, MemRefLayoutAttrInterface{},
       gpu::AddressSpaceAttr::get(ctx, gpu::AddressSpace::Workgroup));
-  SmallVector<Attribute> fused;
-  for (Operation &op : body.without_terminator())
-    fused.push_back(builder.getStringAttr(op.getName().getStringRef()));
-
   auto makeKernel = [&](OpBuilder &ob, StringRef kname, int64_t fixedRows,
                         double flops, double bytes) {
-    auto fn = ob.create<gpu::GPUFuncOp>(loc, kname, fnType);
-    fn->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), ob.getUnitAttr());
-    fn->setAttr(kattrs::kKind, fusion.getKindAttr());
-    fn->setAttr(kattrs::kFusedOps, ob.getArrayAttr(fused));
-    fn->setAttr(kattrs::kCols, ob.getI64IntegerAttr(blockDim));
-    fn->setAttr(kattrs::kFixedRows, ob.getI64IntegerAttr(fixedRows));
-    fn->setAttr(kattrs::kNumArgs, ob.getI64IntegerAttr(nIn + 1));
-    fn->setAttr(kattrs::kFlops, ob.getF64FloatAttr(flops));
-    fn->setAttr(kattrs::kBytes, ob.getF64FloatAttr(bytes));
-    fn->setAttr(kattrs::kBlockDim, ob.getI64IntegerAttr(blockDim));
-    return fn;
+    return createSimtKernel(ob, fusion, kname, fnType, blockDim, fixedRows,
+                            nIn + 1, flops, bytes, blockDim);
   };
 
   // Kernel 1: the blocks' partial sums.
@@ -2947,15 +2979,11 @@ LogicalResult emitGlobalNormGpu(FusionOp fusion, GlobalNormOp gn,
   // the partials and stores the norm.
   std::string finalName = (name + "_final").str();
   {
-    Operation *gm = builder.getInsertionBlock()->getParentOp();
-    if (!isa<gpu::GPUModuleOp>(gm))
-      return fusion.emitOpError("internal error: sm_90a kernels live in a "
-                                "gpu.module");
-    OpBuilder mb(ctx);
-    mb.setInsertionPointAfter(gm);
-    auto gm2 = mb.create<gpu::GPUModuleOp>(loc, finalName);
-    OpBuilder kb = OpBuilder::atBlockBegin(gm2.getBody());
-    gpu::GPUFuncOp fn = makeKernel(kb, finalName, 1, blocks, 8.0 * blocks + 24);
+    FailureOr<OpBuilder> kb =
+        beginThenKernel(fusion, builder, finalName, 8 * blocks);
+    if (failed(kb))
+      return failure();
+    gpu::GPUFuncOp fn = makeKernel(*kb, finalName, 1, blocks, 8.0 * blocks + 24);
     Value smem = fn.addWorkgroupAttribution(smemTy, loc);
     Block *entry = &fn.getBody().front();
     OpBuilder b = OpBuilder::atBlockEnd(entry);
@@ -2993,8 +3021,6 @@ LogicalResult emitGlobalNormGpu(FusionOp fusion, GlobalNormOp gn,
     b.setInsertionPointToEnd(entry);
     b.create<gpu::ReturnOp>(loc);
   }
-  fusion->setAttr(kattrs::kScratchBytes, builder.getI64IntegerAttr(8 * blocks));
-  fusion->setAttr(kattrs::kThenKernel, builder.getStringAttr(finalName));
   return success();
 }
 
@@ -3009,31 +3035,16 @@ LogicalResult emitNormSplitFinal(FusionOp fusion, StringRef name,
                                  int64_t splits, int64_t blockDim,
                                  OpBuilder &builder) {
   Location loc = fusion.getLoc();
-  Operation *gm = builder.getInsertionBlock()->getParentOp();
-  if (!isa<gpu::GPUModuleOp>(gm))
-    return fusion.emitOpError("internal error: sm_90a kernels live in a "
-                              "gpu.module");
   std::string finalName = (name + "_final").str();
-  OpBuilder mb(fusion.getContext());
-  mb.setInsertionPointAfter(gm);
-  auto gm2 = mb.create<gpu::GPUModuleOp>(loc, finalName);
-  OpBuilder kb = OpBuilder::atBlockBegin(gm2.getBody());
-  auto fn = kb.create<gpu::GPUFuncOp>(loc, finalName, fnType);
-  fn->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), kb.getUnitAttr());
+  FailureOr<OpBuilder> kb =
+      beginThenKernel(fusion, builder, finalName, 4 * splits * outputs * cols);
+  if (failed(kb))
+    return failure();
   int64_t chunks = cols / vecW;
-  SmallVector<Attribute> fused;
-  for (Operation &op : fusion.getBody().front().without_terminator())
-    fused.push_back(kb.getStringAttr(op.getName().getStringRef()));
-  fn->setAttr(kattrs::kKind, fusion.getKindAttr());
-  fn->setAttr(kattrs::kFusedOps, kb.getArrayAttr(fused));
-  fn->setAttr(kattrs::kCols, kb.getI64IntegerAttr(1));
-  fn->setAttr(kattrs::kFixedRows, kb.getI64IntegerAttr(chunks));
-  fn->setAttr(kattrs::kNumArgs, kb.getI64IntegerAttr(nIn + 1));
-  fn->setAttr(kattrs::kFlops,
-              kb.getF64FloatAttr(double(splits * outputs * cols)));
-  fn->setAttr(kattrs::kBytes,
-              kb.getF64FloatAttr(4.0 * (splits + 2) * outputs * cols));
-  fn->setAttr(kattrs::kBlockDim, kb.getI64IntegerAttr(blockDim));
+  gpu::GPUFuncOp fn = createSimtKernel(
+      *kb, fusion, finalName, fnType, /*cols=*/1, /*fixedRows=*/chunks, nIn + 1,
+      double(splits * outputs * cols), 4.0 * (splits + 2) * outputs * cols,
+      blockDim);
 
   Block *entry = &fn.getBody().front();
   OpBuilder b = OpBuilder::atBlockEnd(entry);
@@ -3092,9 +3103,6 @@ LogicalResult emitNormSplitFinal(FusionOp fusion, StringRef name,
   }
   b.setInsertionPointToEnd(entry);
   b.create<gpu::ReturnOp>(loc);
-  fusion->setAttr(kattrs::kScratchBytes,
-                  builder.getI64IntegerAttr(4 * splits * outputs * cols));
-  fusion->setAttr(kattrs::kThenKernel, builder.getStringAttr(finalName));
   return success();
 }
 
