@@ -2983,7 +2983,8 @@ LogicalResult emitGlobalNormGpu(FusionOp fusion, GlobalNormOp gn,
         beginThenKernel(fusion, builder, finalName, 8 * blocks);
     if (failed(kb))
       return failure();
-    gpu::GPUFuncOp fn = makeKernel(*kb, finalName, 1, blocks, 8.0 * blocks + 24);
+    gpu::GPUFuncOp fn =
+        makeKernel(*kb, finalName, 1, blocks, 8.0 * blocks + 24);
     Value smem = fn.addWorkgroupAttribution(smemTy, loc);
     Block *entry = &fn.getBody().front();
     OpBuilder b = OpBuilder::atBlockEnd(entry);
