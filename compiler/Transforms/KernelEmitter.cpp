@@ -2779,6 +2779,29 @@ Value blockSumF64(OpBuilder &b, Location loc, Value v, Value tid,
 
 /// Emits both global_norm kernels (see above) and records on `fusion` the
 /// scratch buffer and the second launch for the memory plan.
+/// Records on kernel `k` what the artifact and the report read from it
+/// (docs/artifact-format.md): the fusion's kind and ops, `cols` threads per
+/// row over `fixedRows` rows (0: the active tokens), `numArgs` buffers, the
+/// FLOP and byte estimates and, when not 0, the block size.
+void setKernelAttrs(Operation *k, FusionOp fusion, int64_t cols,
+                    int64_t fixedRows, int64_t numArgs, double flops,
+                    double bytes, int64_t blockDim) {
+  Builder ob(k->getContext());
+  SmallVector<Attribute> fused;
+  for (Operation &op : fusion.getBody().front().without_terminator())
+    fused.push_back(ob.getStringAttr(op.getName().getStringRef()));
+  k->setAttr(kattrs::kKind, fusion.getKindAttr());
+  k->setAttr(kattrs::kFusedOps, ob.getArrayAttr(fused));
+  k->setAttr(kattrs::kCols, ob.getI64IntegerAttr(cols));
+  if (fixedRows)
+    k->setAttr(kattrs::kFixedRows, ob.getI64IntegerAttr(fixedRows));
+  k->setAttr(kattrs::kNumArgs, ob.getI64IntegerAttr(numArgs));
+  k->setAttr(kattrs::kFlops, ob.getF64FloatAttr(flops));
+  k->setAttr(kattrs::kBytes, ob.getF64FloatAttr(bytes));
+  if (blockDim)
+    k->setAttr(kattrs::kBlockDim, ob.getI64IntegerAttr(blockDim));
+}
+
 /// A SIMT gpu.func `kname` of type `fnType` for `fusion`, with the launch
 /// attributes the artifact records (a 1-D grid of ceil(fixedRows * cols /
 /// blockDim) blocks of blockDim threads; numArgs buffers).
@@ -2787,18 +2810,8 @@ gpu::GPUFuncOp createSimtKernel(OpBuilder &ob, FusionOp fusion, StringRef kname,
                                 int64_t fixedRows, int64_t numArgs,
                                 double flops, double bytes, int64_t blockDim) {
   auto fn = ob.create<gpu::GPUFuncOp>(fusion.getLoc(), kname, fnType);
-  SmallVector<Attribute> fused;
-  for (Operation &op : fusion.getBody().front().without_terminator())
-    fused.push_back(ob.getStringAttr(op.getName().getStringRef()));
   fn->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), ob.getUnitAttr());
-  fn->setAttr(kattrs::kKind, fusion.getKindAttr());
-  fn->setAttr(kattrs::kFusedOps, ob.getArrayAttr(fused));
-  fn->setAttr(kattrs::kCols, ob.getI64IntegerAttr(cols));
-  fn->setAttr(kattrs::kFixedRows, ob.getI64IntegerAttr(fixedRows));
-  fn->setAttr(kattrs::kNumArgs, ob.getI64IntegerAttr(numArgs));
-  fn->setAttr(kattrs::kFlops, ob.getF64FloatAttr(flops));
-  fn->setAttr(kattrs::kBytes, ob.getF64FloatAttr(bytes));
-  fn->setAttr(kattrs::kBlockDim, ob.getI64IntegerAttr(blockDim));
+  setKernelAttrs(fn, fusion, cols, fixedRows, numArgs, flops, bytes, blockDim);
   return fn;
 }
 
@@ -3131,22 +3144,10 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
           buildHopperGemm(fusion, *p, name, builder);
       if (failed(kernelOp))
         return failure();
-      SmallVector<Attribute> fused;
-      for (Operation &op : body.without_terminator())
-        fused.push_back(builder.getStringAttr(op.getName().getStringRef()));
-      Operation *k = *kernelOp;
-      k->setAttr(kattrs::kKind, fusion.getKindAttr());
-      k->setAttr(kattrs::kFusedOps, builder.getArrayAttr(fused));
-      k->setAttr(kattrs::kCols, builder.getI64IntegerAttr(p->n));
-      k->setAttr(kattrs::kNumArgs,
-                 builder.getI64IntegerAttr(body.getNumArguments() +
-                                           fusion.getNumResults()));
-      k->setAttr(kattrs::kFlops,
-                 builder.getF64FloatAttr(estimateFlops(fusion)));
-      k->setAttr(kattrs::kBytes,
-                 builder.getF64FloatAttr(estimateBytes(fusion)));
-      k->setAttr(kattrs::kBlockDim,
-                 builder.getI64IntegerAttr(p->tile.threads()));
+      setKernelAttrs(*kernelOp, fusion, p->n, /*fixedRows=*/0,
+                     body.getNumArguments() + fusion.getNumResults(),
+                     estimateFlops(fusion), estimateBytes(fusion),
+                     p->tile.threads());
       return success();
     }
     fusion.emitWarning("the sm_90a bf16 GEMM does not apply (")
@@ -3163,22 +3164,10 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
           buildHopperAttention(fusion, *p, name, builder);
       if (failed(kernelOp))
         return failure();
-      SmallVector<Attribute> fused;
-      for (Operation &op : body.without_terminator())
-        fused.push_back(builder.getStringAttr(op.getName().getStringRef()));
-      Operation *k = *kernelOp;
-      k->setAttr(kattrs::kKind, fusion.getKindAttr());
-      k->setAttr(kattrs::kFusedOps, builder.getArrayAttr(fused));
-      k->setAttr(kattrs::kCols, builder.getI64IntegerAttr(p->heads));
-      k->setAttr(kattrs::kNumArgs,
-                 builder.getI64IntegerAttr(body.getNumArguments() +
-                                           fusion.getNumResults()));
-      k->setAttr(kattrs::kFlops,
-                 builder.getF64FloatAttr(estimateFlops(fusion)));
-      k->setAttr(kattrs::kBytes,
-                 builder.getF64FloatAttr(estimateBytes(fusion)));
-      k->setAttr(kattrs::kBlockDim,
-                 builder.getI64IntegerAttr(HopperAttentionTile::kThreads));
+      setKernelAttrs(*kernelOp, fusion, p->heads, /*fixedRows=*/0,
+                     body.getNumArguments() + fusion.getNumResults(),
+                     estimateFlops(fusion), estimateBytes(fusion),
+                     HopperAttentionTile::kThreads);
       return success();
     }
     fusion.emitWarning("the sm_90a bf16 attention does not apply (")
@@ -3195,23 +3184,11 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
           buildHopperAttentionBwd(fusion, *p, name, builder);
       if (failed(kernelOp))
         return failure();
-      SmallVector<Attribute> fused;
-      for (Operation &op : body.without_terminator())
-        fused.push_back(builder.getStringAttr(op.getName().getStringRef()));
-      Operation *k = *kernelOp;
-      k->setAttr(kattrs::kKind, fusion.getKindAttr());
-      k->setAttr(kattrs::kFusedOps, builder.getArrayAttr(fused));
-      k->setAttr(kattrs::kCols,
-                 builder.getI64IntegerAttr(p->dq ? p->heads : p->kvHeads));
-      k->setAttr(kattrs::kNumArgs,
-                 builder.getI64IntegerAttr(body.getNumArguments() +
-                                           fusion.getNumResults()));
-      k->setAttr(kattrs::kFlops,
-                 builder.getF64FloatAttr(estimateFlops(fusion)));
-      k->setAttr(kattrs::kBytes,
-                 builder.getF64FloatAttr(estimateBytes(fusion)));
-      k->setAttr(kattrs::kBlockDim,
-                 builder.getI64IntegerAttr(HopperAttentionBwdTile::kThreads));
+      setKernelAttrs(*kernelOp, fusion, p->dq ? p->heads : p->kvHeads,
+                     /*fixedRows=*/0,
+                     body.getNumArguments() + fusion.getNumResults(),
+                     estimateFlops(fusion), estimateBytes(fusion),
+                     HopperAttentionBwdTile::kThreads);
       return success();
     }
     fusion.emitWarning("the sm_90a bf16 attention backward does not apply (")
@@ -3829,26 +3806,11 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
     b.create<gpu::ReturnOp>(loc);
   }
 
-  SmallVector<Attribute> fused;
-  for (Operation &op : body)
-    if (!isa<YieldOp>(op))
-      fused.push_back(builder.getStringAttr(op.getName().getStringRef()));
-  kernelOp->setAttr(kattrs::kKind, fusion.getKindAttr());
-  kernelOp->setAttr(kattrs::kFusedOps, builder.getArrayAttr(fused));
-  kernelOp->setAttr(kattrs::kCols, builder.getI64IntegerAttr(parallelCols));
-  if (fixedRows)
-    kernelOp->setAttr(kattrs::kFixedRows,
-                      builder.getI64IntegerAttr(launchRows));
-  kernelOp->setAttr(kattrs::kNumArgs,
-                    builder.getI64IntegerAttr(nIn + (normSplits > 1 ? 1 : 0)));
-  kernelOp->setAttr(kattrs::kFlops,
-                    builder.getF64FloatAttr(estimateFlops(fusion)));
-  kernelOp->setAttr(kattrs::kBytes,
-                    builder.getF64FloatAttr(estimateBytes(fusion)));
-  if (target == KernelTarget::Gpu)
-    kernelOp->setAttr(
-        kattrs::kBlockDim,
-        builder.getI64IntegerAttr(
-            vec == VecKind::Row && rowLanes > 32 ? rowLanes : blockDim));
+  setKernelAttrs(kernelOp, fusion, parallelCols, fixedRows ? launchRows : 0,
+                 nIn + (normSplits > 1 ? 1 : 0), estimateFlops(fusion),
+                 estimateBytes(fusion),
+                 target != KernelTarget::Gpu            ? 0
+                 : vec == VecKind::Row && rowLanes > 32 ? rowLanes
+                                                        : blockDim);
   return success();
 }
