@@ -3137,18 +3137,22 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
                     llvm::any_of(body.without_terminator(), [](Operation &op) {
                       return isa<LinearWeightGradOp>(op);
                     }));
+  // A Hopper kernel built for the group: its launch attributes (the grid
+  // and block are in its ABI; no row extent).
+  auto recordHopper = [&](FailureOr<Operation *> kernelOp, int64_t cols,
+                          int64_t threads) -> LogicalResult {
+    if (failed(kernelOp))
+      return failure();
+    setKernelAttrs(*kernelOp, fusion, cols, /*fixedRows=*/0,
+                   body.getNumArguments() + fusion.getNumResults(),
+                   estimateFlops(fusion), estimateBytes(fusion), threads);
+    return success();
+  };
   if (target == KernelTarget::Gpu && hopperGemm && gemmGroup) {
     if (std::optional<HopperGemmProblem> p =
             matchHopperGemm(fusion, hopperWhyNot)) {
-      FailureOr<Operation *> kernelOp =
-          buildHopperGemm(fusion, *p, name, builder);
-      if (failed(kernelOp))
-        return failure();
-      setKernelAttrs(*kernelOp, fusion, p->n, /*fixedRows=*/0,
-                     body.getNumArguments() + fusion.getNumResults(),
-                     estimateFlops(fusion), estimateBytes(fusion),
-                     p->tile.threads());
-      return success();
+      return recordHopper(buildHopperGemm(fusion, *p, name, builder), p->n,
+                          p->tile.threads());
     }
     fusion.emitWarning("the sm_90a bf16 GEMM does not apply (")
         << hopperWhyNot << "): a SIMT kernel is generated";
@@ -3160,15 +3164,8 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
     std::string whyNot;
     if (std::optional<HopperAttentionProblem> p =
             matchHopperAttention(fusion, whyNot)) {
-      FailureOr<Operation *> kernelOp =
-          buildHopperAttention(fusion, *p, name, builder);
-      if (failed(kernelOp))
-        return failure();
-      setKernelAttrs(*kernelOp, fusion, p->heads, /*fixedRows=*/0,
-                     body.getNumArguments() + fusion.getNumResults(),
-                     estimateFlops(fusion), estimateBytes(fusion),
-                     HopperAttentionTile::kThreads);
-      return success();
+      return recordHopper(buildHopperAttention(fusion, *p, name, builder),
+                          p->heads, HopperAttentionTile::kThreads);
     }
     fusion.emitWarning("the sm_90a bf16 attention does not apply (")
         << whyNot << "): a SIMT kernel is generated";
@@ -3180,16 +3177,9 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
     std::string whyNot;
     if (std::optional<HopperAttentionBwdProblem> p =
             matchHopperAttentionBwd(fusion, whyNot)) {
-      FailureOr<Operation *> kernelOp =
-          buildHopperAttentionBwd(fusion, *p, name, builder);
-      if (failed(kernelOp))
-        return failure();
-      setKernelAttrs(*kernelOp, fusion, p->dq ? p->heads : p->kvHeads,
-                     /*fixedRows=*/0,
-                     body.getNumArguments() + fusion.getNumResults(),
-                     estimateFlops(fusion), estimateBytes(fusion),
-                     HopperAttentionBwdTile::kThreads);
-      return success();
+      return recordHopper(buildHopperAttentionBwd(fusion, *p, name, builder),
+                          p->dq ? p->heads : p->kvHeads,
+                          HopperAttentionBwdTile::kThreads);
     }
     fusion.emitWarning("the sm_90a bf16 attention backward does not apply (")
         << whyNot << "): a SIMT kernel is generated";

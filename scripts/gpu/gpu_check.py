@@ -617,6 +617,16 @@ def short(msg, n=90):
     return msg if len(msg) <= n else msg[:n - 3] + "..."
 
 
+def ratio_status(ours, peer, passed, measured, whose):
+    """The ratio column and status of a colossus / SDPA row: a ratio only
+    when the peer was timed and colossus's numerics passed."""
+    if peer is not None and passed:
+        return f"{ours / peer:.3f}", measured
+    if peer is not None:
+        return "n/a", f"not available ({whose} numerics did not pass)"
+    return "n/a", "not available (SDPA side not measured)"
+
+
 def table(results):
     rows = []
     for c in results["numerics"]:
@@ -662,12 +672,8 @@ def table(results):
             label = f"attention {what.replace('_', '+')} causal S={a['seq']} D={a['head_dim']}: colossus / SDPA"
             if what == "fwd" and c is not None and "tflops" in c:
                 ours = f"{c['tflops']:.1f} TFLOP/s"
-                if key in a and c["status"] == "pass":
-                    ratio, status = f"{c['tflops'] / a[key]:.3f}", "measured"
-                elif key in a:
-                    ratio, status = "n/a", "not available (the kernel's numerics did not pass)"
-                else:
-                    ratio, status = "n/a", "not available (SDPA side not measured)"
+                ratio, status = ratio_status(c["tflops"], a.get(key), c["status"] == "pass",
+                                             "measured", "the kernel's")
                 rows.append((label, ours, theirs, ratio, status))
             elif what == "fwd":
                 rows.append((label, "not measured", theirs, "n/a",
@@ -684,12 +690,9 @@ def table(results):
                     ms = sum(x["median_ms"] for x in parts)
                     tf = 3.5 * fwd_flops / (ms * 1e-3) / 1e12
                     ours = f"{tf:.1f} TFLOP/s"
-                    if key in a and all(x["status"] == "pass" for x in parts):
-                        ratio, status = f"{tf / a[key]:.3f}", "measured (fwd + dK/dV + dQ kernels, each timed alone)"
-                    elif key in a:
-                        ratio, status = "n/a", "not available (a kernel's numerics did not pass)"
-                    else:
-                        ratio, status = "n/a", "not available (SDPA side not measured)"
+                    ratio, status = ratio_status(tf, a.get(key), all(x["status"] == "pass" for x in parts),
+                                                 "measured (fwd + dK/dV + dQ kernels, each timed alone)",
+                                                 "a kernel's")
                     rows.append((label, ours, theirs, ratio, status))
                 else:
                     rows.append((label, "not measured", theirs, "n/a",
