@@ -2668,9 +2668,9 @@ double numElements(Type t) {
 
 /// FLOPs of the group for the whole compiled shape (every row active; a
 /// causal attention row sees on average half the context). Counted: linear
-/// and its weight gradient, attention (forward), norms and pointwise ops;
-/// not yet counted (0): attention_grad, the norm gradients, the loss and its
-/// gradient, the optimizer.
+/// and its weight gradient, attention and its gradient, norms and pointwise
+/// ops; not yet counted (0): the norm gradients, the loss and its gradient,
+/// the optimizer (all memory-bound).
 double estimateFlops(FusionOp fusion) {
   double flops = 0;
   for (Operation &op : fusion.getBody().front()) {
@@ -2691,6 +2691,21 @@ double estimateFlops(FusionOp fusion) {
         ctx = std::min<double>(ctx, a.getSlidingWindow());
       double rows = cast<RankedTensorType>(a.getQ().getType()).getDimSize(0);
       flops += 4.0 * rows * a.getNumHeads() * a.getHeadDim() * ctx;
+    } else if (auto g = dyn_cast<AttentionGradOp>(op)) {
+      // Per visible (query, key) pair and head: the recomputed scores
+      // q.k and dP = dout.v, then one head_dim product for each gradient
+      // the group uses (dq = dS k, dk = dS^T q, dv = P^T dout): 2 * head_dim
+      // FLOPs each. The fuser splits dq from dk / dv (docs/hopper-attention.md).
+      auto k = cast<RankedTensorType>(g.getK().getType());
+      double ctx =
+          g.getCausal() ? (k.getDimSize(1) + 1) / 2.0 : k.getDimSize(1);
+      if (g.getSlidingWindow() > 0)
+        ctx = std::min<double>(ctx, g.getSlidingWindow());
+      double rows = cast<RankedTensorType>(g.getQ().getType()).getDimSize(0);
+      int products = 2;
+      for (Value r : g->getResults())
+        products += r.use_empty() ? 0 : 1;
+      flops += 2.0 * products * rows * g.getNumHeads() * g.getHeadDim() * ctx;
     } else if (isa<RmsNormOp, LayerNormOp, SoftmaxOp, RopeOp, GeluOp, SiluOp,
                    SwigluOp>(op)) {
       flops += 5.0 * numElements(op.getResult(0).getType());
@@ -3139,13 +3154,17 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
                     }));
   // A Hopper kernel built for the group: its launch attributes (the grid
   // and block are in its ABI; no row extent).
+  // The group's FLOPs and bytes are counted before a builder runs (the
+  // backward attention builder erases the group's unused results).
+  double groupFlops = estimateFlops(fusion);
+  double groupBytes = estimateBytes(fusion);
   auto recordHopper = [&](FailureOr<Operation *> kernelOp, int64_t cols,
                           int64_t threads) -> LogicalResult {
     if (failed(kernelOp))
       return failure();
     setKernelAttrs(*kernelOp, fusion, cols, /*fixedRows=*/0,
                    body.getNumArguments() + fusion.getNumResults(),
-                   estimateFlops(fusion), estimateBytes(fusion), threads);
+                   groupFlops, groupBytes, threads);
     return success();
   };
   if (target == KernelTarget::Gpu && hopperGemm && gemmGroup) {
