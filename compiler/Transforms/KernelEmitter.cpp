@@ -2695,7 +2695,8 @@ double estimateFlops(FusionOp fusion) {
       // Per visible (query, key) pair and head: the recomputed scores
       // q.k and dP = dout.v, then one head_dim product for each gradient
       // the group uses (dq = dS k, dk = dS^T q, dv = P^T dout): 2 * head_dim
-      // FLOPs each. The fuser splits dq from dk / dv (docs/hopper-attention.md).
+      // FLOPs each. The fuser splits dq from dk / dv
+      // (docs/hopper-attention.md).
       auto k = cast<RankedTensorType>(g.getK().getType());
       double ctx =
           g.getCausal() ? (k.getDimSize(1) + 1) / 2.0 : k.getDimSize(1);
@@ -3163,8 +3164,8 @@ LogicalResult colossus::emitKernel(FusionOp fusion, StringRef name,
     if (failed(kernelOp))
       return failure();
     setKernelAttrs(*kernelOp, fusion, cols, /*fixedRows=*/0,
-                   body.getNumArguments() + fusion.getNumResults(),
-                   groupFlops, groupBytes, threads);
+                   body.getNumArguments() + fusion.getNumResults(), groupFlops,
+                   groupBytes, threads);
     return success();
   };
   if (target == KernelTarget::Gpu && hopperGemm && gemmGroup) {
