@@ -12,7 +12,9 @@
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/OperationSupport.h"
 #include "llvm/ADT/DenseSet.h"
+#include "llvm/ADT/StringMap.h"
 
 namespace colossus {
 #define GEN_PASS_DEF_COLOSSUSKERNELIZE
@@ -164,6 +166,31 @@ LogicalResult accumulateIntoOutputs(Block &entry, unsigned numInputs,
   return success();
 }
 
+/// A kernel already generated, for structurally identical groups to share.
+struct EmittedKernel {
+  FusionOp fusion;           // the group it was generated for
+  DictionaryAttr attrs;      // that group's attributes before generation
+  SmallVector<unsigned> acc; // its accumulated results
+  std::string name;
+};
+
+/// Whether `fusion` (attributes `attrs`, accumulated results `acc`) would
+/// generate exactly `k`'s kernel: the same kind and attributes, the same
+/// input and result types, the same accumulated results and an equivalent
+/// body (the same ops, attributes and types, operands matched through the
+/// block arguments). Kernel generation reads nothing else of a group.
+static bool sameKernel(FusionOp fusion, DictionaryAttr attrs,
+                       ArrayRef<unsigned> acc, const EmittedKernel &k) {
+  FusionOp other = k.fusion;
+  if (attrs != k.attrs || ArrayRef<unsigned>(k.acc) != acc ||
+      fusion.getInputs().getTypes() != other.getInputs().getTypes() ||
+      fusion.getResultTypes() != other.getResultTypes())
+    return false;
+  return OperationEquivalence::isRegionEquivalentTo(
+      &fusion.getBody(), &other.getBody(),
+      OperationEquivalence::IgnoreLocations);
+}
+
 struct ColossusKernelizePass final
     : public colossus::impl::ColossusKernelizeBase<ColossusKernelizePass> {
   using ColossusKernelizeBase::ColossusKernelizeBase;
@@ -195,12 +222,33 @@ struct ColossusKernelizePass final
     if (failed(GradientOutputs(module).run(accumulated)))
       return signalPassFailure();
 
+    // Generated kernels by kind, for reuse: structurally identical groups
+    // (the layers of a step whose layer calls were inlined, e.g. a train
+    // step with --recompute=none, or a layer's forward and its recomputed
+    // forward) launch one kernel.
+    llvm::StringMap<SmallVector<EmittedKernel>> emitted;
     for (auto fn : module.getOps<func::FuncOp>()) {
       unsigned idx = 0;
       WalkResult r = fn.walk([&](FusionOp fusion) {
         std::string name =
             (fn.getSymName() + "_" + Twine(idx++) + "_" + fusion.getKind())
                 .str();
+        DictionaryAttr attrsBefore = fusion->getAttrDictionary();
+        SmallVector<unsigned> acc;
+        if (auto it = accumulated.find(fusion); it != accumulated.end())
+          acc = it->second;
+        SmallVector<EmittedKernel> &same = emitted[fusion.getKind()];
+        for (const EmittedKernel &k : same) {
+          if (!sameKernel(fusion, attrsBefore, acc, k))
+            continue;
+          // What generation records on a group besides its kernel: the
+          // scratch buffer and the kernel that runs after it.
+          for (StringRef a : {kattrs::kScratchBytes, kattrs::kThenKernel})
+            if (Attribute v = FusionOp(k.fusion)->getAttr(a))
+              fusion->setAttr(a, v);
+          fusion.setKernelAttr(FlatSymbolRefAttr::get(&getContext(), k.name));
+          return WalkResult::advance();
+        }
         OpBuilder kb(module.getContext());
         kb.setInsertionPointToEnd(kernels.getBody());
         if (kt == KernelTarget::Gpu) {
@@ -235,6 +283,7 @@ struct ColossusKernelizePass final
             return WalkResult::interrupt();
         }
         fusion.setKernelAttr(FlatSymbolRefAttr::get(&getContext(), name));
+        same.push_back({fusion, attrsBefore, std::move(acc), name});
         return WalkResult::advance();
       });
       if (r.wasInterrupted())
