@@ -1410,6 +1410,19 @@ SmallVector<Value> AttentionBwdBuilder::stepV3(Value it, ValueRange acc,
   Value hh, tq0;
   coords(it, hh, tq0);
   waitBar(barFull(slot), use);
+  Value stageAddr = add(ringAddr, toI64(stageOff(slot)));
+  Value wgRows = toI64(mul(wg, idx(64 * 128)));
+  Value kWg = add(addrAdd(ringAddr, kOff(0)), wgRows);
+  Value vWg = add(addrAdd(ringAddr, vOff(0)), wgRows);
+  NVVM::WgmmaFenceAlignedOp::create(b, loc);
+  Value sT = ssWgmma(LLVM::UndefOp::create(b, loc, sType), sType, kBwdBq, kWg,
+                     kBwdBn * 128, addrAdd(stageAddr, qOff(0)), kBwdBq * 128,
+                     p.headDim / 16, /*accumulate=*/false);
+  Value dpT = ssWgmma(LLVM::UndefOp::create(b, loc, sType), sType, kBwdBq, vWg,
+                      kBwdBn * 128, addrAdd(stageAddr, doOff(0)), kBwdBq * 128,
+                      p.headDim / 16, /*accumulate=*/false);
+  NVVM::WgmmaGroupSyncAlignedOp::create(b, loc);
+  // D of this tile while the S^T / dP^T wgmmas run.
   statsV3(it, slot, tq0);
   // Within the warpgroup: its stats slot it % 2 is complete. Each
   // warpgroup waits for its own 128 threads only, so the two drift apart
@@ -1434,18 +1447,6 @@ SmallVector<Value> AttentionBwdBuilder::stepV3(Value it, ValueRange acc,
     prefetchV3(next, outMem, lseMem);
   }
 
-  Value stageAddr = add(ringAddr, toI64(stageOff(slot)));
-  Value wgRows = toI64(mul(wg, idx(64 * 128)));
-  Value kWg = add(addrAdd(ringAddr, kOff(0)), wgRows);
-  Value vWg = add(addrAdd(ringAddr, vOff(0)), wgRows);
-  NVVM::WgmmaFenceAlignedOp::create(b, loc);
-  Value sT = ssWgmma(LLVM::UndefOp::create(b, loc, sType), sType, kBwdBq, kWg,
-                     kBwdBn * 128, addrAdd(stageAddr, qOff(0)), kBwdBq * 128,
-                     p.headDim / 16, /*accumulate=*/false);
-  Value dpT = ssWgmma(LLVM::UndefOp::create(b, loc, sType), sType, kBwdBq, vWg,
-                      kBwdBn * 128, addrAdd(stageAddr, doOff(0)), kBwdBq * 128,
-                      p.headDim / 16, /*accumulate=*/false);
-  NVVM::WgmmaGroupSyncAlignedOp::create(b, loc);
   NVVM::WgmmaWaitGroupSyncOp::create(b, loc, 0);
 
   // P^T = exp2(S^T scale log2 e - lse log2 e). Element 4j + 2h + e: key row
