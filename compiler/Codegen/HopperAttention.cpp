@@ -1736,6 +1736,7 @@ private:
 
   HopperAttentionDqTile t;
   Value kvCol, nKV;
+  Value qT0; ///< the CTA's first query row (token in the sequence)
   Value rowT[2], dRow[2], lRow[2];
 };
 
@@ -1784,18 +1785,46 @@ Value AttentionDqBuilder::keyBlock(Value i, Value acc) {
   Value limit[2];
   for (int h = 0; h < 2; ++h)
     limit[h] = p.causal ? add(add(pos0, rowT[h]), idx(1)) : add(pos0, nt);
-  SmallVector<Value> ds(kDqBn / 2);
-  for (int64_t j = 0; j < kDqBn / 8; ++j)
-    for (int64_t e = 0; e < 2; ++e) {
-      Value key = add(colBase, idx(8 * j + e));
-      for (int h = 0; h < 2; ++h) {
-        int64_t k = 4 * j + 2 * h + e;
-        Value pe =
-            exp2(math::FmaOp::create(b, loc, extract(s, k), cScale, negL[h]));
-        pe = arith::SelectOp::create(b, loc, ult(key, limit[h]), pe, zero);
-        ds[k] = fmul(pe, fsub(extract(dp, k), dRow[h]));
+  auto computeDs = [&](bool masked) {
+    SmallVector<Value> ds(kDqBn / 2);
+    for (int64_t j = 0; j < kDqBn / 8; ++j)
+      for (int64_t e = 0; e < 2; ++e) {
+        Value key = masked ? add(colBase, idx(8 * j + e)) : Value();
+        for (int h = 0; h < 2; ++h) {
+          int64_t k = 4 * j + 2 * h + e;
+          Value pe = exp2(
+              math::FmaOp::create(b, loc, extract(s, k), cScale, negL[h]));
+          if (masked)
+            pe = arith::SelectOp::create(b, loc, ult(key, limit[h]), pe, zero);
+          ds[k] = fmul(pe, fsub(extract(dp, k), dRow[h]));
+        }
       }
+    return ds;
+  };
+  SmallVector<Value> ds;
+  if (p.variant != BwdV3) {
+    ds = computeDs(/*masked=*/true);
+  } else {
+    // v3: unmasked fast path (a warpgroup-uniform branch) for key tiles
+    // every row of the warpgroup sees whole: causal, the tile's last key
+    // is at most the warpgroup's first row's position; otherwise it is
+    // before pos0 + nt. (Rows past nt need no mask: their dq is not
+    // stored, and dS K mixes no rows.)
+    Value keyEnd = add(j0, idx(kDqBn));
+    Value full = p.causal
+                     ? ule(keyEnd, add(add(pos0, add(qT0, mul(wg, idx(64)))),
+                                       idx(1)))
+                     : ule(keyEnd, add(pos0, nt));
+    auto ifFull = scf::IfOp::create(
+        b, loc, SmallVector<Type>(kDqBn / 2, f32), full, true);
+    for (bool masked : {false, true}) {
+      OpBuilder::InsertionGuard g(b);
+      b.setInsertionPointToStart(masked ? &ifFull.getElseRegion().front()
+                                        : &ifFull.getThenRegion().front());
+      scf::YieldOp::create(b, loc, computeDs(masked));
     }
+    ds.assign(ifFull.getResults().begin(), ifFull.getResults().end());
+  }
   SmallVector<Value> dsRegs = packBf16(ds);
   // dQ += dS K: A from registers (4 k16 steps over the 64 keys), B = the K
   // tile transposed (head_dim contiguous).
@@ -1843,6 +1872,7 @@ void AttentionDqBuilder::build(gpu::GPUFuncOp fn, unsigned numInputs) {
     seqIdx = gpu::BlockIdOp::create(b, loc, gpu::Dimension::z);
   }
   Value t0 = mul(qb, idx(kDqBm));
+  qT0 = t0;
   Value active = arith::AndIOp::create(b, loc, ult(seqIdx, nb), ult(t0, nt));
   auto ifActive = scf::IfOp::create(b, loc, active, /*withElse=*/false);
   b.setInsertionPointToStart(&ifActive.getThenRegion().front());
