@@ -1446,7 +1446,6 @@ SmallVector<Value> AttentionBwdBuilder::stepV3(Value it, ValueRange acc,
     b.setInsertionPointToStart(&pf.getThenRegion().front());
     prefetchV3(next, outMem, lseMem);
   }
-
   NVVM::WgmmaWaitGroupSyncOp::create(b, loc, 0);
 
   // P^T = exp2(S^T scale log2 e - lse log2 e). Element 4j + 2h + e: key row
@@ -1538,7 +1537,10 @@ SmallVector<Value> AttentionBwdBuilder::stepV3(Value it, ValueRange acc,
 }
 
 void AttentionBwdBuilder::epilogue(ValueRange acc, Value dkMem, Value dvMem) {
-  Value colBase = add(mul(kvHead, idx(p.headDim)), mul(laneMod4, idx(2)));
+  // v3: lane % 4 read anew (%tid.x), not kept live across the loop (where
+  // ptxas had to spill it at 255 registers).
+  Value quad = t.decoupled ? remu(tidHere(), 4) : laneMod4;
+  Value colBase = add(mul(kvHead, idx(p.headDim)), mul(quad, idx(2)));
   Value scale = cF32(p.scale);
   for (int h = 0; h < 2; ++h) {
     // Keys of the step's tokens only (pos0 <= j < pos0 + nt), as the SIMT
