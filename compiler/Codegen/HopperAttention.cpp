@@ -69,9 +69,9 @@ static llvm::cl::opt<BwdVariant> clBwdVariant(
                    "order (dK/dV and dQ)")));
 
 /// Internal: the older spelling of --hopper-attention-bwd=v1.
-static llvm::cl::opt<bool> clBwdV1(
-    "hopper-attention-bwd-v1", llvm::cl::Hidden, llvm::cl::init(false),
-    llvm::cl::desc("internal: the same as --hopper-attention-bwd=v1"));
+static llvm::cl::opt<bool>
+    clBwdV1("hopper-attention-bwd-v1", llvm::cl::Hidden, llvm::cl::init(false),
+            llvm::cl::desc("internal: the same as --hopper-attention-bwd=v1"));
 
 /// The one `OpT` (`what`) of a group besides positions ops; null with
 /// `whyNot` set when there is none or anything else.
@@ -1295,8 +1295,8 @@ void AttentionBwdBuilder::prefetchV3(Value it, Value outMem, Value lseMem) {
     Value area = add(ringAddr, toI64(wgAreaOff(wgL)));
     Value outPtr =
         toI64(memref::ExtractAlignedPointerAsIndexOp::create(b, loc, outMem));
-    Value rowElem = add(mul(grow, idx(p.heads * p.headDim)),
-                        mul(hh, idx(p.headDim)));
+    Value rowElem =
+        add(mul(grow, idx(p.heads * p.headDim)), mul(hh, idx(p.headDim)));
     Value dst = addI64(area, toI64(mul(w, idx(16))));
     const char *cp16 = "{\n.reg .u64 g;\ncvta.to.global.u64 g, $1;\n"
                        "cp.async.cg.shared.global [$0], [g], 16;\n}";
@@ -1337,10 +1337,9 @@ void AttentionBwdBuilder::statsV3(Value it, Value slot, Value tq0) {
     auto v8bf16 = VectorType::get({8}, bf16);
     auto v8f32 = VectorType::get({8}, f32);
     const int64_t units = 128 * p.headDim / 16;
-    Value outBuf = view(
-        MemRefType::get({units * 8}, bf16, MemRefLayoutAttrInterface(),
-                        smemSpace),
-        area);
+    Value outBuf = view(MemRefType::get({units * 8}, bf16,
+                                        MemRefLayoutAttrInterface(), smemSpace),
+                        area);
     Value sum = cF32(0.0);
     for (int64_t k = 0; k < p.headDim / 16; ++k) {
       Value u = v3Unit(part, k);
@@ -1350,8 +1349,8 @@ void AttentionBwdBuilder::statsV3(Value it, Value slot, Value tq0) {
                                   mul(divu(u, 8), idx(kBwdBq * 128))));
       Value at = arith::XOrIOp::create(b, loc, remu(u, 8), remu(row, 8));
       Value dO = vector::LoadOp::create(b, loc, v8bf16, tile,
-                                        ValueRange{row, mul(at, idx(8))},
-                                        false, llvm::MaybeAlign(16));
+                                        ValueRange{row, mul(at, idx(8))}, false,
+                                        llvm::MaybeAlign(16));
       Value o = vector::LoadOp::create(
           b, loc, v8bf16, outBuf,
           ValueRange{add(idx(k * 128 * 8), mul(w, idx(8)))}, false,
@@ -1365,8 +1364,7 @@ void AttentionBwdBuilder::statsV3(Value it, Value slot, Value tq0) {
     // (Only the row's part-0 thread copied the lse; the other one's value
     // is not used.)
     Value lse = memref::LoadOp::create(
-        b, loc, view(statsTy, add(area, idx(t.wgOutBytes()))),
-        ValueRange{row});
+        b, loc, view(statsTy, add(area, idx(t.wgOutBytes()))), ValueRange{row});
     scf::YieldOp::create(b, loc, ValueRange{sum, fmul(lse, cF32(M_LOG2E))});
     b.setInsertionPointToStart(&ifValid.getElseRegion().front());
     scf::YieldOp::create(b, loc, ValueRange{cF32(0.0), cF32(0.0)});
@@ -1584,8 +1582,9 @@ void AttentionBwdBuilder::build(gpu::GPUFuncOp fn, unsigned numInputs) {
     Value gz = gpu::GridDimOp::create(b, loc, gpu::Dimension::z);
     Value lin = add(
         gpu::BlockIdOp::create(b, loc, gpu::Dimension::x),
-        mul(gx, add(gpu::BlockIdOp::create(b, loc, gpu::Dimension::y),
-                    mul(gy, gpu::BlockIdOp::create(b, loc, gpu::Dimension::z)))));
+        mul(gx,
+            add(gpu::BlockIdOp::create(b, loc, gpu::Dimension::y),
+                mul(gy, gpu::BlockIdOp::create(b, loc, gpu::Dimension::z)))));
     Value per = mul(gy, gz);
     kb = divuV(lin, per);
     Value rest = remuV(lin, per);
@@ -1670,12 +1669,12 @@ void AttentionBwdBuilder::build(gpu::GPUFuncOp fn, unsigned numInputs) {
     auto loop = scf::ForOp::create(b, loc, idx(0), nIter, idx(1), acc);
     OpBuilder::InsertionGuard g(b);
     b.setInsertionPointToStart(loop.getBody());
-    scf::YieldOp::create(
-        b, loc,
-        t.decoupled ? stepV3(loop.getInductionVar(), loop.getRegionIterArgs(),
-                             outMem, lseMem)
-                    : step(loop.getInductionVar(), loop.getRegionIterArgs(),
-                           outMem, lseMem));
+    scf::YieldOp::create(b, loc,
+                         t.decoupled
+                             ? stepV3(loop.getInductionVar(),
+                                      loop.getRegionIterArgs(), outMem, lseMem)
+                             : step(loop.getInductionVar(),
+                                    loop.getRegionIterArgs(), outMem, lseMem));
     acc.assign(loop.getResults().begin(), loop.getResults().end());
   }
   epilogue(acc, args[numInputs], args[numInputs + 1]);
@@ -1794,8 +1793,8 @@ Value AttentionDqBuilder::keyBlock(Value i, Value acc) {
         Value key = masked ? add(colBase, idx(8 * j + e)) : Value();
         for (int h = 0; h < 2; ++h) {
           int64_t k = 4 * j + 2 * h + e;
-          Value pe = exp2(
-              math::FmaOp::create(b, loc, extract(s, k), cScale, negL[h]));
+          Value pe =
+              exp2(math::FmaOp::create(b, loc, extract(s, k), cScale, negL[h]));
           if (masked)
             pe = arith::SelectOp::create(b, loc, ult(key, limit[h]), pe, zero);
           ds[k] = fmul(pe, fsub(extract(dp, k), dRow[h]));
@@ -1813,12 +1812,12 @@ Value AttentionDqBuilder::keyBlock(Value i, Value acc) {
     // before pos0 + nt. (Rows past nt need no mask: their dq is not
     // stored, and dS K mixes no rows.)
     Value keyEnd = add(j0, idx(kDqBn));
-    Value full = p.causal
-                     ? ule(keyEnd, add(add(pos0, add(qT0, mul(wg, idx(64)))),
-                                       idx(1)))
-                     : ule(keyEnd, add(pos0, nt));
-    auto ifFull = scf::IfOp::create(
-        b, loc, SmallVector<Type>(kDqBn / 2, f32), full, true);
+    Value full =
+        p.causal
+            ? ule(keyEnd, add(add(pos0, add(qT0, mul(wg, idx(64)))), idx(1)))
+            : ule(keyEnd, add(pos0, nt));
+    auto ifFull = scf::IfOp::create(b, loc, SmallVector<Type>(kDqBn / 2, f32),
+                                    full, true);
     for (bool masked : {false, true}) {
       OpBuilder::InsertionGuard g(b);
       b.setInsertionPointToStart(masked ? &ifFull.getElseRegion().front()
@@ -1860,8 +1859,9 @@ void AttentionDqBuilder::build(gpu::GPUFuncOp fn, unsigned numInputs) {
     Value gz = gpu::GridDimOp::create(b, loc, gpu::Dimension::z);
     Value lin = add(
         gpu::BlockIdOp::create(b, loc, gpu::Dimension::x),
-        mul(gx, add(gpu::BlockIdOp::create(b, loc, gpu::Dimension::y),
-                    mul(gy, gpu::BlockIdOp::create(b, loc, gpu::Dimension::z)))));
+        mul(gx,
+            add(gpu::BlockIdOp::create(b, loc, gpu::Dimension::y),
+                mul(gy, gpu::BlockIdOp::create(b, loc, gpu::Dimension::z)))));
     Value per = mul(gy, gz);
     qb = sub(sub(gx, idx(1)), arith::DivUIOp::create(b, loc, lin, per));
     Value rest = arith::RemUIOp::create(b, loc, lin, per);

@@ -224,10 +224,9 @@ int runBackward(const std::string &kernel, const Abi &abi,
               "heads %lld "
               "kv heads %lld d %lld %s, %lld keys x %lld queries, grid "
               "%ux%ux%u block %u smem %u; nb %lld nt %lld pos0 %lld\n",
-              kernel.c_str(), dqPart ? "dQ" : "dK/dV", sched.c_str(), B, S,
-              T, H, KVH, D,
-              causal ? "causal" : "not causal", bn, bq, grid[0], grid[1],
-              grid[2], block[0], smem, nb, nt, pos0);
+              kernel.c_str(), dqPart ? "dQ" : "dK/dV", sched.c_str(), B, S, T,
+              H, KVH, D, causal ? "causal" : "not causal", bn, bq, grid[0],
+              grid[1], grid[2], block[0], smem, nb, nt, pos0);
 
   CUdevice dev;
   CUmodule mod;
