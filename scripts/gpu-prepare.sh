@@ -24,8 +24,9 @@
 #               and the KV cache writes of .../Inputs/gemm-cache.mlir
 #   attention/  PTX of the sm_90a TMA + wgmma attention (--hopper-attention
 #               --emit=ptx): the forward and the dK/dV and dQ backward, causal, 32
-#               heads of 128, seq 4096 and 16384
-#               (scripts/gpu/attention-bench.mlir)
+#               heads of 128, seq 4096 and 16384, and llama-1b's backward
+#               (scripts/gpu/attention-bench.mlir); attention-bench-v3.ptx:
+#               the backward kernels only, --hopper-attention-bwd=v3
 #   include/    FlatBuffers and nlohmann-json headers and the generated
 #               schema header: the runtime builds there with
 #               -DCOLOSSUS_BUILD_COMPILER=OFF -DCOLOSSUS_BUNDLED_INCLUDE=...
@@ -269,9 +270,25 @@ done
 log "Hopper attention PTX (--hopper-attention --emit=ptx)"
 "$CC" "$REPO/scripts/gpu/attention-bench.mlir" --target=sm_90a --hopper-attention --emit=ptx \
     -o "$BUNDLE/attention/attention-bench.ptx"
-for k in attn_4096_0_attention attn_16384_0_attention attn_bwd_4096_0_attention_grad attn_bwd_4096_1_attention_grad attn_bwd_16384_0_attention_grad attn_bwd_16384_1_attention_grad; do
+for k in attn_4096_0_attention attn_16384_0_attention attn_bwd_4096_0_attention_grad attn_bwd_4096_1_attention_grad attn_bwd_16384_0_attention_grad attn_bwd_16384_1_attention_grad \
+         attn_bwd_llama1b_0_attention_grad attn_bwd_llama1b_1_attention_grad; do
   grep -q "^// ----- kernel $k " "$BUNDLE/attention/attention-bench.ptx" || { echo "gpu-prepare.sh: no kernel $k in attention-bench.ptx" >&2; exit 1; }
 done
+# The v3 backward schedule (--hopper-attention-bwd=v3, never run on a GPU
+# before this check): only its backward kernels are kept (the forward is
+# the default's; bundle size).
+"$CC" "$REPO/scripts/gpu/attention-bench.mlir" --target=sm_90a --hopper-attention --hopper-attention-bwd=v3 --emit=ptx \
+    -o "$tmp/attention-bench-v3.all.ptx"
+awk '/^\/\/ ----- kernel / {keep = ($4 ~ /_attention_grad$/)} keep' "$tmp/attention-bench-v3.all.ptx" \
+    >"$BUNDLE/attention/attention-bench-v3.ptx"
+for k in attn_bwd_4096_0_attention_grad attn_bwd_4096_1_attention_grad attn_bwd_16384_0_attention_grad attn_bwd_16384_1_attention_grad \
+         attn_bwd_llama1b_0_attention_grad attn_bwd_llama1b_1_attention_grad; do
+  grep -A1 "^// ----- kernel $k " "$BUNDLE/attention/attention-bench-v3.ptx" | grep -q " sched=v3" \
+    || { echo "gpu-prepare.sh: no v3 kernel $k in attention-bench-v3.ptx" >&2; exit 1; }
+done
+if grep -q "^// ----- kernel attn_[0-9]*_0_attention " "$BUNDLE/attention/attention-bench-v3.ptx"; then
+  echo "gpu-prepare.sh: attention-bench-v3.ptx holds a forward kernel" >&2; exit 1
+fi
 
 # ---- manifest -------------------------------------------------------------------
 log "manifest"
@@ -428,6 +445,33 @@ manifest = {
                       {"name": "bf16 attention bwd dQ causal S=16384 D=128", "seq": 16384,
                        "ptx": "attention/attention-bench.ptx", "kernel": "attn_bwd_16384_0_attention_grad",
                        "repeats": 10, "backward": "dq"},
+                      # The v3 backward schedule (its own fwd+bwd row).
+                      {"name": "bf16 attention bwd dK/dV v3 causal S=4096 D=128", "seq": 4096,
+                       "ptx": "attention/attention-bench-v3.ptx", "kernel": "attn_bwd_4096_1_attention_grad",
+                       "repeats": 20, "backward": "dkdv", "variant": "v3"},
+                      {"name": "bf16 attention bwd dQ v3 causal S=4096 D=128", "seq": 4096,
+                       "ptx": "attention/attention-bench-v3.ptx", "kernel": "attn_bwd_4096_0_attention_grad",
+                       "repeats": 20, "backward": "dq", "variant": "v3"},
+                      {"name": "bf16 attention bwd dK/dV v3 causal S=16384 D=128", "seq": 16384,
+                       "ptx": "attention/attention-bench-v3.ptx", "kernel": "attn_bwd_16384_1_attention_grad",
+                       "repeats": 10, "backward": "dkdv", "variant": "v3"},
+                      {"name": "bf16 attention bwd dQ v3 causal S=16384 D=128", "seq": 16384,
+                       "ptx": "attention/attention-bench-v3.ptx", "kernel": "attn_bwd_16384_0_attention_grad",
+                       "repeats": 10, "backward": "dq", "variant": "v3"},
+                      # llama-1b's attention backward (head_dim 64, GQA 32/8,
+                      # S=2048), both schedules (a v2 / v3 row; no SDPA peer).
+                      {"name": "bf16 attention bwd dK/dV llama-1b causal S=2048 D=64 GQA 32/8", "seq": 2048,
+                       "ptx": "attention/attention-bench.ptx", "kernel": "attn_bwd_llama1b_1_attention_grad",
+                       "repeats": 20, "backward": "dkdv", "shape": "llama-1b S=2048 D=64 GQA 32/8"},
+                      {"name": "bf16 attention bwd dQ llama-1b causal S=2048 D=64 GQA 32/8", "seq": 2048,
+                       "ptx": "attention/attention-bench.ptx", "kernel": "attn_bwd_llama1b_0_attention_grad",
+                       "repeats": 20, "backward": "dq", "shape": "llama-1b S=2048 D=64 GQA 32/8"},
+                      {"name": "bf16 attention bwd dK/dV v3 llama-1b causal S=2048 D=64 GQA 32/8", "seq": 2048,
+                       "ptx": "attention/attention-bench-v3.ptx", "kernel": "attn_bwd_llama1b_1_attention_grad",
+                       "repeats": 20, "backward": "dkdv", "variant": "v3", "shape": "llama-1b S=2048 D=64 GQA 32/8"},
+                      {"name": "bf16 attention bwd dQ v3 llama-1b causal S=2048 D=64 GQA 32/8", "seq": 2048,
+                       "ptx": "attention/attention-bench-v3.ptx", "kernel": "attn_bwd_llama1b_0_attention_grad",
+                       "repeats": 20, "backward": "dq", "variant": "v3", "shape": "llama-1b S=2048 D=64 GQA 32/8"},
                   ]},
     "train": [
         {"name": "medium-llama bf16 train step (batch $TRAIN_BATCH x $TRAIN_SEQ)",

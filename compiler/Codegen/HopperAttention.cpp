@@ -47,12 +47,31 @@
 using namespace mlir;
 using namespace colossus;
 
-/// Internal: the first dK/dV kernel (out and lse read from global memory
-/// inside the D computation) instead of the prefetching one.
-static llvm::cl::opt<bool> clBwdV1(
-    "hopper-attention-bwd-v1", llvm::cl::Hidden, llvm::cl::init(false),
-    llvm::cl::desc("internal: the first Hopper attention dK/dV kernel (no "
-                   "cp.async prefetch of out and lse)"));
+namespace {
+/// The attention backward schedules (docs/hopper-attention.md "Backward").
+enum BwdVariant { BwdV1 = 1, BwdV2 = 2, BwdV3 = 3 };
+} // namespace
+
+/// Internal: which dK/dV (and dQ) schedule the backward gets.
+static llvm::cl::opt<BwdVariant> clBwdVariant(
+    "hopper-attention-bwd", llvm::cl::Hidden, llvm::cl::init(BwdV2),
+    llvm::cl::desc("internal: the Hopper attention backward schedule"),
+    llvm::cl::values(
+        clEnumValN(BwdV1, "v1",
+                   "the first dK/dV kernel (out and lse read from global "
+                   "memory inside the D computation)"),
+        clEnumValN(BwdV2, "v2",
+                   "the dK/dV kernel with the cp.async prefetch of out and "
+                   "lse (the default)"),
+        clEnumValN(BwdV3, "v3",
+                   "decoupled warpgroups (named barriers), unmasked fast "
+                   "path, dV wgmma overlapped with dS, longest-first CTA "
+                   "order (dK/dV and dQ)")));
+
+/// Internal: the older spelling of --hopper-attention-bwd=v1.
+static llvm::cl::opt<bool>
+    clBwdV1("hopper-attention-bwd-v1", llvm::cl::Hidden, llvm::cl::init(false),
+            llvm::cl::desc("internal: the same as --hopper-attention-bwd=v1"));
 
 /// The one `OpT` (`what`) of a group besides positions ops; null with
 /// `whyNot` set when there is none or anything else.
@@ -1018,6 +1037,43 @@ private:
   /// One iteration: S^T, dP^T, P^T, dS^T and the dV, dK updates.
   SmallVector<Value> step(Value it, ValueRange acc, Value outMem, Value lseMem);
 
+  /// Thread 0: refills the stage of iteration it-1 with iteration
+  /// it-1+stages once every warp released it.
+  void refillPrevious(Value it);
+
+  // ---- v3 (tile.decoupled) -------------------------------------------------
+  /// This warpgroup's area (byte offset in the ring): out buffer, lse, two
+  /// stats slots (HopperAttentionBwdTile::wgAreaBytes).
+  Value wgAreaOff(Value wgv) {
+    return add(idx(2 * t.kvTileBytes() + kBwdStages * t.stageBytes()),
+               mul(wgv, idx(t.wgAreaBytes())));
+  }
+  /// Stats slot it % 2 of the area at `area`: D at +0, lse log2 e at +kBq*4.
+  Value wgStatsOff(Value area, Value it) {
+    return add(add(area, idx(t.wgOutBytes() + kBwdBq * 4)),
+               mul(remu(it, 2), idx(t.statsBytes())));
+  }
+  /// The 16-byte unit (of 8 columns) that the thread of `part` (0, 1: the
+  /// two threads of a row) reads k-th: part p reads the units
+  /// p * head_dim / 16 .. of its row, rotated by 4 * p, so that the two
+  /// threads of a row hit different banks of the swizzled dO tile.
+  Value v3Unit(Value part, int64_t k) {
+    const int64_t units = p.headDim / 16;
+    return add(mul(part, idx(units)),
+               remu(add(idx(k), mul(part, idx(4))), units));
+  }
+  /// cp.async of the out row half and the lse that this thread's D
+  /// computation of iteration `it` reads, into its warpgroup's buffer; one
+  /// commit group. Rows past nt are not read.
+  void prefetchV3(Value it, Value outMem, Value lseMem);
+  /// D = rowsum(dO * O) and lse * log2 e of the tile's 64 rows by this
+  /// warpgroup's 128 threads (2 a row) into its stats slot it % 2.
+  void statsV3(Value it, Value slot, Value tq0);
+  /// bar.sync 1 + warpgroup, 128: the warpgroup's threads only.
+  void warpgroupBarrier();
+  SmallVector<Value> stepV3(Value it, ValueRange acc, Value outMem,
+                            Value lseMem);
+
   void epilogue(ValueRange acc, Value dkMem, Value dvMem);
 
   const HopperAttentionBwdTile &t;
@@ -1117,26 +1173,28 @@ void AttentionBwdBuilder::stats(Value it, Value slot, Value hh, Value tq0,
       b, loc, lse2, view(statsTy, add(base, idx(kBwdBq * 4))), ValueRange{row});
 }
 
+void AttentionBwdBuilder::refillPrevious(Value it) {
+  // Refill: the slot of iteration it-1 gets iteration it-1+stages once
+  // every warp released it.
+  Value prev = sub(it, idx(1));
+  Value next = add(prev, idx(kBwdStages));
+  Value want = arith::AndIOp::create(
+      b, loc, isLeader,
+      arith::AndIOp::create(b, loc, ule(idx(1), it), ult(next, nIter)));
+  auto refill = scf::IfOp::create(b, loc, want, false);
+  OpBuilder::InsertionGuard g(b);
+  b.setInsertionPointToStart(&refill.getThenRegion().front());
+  Value prevSlot = remu(prev, kBwdStages);
+  waitBar(barEmpty(prevSlot), divu(prev, kBwdStages));
+  issueQdO(next, prevSlot);
+}
+
 SmallVector<Value> AttentionBwdBuilder::step(Value it, ValueRange acc,
                                              Value outMem, Value lseMem) {
   Value dk = acc[0], dv = acc[1];
   Value slot = remu(it, kBwdStages);
   Value use = divu(it, kBwdStages);
-  // Refill: the slot of iteration it-1 gets iteration it-1+stages once
-  // every warp released it.
-  {
-    Value prev = sub(it, idx(1));
-    Value next = add(prev, idx(kBwdStages));
-    Value want = arith::AndIOp::create(
-        b, loc, isLeader,
-        arith::AndIOp::create(b, loc, ule(idx(1), it), ult(next, nIter)));
-    auto refill = scf::IfOp::create(b, loc, want, false);
-    OpBuilder::InsertionGuard g(b);
-    b.setInsertionPointToStart(&refill.getThenRegion().front());
-    Value prevSlot = remu(prev, kBwdStages);
-    waitBar(barEmpty(prevSlot), divu(prev, kBwdStages));
-    issueQdO(next, prevSlot);
-  }
+  refillPrevious(it);
   if (t.prefetchOut) {
     // This iteration's out / lse rows (issued one iteration ago) have
     // landed; the next iteration's go into the other buffer, which this
@@ -1222,8 +1280,265 @@ SmallVector<Value> AttentionBwdBuilder::step(Value it, ValueRange acc,
   return {dk, dv};
 }
 
+void AttentionBwdBuilder::prefetchV3(Value it, Value outMem, Value lseMem) {
+  Value hh, tq0;
+  coords(it, hh, tq0);
+  Value tidL = tidHere();
+  Value wgL = divu(tidL, 128), w = remu(tidL, 128);
+  Value row = divu(w, 2), part = remu(w, 2);
+  Value tq = add(tq0, row);
+  {
+    auto valid = scf::IfOp::create(b, loc, ult(tq, nt), false);
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(&valid.getThenRegion().front());
+    Value grow = add(mul(seqIdx, nt), tq);
+    Value area = add(ringAddr, toI64(wgAreaOff(wgL)));
+    Value outPtr =
+        toI64(memref::ExtractAlignedPointerAsIndexOp::create(b, loc, outMem));
+    Value rowElem =
+        add(mul(grow, idx(p.heads * p.headDim)), mul(hh, idx(p.headDim)));
+    Value dst = addI64(area, toI64(mul(w, idx(16))));
+    const char *cp16 = "{\n.reg .u64 g;\ncvta.to.global.u64 g, $1;\n"
+                       "cp.async.cg.shared.global [$0], [g], 16;\n}";
+    for (int64_t k = 0; k < p.headDim / 16; ++k) {
+      Value elem = add(rowElem, mul(v3Unit(part, k), idx(8)));
+      asmVoid(cp16,
+              ValueRange{addI64(dst, cI64(k * 128 * 16)),
+                         addI64(outPtr, toI64(mul(elem, idx(2))))},
+              "l,l,~{memory}");
+    }
+    Value first =
+        arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, part, idx(0));
+    auto lse = scf::IfOp::create(b, loc, first, false);
+    b.setInsertionPointToStart(&lse.getThenRegion().front());
+    Value lsePtr =
+        toI64(memref::ExtractAlignedPointerAsIndexOp::create(b, loc, lseMem));
+    Value lseSrc =
+        addI64(lsePtr, toI64(mul(add(mul(grow, idx(p.heads)), hh), idx(4))));
+    Value lseDst =
+        addI64(area, toI64(add(idx(t.wgOutBytes()), mul(row, idx(4)))));
+    asmVoid("{\n.reg .u64 g;\ncvta.to.global.u64 g, $1;\n"
+            "cp.async.ca.shared.global [$0], [g], 4;\n}",
+            ValueRange{lseDst, lseSrc}, "l,l,~{memory}");
+  }
+  asmVoid("cp.async.commit_group;", ValueRange(), "~{memory}");
+}
+
+void AttentionBwdBuilder::statsV3(Value it, Value slot, Value tq0) {
+  Value tidL = tidHere();
+  Value wgL = divu(tidL, 128), w = remu(tidL, 128);
+  Value row = divu(w, 2), part = remu(w, 2);
+  Value valid = ult(add(tq0, row), nt);
+  Value area = wgAreaOff(wgL);
+  auto ifValid = scf::IfOp::create(b, loc, TypeRange{f32, f32}, valid, true);
+  {
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(&ifValid.getThenRegion().front());
+    auto v8bf16 = VectorType::get({8}, bf16);
+    auto v8f32 = VectorType::get({8}, f32);
+    const int64_t units = 128 * p.headDim / 16;
+    Value outBuf = view(MemRefType::get({units * 8}, bf16,
+                                        MemRefLayoutAttrInterface(), smemSpace),
+                        area);
+    Value sum = cF32(0.0);
+    for (int64_t k = 0; k < p.headDim / 16; ++k) {
+      Value u = v3Unit(part, k);
+      // 128-byte swizzle: the 16-byte unit u of row r of a 64-column chunk
+      // is stored at unit u ^ (r % 8).
+      Value tile = view(qBox, add(add(stageOff(slot), idx(doOff(0))),
+                                  mul(divu(u, 8), idx(kBwdBq * 128))));
+      Value at = arith::XOrIOp::create(b, loc, remu(u, 8), remu(row, 8));
+      Value dO = vector::LoadOp::create(b, loc, v8bf16, tile,
+                                        ValueRange{row, mul(at, idx(8))}, false,
+                                        llvm::MaybeAlign(16));
+      Value o = vector::LoadOp::create(
+          b, loc, v8bf16, outBuf,
+          ValueRange{add(idx(k * 128 * 8), mul(w, idx(8)))}, false,
+          llvm::MaybeAlign(16));
+      Value prod = arith::MulFOp::create(
+          b, loc, arith::ExtFOp::create(b, loc, v8f32, dO),
+          arith::ExtFOp::create(b, loc, v8f32, o));
+      sum = fadd(sum, vector::ReductionOp::create(
+                          b, loc, vector::CombiningKind::ADD, prod));
+    }
+    // (Only the row's part-0 thread copied the lse; the other one's value
+    // is not used.)
+    Value lse = memref::LoadOp::create(
+        b, loc, view(statsTy, add(area, idx(t.wgOutBytes()))), ValueRange{row});
+    scf::YieldOp::create(b, loc, ValueRange{sum, fmul(lse, cF32(M_LOG2E))});
+    b.setInsertionPointToStart(&ifValid.getElseRegion().front());
+    scf::YieldOp::create(b, loc, ValueRange{cF32(0.0), cF32(0.0)});
+  }
+  Value d = ifValid.getResult(0);
+  d = fadd(d, shflXor(d, 1));
+  Value first =
+      arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, part, idx(0));
+  auto st = scf::IfOp::create(b, loc, first, false);
+  OpBuilder::InsertionGuard g(b);
+  b.setInsertionPointToStart(&st.getThenRegion().front());
+  Value base = wgStatsOff(area, it);
+  memref::StoreOp::create(b, loc, d, view(statsTy, base), ValueRange{row});
+  memref::StoreOp::create(b, loc, ifValid.getResult(1),
+                          view(statsTy, add(base, idx(kBwdBq * 4))),
+                          ValueRange{row});
+}
+
+void AttentionBwdBuilder::warpgroupBarrier() {
+  // Immediate barrier ids (a warpgroup-uniform branch): with an id in a
+  // register ptxas reserves all 16 named barriers.
+  Value first = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq,
+                                      divu(tidHere(), 128), idx(0));
+  auto ifFirst = scf::IfOp::create(b, loc, first, true);
+  OpBuilder::InsertionGuard g(b);
+  b.setInsertionPointToStart(&ifFirst.getThenRegion().front());
+  asmVoid("bar.sync 1, 128;", ValueRange(), "~{memory}");
+  b.setInsertionPointToStart(&ifFirst.getElseRegion().front());
+  asmVoid("bar.sync 2, 128;", ValueRange(), "~{memory}");
+}
+
+SmallVector<Value> AttentionBwdBuilder::stepV3(Value it, ValueRange acc,
+                                               Value outMem, Value lseMem) {
+  Value dk = acc[0], dv = acc[1];
+  Value slot = remu(it, kBwdStages);
+  Value use = divu(it, kBwdStages);
+  refillPrevious(it);
+  // This thread's out / lse copies of iteration it (issued one iteration
+  // ago) have landed.
+  asmVoid("cp.async.wait_group 0;", ValueRange(), "~{memory}");
+  Value hh, tq0;
+  coords(it, hh, tq0);
+  waitBar(barFull(slot), use);
+  Value stageAddr = add(ringAddr, toI64(stageOff(slot)));
+  Value wgRows = toI64(mul(wg, idx(64 * 128)));
+  Value kWg = add(addrAdd(ringAddr, kOff(0)), wgRows);
+  Value vWg = add(addrAdd(ringAddr, vOff(0)), wgRows);
+  NVVM::WgmmaFenceAlignedOp::create(b, loc);
+  Value sT = ssWgmma(LLVM::UndefOp::create(b, loc, sType), sType, kBwdBq, kWg,
+                     kBwdBn * 128, addrAdd(stageAddr, qOff(0)), kBwdBq * 128,
+                     p.headDim / 16, /*accumulate=*/false);
+  Value dpT = ssWgmma(LLVM::UndefOp::create(b, loc, sType), sType, kBwdBq, vWg,
+                      kBwdBn * 128, addrAdd(stageAddr, doOff(0)), kBwdBq * 128,
+                      p.headDim / 16, /*accumulate=*/false);
+  NVVM::WgmmaGroupSyncAlignedOp::create(b, loc);
+  // D of this tile while the S^T / dP^T wgmmas run.
+  statsV3(it, slot, tq0);
+  // Within the warpgroup: its stats slot it % 2 is complete. Each
+  // warpgroup waits for its own 128 threads only, so the two drift apart
+  // (bounded by the ring: thread 0 refills a stage once both released it)
+  // and one's wgmmas overlap the other's exp / mask phase.
+  //
+  // Why slot reuse is safe: slot it % 2 was last read (P^T, dS^T) in
+  // iteration it-2 by threads that have since arrived at this warpgroup's
+  // barrier of iteration it-1, which every writer of iteration it passed.
+  // The out / lse buffer (one per warpgroup) is read only by the thread
+  // that copied into it, before the barrier (the D it computed from it
+  // went through a shuffle or a store, so the loads completed); the next
+  // copy is issued after the barrier. The Q / dO stages are refilled after
+  // the empty mbarrier (lane 0 of each warp of both warpgroups, after
+  // their last wgmma on the stage completed), as in v2.
+  warpgroupBarrier();
+  {
+    Value next = add(it, idx(1));
+    auto pf = scf::IfOp::create(b, loc, ult(next, nIter), false);
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(&pf.getThenRegion().front());
+    prefetchV3(next, outMem, lseMem);
+  }
+  NVVM::WgmmaWaitGroupSyncOp::create(b, loc, 0);
+
+  // P^T = exp2(S^T scale log2 e - lse log2 e). Element 4j + 2h + e: key row
+  // r0 + 8h, query column 8j + 2 (lane % 4) + e. Unmasked fast path (a
+  // warpgroup-uniform branch): every query of the tile is before nt and,
+  // causal, sees the warpgroup's last key.
+  Value st = wgStatsOff(wgAreaOff(divu(tidHere(), 128)), it);
+  Value dView = view(statsTy, st);
+  Value lView = view(statsTy, add(st, idx(kBwdBq * 4)));
+  Value cScale = cF32(p.scale * M_LOG2E);
+  Value zero = cF32(0.0);
+  auto v2f32 = VectorType::get({2}, f32);
+  Value full = ule(add(tq0, idx(kBwdBq)), nt);
+  if (p.causal) {
+    Value lastKey = add(add(j0, mul(wg, idx(64))), idx(63));
+    full = arith::AndIOp::create(b, loc, full, ule(lastKey, add(pos0, tq0)));
+  }
+  SmallVector<Type> pTypes(kBwdBq / 2, f32);
+  auto ifFull = scf::IfOp::create(b, loc, pTypes, full, true);
+  for (bool masked : {false, true}) {
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(masked ? &ifFull.getElseRegion().front()
+                                      : &ifFull.getThenRegion().front());
+    SmallVector<Value> pv(kBwdBq / 2);
+    for (int64_t j = 0; j < kBwdBq / 8; ++j) {
+      Value col = add(mul(laneMod4, idx(2)), idx(8 * j));
+      Value l2 = vector::LoadOp::create(b, loc, v2f32, lView, ValueRange{col},
+                                        false, llvm::MaybeAlign(8));
+      for (int64_t e = 0; e < 2; ++e) {
+        Value negL = arith::NegFOp::create(
+            b, loc, vector::ExtractOp::create(b, loc, l2, e));
+        Value tq = add(tq0, add(col, idx(e)));
+        for (int h = 0; h < 2; ++h) {
+          int64_t k = 4 * j + 2 * h + e;
+          Value pe =
+              exp2(math::FmaOp::create(b, loc, extract(sT, k), cScale, negL));
+          if (masked) {
+            Value ok = ult(tq, nt);
+            if (p.causal)
+              ok = arith::AndIOp::create(b, loc, ok,
+                                         ule(keyPos[h], add(pos0, tq)));
+            pe = arith::SelectOp::create(b, loc, ok, pe, zero);
+          }
+          pv[k] = pe;
+        }
+      }
+    }
+    scf::YieldOp::create(b, loc, pv);
+  }
+  SmallVector<Value> pv(ifFull.getResults().begin(), ifFull.getResults().end());
+  SmallVector<Value> pRegs = packBf16(pv);
+
+  // dV += P^T dO, issued before dS^T is computed (the tensor cores work
+  // while the threads compute dS^T); the P^T registers are the A operand
+  // of those wgmmas and are not written before the wait below.
+  NVVM::WgmmaFenceAlignedOp::create(b, loc);
+  for (int64_t kc = 0; kc < kBwdBq / 16; ++kc)
+    dv =
+        rsWgmma(dv, accType, p.headDim, ArrayRef<Value>(pRegs).slice(4 * kc, 4),
+                addrAdd(stageAddr, doOff(0) + kc * 16 * 128),
+                /*lbo=*/kBwdBq * 128);
+  NVVM::WgmmaGroupSyncAlignedOp::create(b, loc);
+
+  // dS^T = P^T (dP^T - D) (0 where P^T is masked), then dK += dS^T Q.
+  SmallVector<Value> ds(kBwdBq / 2);
+  for (int64_t j = 0; j < kBwdBq / 8; ++j) {
+    Value col = add(mul(laneMod4, idx(2)), idx(8 * j));
+    Value d2 = vector::LoadOp::create(b, loc, v2f32, dView, ValueRange{col},
+                                      false, llvm::MaybeAlign(8));
+    for (int64_t e = 0; e < 2; ++e) {
+      Value dRow = vector::ExtractOp::create(b, loc, d2, e);
+      for (int h = 0; h < 2; ++h) {
+        int64_t k = 4 * j + 2 * h + e;
+        ds[k] = fmul(pv[k], fsub(extract(dpT, k), dRow));
+      }
+    }
+  }
+  SmallVector<Value> dsRegs = packBf16(ds);
+  NVVM::WgmmaFenceAlignedOp::create(b, loc);
+  for (int64_t kc = 0; kc < kBwdBq / 16; ++kc)
+    dk = rsWgmma(dk, accType, p.headDim,
+                 ArrayRef<Value>(dsRegs).slice(4 * kc, 4),
+                 addrAdd(stageAddr, qOff(0) + kc * 16 * 128),
+                 /*lbo=*/kBwdBq * 128);
+  NVVM::WgmmaGroupSyncAlignedOp::create(b, loc);
+  NVVM::WgmmaWaitGroupSyncOp::create(b, loc, 0);
+  releaseSlot(lane, barEmpty(slot));
+  return {dk, dv};
+}
+
 void AttentionBwdBuilder::epilogue(ValueRange acc, Value dkMem, Value dvMem) {
-  Value colBase = add(mul(kvHead, idx(p.headDim)), mul(laneMod4, idx(2)));
+  // v3: lane % 4 read anew (%tid.x), not kept live across the loop (where
+  // ptxas had to spill it at 255 registers).
+  Value quad = t.decoupled ? remu(tidHere(), 4) : laneMod4;
+  Value colBase = add(mul(kvHead, idx(p.headDim)), mul(quad, idx(2)));
   Value scale = cF32(p.scale);
   for (int h = 0; h < 2; ++h) {
     // Keys of the step's tokens only (pos0 <= j < pos0 + nt), as the SIMT
@@ -1255,9 +1570,31 @@ void AttentionBwdBuilder::build(gpu::GPUFuncOp fn, unsigned numInputs) {
   Value nb = readExtents(args, numInputs + 2);
 
   tid = gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);
-  Value kb = gpu::BlockIdOp::create(b, loc, gpu::Dimension::x);
-  kvHead = gpu::BlockIdOp::create(b, loc, gpu::Dimension::y);
-  seqIdx = gpu::BlockIdOp::create(b, loc, gpu::Dimension::z);
+  Value kb;
+  if (t.decoupled) {
+    // Longest processing time first: the CTAs are dispatched in the order
+    // of the linear block index (x fastest), so the key block is decoded
+    // as its slowest-varying part: every (kv head, sequence)'s key block 0
+    // (causal: the most query tiles) first, the last key blocks (the
+    // fewest) last. The launch grid stays (key blocks, kv heads, B).
+    Value gx = gpu::GridDimOp::create(b, loc, gpu::Dimension::x);
+    Value gy = gpu::GridDimOp::create(b, loc, gpu::Dimension::y);
+    Value gz = gpu::GridDimOp::create(b, loc, gpu::Dimension::z);
+    Value lin = add(
+        gpu::BlockIdOp::create(b, loc, gpu::Dimension::x),
+        mul(gx,
+            add(gpu::BlockIdOp::create(b, loc, gpu::Dimension::y),
+                mul(gy, gpu::BlockIdOp::create(b, loc, gpu::Dimension::z)))));
+    Value per = mul(gy, gz);
+    kb = divuV(lin, per);
+    Value rest = remuV(lin, per);
+    kvHead = remuV(rest, gy);
+    seqIdx = divuV(rest, gy);
+  } else {
+    kb = gpu::BlockIdOp::create(b, loc, gpu::Dimension::x);
+    kvHead = gpu::BlockIdOp::create(b, loc, gpu::Dimension::y);
+    seqIdx = gpu::BlockIdOp::create(b, loc, gpu::Dimension::z);
+  }
   j0 = mul(kb, idx(kBwdBn));
   // CTAs whose keys hold none of the step's tokens do nothing.
   Value active = arith::AndIOp::create(
@@ -1321,7 +1658,9 @@ void AttentionBwdBuilder::build(gpu::GPUFuncOp fn, unsigned numInputs) {
   Value outMem = args[p.outArg], lseMem = args[p.lseArg];
   // The out / lse rows of iteration 0 (nIter >= 1: the CTA has a key of
   // the step's tokens, so some query tile sees it).
-  if (t.prefetchOut)
+  if (t.decoupled)
+    prefetchV3(idx(0), outMem, lseMem);
+  else if (t.prefetchOut)
     prefetchOut(idx(0), outMem, lseMem);
   waitBar(idx(0), idx(0));
   SmallVector<Value> acc = {LLVM::ZeroOp::create(b, loc, accType),
@@ -1330,9 +1669,12 @@ void AttentionBwdBuilder::build(gpu::GPUFuncOp fn, unsigned numInputs) {
     auto loop = scf::ForOp::create(b, loc, idx(0), nIter, idx(1), acc);
     OpBuilder::InsertionGuard g(b);
     b.setInsertionPointToStart(loop.getBody());
-    scf::YieldOp::create(
-        b, loc,
-        step(loop.getInductionVar(), loop.getRegionIterArgs(), outMem, lseMem));
+    scf::YieldOp::create(b, loc,
+                         t.decoupled
+                             ? stepV3(loop.getInductionVar(),
+                                      loop.getRegionIterArgs(), outMem, lseMem)
+                             : step(loop.getInductionVar(),
+                                    loop.getRegionIterArgs(), outMem, lseMem));
     acc.assign(loop.getResults().begin(), loop.getResults().end());
   }
   epilogue(acc, args[numInputs], args[numInputs + 1]);
@@ -1395,6 +1737,7 @@ private:
 
   HopperAttentionDqTile t;
   Value kvCol, nKV;
+  Value qT0; ///< the CTA's first query row (token in the sequence)
   Value rowT[2], dRow[2], lRow[2];
 };
 
@@ -1443,18 +1786,46 @@ Value AttentionDqBuilder::keyBlock(Value i, Value acc) {
   Value limit[2];
   for (int h = 0; h < 2; ++h)
     limit[h] = p.causal ? add(add(pos0, rowT[h]), idx(1)) : add(pos0, nt);
-  SmallVector<Value> ds(kDqBn / 2);
-  for (int64_t j = 0; j < kDqBn / 8; ++j)
-    for (int64_t e = 0; e < 2; ++e) {
-      Value key = add(colBase, idx(8 * j + e));
-      for (int h = 0; h < 2; ++h) {
-        int64_t k = 4 * j + 2 * h + e;
-        Value pe =
-            exp2(math::FmaOp::create(b, loc, extract(s, k), cScale, negL[h]));
-        pe = arith::SelectOp::create(b, loc, ult(key, limit[h]), pe, zero);
-        ds[k] = fmul(pe, fsub(extract(dp, k), dRow[h]));
+  auto computeDs = [&](bool masked) {
+    SmallVector<Value> ds(kDqBn / 2);
+    for (int64_t j = 0; j < kDqBn / 8; ++j)
+      for (int64_t e = 0; e < 2; ++e) {
+        Value key = masked ? add(colBase, idx(8 * j + e)) : Value();
+        for (int h = 0; h < 2; ++h) {
+          int64_t k = 4 * j + 2 * h + e;
+          Value pe =
+              exp2(math::FmaOp::create(b, loc, extract(s, k), cScale, negL[h]));
+          if (masked)
+            pe = arith::SelectOp::create(b, loc, ult(key, limit[h]), pe, zero);
+          ds[k] = fmul(pe, fsub(extract(dp, k), dRow[h]));
+        }
       }
+    return ds;
+  };
+  SmallVector<Value> ds;
+  if (p.variant != BwdV3) {
+    ds = computeDs(/*masked=*/true);
+  } else {
+    // v3: unmasked fast path (a warpgroup-uniform branch) for key tiles
+    // every row of the warpgroup sees whole: causal, the tile's last key
+    // is at most the warpgroup's first row's position; otherwise it is
+    // before pos0 + nt. (Rows past nt need no mask: their dq is not
+    // stored, and dS K mixes no rows.)
+    Value keyEnd = add(j0, idx(kDqBn));
+    Value full =
+        p.causal
+            ? ule(keyEnd, add(add(pos0, add(qT0, mul(wg, idx(64)))), idx(1)))
+            : ule(keyEnd, add(pos0, nt));
+    auto ifFull = scf::IfOp::create(b, loc, SmallVector<Type>(kDqBn / 2, f32),
+                                    full, true);
+    for (bool masked : {false, true}) {
+      OpBuilder::InsertionGuard g(b);
+      b.setInsertionPointToStart(masked ? &ifFull.getElseRegion().front()
+                                        : &ifFull.getThenRegion().front());
+      scf::YieldOp::create(b, loc, computeDs(masked));
     }
+    ds.assign(ifFull.getResults().begin(), ifFull.getResults().end());
+  }
   SmallVector<Value> dsRegs = packBf16(ds);
   // dQ += dS K: A from registers (4 k16 steps over the 64 keys), B = the K
   // tile transposed (head_dim contiguous).
@@ -1478,11 +1849,32 @@ void AttentionDqBuilder::build(gpu::GPUFuncOp fn, unsigned numInputs) {
 
   tid = gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);
   // The query blocks with the most keys (causal: the last) start first.
-  Value qb = sub(sub(gpu::GridDimOp::create(b, loc, gpu::Dimension::x), idx(1)),
-                 gpu::BlockIdOp::create(b, loc, gpu::Dimension::x));
-  Value head = gpu::BlockIdOp::create(b, loc, gpu::Dimension::y);
-  seqIdx = gpu::BlockIdOp::create(b, loc, gpu::Dimension::z);
+  Value qb, head;
+  if (p.variant == BwdV3) {
+    // Longest processing time first across heads and sequences too: the
+    // query block is the slowest-varying part of the linear block index
+    // (dispatch order), from the last (the most key blocks) down.
+    Value gx = gpu::GridDimOp::create(b, loc, gpu::Dimension::x);
+    Value gy = gpu::GridDimOp::create(b, loc, gpu::Dimension::y);
+    Value gz = gpu::GridDimOp::create(b, loc, gpu::Dimension::z);
+    Value lin = add(
+        gpu::BlockIdOp::create(b, loc, gpu::Dimension::x),
+        mul(gx,
+            add(gpu::BlockIdOp::create(b, loc, gpu::Dimension::y),
+                mul(gy, gpu::BlockIdOp::create(b, loc, gpu::Dimension::z)))));
+    Value per = mul(gy, gz);
+    qb = sub(sub(gx, idx(1)), arith::DivUIOp::create(b, loc, lin, per));
+    Value rest = arith::RemUIOp::create(b, loc, lin, per);
+    head = arith::RemUIOp::create(b, loc, rest, gy);
+    seqIdx = arith::DivUIOp::create(b, loc, rest, gy);
+  } else {
+    qb = sub(sub(gpu::GridDimOp::create(b, loc, gpu::Dimension::x), idx(1)),
+             gpu::BlockIdOp::create(b, loc, gpu::Dimension::x));
+    head = gpu::BlockIdOp::create(b, loc, gpu::Dimension::y);
+    seqIdx = gpu::BlockIdOp::create(b, loc, gpu::Dimension::z);
+  }
   Value t0 = mul(qb, idx(kDqBm));
+  qT0 = t0;
   Value active = arith::AndIOp::create(b, loc, ult(seqIdx, nb), ult(t0, nt));
   auto ifActive = scf::IfOp::create(b, loc, active, /*withElse=*/false);
   b.setInsertionPointToStart(&ifActive.getThenRegion().front());
@@ -1721,8 +2113,10 @@ colossus::matchHopperAttentionBwd(FusionOp fusion, std::string &whyNot) {
              " rows";
     return std::nullopt;
   }
+  p.variant = clBwdV1 ? BwdV1 : static_cast<int>(clBwdVariant);
   p.tile.headDim = p.headDim;
-  p.tile.prefetchOut = !clBwdV1;
+  p.tile.prefetchOut = p.variant != BwdV1;
+  p.tile.decoupled = p.variant == BwdV3;
   HopperAttentionDqTile dqTile;
   dqTile.headDim = p.headDim;
   if (p.tile.dynamicSmemBytes() > HopperAttentionTile::kMaxDynamicSmem ||
@@ -1779,6 +2173,8 @@ colossus::buildHopperAttentionBwd(FusionOp fusion,
         (p.seq + HopperAttentionDqTile::kBm - 1) / HopperAttentionDqTile::kBm,
         HopperAttentionDqTile::kThreads, dt.dynamicSmemBytes(), p.qArg, p.kArg,
         p.vArg, p.doArg, p.outArg, p.lseArg, numInputs, scaleText);
+    if (p.variant == BwdV3)
+      abi += " sched=v3";
     fn->setAttr(kHopperAttentionBwdAbiAttr, builder.getStringAttr(abi));
     return fn.getOperation();
   }
@@ -1796,6 +2192,8 @@ colossus::buildHopperAttentionBwd(FusionOp fusion,
       HopperAttentionBwdTile::kThreads, p.tile.dynamicSmemBytes(), p.qArg,
       p.kArg, p.vArg, p.doArg, p.outArg, p.lseArg, numInputs, numInputs + 1,
       scaleText);
+  if (p.variant == BwdV3)
+    abi += " sched=v3";
   fn->setAttr(kHopperAttentionBwdAbiAttr, builder.getStringAttr(abi));
   return fn.getOperation();
 }

@@ -38,3 +38,15 @@ func.func @attn_bwd_16384(%q: tensor<16384x4096xbf16>, %k: tensor<1x16384x4096xb
   %dq, %dk, %dv = colossus.attention_grad %q, %k, %v, %pos, %do, %o, %lse {head_dim = 128 : i64, num_heads = 32 : i64, num_kv_heads = 32 : i64, scale = 0.08838834764831845 : f64} : tensor<16384x4096xbf16>, tensor<1x16384x4096xbf16>, tensor<16384xi32>, tensor<16384x32xf32>
   return %dq, %dk, %dv : tensor<16384x4096xf32>, tensor<1x16384x4096xf32>, tensor<1x16384x4096xf32>
 }
+
+// The backward of llama-1b's attention (bench/llama-1b.json: 32 heads of
+// 64, 8 kv heads, one sequence of 2048, causal), timed under the default
+// and the v3 schedule (--hopper-attention-bwd=v3; docs/hopper-attention.md).
+func.func @attn_bwd_llama1b(%q: tensor<2048x2048xbf16>, %k: tensor<1x2048x512xbf16>,
+                            %v: tensor<1x2048x512xbf16>, %do: tensor<2048x2048xbf16>,
+                            %o: tensor<2048x2048xbf16>, %lse: tensor<2048x32xf32>)
+    -> (tensor<2048x2048xf32>, tensor<1x2048x512xf32>, tensor<1x2048x512xf32>) {
+  %pos = colossus.positions 2048
+  %dq, %dk, %dv = colossus.attention_grad %q, %k, %v, %pos, %do, %o, %lse {head_dim = 64 : i64, num_heads = 32 : i64, num_kv_heads = 8 : i64, scale = 0.125 : f64} : tensor<2048x2048xbf16>, tensor<1x2048x512xbf16>, tensor<2048xi32>, tensor<2048x32xf32>
+  return %dq, %dk, %dv : tensor<2048x2048xf32>, tensor<1x2048x512xf32>, tensor<1x2048x512xf32>
+}

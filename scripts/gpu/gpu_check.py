@@ -550,12 +550,15 @@ def check_attention(r, bundle, hac, a):
     """One Hopper attention kernel through hopper_attention_check: numerics
     against float64, then the median time (the forward, or with "backward"
     the dK/dV kernel of the backward)."""
-    rec = {"name": a["name"], "kernel": a["kernel"], "seq": a["seq"], "backward": a.get("backward")}
+    rec = {"name": a["name"], "kernel": a["kernel"], "seq": a["seq"], "backward": a.get("backward"),
+           "variant": a.get("variant"), "shape": a.get("shape")}
     if hac is None:
         rec.update(status="error", error="hopper_attention_check was not built")
         return rec
     cmd = [hac, os.path.join(bundle, a["ptx"]), "--kernel", a["kernel"], "--repeats", str(a.get("repeats", 20))]
-    return run_kernel_check(r, rec, "attention-" + a["kernel"], cmd, 150)
+    # One log per entry: a kernel of another schedule has the same name.
+    step = "attention-" + a["kernel"] + (f"-{a['variant']}" if a.get("variant") else "")
+    return run_kernel_check(r, rec, step, cmd, 150)
 
 
 def check_train(r, bundle, run_bin, t):
@@ -655,8 +658,12 @@ def table(results):
         else:
             ratio, status = "n/a", "not available (" + ("colossus" if "tflops" not in g else "cuBLAS") + " side not measured)"
         rows.append((f"{g['name']}: colossus / cuBLAS", ours, f"torch.linear {theirs}", ratio, status))
-    ours_att = {c["seq"]: c for c in results.get("attention_colossus", []) if not c.get("backward")}
-    ours_bwd = {(c["seq"], c["backward"]): c for c in results.get("attention_colossus", []) if c.get("backward")}
+    ours_att = {c["seq"]: c for c in results.get("attention_colossus", [])
+                if not c.get("backward") and not c.get("shape")}
+    # Backward kernels by (seq, dkdv / dq, schedule): "v2" the default,
+    # "v3" --hopper-attention-bwd=v3 (its own row next to the default's).
+    ours_bwd = {(c["seq"], c["backward"], c.get("variant") or "v2"): c
+                for c in results.get("attention_colossus", []) if c.get("backward") and not c.get("shape")}
     for c in results.get("attention_colossus", []):
         rows.append((c["name"] + " numerics", f"rel err {fmt(c.get('rel_error'))}",
                      "float64 reference", f"tol {fmt(c.get('tol'), 'g')}",
@@ -682,21 +689,46 @@ def table(results):
             else:
                 # Colossus forward + backward: the forward, dK/dV and dQ
                 # kernels' medians summed (each timed alone), FLOPs as SDPA's
-                # (3.5 x the forward's).
-                parts = [c, ours_bwd.get((a["seq"], "dkdv")), ours_bwd.get((a["seq"], "dq"))]
-                timed = all(x is not None and "median_ms" in x for x in parts)
-                if timed:
-                    fwd_flops = c["tflops"] * c["median_ms"] * 1e9
-                    ms = sum(x["median_ms"] for x in parts)
-                    tf = 3.5 * fwd_flops / (ms * 1e-3) / 1e12
-                    ours = f"{tf:.1f} TFLOP/s"
-                    ratio, status = ratio_status(tf, a.get(key), all(x["status"] == "pass" for x in parts),
-                                                 "measured (fwd + dK/dV + dQ kernels, each timed alone)",
-                                                 "a kernel's")
-                    rows.append((label, ours, theirs, ratio, status))
-                else:
-                    rows.append((label, "not measured", theirs, "n/a",
-                                 "not available (colossus side not measured: forward, dK/dV and dQ kernels needed)"))
+                # (3.5 x the forward's). A second row for the v3 backward
+                # schedule when the bundle has its kernels.
+                for variant in ("v2", "v3"):
+                    dkdv, dq = ours_bwd.get((a["seq"], "dkdv", variant)), ours_bwd.get((a["seq"], "dq", variant))
+                    if variant == "v3" and dkdv is None and dq is None:
+                        continue
+                    vlabel = label if variant == "v2" else label.replace(": colossus", " (dK/dV+dQ v3): colossus")
+                    parts = [c, dkdv, dq]
+                    timed = all(x is not None and "median_ms" in x for x in parts)
+                    if timed:
+                        fwd_flops = c["tflops"] * c["median_ms"] * 1e9
+                        ms = sum(x["median_ms"] for x in parts)
+                        tf = 3.5 * fwd_flops / (ms * 1e-3) / 1e12
+                        ours = f"{tf:.1f} TFLOP/s"
+                        ratio, status = ratio_status(tf, a.get(key), all(x["status"] == "pass" for x in parts),
+                                                     "measured (fwd + dK/dV + dQ kernels, each timed alone)",
+                                                     "a kernel's")
+                        rows.append((vlabel, ours, theirs, ratio, status))
+                    else:
+                        rows.append((vlabel, "not measured", theirs, "n/a",
+                                     "not available (colossus side not measured: forward, dK/dV and dQ kernels needed)"))
+    # Backward kernels of another shape (e.g. llama-1b's) timed under both
+    # schedules: dK/dV + dQ medians, v2 / v3 (above 1: v3 is faster).
+    shaped = {}
+    for c in results.get("attention_colossus", []):
+        if c.get("shape") and c.get("backward"):
+            shaped.setdefault(c["shape"], {})[(c["backward"], c.get("variant") or "v2")] = c
+    for shape, ks in shaped.items():
+        v2 = [ks.get(("dkdv", "v2")), ks.get(("dq", "v2"))]
+        v3 = [ks.get(("dkdv", "v3")), ks.get(("dq", "v3"))]
+        label = f"attention bwd {shape} (dK/dV+dQ): v2 / v3 time"
+        if all(x is not None and "median_ms" in x for x in v2 + v3):
+            ms2, ms3 = sum(x["median_ms"] for x in v2), sum(x["median_ms"] for x in v3)
+            ok = all(x["status"] == "pass" for x in v2 + v3)
+            rows.append((label, f"v3 {ms3:.3f} ms", f"v2 {ms2:.3f} ms", f"{ms2 / ms3:.3f}" if ok else "n/a",
+                         "measured (each kernel timed alone)" if ok
+                         else "not available (a kernel's numerics did not pass)"))
+        else:
+            rows.append((label, "not measured", "not measured", "n/a",
+                         "not available (dK/dV and dQ of both schedules needed)"))
     if not att:
         rows.append(("attention: colossus / torch SDPA", "not measured", "SDPA not measured", "n/a",
                      "not available: colossus " + results["manifest"]["attention"]["colossus"]

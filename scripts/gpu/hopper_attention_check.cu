@@ -215,12 +215,18 @@ int runBackward(const std::string &kernel, const Abi &abi,
   }
   const long long C = H * D, KC = KVH * D, group = H / KVH;
   const double scale = std::atof(abi.str("scale").c_str());
-  std::printf("kernel %s (backward %s): B=%lld S=%lld T=%lld heads %lld "
+  // sched=v3 (--hopper-attention-bwd=v3): the CTAs decode their
+  // longest-first order from the launch grid, which is the line's as for
+  // the other schedules (nothing else changes for the launch).
+  const std::string sched =
+      abi.str("sched") == "none" ? "default" : abi.str("sched");
+  std::printf("kernel %s (backward %s, schedule %s): B=%lld S=%lld T=%lld "
+              "heads %lld "
               "kv heads %lld d %lld %s, %lld keys x %lld queries, grid "
               "%ux%ux%u block %u smem %u; nb %lld nt %lld pos0 %lld\n",
-              kernel.c_str(), dqPart ? "dQ" : "dK/dV", B, S, T, H, KVH, D,
-              causal ? "causal" : "not causal", bn, bq, grid[0], grid[1],
-              grid[2], block[0], smem, nb, nt, pos0);
+              kernel.c_str(), dqPart ? "dQ" : "dK/dV", sched.c_str(), B, S, T,
+              H, KVH, D, causal ? "causal" : "not causal", bn, bq, grid[0],
+              grid[1], grid[2], block[0], smem, nb, nt, pos0);
 
   CUdevice dev;
   CUmodule mod;

@@ -24,5 +24,24 @@ results = {
     ],
     "attention": sdpa,
 }
+if sys.argv[1:] == ["v3"]:
+    # The v3 backward schedule's kernels (--hopper-attention-bwd=v3) and a
+    # shape timed under both schedules (llama-1b's backward).
+    results["attention_colossus"] += [
+        {"name": "attn bwd v3 S=4096", "seq": 4096, "status": "pass", "rel_error": 4e-3, "tol": 1e-2,
+         "median_ms": 1.5, "tflops": 300.0, "backward": "dkdv", "variant": "v3"},
+        {"name": "attn dq v3 S=4096", "seq": 4096, "status": "pass", "rel_error": 4e-3, "tol": 1e-2,
+         "median_ms": 1.0, "tflops": 250.0, "backward": "dq", "variant": "v3"},
+        {"name": "attn bwd v3 S=16384", "seq": 16384, "status": "pass", "rel_error": 4e-3, "tol": 1e-2,
+         "median_ms": 20.0, "tflops": 300.0, "backward": "dkdv", "variant": "v3"},
+        {"name": "llama dkdv", "seq": 2048, "status": "pass", "rel_error": 4e-3, "tol": 1e-2, "median_ms": 0.4,
+         "backward": "dkdv", "shape": "llama-1b S=2048"},
+        {"name": "llama dq", "seq": 2048, "status": "pass", "rel_error": 4e-3, "tol": 1e-2, "median_ms": 0.2,
+         "backward": "dq", "shape": "llama-1b S=2048"},
+        {"name": "llama dkdv v3", "seq": 2048, "status": "pass", "rel_error": 4e-3, "tol": 1e-2, "median_ms": 0.3,
+         "backward": "dkdv", "variant": "v3", "shape": "llama-1b S=2048"},
+        {"name": "llama dq v3", "seq": 2048, "status": "pass", "rel_error": 4e-3, "tol": 1e-2, "median_ms": 0.2,
+         "backward": "dq", "variant": "v3", "shape": "llama-1b S=2048"},
+    ]
 for row in gpu_check.table(results):
     print(" | ".join(row))

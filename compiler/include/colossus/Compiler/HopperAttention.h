@@ -94,8 +94,22 @@ struct HopperAttentionBwdTile {
   /// The out and lse rows of the next query tile are prefetched by
   /// cp.async into shared memory (two buffers) while the current tile is
   /// computed; false: the first version's global loads inside the D
-  /// computation (internal option --hopper-attention-bwd-v1).
+  /// computation (internal option --hopper-attention-bwd=v1).
   bool prefetchOut = true;
+  /// The v3 schedule (internal option --hopper-attention-bwd=v3): each
+  /// warpgroup computes the D and lse of all the tile's rows itself (2
+  /// threads a row, its own out / lse prefetch buffer and stats slots) and
+  /// synchronizes with a named barrier of its 128 threads only; unmasked
+  /// tiles skip the mask; dV += P^T dO is issued before dS^T is computed;
+  /// CTAs in longest-processing-time-first order.
+  bool decoupled = false;
+
+  /// v3: one warpgroup's out buffer (128 threads x head_dim / 2 bf16), the
+  /// tile's lse (f32), then two stats slots (D and lse * log2 e, f32).
+  int64_t wgOutBytes() const { return 128 * headDim; }
+  int64_t wgAreaBytes() const {
+    return wgOutBytes() + kBq * 4 + 2 * statsBytes();
+  }
 
   int64_t kvTileBytes() const { return kBn * headDim * 2; }
   int64_t qTileBytes() const { return kBq * headDim * 2; }
@@ -106,6 +120,9 @@ struct HopperAttentionBwdTile {
   /// bytes), then the tile's kBq lse values (f32).
   int64_t prefetchBytes() const { return kThreads * headDim / 2 + kBq * 4; }
   int64_t dynamicSmemBytes() const {
+    if (decoupled)
+      return kAlignSlack + 2 * kvTileBytes() + kStages * stageBytes() +
+             kWarpgroups * wgAreaBytes();
     return kAlignSlack + 2 * kvTileBytes() +
            kStages * (stageBytes() + statsBytes()) +
            (prefetchOut ? 2 * prefetchBytes() : 0);
@@ -141,6 +158,11 @@ struct HopperAttentionBwdProblem {
   /// Block-argument numbers of q, k, v, dout, out, lse.
   unsigned qArg = 0, kArg = 0, vArg = 0, doArg = 0, outArg = 0, lseArg = 0;
   bool dq = false;             ///< the group yields dq (else dk, dv)
+  /// The schedule (docs/hopper-attention.md "Backward"): 1 and 2 the
+  /// dK/dV kernel's first and prefetching versions, 3 the decoupled one
+  /// (and the dQ kernel's longest-first CTA order); internal option
+  /// --hopper-attention-bwd=v1|v2|v3, default 2.
+  int variant = 2;
   HopperAttentionBwdTile tile; ///< of the dK/dV kernel
 };
 
