@@ -216,6 +216,11 @@ done
 log "llama-1b (bench/llama-1b.json): train step, bf16, batch 4 x 2048, --recompute=none, sm_90a, --hopper-gemm --hopper-attention"
 "$CC" "$REPO/bench/llama-1b.json" --target=sm_90a --precision=bf16 --step=train --batch 4 --seq 2048 \
     --recompute=none --hopper-gemm --hopper-attention -o "$BUNDLE/artifacts/llama-1b-bf16-train-hopper.sm_90a.colossus"
+# The same with the v3 attention backward schedule (--hopper-attention-bwd=v3,
+# docs/hopper-attention.md; its kernels' numerics are step (d)'s v3 rows).
+"$CC" "$REPO/bench/llama-1b.json" --target=sm_90a --precision=bf16 --step=train --batch 4 --seq 2048 \
+    --recompute=none --hopper-gemm --hopper-attention --hopper-attention-bwd=v3 \
+    -o "$BUNDLE/artifacts/llama-1b-bf16-train-hopper-v3.sm_90a.colossus"
 
 # Parameter counts for the MFU (all parameters, embeddings included).
 params_of() { "$RUN" "$1" info | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["param_elements"])'; }
@@ -486,6 +491,10 @@ manifest = {
          "artifact": "artifacts/llama-1b-bf16-train-hopper.sm_90a.colossus",
          "init": "random", "data": "data/tokens.bin",
          "steps": 6, "param_elements": $p_1b, "timeout_s": 150, "profile_steps": 1},
+        {"name": "llama-1b bf16 train step (batch 4 x 2048, --recompute=none, --hopper-gemm --hopper-attention --hopper-attention-bwd=v3)",
+         "artifact": "artifacts/llama-1b-bf16-train-hopper-v3.sm_90a.colossus",
+         "init": "random", "data": "data/tokens.bin",
+         "steps": 6, "param_elements": $p_1b, "timeout_s": 150},
     ],
 }
 json.dump(manifest, open(E("manifest.json"), "w"), indent=1)
