@@ -660,6 +660,32 @@ std::pair<Value, Value> GemmBuilder::tileOrigin(Value tile,
                                                 Value activeTileRows) {
   const int64_t group = HopperGemmTile::kGroupRows;
   const int64_t perGroup = group * (p.n / t.bn);
+  // A static tile-row count with a shorter last group (a weight gradient
+  // whose M / bm is no multiple of kGroupRows, e.g. the lm head's 1002 tile
+  // rows): the group's row count is one of two constants, so both orders
+  // are computed with constant divisors and the last group's selected. A
+  // division by the dynamic row count (a div.u16 subroutine call in SASS)
+  // made the accumulated lm-head dW spill the tile index around the call.
+  if (std::optional<int64_t> rowsConst = getConstantIntValue(activeTileRows);
+      rowsConst && *rowsConst % group != 0) {
+    const int64_t fullRows = *rowsConst / group * group;
+    const int64_t lastRows = *rowsConst % group;
+    Value g = arith::DivUIOp::create(b, loc, tile, idx(perGroup));
+    Value inGroup = arith::RemUIOp::create(b, loc, tile, idx(perGroup));
+    Value row = add(mul(g, idx(group)),
+                    arith::RemUIOp::create(b, loc, inGroup, idx(group)));
+    Value col = arith::DivUIOp::create(b, loc, inGroup, idx(group));
+    Value inLast =
+        arith::SubIOp::create(b, loc, tile, idx(fullRows / group * perGroup));
+    Value lastRow = add(idx(fullRows),
+                        arith::RemUIOp::create(b, loc, inLast, idx(lastRows)));
+    Value lastCol = arith::DivUIOp::create(b, loc, inLast, idx(lastRows));
+    Value isLast =
+        cmp(arith::CmpIPredicate::uge, tile, idx(fullRows / group * perGroup));
+    Value tileRow = arith::SelectOp::create(b, loc, isLast, lastRow, row);
+    Value tileCol = arith::SelectOp::create(b, loc, isLast, lastCol, col);
+    return {mul(tileRow, idx(t.bm)), mul(tileCol, idx(t.bn))};
+  }
   Value g = arith::DivUIOp::create(b, loc, tile, idx(perGroup));
   Value firstRow = mul(g, idx(group));
   Value groupRows = arith::MinUIOp::create(

@@ -110,6 +110,17 @@ LogicalResult Differentiator::accumulate(OpBuilder &b, Location loc, Value v,
     return emitError(loc) << "not supported yet: summing adjoints of a rank-"
                           << cast<RankedTensorType>(v.getType()).getRank()
                           << " value used more than once";
+  // A tied embedding: the table's scatter gradient (the last adjoint, from
+  // the embedding at the start of the forward) adds the adjoint so far (the
+  // lm head's dW) itself, so no elementwise kernel sums the two
+  // [vocab, D] gradients. The same sum, addend + scatter.
+  if (auto eg = g.getDefiningOp<EmbeddingGradOp>();
+      eg && !eg.getAddend() && g.use_empty() &&
+      it->second.getType() == g.getType()) {
+    eg.getAddendMutable().assign(it->second);
+    it->second = g;
+    return success();
+  }
   it->second = b.create<AddOp>(loc, it->second, g);
   return success();
 }
@@ -201,7 +212,7 @@ LogicalResult Differentiator::vjp(OpBuilder &b, Operation *op,
     int64_t vocab =
         cast<RankedTensorType>(o.getTable().getType()).getDimSize(0);
     return acc(o.getTable(),
-               b.create<EmbeddingGradOp>(loc, o.getIds(), g(), vocab));
+               b.create<EmbeddingGradOp>(loc, o.getIds(), g(), Value(), vocab));
   }
   if (auto o = dyn_cast<CacheWriteOp>(op)) {
     // The cache's adjoint is f32 (attention_grad's dk, dv); the rows read

@@ -1988,6 +1988,13 @@ LogicalResult Emitter::emitReduction(Value p, Value q) {
     });
     if (failed(acc))
       return failure();
+    // A tied embedding's other gradient, added to the finished sum.
+    if (auto o = dyn_cast<EmbeddingGradOp>(op); o && o.getAddend()) {
+      FailureOr<Value> a = emit(o.getAddend(), {p, q});
+      if (failed(a))
+        return failure();
+      acc = b.create<arith::AddFOp>(loc, *a, *acc).getResult();
+    }
     if (cast<MemRefType>(mem.getType()).getRank() == 1)
       store(*acc, mem, ValueRange{p});
     else
@@ -2287,8 +2294,17 @@ LogicalResult Emitter::emitEmbeddingGradWarp(EmbeddingGradOp op, Value flat,
     }
     b.create<scf::YieldOp>(loc, bits.getResults().drop_back());
   }
-  for (int64_t k = 0; k < vecW; ++k)
-    store(tiles.getResult(k), outputMem[0], ValueRange{v, chunkCol(base, k)});
+  for (int64_t k = 0; k < vecW; ++k) {
+    Value sum = tiles.getResult(k);
+    // A tied embedding's other gradient, added to the finished sum.
+    if (Value addend = op.getAddend()) {
+      FailureOr<Value> a = emit(addend, {v, chunkCol(base, k)});
+      if (failed(a))
+        return failure();
+      sum = b.create<arith::AddFOp>(loc, *a, sum);
+    }
+    store(sum, outputMem[0], ValueRange{v, chunkCol(base, k)});
+  }
   return checkStoresFlushed();
 }
 

@@ -3,9 +3,13 @@
 #include "colossus/runtime/Session.h"
 #include "colossus/runtime/Weights.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
+#include <mutex>
 #include <string_view>
+#include <thread>
 #include <unordered_map>
 
 namespace colossus {
@@ -146,14 +150,13 @@ Status Session::allocateBuffers() {
 }
 
 Status Session::fillParams(const WeightsSpec &weights) {
+  if (weights.kind == WeightsSpec::Kind::Random)
+    return fillParamsRandom(weights.seed);
   const schema::Artifact &a = artifact_->root();
-  std::unique_ptr<WeightSource> source;
-  if (weights.kind == WeightsSpec::Kind::File) {
-    auto opened = WeightSource::open(weights.path);
-    if (!opened)
-      return opened.error();
-    source = std::move(opened).value();
-  }
+  auto opened = WeightSource::open(weights.path);
+  if (!opened)
+    return opened.error();
+  std::unique_ptr<WeightSource> source = std::move(opened).value();
   std::vector<float> staging;
   std::vector<uint16_t> narrow;
   for (uint32_t i = 0; i < artifact_->numParams(); ++i) {
@@ -170,24 +173,137 @@ Status Session::fillParams(const WeightsSpec &weights) {
       staging.resize(count);
       host = staging.data();
     }
-    if (source)
-      COLOSSUS_RETURN_IF_ERROR(loadParam(*source, *param, host, count));
-    else
-      initParam(*param, weights.seed, i, host, count);
-    if (param->master() >= 0 && count)
-      COLOSSUS_RETURN_IF_ERROR(device_->copyToDevice(
-          bufferPtrs_[static_cast<uint32_t>(param->master())], host,
-          count * 4));
+    COLOSSUS_RETURN_IF_ERROR(loadParam(*source, *param, host, count));
     if (bf16 && count) {
       narrow.resize(count);
       for (size_t k = 0; k < count; ++k)
         narrow[k] = floatToBfloat16(host[k]);
-      COLOSSUS_RETURN_IF_ERROR(
-          device_->copyToDevice(dst, narrow.data(), count * 2));
-    } else if (host == staging.data() && count) {
-      COLOSSUS_RETURN_IF_ERROR(device_->copyToDevice(dst, host, count * 4));
     }
+    COLOSSUS_RETURN_IF_ERROR(storeParam(*param, host,
+                                        bf16 && count ? narrow.data() : nullptr,
+                                        host == staging.data(), count));
   }
+  return device_->synchronize();
+}
+
+Status Session::storeParam(const schema::Param &param, const float *host,
+                           const uint16_t *narrow, bool staged, size_t count) {
+  if (!count)
+    return Status::success();
+  if (param.master() >= 0)
+    COLOSSUS_RETURN_IF_ERROR(device_->copyToDevice(
+        bufferPtrs_[static_cast<uint32_t>(param.master())], host, count * 4));
+  void *dst = bufferPtrs_[param.buffer()];
+  if (narrow)
+    return device_->copyToDevice(dst, narrow, count * 2);
+  if (staged)
+    return device_->copyToDevice(dst, host, count * 4);
+  return Status::success();
+}
+
+Status Session::fillParamsRandom(uint64_t seed) {
+  // Every parameter is a stream of its own (initParam: seed and parameter
+  // index), so worker threads generate them concurrently, each parameter by
+  // one thread: the values are those of a sequential fill. This thread makes
+  // every device call (a CUDA context is per thread), in parameter order, as
+  // each parameter is ready. Parameters needing host staging (not host
+  // memory, or bf16) are admitted in order while their staging stays within
+  // kStagingBudget (or alone), so the host holds at most about that much.
+  constexpr size_t kStagingBudget = size_t(2) << 30;
+  const schema::Artifact &a = artifact_->root();
+  const uint32_t n = artifact_->numParams();
+  struct Job {
+    const schema::Param *param = nullptr;
+    size_t count = 0;
+    bool bf16 = false;
+    float *host = nullptr; // in place: the device memory is host memory
+    size_t stagingBytes = 0;
+    std::vector<float> staging;
+    std::vector<uint16_t> narrow;
+    bool done = false;
+  };
+  std::vector<Job> jobs(n);
+  for (uint32_t i = 0; i < n; ++i) {
+    Job &job = jobs[i];
+    job.param = a.params()->Get(i);
+    const schema::Buffer *buffer = a.buffers()->Get(job.param->buffer());
+    job.bf16 = buffer->dtype() == schema::DType::bf16;
+    job.count = static_cast<size_t>(buffer->size() / (job.bf16 ? 2 : 4));
+    if (!job.bf16)
+      job.host = static_cast<float *>(
+          device_->hostAddress(bufferPtrs_[job.param->buffer()]));
+    if (!job.host && job.count)
+      job.stagingBytes = job.count * (job.bf16 ? 6 : 4);
+  }
+
+  std::mutex mu;
+  std::condition_variable cv;
+  uint32_t nextClaim = 0, nextAdmit = 0;
+  size_t inFlight = 0;
+  auto work = [&] {
+    for (;;) {
+      uint32_t i;
+      {
+        std::unique_lock<std::mutex> lock(mu);
+        if (nextClaim == n)
+          return;
+        i = nextClaim++;
+        Job &job = jobs[i];
+        cv.wait(lock, [&] {
+          return nextAdmit == i &&
+                 (inFlight == 0 ||
+                  inFlight + job.stagingBytes <= kStagingBudget);
+        });
+        inFlight += job.stagingBytes;
+        ++nextAdmit;
+      }
+      cv.notify_all();
+      Job &job = jobs[i];
+      if (!job.host && job.count) {
+        job.staging.resize(job.count);
+        job.host = job.staging.data();
+      }
+      initParam(*job.param, seed, i, job.host, job.count);
+      if (job.bf16 && job.count) {
+        job.narrow.resize(job.count);
+        for (size_t k = 0; k < job.count; ++k)
+          job.narrow[k] = floatToBfloat16(job.host[k]);
+      }
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        job.done = true;
+      }
+      cv.notify_all();
+    }
+  };
+  unsigned threads = std::max(1u, std::thread::hardware_concurrency());
+  threads = std::min<unsigned>(threads, std::max<uint32_t>(n, 1));
+  std::vector<std::thread> pool;
+  for (unsigned t = 0; t < threads; ++t)
+    pool.emplace_back(work);
+
+  Status status = Status::success();
+  for (uint32_t i = 0; i < n; ++i) {
+    Job &job = jobs[i];
+    {
+      std::unique_lock<std::mutex> lock(mu);
+      cv.wait(lock, [&] { return job.done; });
+    }
+    if (status.ok())
+      status = storeParam(*job.param, job.host,
+                          job.bf16 && job.count ? job.narrow.data() : nullptr,
+                          !job.staging.empty(), job.count);
+    std::vector<float>().swap(job.staging);
+    std::vector<uint16_t>().swap(job.narrow);
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      inFlight -= job.stagingBytes;
+    }
+    cv.notify_all();
+  }
+  for (std::thread &t : pool)
+    t.join();
+  COLOSSUS_RETURN_IF_ERROR(status);
   return device_->synchronize();
 }
 

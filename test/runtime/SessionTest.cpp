@@ -9,6 +9,7 @@
 #include "TestUtil.h"
 
 #include "colossus/runtime/Session.h"
+#include "colossus/runtime/Weights.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -223,6 +224,18 @@ TEST_F(TinyModel, RandomInitIsDeterministic) {
   const float *embBuf = static_cast<const float *>(a->bufferAddress(2));
   std::vector<float> e(embBuf, embBuf + V * V);
   expectNear(*la, tinyReference(e, std::vector<float>(V, 1.0f), {}, tokens, 0));
+  // The parameters are generated on worker threads: each holds exactly what
+  // a sequential initParam of its index gives.
+  const schema::Artifact &root = a->artifact().root();
+  for (uint32_t i = 0; i < a->artifact().numParams(); ++i) {
+    const schema::Param *param = root.params()->Get(i);
+    size_t count = root.buffers()->Get(param->buffer())->size() / 4;
+    std::vector<float> want(count);
+    initParam(*param, 3, i, want.data(), count);
+    const float *got =
+        static_cast<const float *>(a->bufferAddress(param->buffer()));
+    EXPECT_EQ(std::vector<float>(got, got + count), want) << "param " << i;
+  }
 }
 
 TEST_F(TinyModel, SeveralSessionsAtOnce) {

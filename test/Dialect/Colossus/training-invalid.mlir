@@ -406,6 +406,14 @@ func.func @embedding_grad_rows(%ids: tensor<16xi32>, %dy: tensor<8x64xf32>) {
 
 // -----
 
+func.func @embedding_grad_addend_type(%ids: tensor<8xi32>, %dy: tensor<8x64xf32>, %dw: tensor<128x64xf32>) {
+  // expected-error @+1 {{'colossus.embedding_grad' op addend must have the result's type 'tensor<256x64xf32>', got 'tensor<128x64xf32>'}}
+  %0 = colossus.embedding_grad %ids, %dy plus %dw {vocab_size = 256 : i64} : tensor<8xi32>, tensor<8x64xf32>, tensor<128x64xf32>
+  return
+}
+
+// -----
+
 // vocab_size is in the attr-dict of the custom form: its absence is reported
 // by the verifier, not while the result type is inferred.
 func.func @embedding_grad_no_vocab_size(%ids: tensor<8xi32>, %dy: tensor<8x64xf32>) {

@@ -219,6 +219,17 @@ func.func @embedding_grad(%ids: tensor<8xi32>, %dy: tensor<8x64xbf16>) -> tensor
   return %0 : tensor<256x64xf32>
 }
 
+// A tied embedding's other gradient added by the scatter (plus).
+// CHECK-LABEL: func.func @embedding_grad_plus
+// CHECK: %[[G:.+]] = colossus.embedding_grad %{{.+}}, %{{.+}} plus %{{.+}} {vocab_size = 256 : i64} : tensor<8xi32>, tensor<8x64xbf16>, tensor<256x64xf32>
+// CHECK-NEXT: return %[[G]] : tensor<256x64xf32>
+// GENERIC-LABEL: sym_name = "embedding_grad_plus"
+// GENERIC: "colossus.embedding_grad"(%{{.*}}, %{{.*}}, %{{.*}}) <{vocab_size = 256 : i64}> : (tensor<8xi32>, tensor<8x64xbf16>, tensor<256x64xf32>) -> tensor<256x64xf32>
+func.func @embedding_grad_plus(%ids: tensor<8xi32>, %dy: tensor<8x64xbf16>, %dw: tensor<256x64xf32>) -> tensor<256x64xf32> {
+  %0 = colossus.embedding_grad %ids, %dy plus %dw {vocab_size = 256 : i64} : tensor<8xi32>, tensor<8x64xbf16>, tensor<256x64xf32>
+  return %0 : tensor<256x64xf32>
+}
+
 // CHECK-LABEL: func.func @embedding_grad_dynamic
 // CHECK: %[[G:.+]] = colossus.embedding_grad %{{.+}}, %{{.+}} {vocab_size = 50257 : i64} : tensor<?xi32>, tensor<?x768xf32>
 // CHECK-NEXT: return %[[G]] : tensor<50257x768xf32>

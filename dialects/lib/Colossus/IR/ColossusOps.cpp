@@ -597,6 +597,9 @@ LogicalResult EmbeddingGradOp::inferReturnTypes(MLIRContext *ctx,
 LogicalResult EmbeddingGradOp::verify() {
   if (!dimsMatch(rt(getIds()).getDimSize(0), rt(getDy()).getDimSize(0)))
     return emitOpError("ids and dy must have the same number of rows");
+  if (Value a = getAddend(); a && rt(a) != getType())
+    return emitOpError("addend must have the result's type ")
+           << getType() << ", got " << a.getType();
   return success();
 }
 

@@ -211,6 +211,14 @@ private:
   Status init(const SessionOptions &options);
   Status allocateBuffers();
   Status fillParams(const WeightsSpec &weights);
+  /// --init=random: the parameters generated on worker threads (one each),
+  /// stored by this thread in order (docs/runtime.md).
+  Status fillParamsRandom(uint64_t seed);
+  /// Copies one filled parameter (f32 values `host`, their bf16 rounding
+  /// `narrow` for a bf16 buffer) to its master and its buffer; `staged`:
+  /// `host` is not the buffer's own memory.
+  Status storeParam(const schema::Param &param, const float *host,
+                    const uint16_t *narrow, bool staged, size_t count);
   Status checkTokens(const std::vector<int32_t> &tokens,
                      const char *what) const;
   Status requireForward() const;

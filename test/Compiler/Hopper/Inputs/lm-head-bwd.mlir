@@ -4,8 +4,9 @@
 // loss gradient of the f32 logits is rounded to bf16 (the convert rule),
 // then dX = dlogits W (transpose_w = false: W [V, D] read N-contiguous) and
 // dW = dlogits^T h (both operands token-contiguous, f32). With tied
-// embeddings dW is summed with the embedding's gradient by a kernel of its
-// own, so it is stored, not accumulated (no colossus.param on the result).
+// embeddings dW is added by the embedding's gradient kernel (embedding_grad
+// plus dW), so it is stored, not accumulated (no colossus.param on the
+// result).
 func.func @lm_head_bwd(%logits: tensor<2048x128256xf32>, %t: tensor<2048xi32>,
                        %h: tensor<2048x2048xbf16>, %w: tensor<128256x2048xbf16>)
     -> (tensor<f32>, tensor<2048x2048xbf16>,

@@ -433,12 +433,19 @@ def Colossus_EmbeddingGradOp : Colossus_Op<"embedding_grad"> {
   let summary = "d loss / d table of embedding: rows scattered and summed";
   let description = [{
     `result[v, :] = sum over active rows r with ids[r] == v of dy[r, :]`;
-    the result is `[vocab_size, D]`.
+    the result is `[vocab_size, D]`. With `plus %addend` (f32
+    `[vocab_size, D]`), `result[v, :] = addend[v, :] + (that sum)`: a tied
+    embedding's other gradient (the lm head's dW) added by the scatter's
+    kernel instead of an elementwise kernel of its own (docs/autodiff.md).
   }];
   let arguments = (ins TokenVector:$ids, FloatMatrix:$dy,
+                       Optional<FloatMatrix>:$addend,
                        ConfinedAttr<I64Attr, [IntPositive]>:$vocab_size);
   let results = (outs FloatMatrix:$result);
-  let assemblyFormat = "$ids `,` $dy attr-dict `:` type($ids) `,` type($dy)";
+  let assemblyFormat = [{
+    $ids `,` $dy (`plus` $addend^)? attr-dict `:` type($ids) `,` type($dy)
+    (`,` type($addend)^)?
+  }];
 }
 
 def Colossus_CacheReadOp : Colossus_Op<"cache_read"> {
