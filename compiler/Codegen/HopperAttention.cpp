@@ -1037,6 +1037,11 @@ private:
   /// One iteration: S^T, dP^T, P^T, dS^T and the dV, dK updates.
   SmallVector<Value> step(Value it, ValueRange acc, Value outMem, Value lseMem);
 
+  /// Issues S^T = K Q^T and dP^T = V dO^T of the stage `slot` (m64n64, A =
+  /// this warpgroup's 64 keys of K (V), B = the Q (dO) tile, all K-major)
+  /// as one committed wgmma group; returns {S^T, dP^T} (not yet waited).
+  std::pair<Value, Value> issueScores(Value slot);
+
   /// Thread 0: refills the stage of iteration it-1 with iteration
   /// it-1+stages once every warp released it.
   void refillPrevious(Value it);
@@ -1189,6 +1194,22 @@ void AttentionBwdBuilder::refillPrevious(Value it) {
   issueQdO(next, prevSlot);
 }
 
+std::pair<Value, Value> AttentionBwdBuilder::issueScores(Value slot) {
+  Value stageAddr = add(ringAddr, toI64(stageOff(slot)));
+  Value wgRows = toI64(mul(wg, idx(64 * 128)));
+  Value kWg = add(addrAdd(ringAddr, kOff(0)), wgRows);
+  Value vWg = add(addrAdd(ringAddr, vOff(0)), wgRows);
+  NVVM::WgmmaFenceAlignedOp::create(b, loc);
+  Value sT = ssWgmma(LLVM::UndefOp::create(b, loc, sType), sType, kBwdBq, kWg,
+                     kBwdBn * 128, addrAdd(stageAddr, qOff(0)), kBwdBq * 128,
+                     p.headDim / 16, /*accumulate=*/false);
+  Value dpT = ssWgmma(LLVM::UndefOp::create(b, loc, sType), sType, kBwdBq, vWg,
+                      kBwdBn * 128, addrAdd(stageAddr, doOff(0)), kBwdBq * 128,
+                      p.headDim / 16, /*accumulate=*/false);
+  NVVM::WgmmaGroupSyncAlignedOp::create(b, loc);
+  return {sT, dpT};
+}
+
 SmallVector<Value> AttentionBwdBuilder::step(Value it, ValueRange acc,
                                              Value outMem, Value lseMem) {
   Value dk = acc[0], dv = acc[1];
@@ -1214,20 +1235,8 @@ SmallVector<Value> AttentionBwdBuilder::step(Value it, ValueRange acc,
   // the stage's previous use: one barrier per iteration, 3 stages).
   gpu::BarrierOp::create(b, loc);
 
+  auto [sT, dpT] = issueScores(slot);
   Value stageAddr = add(ringAddr, toI64(stageOff(slot)));
-  Value wgRows = toI64(mul(wg, idx(64 * 128)));
-  Value kWg = add(addrAdd(ringAddr, kOff(0)), wgRows);
-  Value vWg = add(addrAdd(ringAddr, vOff(0)), wgRows);
-  // S^T = K Q^T and dP^T = V dO^T: m64n64, A = this warpgroup's 64 keys of
-  // K (V), B = the Q (dO) tile, all K-major.
-  NVVM::WgmmaFenceAlignedOp::create(b, loc);
-  Value sT = ssWgmma(LLVM::UndefOp::create(b, loc, sType), sType, kBwdBq, kWg,
-                     kBwdBn * 128, addrAdd(stageAddr, qOff(0)), kBwdBq * 128,
-                     p.headDim / 16, /*accumulate=*/false);
-  Value dpT = ssWgmma(LLVM::UndefOp::create(b, loc, sType), sType, kBwdBq, vWg,
-                      kBwdBn * 128, addrAdd(stageAddr, doOff(0)), kBwdBq * 128,
-                      p.headDim / 16, /*accumulate=*/false);
-  NVVM::WgmmaGroupSyncAlignedOp::create(b, loc);
   NVVM::WgmmaWaitGroupSyncOp::create(b, loc, 0);
 
   // P^T = exp2(S^T scale log2 e - lse log2 e), 0 where the query does not
@@ -1408,18 +1417,8 @@ SmallVector<Value> AttentionBwdBuilder::stepV3(Value it, ValueRange acc,
   Value hh, tq0;
   coords(it, hh, tq0);
   waitBar(barFull(slot), use);
+  auto [sT, dpT] = issueScores(slot);
   Value stageAddr = add(ringAddr, toI64(stageOff(slot)));
-  Value wgRows = toI64(mul(wg, idx(64 * 128)));
-  Value kWg = add(addrAdd(ringAddr, kOff(0)), wgRows);
-  Value vWg = add(addrAdd(ringAddr, vOff(0)), wgRows);
-  NVVM::WgmmaFenceAlignedOp::create(b, loc);
-  Value sT = ssWgmma(LLVM::UndefOp::create(b, loc, sType), sType, kBwdBq, kWg,
-                     kBwdBn * 128, addrAdd(stageAddr, qOff(0)), kBwdBq * 128,
-                     p.headDim / 16, /*accumulate=*/false);
-  Value dpT = ssWgmma(LLVM::UndefOp::create(b, loc, sType), sType, kBwdBq, vWg,
-                      kBwdBn * 128, addrAdd(stageAddr, doOff(0)), kBwdBq * 128,
-                      p.headDim / 16, /*accumulate=*/false);
-  NVVM::WgmmaGroupSyncAlignedOp::create(b, loc);
   // D of this tile while the S^T / dP^T wgmmas run.
   statsV3(it, slot, tq0);
   // Within the warpgroup: its stats slot it % 2 is complete. Each

@@ -2682,6 +2682,18 @@ double numElements(Type t) {
   return n;
 }
 
+/// (query, key) pairs an attention (or its gradient) computes, over all
+/// query heads: a causal row sees on average half the context, a sliding
+/// window at most the window.
+template <typename AttnOp> static double attentionPairs(AttnOp a) {
+  auto k = cast<RankedTensorType>(a.getK().getType());
+  double ctx = a.getCausal() ? (k.getDimSize(1) + 1) / 2.0 : k.getDimSize(1);
+  if (a.getSlidingWindow() > 0)
+    ctx = std::min<double>(ctx, a.getSlidingWindow());
+  double rows = cast<RankedTensorType>(a.getQ().getType()).getDimSize(0);
+  return rows * a.getNumHeads() * ctx;
+}
+
 /// FLOPs of the group for the whole compiled shape (every row active; a
 /// causal attention row sees on average half the context). Counted: linear
 /// and its weight gradient, attention and its gradient, norms and pointwise
@@ -2700,29 +2712,17 @@ double estimateFlops(FusionOp fusion) {
       auto dy = cast<RankedTensorType>(g.getDy().getType());
       flops += 2.0 * x.getDimSize(0) * x.getDimSize(1) * dy.getDimSize(1);
     } else if (auto a = dyn_cast<AttentionOp>(op)) {
-      auto k = cast<RankedTensorType>(a.getK().getType());
-      double ctx =
-          a.getCausal() ? (k.getDimSize(1) + 1) / 2.0 : k.getDimSize(1);
-      if (a.getSlidingWindow() > 0)
-        ctx = std::min<double>(ctx, a.getSlidingWindow());
-      double rows = cast<RankedTensorType>(a.getQ().getType()).getDimSize(0);
-      flops += 4.0 * rows * a.getNumHeads() * a.getHeadDim() * ctx;
+      flops += 4.0 * attentionPairs(a) * a.getHeadDim();
     } else if (auto g = dyn_cast<AttentionGradOp>(op)) {
       // Per visible (query, key) pair and head: the recomputed scores
       // q.k and dP = dout.v, then one head_dim product for each gradient
       // the group uses (dq = dS k, dk = dS^T q, dv = P^T dout): 2 * head_dim
       // FLOPs each. The fuser splits dq from dk / dv
       // (docs/hopper-attention.md).
-      auto k = cast<RankedTensorType>(g.getK().getType());
-      double ctx =
-          g.getCausal() ? (k.getDimSize(1) + 1) / 2.0 : k.getDimSize(1);
-      if (g.getSlidingWindow() > 0)
-        ctx = std::min<double>(ctx, g.getSlidingWindow());
-      double rows = cast<RankedTensorType>(g.getQ().getType()).getDimSize(0);
       int products = 2;
       for (Value r : g->getResults())
         products += r.use_empty() ? 0 : 1;
-      flops += 2.0 * products * rows * g.getNumHeads() * g.getHeadDim() * ctx;
+      flops += 2.0 * products * attentionPairs(g) * g.getHeadDim();
     } else if (isa<RmsNormOp, LayerNormOp, SoftmaxOp, RopeOp, GeluOp, SiluOp,
                    SwigluOp>(op)) {
       flops += 5.0 * numElements(op.getResult(0).getType());
