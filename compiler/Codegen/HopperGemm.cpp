@@ -416,6 +416,8 @@ private:
   /// The named barrier of the consumer warpgroups (weight gradients' token
   /// masking); 0 is the CTA-wide one.
   static constexpr int64_t kConsumerBarrier = 1;
+  /// Column pairs whose [M, N] epilogue inputs are loaded ahead together.
+  static constexpr int64_t kEpiloguePreload = 4;
   /// Thread 0: TMA loads of operand tile(s) `l` of rows [row0, row0 +
   /// l.rows) and k [k0, k0 + 64) into stage `slot`.
   void loadOperand(Value tm, const OperandLayout &l, Value row0, Value k0,
@@ -552,6 +554,12 @@ private:
   int64_t epMb = 0, epHalf = 0, epJ = 0;
   llvm::DenseMap<std::pair<Value, int>, Value> epMemo;
   llvm::DenseMap<Value, Value> epPairs;
+  /// The [M, N] group inputs the epilogue reads, and their pairs loaded
+  /// ahead for the column pairs j of the current row (epPreloaded[{v, j}]).
+  SmallVector<Value> epInputs;
+  llvm::DenseMap<std::pair<Value, int64_t>, Value> epPreloaded;
+  void collectEpilogueInputs(Value v, llvm::DenseSet<Value> &seen);
+  Value loadInputPair(Value v);
 };
 
 GemmBuilder::RingPos GemmBuilder::advance(RingPos pos) {
@@ -961,6 +969,10 @@ void GemmBuilder::epilogue(ArrayRef<Value> accs, ValueRange args,
                               idx(2)));
   epAccs = accs;
   epArgs = args;
+  epInputs.clear();
+  llvm::DenseSet<Value> seen;
+  for (Value v : p.outputs)
+    collectEpilogueInputs(v, seen);
   // The consumer's rows: m0 is its first row, consumerRows / 64 m64 blocks.
   const int64_t mBlocks = t.consumerRows() / 64;
   for (int64_t mb = 0; mb < mBlocks; ++mb) {
@@ -980,11 +992,25 @@ void GemmBuilder::epilogue(ArrayRef<Value> accs, ValueRange args,
         seq = arith::DivUIOp::create(b, loc, row, ntIdx);
         pos = add(pos0Idx, arith::RemUIOp::create(b, loc, row, ntIdx));
       }
+      epPreloaded.clear();
       for (int64_t j = 0; j < t.bn / 8; ++j) {
         epRow = row;
-        epCol = add(colBase, idx(8 * j));
         epMb = mb;
         epHalf = half;
+        // The [M, N] inputs of the next kEpiloguePreload column pairs are
+        // loaded before any of them is computed and stored: the stores
+        // could alias the loads as far as ptxas knows, so a load issued
+        // after a store waits its whole latency (the memory plan never
+        // gives a kernel's input and output the same memory).
+        if (j % kEpiloguePreload == 0) {
+          for (int64_t jj = j; jj < std::min(j + kEpiloguePreload, t.bn / 8);
+               ++jj) {
+            epCol = add(colBase, idx(8 * jj));
+            for (Value in : epInputs)
+              epPreloaded[{in, jj}] = loadInputPair(in);
+          }
+        }
+        epCol = add(colBase, idx(8 * j));
         epJ = j;
         epMemo.clear();
         epPairs.clear();
@@ -1011,6 +1037,37 @@ void GemmBuilder::epilogue(ArrayRef<Value> accs, ValueRange args,
   }
 }
 
+/// The group inputs that evaluate() reads as [M, N] pairs for `v`.
+void GemmBuilder::collectEpilogueInputs(Value v,
+                                        llvm::DenseSet<Value> &seen) {
+  if (!seen.insert(v).second)
+    return;
+  if (isa<BlockArgument>(v)) {
+    if (cast<RankedTensorType>(v.getType()).getRank() == 2)
+      epInputs.push_back(v);
+    return;
+  }
+  if (v == p.accValue[0] || v == p.accValue[1])
+    return; // an accumulator (its bias is an [N] row, loaded when used)
+  for (Value operand : v.getDefiningOp()->getOperands())
+    collectEpilogueInputs(operand, seen);
+}
+
+/// The pair of group input `v` at [epRow, epCol] ([epCol] for an [N] row),
+/// as stored.
+Value GemmBuilder::loadInputPair(Value v) {
+  auto ty = cast<RankedTensorType>(v.getType());
+  Type elem = ty.getElementType();
+  SmallVector<Value, 2> at = ty.getRank() == 2
+                                 ? SmallVector<Value, 2>{epRow, epCol}
+                                 : SmallVector<Value, 2>{epCol};
+  return vector::LoadOp::create(
+      b, loc, VectorType::get({2}, elem),
+      epArgs[cast<BlockArgument>(v).getArgNumber()], at,
+      /*nontemporal=*/false,
+      llvm::MaybeAlign(elem.getIntOrFloatBitWidth() / 4));
+}
+
 Value GemmBuilder::evaluate(Value v, int e) {
   if (Value known = epMemo.lookup({v, e}))
     return known;
@@ -1033,18 +1090,14 @@ Value GemmBuilder::evaluate(Value v, int e) {
   };
   Value r;
   if (auto ba = dyn_cast<BlockArgument>(v)) {
-    // A group input: the pair at [row, col] or [col], loaded once.
+    // A group input: the pair at [row, col] or [col], loaded once (an
+    // [M, N] input's ahead of the column pairs, see epilogue()).
     Value pair = epPairs.lookup(v);
     if (!pair) {
-      auto ty = cast<RankedTensorType>(v.getType());
-      Type elem = ty.getElementType();
-      SmallVector<Value, 2> at = ty.getRank() == 2
-                                     ? SmallVector<Value, 2>{epRow, epCol}
-                                     : SmallVector<Value, 2>{epCol};
-      pair = vector::LoadOp::create(
-          b, loc, VectorType::get({2}, elem), epArgs[ba.getArgNumber()], at,
-          /*nontemporal=*/false,
-          llvm::MaybeAlign(elem.getIntOrFloatBitWidth() / 4));
+      pair = epPreloaded.lookup({v, epJ});
+      if (!pair)
+        pair = loadInputPair(v);
+      Type elem = cast<RankedTensorType>(v.getType()).getElementType();
       if (!elem.isF32())
         pair = arith::ExtFOp::create(b, loc, VectorType::get({2}, f32), pair);
       epPairs[v] = pair;
