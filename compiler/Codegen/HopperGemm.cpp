@@ -1038,8 +1038,7 @@ void GemmBuilder::epilogue(ArrayRef<Value> accs, ValueRange args,
 }
 
 /// The group inputs that evaluate() reads as [M, N] pairs for `v`.
-void GemmBuilder::collectEpilogueInputs(Value v,
-                                        llvm::DenseSet<Value> &seen) {
+void GemmBuilder::collectEpilogueInputs(Value v, llvm::DenseSet<Value> &seen) {
   if (!seen.insert(v).second)
     return;
   if (isa<BlockArgument>(v)) {
