@@ -13,8 +13,11 @@
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/OperationSupport.h"
+#include "mlir/Interfaces/SideEffectInterfaces.h"
 #include "llvm/ADT/DenseSet.h"
 #include "llvm/ADT/StringMap.h"
+
+#include <functional>
 
 namespace colossus {
 #define GEN_PASS_DEF_COLOSSUSKERNELIZE
@@ -110,6 +113,44 @@ private:
   llvm::DenseSet<std::pair<Operation *, unsigned>> visited;
 };
 
+/// Moves `op` before `target` (same block, `target` first), with the
+/// side-effect-free ops between them that compute its operands; false (and
+/// nothing moved) when one of those has side effects.
+static bool hoistBefore(Operation *op, Operation *target) {
+  SmallVector<Operation *> chain;
+  llvm::DenseSet<Operation *> inChain;
+  std::function<bool(Operation *)> collect = [&](Operation *o) -> bool {
+    for (Value v : o->getOperands()) {
+      Operation *def = v.getDefiningOp();
+      if (!def || def->getBlock() != target->getBlock() ||
+          def->isBeforeInBlock(target) || inChain.contains(def))
+        continue;
+      if (!isMemoryEffectFree(def) || def->getNumRegions() != 0 ||
+          !collect(def))
+        return false;
+      inChain.insert(def);
+      chain.push_back(def);
+    }
+    return true;
+  };
+  if (!collect(op))
+    return false;
+  // Operands first, in their block order.
+  llvm::sort(chain,
+             [](Operation *a, Operation *b) { return a->isBeforeInBlock(b); });
+  for (Operation *o : chain)
+    o->moveBefore(target);
+  op->moveBefore(target);
+  return true;
+}
+
+/// Column pairs (vector stores) of a Hopper GEMM whose accumulated output is
+/// read ahead: the load of pair j moves before the stores of the previous
+/// kAccumulateAhead - 1 pairs (ptxas must assume a store may alias a later
+/// load, so a load issued after a store waits its whole latency; the pairs
+/// are distinct elements, each stored once).
+static constexpr int kAccumulateAhead = 4;
+
 /// Turns every `memref.store x, out[i]` into `out[i] = out[i] + x` (and
 /// every `vector.store` likewise, element by element: the Hopper GEMM's
 /// epilogue stores column pairs) for the output buffers `outputs` of a
@@ -161,6 +202,20 @@ LogicalResult accumulateIntoOutputs(Block &entry, unsigned numInputs,
                              : llvm::MaybeAlign());
       vst.getValueToStoreMutable().assign(
           b.create<arith::AddFOp>(vst.getLoc(), old, vst.getValueToStore()));
+      if (!entry.getParentOp()->hasAttr(kHopperGemmAbiAttr))
+        continue;
+      Operation *target = nullptr;
+      int passed = 0;
+      for (Operation *prev = old.getDefiningOp()->getPrevNode();
+           prev && passed < kAccumulateAhead - 1;
+           prev = prev->getPrevNode()) {
+        if (isa<vector::StoreOp>(prev)) {
+          target = prev;
+          ++passed;
+        }
+      }
+      if (target)
+        (void)hoistBefore(old.getDefiningOp(), target);
     }
   }
   return success();
