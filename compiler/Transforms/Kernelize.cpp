@@ -207,8 +207,7 @@ LogicalResult accumulateIntoOutputs(Block &entry, unsigned numInputs,
       Operation *target = nullptr;
       int passed = 0;
       for (Operation *prev = old.getDefiningOp()->getPrevNode();
-           prev && passed < kAccumulateAhead - 1;
-           prev = prev->getPrevNode()) {
+           prev && passed < kAccumulateAhead - 1; prev = prev->getPrevNode()) {
         if (isa<vector::StoreOp>(prev)) {
           target = prev;
           ++passed;
