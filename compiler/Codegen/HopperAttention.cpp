@@ -903,6 +903,26 @@ protected:
     return add(add(mul(wg, idx(64)), mul(warp, idx(16))), divu(lane, 4));
   }
 
+  /// Thread 0: refills the ring slot of iteration it-1 (of `stages`) with
+  /// iteration it-1+stages, if that is below `count`, once every warp
+  /// released it (`emptyBar(slot)` completes); `issue(next, slot)` issues
+  /// the loads.
+  void refillSlotOf(Value it, int64_t stages, Value count,
+                    llvm::function_ref<Value(Value)> emptyBar,
+                    llvm::function_ref<void(Value, Value)> issue) {
+    Value prev = sub(it, idx(1));
+    Value next = add(prev, idx(stages));
+    Value want = arith::AndIOp::create(
+        b, loc, isLeader,
+        arith::AndIOp::create(b, loc, ule(idx(1), it), ult(next, count)));
+    auto refill = scf::IfOp::create(b, loc, want, false);
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(&refill.getThenRegion().front());
+    Value prevSlot = remu(prev, stages);
+    waitBar(emptyBar(prevSlot), divu(prev, stages));
+    issue(next, prevSlot);
+  }
+
   const HopperAttentionBwdProblem &p;
   MemRefType qBox, kvBox;
   nvgpu::TensorMapDescriptorType tmapQ, tmapKV;
@@ -1179,19 +1199,9 @@ void AttentionBwdBuilder::stats(Value it, Value slot, Value hh, Value tq0,
 }
 
 void AttentionBwdBuilder::refillPrevious(Value it) {
-  // Refill: the slot of iteration it-1 gets iteration it-1+stages once
-  // every warp released it.
-  Value prev = sub(it, idx(1));
-  Value next = add(prev, idx(kBwdStages));
-  Value want = arith::AndIOp::create(
-      b, loc, isLeader,
-      arith::AndIOp::create(b, loc, ule(idx(1), it), ult(next, nIter)));
-  auto refill = scf::IfOp::create(b, loc, want, false);
-  OpBuilder::InsertionGuard g(b);
-  b.setInsertionPointToStart(&refill.getThenRegion().front());
-  Value prevSlot = remu(prev, kBwdStages);
-  waitBar(barEmpty(prevSlot), divu(prev, kBwdStages));
-  issueQdO(next, prevSlot);
+  refillSlotOf(
+      it, kBwdStages, nIter, [&](Value slot) { return barEmpty(slot); },
+      [&](Value next, Value slot) { issueQdO(next, slot); });
 }
 
 std::pair<Value, Value> AttentionBwdBuilder::issueScores(Value slot) {
@@ -1743,19 +1753,9 @@ private:
 Value AttentionDqBuilder::keyBlock(Value i, Value acc) {
   Value slot = remu(i, kDqStages);
   Value use = divu(i, kDqStages);
-  {
-    Value prev = sub(i, idx(1));
-    Value next = add(prev, idx(kDqStages));
-    Value want = arith::AndIOp::create(
-        b, loc, isLeader,
-        arith::AndIOp::create(b, loc, ule(idx(1), i), ult(next, nKV)));
-    auto refill = scf::IfOp::create(b, loc, want, false);
-    OpBuilder::InsertionGuard g(b);
-    b.setInsertionPointToStart(&refill.getThenRegion().front());
-    Value prevSlot = remu(prev, kDqStages);
-    waitBar(barEmpty(prevSlot), divu(prev, kDqStages));
-    issueKV(next, prevSlot);
-  }
+  refillSlotOf(
+      i, kDqStages, nKV, [&](Value slot) { return barEmpty(slot); },
+      [&](Value next, Value slot) { issueKV(next, slot); });
   Value stageAddr = add(ringAddr, toI64(stageOff(slot)));
   Value wgRows = toI64(mul(wg, idx(64 * 128)));
   // S = Q K^T, dP = dO V^T: m64n64, A = this warpgroup's 64 rows of Q / dO,
