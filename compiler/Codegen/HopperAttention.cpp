@@ -1053,6 +1053,10 @@ private:
   /// thread a row) the row's lse, into prefetch buffer it % 2; one commit
   /// group. Rows past nt are not read.
   void prefetchOut(Value it, Value outMem, Value lseMem);
+  /// The thread of part 0 of a row: cp.async of the row's lse (sequence
+  /// row `grow`, head `hh`) to shared address `dst` (no commit).
+  void prefetchLse(Value part, Value grow, Value hh, Value lseMem,
+                   llvm::function_ref<Value()> dst);
 
   /// One iteration: S^T, dP^T, P^T, dS^T and the dV, dK updates.
   SmallVector<Value> step(Value it, ValueRange acc, Value outMem, Value lseMem);
@@ -1109,6 +1113,23 @@ private:
   Value keyPos[2];
 };
 
+void AttentionBwdBuilder::prefetchLse(Value part, Value grow, Value hh,
+                                      Value lseMem,
+                                      llvm::function_ref<Value()> dst) {
+  Value first =
+      arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, part, idx(0));
+  auto lse = scf::IfOp::create(b, loc, first, false);
+  OpBuilder::InsertionGuard g(b);
+  b.setInsertionPointToStart(&lse.getThenRegion().front());
+  Value lsePtr =
+      toI64(memref::ExtractAlignedPointerAsIndexOp::create(b, loc, lseMem));
+  Value lseSrc =
+      addI64(lsePtr, toI64(mul(add(mul(grow, idx(p.heads)), hh), idx(4))));
+  asmVoid("{\n.reg .u64 g;\ncvta.to.global.u64 g, $1;\n"
+          "cp.async.ca.shared.global [$0], [g], 4;\n}",
+          ValueRange{dst(), lseSrc}, "l,l,~{memory}");
+}
+
 void AttentionBwdBuilder::prefetchOut(Value it, Value outMem, Value lseMem) {
   Value hh, tq0;
   coords(it, hh, tq0);
@@ -1136,19 +1157,10 @@ void AttentionBwdBuilder::prefetchOut(Value it, Value outMem, Value lseMem) {
                   addI64(dst, cI64(k * HopperAttentionBwdTile::kThreads * 16)),
                   addI64(src, cI64(16 * k))},
               "l,l,~{memory}");
-    Value first =
-        arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, part, idx(0));
-    auto lse = scf::IfOp::create(b, loc, first, false);
-    b.setInsertionPointToStart(&lse.getThenRegion().front());
-    Value lsePtr =
-        toI64(memref::ExtractAlignedPointerAsIndexOp::create(b, loc, lseMem));
-    Value lseSrc =
-        addI64(lsePtr, toI64(mul(add(mul(grow, idx(p.heads)), hh), idx(4))));
-    Value lseDst =
-        addI64(buf, toI64(add(idx(prefetchLseOff()), mul(row, idx(4)))));
-    asmVoid("{\n.reg .u64 g;\ncvta.to.global.u64 g, $1;\n"
-            "cp.async.ca.shared.global [$0], [g], 4;\n}",
-            ValueRange{lseDst, lseSrc}, "l,l,~{memory}");
+    prefetchLse(part, grow, hh, lseMem, [&] {
+      return addI64(buf,
+                    toI64(add(idx(prefetchLseOff()), mul(row, idx(4)))));
+    });
   }
   asmVoid("cp.async.commit_group;", ValueRange(), "~{memory}");
 }
@@ -1326,19 +1338,10 @@ void AttentionBwdBuilder::prefetchV3(Value it, Value outMem, Value lseMem) {
                          addI64(outPtr, toI64(mul(elem, idx(2))))},
               "l,l,~{memory}");
     }
-    Value first =
-        arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, part, idx(0));
-    auto lse = scf::IfOp::create(b, loc, first, false);
-    b.setInsertionPointToStart(&lse.getThenRegion().front());
-    Value lsePtr =
-        toI64(memref::ExtractAlignedPointerAsIndexOp::create(b, loc, lseMem));
-    Value lseSrc =
-        addI64(lsePtr, toI64(mul(add(mul(grow, idx(p.heads)), hh), idx(4))));
-    Value lseDst =
-        addI64(area, toI64(add(idx(t.wgOutBytes()), mul(row, idx(4)))));
-    asmVoid("{\n.reg .u64 g;\ncvta.to.global.u64 g, $1;\n"
-            "cp.async.ca.shared.global [$0], [g], 4;\n}",
-            ValueRange{lseDst, lseSrc}, "l,l,~{memory}");
+    prefetchLse(part, grow, hh, lseMem, [&] {
+      return addI64(area,
+                    toI64(add(idx(t.wgOutBytes()), mul(row, idx(4)))));
+    });
   }
   asmVoid("cp.async.commit_group;", ValueRange(), "~{memory}");
 }
