@@ -1158,8 +1158,7 @@ void AttentionBwdBuilder::prefetchOut(Value it, Value outMem, Value lseMem) {
                   addI64(src, cI64(16 * k))},
               "l,l,~{memory}");
     prefetchLse(part, grow, hh, lseMem, [&] {
-      return addI64(buf,
-                    toI64(add(idx(prefetchLseOff()), mul(row, idx(4)))));
+      return addI64(buf, toI64(add(idx(prefetchLseOff()), mul(row, idx(4)))));
     });
   }
   asmVoid("cp.async.commit_group;", ValueRange(), "~{memory}");
@@ -1339,8 +1338,7 @@ void AttentionBwdBuilder::prefetchV3(Value it, Value outMem, Value lseMem) {
               "l,l,~{memory}");
     }
     prefetchLse(part, grow, hh, lseMem, [&] {
-      return addI64(area,
-                    toI64(add(idx(t.wgOutBytes()), mul(row, idx(4)))));
+      return addI64(area, toI64(add(idx(t.wgOutBytes()), mul(row, idx(4)))));
     });
   }
   asmVoid("cp.async.commit_group;", ValueRange(), "~{memory}");
