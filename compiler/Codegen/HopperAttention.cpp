@@ -356,6 +356,17 @@ protected:
   /// apart. Inline PTX: nvvm.wgmma.mma_async only takes descriptors.
   Value rsWgmma(Value acc, LLVM::LLVMStructType accTy, int64_t n,
                 ArrayRef<Value> aRegs, Value bAddr, int64_t lbo);
+  /// acc += A B over aRegs.size() / 4 k16 steps: rsWgmma with the A
+  /// fragment registers 4kc .. 4kc+3 and B at `bAddr + bOff + kc * 16 *
+  /// 128` (16 swizzled 128-byte rows a step).
+  Value rsWgmmaSteps(Value acc, LLVM::LLVMStructType accTy, int64_t n,
+                     ArrayRef<Value> aRegs, Value bAddr, int64_t bOff,
+                     int64_t lbo) {
+    for (int64_t kc = 0; kc < static_cast<int64_t>(aRegs.size()) / 4; ++kc)
+      acc = rsWgmma(acc, accTy, n, aRegs.slice(4 * kc, 4),
+                    addrAdd(bAddr, bOff + kc * 16 * 128), lbo);
+    return acc;
+  }
 
   /// Accumulator elements in pairs, rounded to bf16x2: the wgmma A fragment
   /// (k16 step kc = registers 4kc .. 4kc+3) of the accumulator's rows.
@@ -1294,16 +1305,10 @@ SmallVector<Value> AttentionBwdBuilder::step(Value it, ValueRange acc,
   // dV += P^T dO and dK += dS^T Q: A from registers (4 k16 steps over the
   // 64 queries), B = the dO (Q) tile transposed (head_dim contiguous).
   NVVM::WgmmaFenceAlignedOp::create(b, loc);
-  for (int64_t kc = 0; kc < kBwdBq / 16; ++kc)
-    dv =
-        rsWgmma(dv, accType, p.headDim, ArrayRef<Value>(pRegs).slice(4 * kc, 4),
-                addrAdd(stageAddr, doOff(0) + kc * 16 * 128),
-                /*lbo=*/kBwdBq * 128);
-  for (int64_t kc = 0; kc < kBwdBq / 16; ++kc)
-    dk = rsWgmma(dk, accType, p.headDim,
-                 ArrayRef<Value>(dsRegs).slice(4 * kc, 4),
-                 addrAdd(stageAddr, qOff(0) + kc * 16 * 128),
-                 /*lbo=*/kBwdBq * 128);
+  dv = rsWgmmaSteps(dv, accType, p.headDim, pRegs, stageAddr, doOff(0),
+                    /*lbo=*/kBwdBq * 128);
+  dk = rsWgmmaSteps(dk, accType, p.headDim, dsRegs, stageAddr, qOff(0),
+                    /*lbo=*/kBwdBq * 128);
   NVVM::WgmmaGroupSyncAlignedOp::create(b, loc);
   NVVM::WgmmaWaitGroupSyncOp::create(b, loc, 0);
   releaseSlot(lane, barEmpty(slot));
@@ -1510,11 +1515,8 @@ SmallVector<Value> AttentionBwdBuilder::stepV3(Value it, ValueRange acc,
   // while the threads compute dS^T); the P^T registers are the A operand
   // of those wgmmas and are not written before the wait below.
   NVVM::WgmmaFenceAlignedOp::create(b, loc);
-  for (int64_t kc = 0; kc < kBwdBq / 16; ++kc)
-    dv =
-        rsWgmma(dv, accType, p.headDim, ArrayRef<Value>(pRegs).slice(4 * kc, 4),
-                addrAdd(stageAddr, doOff(0) + kc * 16 * 128),
-                /*lbo=*/kBwdBq * 128);
+  dv = rsWgmmaSteps(dv, accType, p.headDim, pRegs, stageAddr, doOff(0),
+                    /*lbo=*/kBwdBq * 128);
   NVVM::WgmmaGroupSyncAlignedOp::create(b, loc);
 
   // dS^T = P^T (dP^T - D) (0 where P^T is masked), then dK += dS^T Q.
@@ -1533,11 +1535,8 @@ SmallVector<Value> AttentionBwdBuilder::stepV3(Value it, ValueRange acc,
   }
   SmallVector<Value> dsRegs = packBf16(ds);
   NVVM::WgmmaFenceAlignedOp::create(b, loc);
-  for (int64_t kc = 0; kc < kBwdBq / 16; ++kc)
-    dk = rsWgmma(dk, accType, p.headDim,
-                 ArrayRef<Value>(dsRegs).slice(4 * kc, 4),
-                 addrAdd(stageAddr, qOff(0) + kc * 16 * 128),
-                 /*lbo=*/kBwdBq * 128);
+  dk = rsWgmmaSteps(dk, accType, p.headDim, dsRegs, stageAddr, qOff(0),
+                    /*lbo=*/kBwdBq * 128);
   NVVM::WgmmaGroupSyncAlignedOp::create(b, loc);
   NVVM::WgmmaWaitGroupSyncOp::create(b, loc, 0);
   releaseSlot(lane, barEmpty(slot));
@@ -1830,11 +1829,8 @@ Value AttentionDqBuilder::keyBlock(Value i, Value acc) {
   // dQ += dS K: A from registers (4 k16 steps over the 64 keys), B = the K
   // tile transposed (head_dim contiguous).
   NVVM::WgmmaFenceAlignedOp::create(b, loc);
-  for (int64_t kc = 0; kc < kDqBn / 16; ++kc)
-    acc = rsWgmma(acc, accType, p.headDim,
-                  ArrayRef<Value>(dsRegs).slice(4 * kc, 4),
-                  addrAdd(stageAddr, kOff(0) + kc * 16 * 128),
-                  /*lbo=*/kDqBn * 128);
+  acc = rsWgmmaSteps(acc, accType, p.headDim, dsRegs, stageAddr, kOff(0),
+                     /*lbo=*/kDqBn * 128);
   NVVM::WgmmaGroupSyncAlignedOp::create(b, loc);
   NVVM::WgmmaWaitGroupSyncOp::create(b, loc, 0);
   releaseSlot(lane, barEmpty(slot));
